@@ -1,0 +1,178 @@
+//! CPU convolution, NCHW f32. Three paths: pointwise (1x1, stride 1, no pad) is one GEMM per
+//! image; depthwise runs a direct kernel per channel; everything else is im2col + GEMM per group.
+//! Bias and the fused activation are applied in one pass over the output.
+
+use super::gemm::{sgemm, Mat};
+use crate::error::Result;
+use crate::graph::infer::resolve_pads;
+use crate::graph::{Activation, Window};
+use crate::tensor::Tensor;
+use crate::bail;
+use rayon::prelude::*;
+
+/// Geometry of a 2-D convolution (1-D convs run as H = 1).
+#[derive(Clone, Copy, Debug)]
+struct Geom {
+    c: usize,
+    h: usize,
+    w: usize,
+    m: usize,
+    kh: usize,
+    kw: usize,
+    oh: usize,
+    ow: usize,
+    sh: usize,
+    sw: usize,
+    dh: usize,
+    dw: usize,
+    pt: usize,
+    pl: usize,
+    group: usize,
+}
+
+pub fn conv(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, window: &Window, group: usize, act: Option<Activation>, out_shape: &[usize]) -> Result<Tensor> {
+    let xs = x.shape();
+    let nd = xs.len() - 2;
+    if nd > 2 {
+        bail!("{nd}-D convolution is not supported on cpu yet");
+    }
+    let ws = wt.shape();
+    let kernel = &ws[2..];
+    let pads = resolve_pads(window, &xs[2..], kernel)?;
+    let at = |v: &[usize], i: usize| v.get(i).copied().unwrap_or(1);
+    let g = if nd == 2 {
+        Geom {
+            c: xs[1], h: xs[2], w: xs[3], m: ws[0], kh: ws[2], kw: ws[3], oh: out_shape[2], ow: out_shape[3],
+            sh: at(&window.strides, 0), sw: at(&window.strides, 1), dh: at(&window.dilations, 0), dw: at(&window.dilations, 1),
+            pt: pads[0], pl: pads[1], group,
+        }
+    } else {
+        Geom {
+            c: xs[1], h: 1, w: xs[2], m: ws[0], kh: 1, kw: ws[2], oh: 1, ow: out_shape[2],
+            sh: 1, sw: at(&window.strides, 0), dh: 1, dw: at(&window.dilations, 0), pt: 0, pl: pads[0], group,
+        }
+    };
+    let n = xs[0];
+    let (xv, wv) = (x.as_f32()?, wt.as_f32()?);
+    let bv = bias.map(|b| b.as_f32()).transpose()?;
+    let plane = g.oh * g.ow;
+    let mut y = vec![0f32; n * g.m * plane];
+    let pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.oh == g.h && g.ow == g.w;
+    let depthwise = g.group == g.c && g.group > 1 && g.m % g.c == 0;
+    for img in 0..n {
+        let xi = &xv[img * g.c * g.h * g.w..(img + 1) * g.c * g.h * g.w];
+        let yi = &mut y[img * g.m * plane..(img + 1) * g.m * plane];
+        if depthwise {
+            depthwise_image(xi, wv, yi, &g);
+        } else if pointwise && g.group == 1 {
+            sgemm(g.m, plane, g.c, Mat::row_major(wv, g.c), Mat::row_major(xi, plane), yi, false, 1.0);
+        } else {
+            grouped_im2col_image(xi, wv, yi, &g);
+        }
+    }
+    bias_activation(&mut y, bv, act, g.m, plane);
+    Tensor::from_f32(out_shape, y)
+}
+
+/// Adds the per-channel bias and applies the activation, parallel over (image, channel) planes.
+fn bias_activation(y: &mut [f32], bias: Option<&[f32]>, act: Option<Activation>, m: usize, plane: usize) {
+    if bias.is_none() && act.is_none() || plane == 0 {
+        return;
+    }
+    y.par_chunks_mut(plane).enumerate().for_each(|(i, p)| {
+        let b = bias.map(|b| b[i % m]).unwrap_or(0.0);
+        match act {
+            None => p.iter_mut().for_each(|v| *v += b),
+            Some(a) => p.iter_mut().for_each(|v| *v = a.apply(*v + b)),
+        }
+    });
+}
+
+fn grouped_im2col_image(xi: &[f32], wv: &[f32], yi: &mut [f32], g: &Geom) {
+    let (cg, mg) = (g.c / g.group, g.m / g.group);
+    let kk = cg * g.kh * g.kw;
+    let plane = g.oh * g.ow;
+    let mut col = vec![0f32; kk * plane];
+    for grp in 0..g.group {
+        let xg = &xi[grp * cg * g.h * g.w..(grp + 1) * cg * g.h * g.w];
+        im2col(xg, &mut col, cg, g);
+        let wg = &wv[grp * mg * kk..(grp + 1) * mg * kk];
+        sgemm(mg, plane, kk, Mat::row_major(wg, kk), Mat::row_major(&col, plane), &mut yi[grp * mg * plane..(grp + 1) * mg * plane], false, 1.0);
+    }
+}
+
+/// Unfolds `channels` input planes into rows of (c, ky, kx) x output positions; out-of-image taps are 0.
+fn im2col(x: &[f32], col: &mut [f32], channels: usize, g: &Geom) {
+    let plane = g.oh * g.ow;
+    col.par_chunks_mut(plane).enumerate().for_each(|(row, dst)| {
+        let c = row / (g.kh * g.kw);
+        let ky = (row / g.kw) % g.kh;
+        let kx = row % g.kw;
+        let src = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        let _ = channels;
+        let (lo, hi) = valid_range(g.ow, g.sw, g.pl, kx * g.dw, g.w);
+        for oy in 0..g.oh {
+            let d = &mut dst[oy * g.ow..(oy + 1) * g.ow];
+            let iy = (oy * g.sh + ky * g.dh) as isize - g.pt as isize;
+            if iy < 0 || iy >= g.h as isize || lo >= hi {
+                d.fill(0.0);
+                continue;
+            }
+            let srow = &src[iy as usize * g.w..(iy as usize + 1) * g.w];
+            d[..lo].fill(0.0);
+            d[hi..].fill(0.0);
+            if g.sw == 1 {
+                let start = lo + kx * g.dw - g.pl;
+                d[lo..hi].copy_from_slice(&srow[start..start + hi - lo]);
+            } else {
+                for (ox, v) in d[lo..hi].iter_mut().enumerate() {
+                    *v = srow[(ox + lo) * g.sw + kx * g.dw - g.pl];
+                }
+            }
+        }
+    });
+}
+
+/// Output positions `[lo, hi)` along one axis whose tap `o * stride + offset - pad` lands inside `[0, size)`.
+fn valid_range(out: usize, stride: usize, pad: usize, offset: usize, size: usize) -> (usize, usize) {
+    // o * stride + offset >= pad  and  o * stride + offset < pad + size
+    let lo = if offset >= pad { 0 } else { (pad - offset).div_ceil(stride) };
+    let hi = if pad + size > offset { ((pad + size - offset).div_ceil(stride)).min(out) } else { 0 };
+    (lo.min(out), hi.max(lo.min(out)))
+}
+
+/// Direct depthwise convolution (group == C, M = C * multiplier), parallel over output channels.
+fn depthwise_image(xi: &[f32], wv: &[f32], yi: &mut [f32], g: &Geom) {
+    let plane = g.oh * g.ow;
+    let mult = g.m / g.c;
+    let kplane = g.kh * g.kw;
+    yi.par_chunks_mut(plane).enumerate().for_each(|(oc, out)| {
+        let src = &xi[(oc / mult) * g.h * g.w..(oc / mult + 1) * g.h * g.w];
+        let wk = &wv[oc * kplane..(oc + 1) * kplane];
+        for ky in 0..g.kh {
+            let (ylo, yhi) = valid_range(g.oh, g.sh, g.pt, ky * g.dh, g.h);
+            for kx in 0..g.kw {
+                let wgt = wk[ky * g.kw + kx];
+                let (xlo, xhi) = valid_range(g.ow, g.sw, g.pl, kx * g.dw, g.w);
+                if xlo >= xhi {
+                    continue;
+                }
+                for oy in ylo..yhi {
+                    let iy = oy * g.sh + ky * g.dh - g.pt;
+                    let srow = &src[iy * g.w..(iy + 1) * g.w];
+                    let drow = &mut out[oy * g.ow + xlo..oy * g.ow + xhi];
+                    let x0 = xlo * g.sw + kx * g.dw - g.pl;
+                    if g.sw == 1 {
+                        for (d, s) in drow.iter_mut().zip(&srow[x0..x0 + (xhi - xlo)]) {
+                            *d += wgt * s;
+                        }
+                    } else {
+                        for (i, d) in drow.iter_mut().enumerate() {
+                            *d += wgt * srow[x0 + i * g.sw];
+                        }
+                    }
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,364 @@
+//! Element-wise CPU kernels: unary math, broadcasting binary ops and comparisons, Where, Clip,
+//! Cast. Large same-shape work runs in parallel chunks.
+
+use crate::error::Result;
+use crate::graph::{BinaryOp, UnaryOp};
+use crate::tensor::{broadcast_shapes, strides_of, DType, Data, Tensor};
+use crate::bail;
+use half::f16;
+use rayon::prelude::*;
+
+const PAR_MIN: usize = 1 << 15;
+
+fn map_par<T: Sync, U: Send + Default + Clone>(v: &[T], f: impl Fn(&T) -> U + Sync + Send) -> Vec<U> {
+    if v.len() >= PAR_MIN {
+        v.par_iter().map(f).collect()
+    } else {
+        v.iter().map(f).collect()
+    }
+}
+
+pub fn erf(x: f32) -> f32 {
+    // Abramowitz-Stegun 7.1.26 is too coarse for 1e-4 model tolerance; use the f64 series/continued form.
+    erf_f64(x as f64) as f32
+}
+
+fn erf_f64(x: f64) -> f64 {
+    // W. J. Cody's rational approximations via libm-quality expansion (max rel error ~1e-15 in f64 here is
+    // unnecessary; this keeps ~1e-12): erf(x) = 1 - erfc(x), erfc by continued fraction for |x| > 2.
+    let ax = x.abs();
+    let r = if ax < 2.0 {
+        // Taylor series: erf(x) = 2/sqrt(pi) * sum (-1)^n x^(2n+1) / (n! (2n+1))
+        let mut sum = ax;
+        let mut term = ax;
+        let x2 = ax * ax;
+        let mut n = 0.0;
+        loop {
+            n += 1.0;
+            term *= -x2 / n;
+            let t = term / (2.0 * n + 1.0);
+            sum += t;
+            if t.abs() < 1e-17 * sum.abs() {
+                break;
+            }
+        }
+        sum * std::f64::consts::FRAC_2_SQRT_PI
+    } else {
+        // erfc continued fraction (Lentz), converges fast for x >= 2.
+        let x2 = ax * ax;
+        let mut f = ax;
+        let (mut c, mut d) = (ax, 0.0);
+        for k in 1..200 {
+            let a = k as f64 / 2.0;
+            d = ax + a * d;
+            d = 1.0 / d;
+            c = ax + a / c;
+            let delta = c * d;
+            f *= delta;
+            if (delta - 1.0).abs() < 1e-16 {
+                break;
+            }
+        }
+        1.0 - (-x2).exp() / (f * std::f64::consts::PI.sqrt())
+    };
+    if x < 0.0 { -r } else { r }
+}
+
+fn unary_f32(op: UnaryOp) -> impl Fn(&f32) -> f32 + Sync + Send {
+    move |&x: &f32| match op {
+        UnaryOp::Relu => x.max(0.0),
+        UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        UnaryOp::Tanh => x.tanh(),
+        UnaryOp::Erf => erf(x),
+        UnaryOp::Exp => x.exp(),
+        UnaryOp::Log => x.ln(),
+        UnaryOp::Sqrt => x.sqrt(),
+        UnaryOp::Neg => -x,
+        UnaryOp::Abs => x.abs(),
+        UnaryOp::Reciprocal => 1.0 / x,
+        UnaryOp::Floor => x.floor(),
+        UnaryOp::Ceil => x.ceil(),
+        UnaryOp::Round => x.round_ties_even(),
+        UnaryOp::Sign => if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { x },
+        UnaryOp::Sin => x.sin(),
+        UnaryOp::Cos => x.cos(),
+        UnaryOp::Not => unreachable!(),
+        UnaryOp::Softplus => if x > 20.0 { x } else { x.exp().ln_1p() },
+        UnaryOp::Softsign => x / (1.0 + x.abs()),
+        UnaryOp::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+        UnaryOp::Mish => x * (if x > 20.0 { x } else { x.exp().ln_1p() }).tanh(),
+        UnaryOp::LeakyRelu(a) => if x < 0.0 { a * x } else { x },
+        UnaryOp::Elu(a) => if x < 0.0 { a * (x.exp() - 1.0) } else { x },
+        UnaryOp::Selu { alpha, gamma } => gamma * if x > 0.0 { x } else { alpha * (x.exp() - 1.0) },
+        UnaryOp::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
+        UnaryOp::ThresholdedRelu(a) => if x > a { x } else { 0.0 },
+        UnaryOp::Gelu { tanh: false } => 0.5 * x * (1.0 + erf(x / std::f32::consts::SQRT_2)),
+        UnaryOp::Gelu { tanh: true } => 0.5 * x * (1.0 + (0.797_884_6 * (x + 0.044715 * x * x * x)).tanh()),
+    }
+}
+
+pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
+    let data = match (op, x.data()) {
+        (UnaryOp::Not, Data::Bool(v)) => Data::Bool(v.iter().map(|b| !b).collect()),
+        (UnaryOp::Not, d) => bail!("Not needs bool input, got {}", d.dtype()),
+        (_, Data::F32(v)) => Data::F32(map_par(v, unary_f32(op))),
+        (_, Data::F16(v)) => {
+            let f = unary_f32(op);
+            Data::F16(v.iter().map(|x| f16::from_f32(f(&x.to_f32()))).collect())
+        }
+        (_, Data::F64(v)) => {
+            let f = unary_f32(op);
+            Data::F64(v.iter().map(|x| unary_f64(op, *x).unwrap_or_else(|| f(&(*x as f32)) as f64)).collect())
+        }
+        (UnaryOp::Neg, Data::I64(v)) => Data::I64(v.iter().map(|x| x.wrapping_neg()).collect()),
+        (UnaryOp::Neg, Data::I32(v)) => Data::I32(v.iter().map(|x| x.wrapping_neg()).collect()),
+        (UnaryOp::Neg, Data::I8(v)) => Data::I8(v.iter().map(|x| x.wrapping_neg()).collect()),
+        (UnaryOp::Abs, Data::I64(v)) => Data::I64(v.iter().map(|x| x.wrapping_abs()).collect()),
+        (UnaryOp::Abs, Data::I32(v)) => Data::I32(v.iter().map(|x| x.wrapping_abs()).collect()),
+        (UnaryOp::Abs, Data::I8(v)) => Data::I8(v.iter().map(|x| x.wrapping_abs()).collect()),
+        (UnaryOp::Relu, Data::I64(v)) => Data::I64(v.iter().map(|&x| x.max(0)).collect()),
+        (UnaryOp::Relu, Data::I32(v)) => Data::I32(v.iter().map(|&x| x.max(0)).collect()),
+        (UnaryOp::Sign, Data::I64(v)) => Data::I64(v.iter().map(|x| x.signum()).collect()),
+        (UnaryOp::Sign, Data::I32(v)) => Data::I32(v.iter().map(|x| x.signum()).collect()),
+        (op, d) => bail!("{op:?} is not implemented for {}", d.dtype()),
+    };
+    Tensor::new(x.shape().to_vec(), data)
+}
+
+fn unary_f64(op: UnaryOp, x: f64) -> Option<f64> {
+    Some(match op {
+        UnaryOp::Relu => x.max(0.0),
+        UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        UnaryOp::Tanh => x.tanh(),
+        UnaryOp::Erf => erf_f64(x),
+        UnaryOp::Exp => x.exp(),
+        UnaryOp::Log => x.ln(),
+        UnaryOp::Sqrt => x.sqrt(),
+        UnaryOp::Neg => -x,
+        UnaryOp::Abs => x.abs(),
+        UnaryOp::Reciprocal => 1.0 / x,
+        UnaryOp::Floor => x.floor(),
+        UnaryOp::Ceil => x.ceil(),
+        UnaryOp::Round => x.round_ties_even(),
+        UnaryOp::Sin => x.sin(),
+        UnaryOp::Cos => x.cos(),
+        _ => return None,
+    })
+}
+
+/// Applies `f` over two broadcast inputs. The innermost output axis runs as a tight loop with
+/// per-input steps of 0 or 1, so the common cases (same shape, scalar, bias row) vectorise.
+pub fn broadcast_zip<A: Copy + Sync, B: Copy + Sync, U: Copy + Send + Default>(
+    a: &[A], ash: &[usize], b: &[B], bsh: &[usize], out: &[usize], f: impl Fn(A, B) -> U + Sync,
+) -> Vec<U> {
+    let n: usize = out.iter().product();
+    if ash == bsh {
+        return if n >= PAR_MIN { a.par_iter().zip(b).map(|(&x, &y)| f(x, y)).collect() } else { a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect() };
+    }
+    if b.len() == 1 {
+        let y = b[0];
+        return a.iter().map(|&x| f(x, y)).collect();
+    }
+    if a.len() == 1 {
+        let x = a[0];
+        return b.iter().map(|&y| f(x, y)).collect();
+    }
+    let r = out.len();
+    let pad = |s: &[usize]| -> Vec<usize> { std::iter::repeat_n(1, r - s.len()).chain(s.iter().copied()).collect() };
+    let (ap, bp) = (pad(ash), pad(bsh));
+    let (sa, sb) = (strides_of(&ap), strides_of(&bp));
+    let eff = |p: &[usize], s: &[usize]| -> Vec<usize> { (0..r).map(|d| if p[d] == 1 { 0 } else { s[d] }).collect() };
+    let (ea, eb) = (eff(&ap, &sa), eff(&bp, &sb));
+    let inner = out[r - 1];
+    let (ia, ib) = (ea[r - 1], eb[r - 1]);
+    let mut res = vec![U::default(); n];
+    let outer_shape = &out[..r - 1];
+    let os = strides_of(outer_shape);
+    for (row, dst) in res.chunks_mut(inner.max(1)).enumerate() {
+        let (mut oa, mut ob) = (0, 0);
+        for d in 0..r - 1 {
+            let idx = (row / os[d]) % outer_shape[d];
+            oa += idx * ea[d];
+            ob += idx * eb[d];
+        }
+        for (j, v) in dst.iter_mut().enumerate() {
+            *v = f(a[oa + j * ia], b[ob + j * ib]);
+        }
+    }
+    res
+}
+
+#[allow(unused_comparisons)]
+macro_rules! arith {
+    ($op:expr, $a:expr, $b:expr, $ash:expr, $bsh:expr, $out:expr, $t:ty, float) => {{
+        let f: fn($t, $t) -> $t = match $op {
+            BinaryOp::Add => |x, y| x + y,
+            BinaryOp::Sub => |x, y| x - y,
+            BinaryOp::Mul => |x, y| x * y,
+            BinaryOp::Div => |x, y| x / y,
+            BinaryOp::Pow => |x, y| x.powf(y),
+            BinaryOp::Max => |x, y| if x.is_nan() || y.is_nan() { <$t>::NAN } else { x.max(y) },
+            BinaryOp::Min => |x, y| if x.is_nan() || y.is_nan() { <$t>::NAN } else { x.min(y) },
+            BinaryOp::Mod { .. } => |x, y| x % y,
+            _ => unreachable!(),
+        };
+        broadcast_zip($a, $ash, $b, $bsh, $out, f)
+    }};
+    ($op:expr, $a:expr, $b:expr, $ash:expr, $bsh:expr, $out:expr, $t:ty, int) => {{
+        let f: fn($t, $t) -> $t = match $op {
+            BinaryOp::Add => |x, y| x.wrapping_add(y),
+            BinaryOp::Sub => |x, y| x.wrapping_sub(y),
+            BinaryOp::Mul => |x, y| x.wrapping_mul(y),
+            BinaryOp::Div => |x, y| if y == 0 { 0 } else { x.wrapping_div(y) },
+            BinaryOp::Pow => |x, y| if y < 0 { 0 } else { x.wrapping_pow(y as u32) },
+            BinaryOp::Max => |x, y| x.max(y),
+            BinaryOp::Min => |x, y| x.min(y),
+            BinaryOp::Mod { fmod: true } => |x, y| if y == 0 { 0 } else { x.wrapping_rem(y) },
+            BinaryOp::Mod { fmod: false } => |x, y| if y == 0 { 0 } else { let r = x.wrapping_rem(y); if r != 0 && ((r < 0) != (y < 0)) { r.wrapping_add(y) } else { r } },
+            _ => unreachable!(),
+        };
+        broadcast_zip($a, $ash, $b, $bsh, $out, f)
+    }};
+}
+
+macro_rules! compare {
+    ($op:expr, $a:expr, $b:expr, $ash:expr, $bsh:expr, $out:expr, $t:ty) => {{
+        let f: fn($t, $t) -> bool = match $op {
+            BinaryOp::Equal => |x, y| x == y,
+            BinaryOp::Less => |x, y| x < y,
+            BinaryOp::LessOrEqual => |x, y| x <= y,
+            BinaryOp::Greater => |x, y| x > y,
+            BinaryOp::GreaterOrEqual => |x, y| x >= y,
+            _ => unreachable!(),
+        };
+        Data::Bool(broadcast_zip($a, $ash, $b, $bsh, $out, f))
+    }};
+}
+
+#[allow(unused_comparisons)]
+pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let Some(out) = broadcast_shapes(a.shape(), b.shape()) else { bail!("shapes {:?} and {:?} do not broadcast", a.shape(), b.shape()) };
+    let (ash, bsh) = (a.shape(), b.shape());
+    if op == BinaryOp::Pow && a.dtype() != b.dtype() {
+        let bf = Tensor::new(b.shape().to_vec(), Data::F64(b.to_f64_vec()))?;
+        let af = Tensor::new(a.shape().to_vec(), Data::F64(a.to_f64_vec()))?;
+        return cast(&binary(op, &af, &bf)?, a.dtype());
+    }
+    let data = if op.is_comparison() {
+        match (a.data(), b.data()) {
+            (Data::F32(x), Data::F32(y)) => compare!(op, x, y, ash, bsh, &out, f32),
+            (Data::F64(x), Data::F64(y)) => compare!(op, x, y, ash, bsh, &out, f64),
+            (Data::F16(x), Data::F16(y)) => compare!(op, x, y, ash, bsh, &out, f16),
+            (Data::I64(x), Data::I64(y)) => compare!(op, x, y, ash, bsh, &out, i64),
+            (Data::I32(x), Data::I32(y)) => compare!(op, x, y, ash, bsh, &out, i32),
+            (Data::I8(x), Data::I8(y)) => compare!(op, x, y, ash, bsh, &out, i8),
+            (Data::U8(x), Data::U8(y)) => compare!(op, x, y, ash, bsh, &out, u8),
+            (Data::Bool(x), Data::Bool(y)) => compare!(op, x, y, ash, bsh, &out, bool),
+            (x, y) => bail!("{op:?} of {} and {}", x.dtype(), y.dtype()),
+        }
+    } else if op.is_logical() {
+        let (Data::Bool(x), Data::Bool(y)) = (a.data(), b.data()) else { bail!("{op:?} needs bool inputs") };
+        let f: fn(bool, bool) -> bool = match op {
+            BinaryOp::And => |p, q| p && q,
+            BinaryOp::Or => |p, q| p || q,
+            _ => |p, q| p ^ q,
+        };
+        Data::Bool(broadcast_zip(x, ash, y, bsh, &out, f))
+    } else {
+        match (a.data(), b.data()) {
+            (Data::F32(x), Data::F32(y)) => Data::F32(arith!(op, x, y, ash, bsh, &out, f32, float)),
+            (Data::F64(x), Data::F64(y)) => Data::F64(arith!(op, x, y, ash, bsh, &out, f64, float)),
+            (Data::F16(x), Data::F16(y)) => {
+                let (x, y): (Vec<f32>, Vec<f32>) = (x.iter().map(|v| v.to_f32()).collect(), y.iter().map(|v| v.to_f32()).collect());
+                Data::F16(arith!(op, &x, &y, ash, bsh, &out, f32, float).into_iter().map(f16::from_f32).collect())
+            }
+            (Data::I64(x), Data::I64(y)) => Data::I64(arith!(op, x, y, ash, bsh, &out, i64, int)),
+            (Data::I32(x), Data::I32(y)) => Data::I32(arith!(op, x, y, ash, bsh, &out, i32, int)),
+            (Data::I8(x), Data::I8(y)) => Data::I8(arith!(op, x, y, ash, bsh, &out, i8, int)),
+            (Data::U8(x), Data::U8(y)) => Data::U8(arith!(op, x, y, ash, bsh, &out, u8, int)),
+            (x, y) => bail!("{op:?} of {} and {}", x.dtype(), y.dtype()),
+        }
+    };
+    Tensor::new(out, data)
+}
+
+/// Where(cond, x, y) with three-way broadcasting.
+pub fn where_(c: &Tensor, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+    let Data::Bool(cv) = c.data() else { bail!("Where condition must be bool, got {}", c.dtype()) };
+    let Some(s1) = broadcast_shapes(c.shape(), x.shape()) else { bail!("Where shapes do not broadcast") };
+    let Some(out) = broadcast_shapes(&s1, y.shape()) else { bail!("Where shapes do not broadcast") };
+    // Index map of x's elements over (cond, x): then a second zip picks against y.
+    let idx: Vec<u32> = (0..x.numel() as u32).collect();
+    let picked = broadcast_zip(cv, c.shape(), &idx, x.shape(), &s1, |c, i| if c { i as i64 } else { -1 });
+    let yidx: Vec<u32> = (0..y.numel() as u32).collect();
+    let sel = broadcast_zip(&picked, &s1, &yidx, y.shape(), &out, |p, j| if p >= 0 { p } else { -(j as i64) - 2 });
+    let data = match (x.data(), y.data()) {
+        (a, b) if a.dtype() != b.dtype() => bail!("Where branches differ in dtype: {} vs {}", a.dtype(), b.dtype()),
+        (a, b) => gather_two(a, b, &sel),
+    };
+    Tensor::new(out, data)
+}
+
+fn gather_two(a: &Data, b: &Data, sel: &[i64]) -> Data {
+    macro_rules! pick {
+        ($x:expr, $y:expr) => {
+            sel.iter().map(|&s| if s >= 0 { $x[s as usize] } else { $y[(-s - 2) as usize] }).collect()
+        };
+    }
+    match (a, b) {
+        (Data::F32(x), Data::F32(y)) => Data::F32(pick!(x, y)),
+        (Data::F16(x), Data::F16(y)) => Data::F16(pick!(x, y)),
+        (Data::F64(x), Data::F64(y)) => Data::F64(pick!(x, y)),
+        (Data::I64(x), Data::I64(y)) => Data::I64(pick!(x, y)),
+        (Data::I32(x), Data::I32(y)) => Data::I32(pick!(x, y)),
+        (Data::I8(x), Data::I8(y)) => Data::I8(pick!(x, y)),
+        (Data::U8(x), Data::U8(y)) => Data::U8(pick!(x, y)),
+        (Data::Bool(x), Data::Bool(y)) => Data::Bool(pick!(x, y)),
+        _ => unreachable!(),
+    }
+}
+
+pub fn clip(x: &Tensor, min: Option<f64>, max: Option<f64>) -> Result<Tensor> {
+    let data = match x.data() {
+        Data::F32(v) => {
+            let (lo, hi) = (min.map(|m| m as f32).unwrap_or(f32::NEG_INFINITY), max.map(|m| m as f32).unwrap_or(f32::INFINITY));
+            Data::F32(map_par(v, |&x| if x.is_nan() { x } else { x.max(lo).min(hi) }))
+        }
+        d => {
+            let v = d.to_f64_vec();
+            let (lo, hi) = (min.unwrap_or(f64::NEG_INFINITY), max.unwrap_or(f64::INFINITY));
+            return cast(&Tensor::new(x.shape().to_vec(), Data::F64(v.iter().map(|x| x.max(lo).min(hi)).collect()))?, d.dtype());
+        }
+    };
+    Tensor::new(x.shape().to_vec(), data)
+}
+
+/// Cast between any two supported dtypes (float -> int truncates toward zero, as ONNX does).
+pub fn cast(x: &Tensor, to: DType) -> Result<Tensor> {
+    if x.dtype() == to {
+        return Ok(x.clone());
+    }
+    let data = match (x.data(), to) {
+        (Data::F32(v), DType::F16) => Data::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
+        (Data::F16(v), DType::F32) => Data::F32(v.iter().map(|x| x.to_f32()).collect()),
+        (Data::I64(v), DType::F32) => Data::F32(v.iter().map(|&x| x as f32).collect()),
+        (Data::I64(v), DType::I32) => Data::I32(v.iter().map(|&x| x as i32).collect()),
+        (Data::I32(v), DType::I64) => Data::I64(v.iter().map(|&x| x as i64).collect()),
+        (Data::Bool(v), DType::F32) => Data::F32(v.iter().map(|&x| x as u8 as f32).collect()),
+        (Data::I64(v), DType::Bool) => Data::Bool(v.iter().map(|&x| x != 0).collect()),
+        (d, to) => {
+            let v = d.to_f64_vec();
+            match to {
+                DType::F32 => Data::F32(v.iter().map(|&x| x as f32).collect()),
+                DType::F16 => Data::F16(v.iter().map(|&x| f16::from_f64(x)).collect()),
+                DType::F64 => Data::F64(v),
+                DType::I64 => Data::I64(v.iter().map(|&x| x as i64).collect()),
+                DType::I32 => Data::I32(v.iter().map(|&x| x as i64 as i32).collect()),
+                DType::I8 => Data::I8(v.iter().map(|&x| x as i64 as i8).collect()),
+                DType::U8 => Data::U8(v.iter().map(|&x| x as i64 as u8).collect()),
+                DType::Bool => Data::Bool(v.iter().map(|&x| x != 0.0).collect()),
+            }
+        }
+    };
+    Tensor::new(x.shape().to_vec(), data)
+}

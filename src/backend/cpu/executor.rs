@@ -1,0 +1,135 @@
+//! The CPU's compiled form of a bound graph: an immutable step list with value slots and
+//! free points (tract's plan/state split). Each `run` owns its slot vector, so one executable
+//! serves many threads.
+
+use super::eval_node;
+use crate::backend::Executable;
+use crate::error::{Error, Result};
+use crate::graph::{Graph, Node, Op};
+use crate::tensor::Tensor;
+use petgraph::stable_graph::NodeIndex;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+struct Step {
+    node: Node,
+    inputs: Vec<Option<usize>>,
+    outputs: Vec<usize>,
+    /// Slots whose last reader is this step (freed right after it).
+    frees: Vec<usize>,
+    /// Layout-only op (Reshape, Flatten, ...) that may take its input's buffer when it is the last reader.
+    alias: bool,
+}
+
+pub struct CpuExecutable {
+    steps: Vec<Step>,
+    num_slots: usize,
+    constants: Vec<(usize, Arc<Tensor>)>,
+    inputs: Vec<(usize, String, Vec<usize>)>,
+    outputs: Vec<usize>,
+}
+
+impl CpuExecutable {
+    pub fn new(graph: Arc<Graph>) -> Result<Self> {
+        let order = graph.toposort()?;
+        let mut slot_of: HashMap<(NodeIndex, usize), usize> = HashMap::new();
+        let mut next = 0;
+        let mut slot = |k: (NodeIndex, usize), m: &mut HashMap<_, _>| *m.entry(k).or_insert_with(|| { next += 1; next - 1 });
+        let mut constants = vec![];
+        let mut steps = vec![];
+        for &n in &order {
+            let node = &graph.g[n];
+            let known = !node.outputs.is_empty() && node.outputs.iter().all(|v| v.value.is_some());
+            if let Op::Input = node.op {
+                continue;
+            }
+            if known {
+                // Constants, and anything inference already computed, are preloaded.
+                for (i, v) in node.outputs.iter().enumerate() {
+                    constants.push((slot((n, i), &mut slot_of), v.value.clone().unwrap()));
+                }
+                continue;
+            }
+            let inputs = graph.sources(n).into_iter().map(|s| s.map(|k| slot(k, &mut slot_of))).collect();
+            let outputs = (0..node.outputs.len()).map(|i| slot((n, i), &mut slot_of)).collect();
+            steps.push(Step { node: node.clone(), inputs, outputs, frees: vec![], alias: node.op.is_layout_only() });
+        }
+        let inputs = graph
+            .inputs
+            .iter()
+            .map(|i| {
+                let shape = graph.g[i.node].outputs[0].shape.clone().ok_or_else(|| Error::Input(format!("input '{}' has no bound shape", i.name)))?;
+                Ok((slot((i.node, 0), &mut slot_of), i.name.clone(), shape))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let outputs: Vec<usize> = graph.outputs.iter().map(|o| slot((o.node, o.slot), &mut slot_of)).collect();
+        let num_slots = next;
+        // Free each non-constant slot after its last reader, unless it is a graph output.
+        let mut last_use: HashMap<usize, usize> = HashMap::new();
+        for (i, s) in steps.iter().enumerate() {
+            for &x in s.inputs.iter().flatten() {
+                last_use.insert(x, i);
+            }
+        }
+        let pinned: std::collections::HashSet<usize> = outputs.iter().copied().chain(constants.iter().map(|c| c.0)).collect();
+        for (x, i) in last_use {
+            if !pinned.contains(&x) {
+                steps[i].frees.push(x);
+            }
+        }
+        Ok(CpuExecutable { steps, num_slots, constants, inputs, outputs })
+    }
+}
+
+impl Executable for CpuExecutable {
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        if inputs.len() != self.inputs.len() {
+            return Err(Error::Input(format!("expected {} inputs, got {}", self.inputs.len(), inputs.len())));
+        }
+        let mut slots: Vec<Option<Arc<Tensor>>> = vec![None; self.num_slots];
+        for (s, t) in &self.constants {
+            slots[*s] = Some(t.clone());
+        }
+        for ((s, name, shape), t) in self.inputs.iter().zip(inputs) {
+            if t.shape() != shape.as_slice() {
+                return Err(Error::Input(format!("input '{name}' has shape {:?}, the plan expects {shape:?}", t.shape())));
+            }
+            slots[*s] = Some(Arc::new(t));
+        }
+        for step in &self.steps {
+            let outs = if step.alias && step.frees.contains(&step.inputs[0].unwrap_or(usize::MAX)) {
+                // Last reader of a layout-only op: reuse the buffer instead of copying it.
+                let src = slots[step.inputs[0].unwrap()].take().unwrap();
+                let rest: Vec<Option<&Tensor>> = step.inputs.iter().skip(1).map(|s| s.and_then(|s| slots[s].as_deref())).collect();
+                let mut all = vec![None];
+                all.extend(rest);
+                let shape = crate::graph::infer::output_types(&step.node, &{
+                    let mut v = all.clone();
+                    v[0] = Some(&*src);
+                    v
+                })?[0]
+                    .1
+                    .clone();
+                let t = Arc::try_unwrap(src).unwrap_or_else(|a| (*a).clone());
+                vec![t.reshaped(shape).map_err(|e| e.in_node(&step.node.name, &step.node.op.name()))?]
+            } else {
+                let ins: Vec<Option<&Tensor>> = step
+                    .inputs
+                    .iter()
+                    .map(|s| s.map(|s| slots[s].as_deref().expect("slot filled before use by topological order")))
+                    .collect();
+                eval_node(&step.node, &ins)?
+            };
+            for (&s, t) in step.outputs.iter().zip(outs) {
+                slots[s] = Some(Arc::new(t));
+            }
+            for &f in &step.frees {
+                slots[f] = None;
+            }
+        }
+        self.outputs
+            .iter()
+            .map(|&s| slots[s].as_ref().map(|t| (**t).clone()).ok_or_else(|| Error::Tensor("output not produced".into())))
+            .collect()
+    }
+}

@@ -1,0 +1,139 @@
+//! Matrix products: the single-precision GEMM entry point (the `gemm` crate, multi-threaded on
+//! rayon) and the Gemm / MatMul operators built on it.
+
+use crate::error::Result;
+use crate::graph::infer::matmul_shape;
+use crate::graph::Activation;
+use crate::tensor::{broadcast_shapes, strides_of, Tensor};
+use crate::bail;
+
+/// A strided matrix view: element (i, j) is at `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub struct Mat<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    pub fn row_major(data: &'a [f32], cols: usize) -> Mat<'a> {
+        Mat { data, rs: cols, cs: 1 }
+    }
+    pub fn transposed(self) -> Mat<'a> {
+        Mat { data: self.data, rs: self.cs, cs: self.rs }
+    }
+}
+
+/// `c (m x n, row-major) = (accumulate ? c : 0) + scale * a (m x k) * b (k x n)`.
+pub fn sgemm(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], accumulate: bool, scale: f32) {
+    assert!(c.len() >= m * n, "sgemm output too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c[..m * n].fill(0.0);
+        }
+        return;
+    }
+    // Bounds the raw-pointer call below: the furthest element each view touches is in range.
+    assert!((m - 1) * a.rs + (k - 1) * a.cs < a.data.len(), "sgemm lhs out of range");
+    assert!((k - 1) * b.rs + (n - 1) * b.cs < b.data.len(), "sgemm rhs out of range");
+    let threads = rayon::current_num_threads();
+    let par = if m * n * k >= 32 * 32 * 32 && threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // SAFETY: the asserts above keep every index the views describe inside their slices, and
+    // `c` is exclusively borrowed with room for m*n row-major elements.
+    unsafe {
+        gemm::gemm(
+            m, n, k,
+            c.as_mut_ptr(), 1, n as isize,
+            accumulate,
+            a.data.as_ptr(), a.cs as isize, a.rs as isize,
+            b.data.as_ptr(), b.cs as isize, b.rs as isize,
+            1.0, scale,
+            false, false, false,
+            par,
+        );
+    }
+}
+
+/// ONNX Gemm: `Y = alpha * A' * B' + beta * C`, then an optional fused activation.
+pub fn gemm_op(a: &Tensor, b: &Tensor, c: Option<&Tensor>, alpha: f32, beta: f32, ta: bool, tb: bool, act: Option<Activation>) -> Result<Tensor> {
+    let (av, bv) = (a.as_f32()?, b.as_f32()?);
+    let (m, k) = if ta { (a.shape()[1], a.shape()[0]) } else { (a.shape()[0], a.shape()[1]) };
+    let n = if tb { b.shape()[0] } else { b.shape()[1] };
+    let mut am = Mat::row_major(av, a.shape()[1]);
+    if ta {
+        am = am.transposed();
+    }
+    let mut bm = Mat::row_major(bv, b.shape()[1]);
+    if tb {
+        bm = bm.transposed();
+    }
+    let mut y = vec![0f32; m * n];
+    let accumulate = match c {
+        Some(c) if beta != 0.0 => {
+            let cv = c.as_f32()?;
+            let cs = c.shape();
+            let (rs, cs_) = match cs.len() {
+                0 => (0, 0),
+                1 => (0, 1),
+                _ => (if cs[0] == 1 { 0 } else { cs[1] }, if cs[1] == 1 { 0 } else { 1 }),
+            };
+            let cs_ = if cs.len() == 1 && cs[0] == 1 { 0 } else { cs_ };
+            for i in 0..m {
+                for j in 0..n {
+                    y[i * n + j] = beta * cv[i * rs + j * cs_];
+                }
+            }
+            true
+        }
+        _ => false,
+    };
+    sgemm(m, n, k, am, bm, &mut y, accumulate, alpha);
+    if let Some(act) = act {
+        y.iter_mut().for_each(|v| *v = act.apply(*v));
+    }
+    Tensor::from_f32(&[m, n], y)
+}
+
+/// Numpy matmul with batch broadcasting, f32.
+pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let out_shape = matmul_shape(a.shape(), b.shape())?;
+    let (av, bv) = (a.as_f32()?, b.as_f32()?);
+    let a2: Vec<usize> = if a.rank() == 1 { vec![1, a.shape()[0]] } else { a.shape().to_vec() };
+    let b2: Vec<usize> = if b.rank() == 1 { vec![b.shape()[0], 1] } else { b.shape().to_vec() };
+    let (m, k, n) = (a2[a2.len() - 2], a2[a2.len() - 1], b2[b2.len() - 1]);
+    let (abatch, bbatch) = (&a2[..a2.len() - 2], &b2[..b2.len() - 2]);
+    let mut y = vec![0f32; out_shape.iter().product()];
+    if bbatch.iter().product::<usize>() == 1 {
+        // The whole (broadcast) batch of A against one B: a single tall GEMM.
+        let rows = av.len() / k.max(1);
+        if rows * n == y.len() {
+            sgemm(rows, n, k, Mat::row_major(av, k), Mat::row_major(bv, n), &mut y, false, 1.0);
+            return Tensor::from_f32(&out_shape, y);
+        }
+    }
+    let Some(batch) = broadcast_shapes(abatch, bbatch) else { bail!("MatMul batch dims {abatch:?} and {bbatch:?} do not broadcast") };
+    let nb: usize = batch.iter().product();
+    let (sa, sb) = (strides_of(abatch), strides_of(bbatch));
+    let bs = strides_of(&batch);
+    for bi in 0..nb {
+        let (mut ia, mut ib) = (0, 0);
+        for d in 0..batch.len() {
+            let idx = (bi / bs[d]) % batch[d];
+            let da = d as isize - (batch.len() - abatch.len()) as isize;
+            if da >= 0 && abatch[da as usize] != 1 {
+                ia += idx * sa[da as usize];
+            }
+            let db = d as isize - (batch.len() - bbatch.len()) as isize;
+            if db >= 0 && bbatch[db as usize] != 1 {
+                ib += idx * sb[db as usize];
+            }
+        }
+        let am = Mat::row_major(&av[ia * m * k..(ia + 1) * m * k], k);
+        let bm = Mat::row_major(&bv[ib * k * n..(ib + 1) * k * n], n);
+        sgemm(m, n, k, am, bm, &mut y[bi * m * n..(bi + 1) * m * n], false, 1.0);
+    }
+    Tensor::from_f32(&out_shape, y)
+}

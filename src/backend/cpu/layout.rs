@@ -1,0 +1,202 @@
+//! Data-movement kernels, generic over the element type: Transpose, Concat, Slice, Gather,
+//! GatherElements, Expand, Range, ConstantOfShape.
+
+use crate::error::Result;
+use crate::graph::infer::SliceAxis;
+use crate::tensor::{norm_axis, strides_of, Data, Tensor};
+use crate::{bail, map_data, with_data};
+
+pub fn transpose(x: &Tensor, perm: &[usize], out_shape: &[usize]) -> Result<Tensor> {
+    let ins = strides_of(x.shape());
+    // Source stride of each output axis.
+    let src: Vec<usize> = perm.iter().map(|&p| ins[p]).collect();
+    let data = map_data!(x.data(), v => permute(v, out_shape, &src));
+    Tensor::new(out_shape.to_vec(), data)
+}
+
+/// Copies `v` into a new row-major buffer of `shape`, where output axis d walks `src_strides[d]` in `v`.
+fn permute<T: Copy>(v: &[T], shape: &[usize], src_strides: &[usize]) -> Vec<T> {
+    let n: usize = shape.iter().product();
+    let mut out = Vec::with_capacity(n);
+    if n == 0 {
+        return out;
+    }
+    let r = shape.len();
+    if r == 0 {
+        out.push(v[0]);
+        return out;
+    }
+    let inner = shape[r - 1];
+    let is = src_strides[r - 1];
+    let mut idx = vec![0usize; r];
+    let mut base = 0usize;
+    loop {
+        if is == 1 {
+            out.extend_from_slice(&v[base..base + inner]);
+        } else {
+            out.extend((0..inner).map(|j| v[base + j * is]));
+        }
+        // Odometer over the outer axes.
+        let mut d = r - 1;
+        loop {
+            if d == 0 {
+                return out;
+            }
+            d -= 1;
+            idx[d] += 1;
+            base += src_strides[d];
+            if idx[d] < shape[d] {
+                break;
+            }
+            base -= src_strides[d] * shape[d];
+            idx[d] = 0;
+        }
+    }
+}
+
+pub fn concat(inputs: &[&Tensor], axis: usize, out_shape: &[usize]) -> Result<Tensor> {
+    let outer: usize = out_shape[..axis].iter().product();
+    let inner: usize = out_shape[axis + 1..].iter().product();
+    let data;
+    macro_rules! go {
+        ($out:ident, $variant:ident) => {{
+            let mut $out = Vec::with_capacity(out_shape.iter().product());
+            let parts: Vec<&[_]> = inputs.iter().map(|t| match t.data() { Data::$variant(v) => Ok(v.as_slice()), d => Err(d.dtype()) }).collect::<std::result::Result<_, _>>().map_err(|d| crate::error::Error::Tensor(format!("Concat input of dtype {d}")))?;
+            for o in 0..outer {
+                for (t, p) in inputs.iter().zip(&parts) {
+                    let chunk = t.shape()[axis] * inner;
+                    $out.extend_from_slice(&p[o * chunk..(o + 1) * chunk]);
+                }
+            }
+            data = Data::$variant($out);
+        }};
+    }
+    match inputs[0].data() {
+        Data::F32(_) => go!(v, F32),
+        Data::F16(_) => go!(v, F16),
+        Data::F64(_) => go!(v, F64),
+        Data::I64(_) => go!(v, I64),
+        Data::I32(_) => go!(v, I32),
+        Data::I8(_) => go!(v, I8),
+        Data::U8(_) => go!(v, U8),
+        Data::Bool(_) => go!(v, Bool),
+    }
+    Tensor::new(out_shape.to_vec(), data)
+}
+
+pub fn slice(x: &Tensor, axes: &[SliceAxis]) -> Result<Tensor> {
+    let st = strides_of(x.shape());
+    let shape: Vec<usize> = axes.iter().map(|a| a.len).collect();
+    let n: usize = shape.iter().product();
+    if n == 0 {
+        return Tensor::new(shape, Data::zeros(x.dtype(), 0));
+    }
+    let base: i64 = axes.iter().zip(&st).map(|(a, &s)| a.start * s as i64).sum();
+    let steps: Vec<i64> = axes.iter().zip(&st).map(|(a, &s)| a.step * s as i64).collect();
+    let data = map_data!(x.data(), v => strided_copy(v, &shape, base, &steps));
+    Tensor::new(shape, data)
+}
+
+fn strided_copy<T: Copy>(v: &[T], shape: &[usize], base: i64, steps: &[i64]) -> Vec<T> {
+    let n: usize = shape.iter().product();
+    let mut out = Vec::with_capacity(n);
+    let os = strides_of(shape);
+    for i in 0..n {
+        let mut off = base;
+        for d in 0..shape.len() {
+            off += ((i / os[d]) % shape[d]) as i64 * steps[d];
+        }
+        out.push(v[off as usize]);
+    }
+    out
+}
+
+fn indices(idx: &Tensor, dim: usize) -> Result<Vec<usize>> {
+    idx.to_i64_vec()?
+        .into_iter()
+        .map(|i| {
+            let j = if i < 0 { i + dim as i64 } else { i };
+            if j < 0 || j >= dim as i64 {
+                Err(crate::error::Error::Tensor(format!("index {i} out of range for axis of size {dim}")))
+            } else {
+                Ok(j as usize)
+            }
+        })
+        .collect()
+}
+
+pub fn gather(x: &Tensor, idx: &Tensor, axis: i64, out_shape: &[usize]) -> Result<Tensor> {
+    let ax = norm_axis(axis, x.rank())?;
+    let dim = x.shape()[ax];
+    let ids = indices(idx, dim)?;
+    let outer: usize = x.shape()[..ax].iter().product();
+    let inner: usize = x.shape()[ax + 1..].iter().product();
+    let data = map_data!(x.data(), v => {
+        let mut out = Vec::with_capacity(outer * ids.len() * inner);
+        for o in 0..outer {
+            for &i in &ids {
+                let s = (o * dim + i) * inner;
+                out.extend_from_slice(&v[s..s + inner]);
+            }
+        }
+        out
+    });
+    Tensor::new(out_shape.to_vec(), data)
+}
+
+pub fn gather_elements(x: &Tensor, idx: &Tensor, axis: i64) -> Result<Tensor> {
+    let ax = norm_axis(axis, x.rank())?;
+    let dim = x.shape()[ax];
+    let ids = indices(idx, dim)?;
+    let is = strides_of(idx.shape());
+    let xs = strides_of(x.shape());
+    let ishape = idx.shape();
+    for d in 0..ishape.len() {
+        if d != ax && ishape[d] > x.shape()[d] {
+            bail!("indices shape {:?} exceeds data shape {:?} on axis {d}", ishape, x.shape());
+        }
+    }
+    let data = map_data!(x.data(), v => {
+        ids.iter().enumerate().map(|(i, &j)| {
+            let mut off = 0;
+            for d in 0..ishape.len() {
+                let c = if d == ax { j } else { (i / is[d]) % ishape[d] };
+                off += c * xs[d];
+            }
+            v[off]
+        }).collect()
+    });
+    Tensor::new(ishape.to_vec(), data)
+}
+
+pub fn expand(x: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
+    let r = out_shape.len();
+    let xs: Vec<usize> = std::iter::repeat_n(1, r - x.rank()).chain(x.shape().iter().copied()).collect();
+    let st = strides_of(&xs);
+    let src: Vec<usize> = (0..r).map(|d| if xs[d] == 1 { 0 } else { st[d] }).collect();
+    let data = map_data!(x.data(), v => permute(v, out_shape, &src));
+    Tensor::new(out_shape.to_vec(), data)
+}
+
+pub fn range(start: &Tensor, delta: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
+    let n = out_shape[0];
+    let data = match (start.data(), delta.data()) {
+        (Data::I64(s), Data::I64(d)) => Data::I64((0..n as i64).map(|i| s[0] + i * d[0]).collect()),
+        (Data::I32(s), Data::I32(d)) => Data::I32((0..n as i32).map(|i| s[0] + i * d[0]).collect()),
+        (Data::F32(s), Data::F32(d)) => Data::F32((0..n).map(|i| s[0] + i as f32 * d[0]).collect()),
+        (Data::F64(s), Data::F64(d)) => Data::F64((0..n).map(|i| s[0] + i as f64 * d[0]).collect()),
+        (a, _) => bail!("Range of {}", a.dtype()),
+    };
+    Tensor::new(out_shape.to_vec(), data)
+}
+
+pub fn constant_of_shape(value: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
+    let n: usize = out_shape.iter().product();
+    let data = map_data!(value.data(), v => vec![v[0]; n]);
+    Tensor::new(out_shape.to_vec(), data)
+}
+
+/// Elements of a 0-D or 1-element tensor as f64 (Clip bounds and similar scalars).
+pub fn scalar_f64(t: &Tensor) -> Result<f64> {
+    with_data!(t.data(), v => if v.len() == 1 { Ok(t.to_f64_vec()[0]) } else { bail!("expected a scalar, got shape {:?}", t.shape()) })
+}

@@ -1,0 +1,143 @@
+//! The CPU backend: always available, the reference for every other device, and the evaluator
+//! that constant folding uses. Kernels live one concept per file; [`eval_node`] dispatches.
+
+pub mod conv;
+pub mod elementwise;
+pub mod gemm;
+pub mod layout;
+pub mod pool;
+pub mod reduce;
+mod executor;
+
+pub use executor::CpuExecutable;
+
+use super::{Backend, DeviceInfo, Executable, Support};
+use crate::error::{Error, Result};
+use crate::graph::infer::{output_types, shape_value, slice_axes};
+use crate::graph::{Graph, Node, Op};
+use crate::tensor::{DType, Tensor};
+use petgraph::stable_graph::NodeIndex;
+use std::sync::Arc;
+
+#[derive(Default)]
+pub struct CpuBackend;
+
+impl CpuBackend {
+    pub fn new() -> Self {
+        CpuBackend
+    }
+}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn info(&self) -> DeviceInfo {
+        let threads = rayon::current_num_threads();
+        let mut features = vec![];
+        #[cfg(target_arch = "x86_64")]
+        for (f, on) in [("avx2", is_x86_feature_detected!("avx2")), ("fma", is_x86_feature_detected!("fma")), ("avx512f", is_x86_feature_detected!("avx512f"))] {
+            if on {
+                features.push(f);
+            }
+        }
+        DeviceInfo {
+            name: "cpu".into(),
+            kind: "cpu".into(),
+            available: true,
+            details: vec![("threads".into(), threads.to_string()), ("simd".into(), features.join(" "))],
+        }
+    }
+
+    fn supports(&self, graph: &Graph, n: NodeIndex) -> Support {
+        let node = &graph.g[n];
+        let float_only = matches!(node.op, Op::Conv { .. } | Op::Pool { .. } | Op::GlobalPool { .. } | Op::BatchNorm { .. } | Op::Gemm { .. } | Op::MatMul | Op::LayerNorm { .. });
+        if float_only {
+            if let Some(v) = graph.input_value(n, 0) {
+                if v.dtype.is_some_and(|d| d != DType::F32) {
+                    return Support::No(format!("{} in {} (cpu runs it in f32 only)", node.op.name(), v.dtype.unwrap()));
+                }
+            }
+        }
+        Support::Yes
+    }
+
+    fn compile(&self, graph: Arc<Graph>) -> Result<Arc<dyn Executable>> {
+        Ok(Arc::new(CpuExecutable::new(graph)?))
+    }
+}
+
+/// Computes one node's outputs on the CPU. Output shapes come from the same rules as shape
+/// inference, so kernels and inference cannot disagree.
+pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    eval_inner(node, inputs).map_err(|e| e.in_node(&node.name, &node.op.name()))
+}
+
+fn eval_inner(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    let types = output_types(node, inputs)?;
+    let out_shape = &types[0].1;
+    let input = |i: usize| -> Result<&Tensor> { inputs.get(i).copied().flatten().ok_or_else(|| Error::Tensor(format!("missing input {i}"))) };
+    let opt = |i: usize| inputs.get(i).copied().flatten();
+    let x = input(0);
+    let one = |t: Tensor| Ok(vec![t]);
+    match &node.op {
+        Op::Input | Op::Constant { .. } => Err(Error::Tensor("inputs and constants are not evaluated".into())),
+        Op::Identity | Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => one(x?.clone().reshaped(out_shape.clone())?),
+        Op::Unary(u) => one(elementwise::unary(*u, x?)?),
+        Op::Binary(b) => one(elementwise::binary(*b, x?, input(1)?)?),
+        Op::Variadic { op, mean } => {
+            let mut acc = x?.clone();
+            for t in inputs.iter().skip(1).flatten() {
+                acc = elementwise::binary(*op, &acc, t)?;
+            }
+            if *mean {
+                let n = inputs.iter().flatten().count() as f64;
+                let div = elementwise::cast(&Tensor::new(vec![], crate::tensor::Data::F64(vec![n]))?, acc.dtype())?;
+                acc = elementwise::binary(crate::graph::BinaryOp::Div, &acc, &div)?;
+            }
+            one(acc)
+        }
+        Op::Clip { min, max } => {
+            let lo = match opt(1) { Some(t) => Some(layout::scalar_f64(t)?), None => min.map(|v| v as f64) };
+            let hi = match opt(2) { Some(t) => Some(layout::scalar_f64(t)?), None => max.map(|v| v as f64) };
+            one(elementwise::clip(x?, lo, hi)?)
+        }
+        Op::Conv { window, group, activation } => one(conv::conv(x?, input(1)?, opt(2), window, *group, *activation, out_shape)?),
+        Op::Pool { kind, window } => one(pool::pool(x?, *kind, window, out_shape)?),
+        Op::GlobalPool { kind } => one(pool::global_pool(x?, *kind, out_shape)?),
+        Op::BatchNorm { epsilon } => one(reduce::batch_norm(x?, input(1)?, input(2)?, input(3)?, input(4)?, *epsilon)?),
+        Op::Gemm { alpha, beta, trans_a, trans_b, activation } => one(gemm::gemm_op(x?, input(1)?, opt(2), *alpha, *beta, *trans_a, *trans_b, *activation)?),
+        Op::MatMul => one(gemm::matmul(x?, input(1)?)?),
+        Op::Transpose { perm } => {
+            let x = x?;
+            let p = perm.clone().unwrap_or_else(|| (0..x.rank()).rev().collect());
+            one(layout::transpose(x, &p, out_shape)?)
+        }
+        Op::Concat { axis } => {
+            let ts: Vec<&Tensor> = inputs.iter().flatten().copied().collect();
+            one(layout::concat(&ts, crate::tensor::norm_axis(*axis, out_shape.len())?, out_shape)?)
+        }
+        Op::Slice => {
+            let ints = |i: usize| opt(i).map(|t| t.to_i64_vec()).transpose();
+            let x = x?;
+            let axes = slice_axes(x.shape(), &ints(1)?.unwrap_or_default(), &ints(2)?.unwrap_or_default(), ints(3)?.as_deref(), ints(4)?.as_deref())?;
+            one(layout::slice(x, &axes)?)
+        }
+        Op::Cast { to } => one(elementwise::cast(x?, *to)?),
+        Op::Shape { .. } | Op::Size => one(shape_value(&node.op, x?.shape())?),
+        Op::Gather { axis } => one(layout::gather(x?, input(1)?, *axis, out_shape)?),
+        Op::GatherElements { axis } => one(layout::gather_elements(x?, input(1)?, *axis)?),
+        Op::Reduce { op, axes, keepdims, noop_with_empty_axes } => {
+            let axes = match axes { Some(a) => Some(a.clone()), None => opt(1).map(|t| t.to_i64_vec()).transpose()? };
+            one(reduce::reduce(x?, *op, axes.as_deref(), *keepdims, *noop_with_empty_axes)?)
+        }
+        Op::ArgExtreme { max, axis, keepdims, select_last_index } => one(reduce::arg_extreme(x?, *max, *axis, *keepdims, *select_last_index)?),
+        Op::ConstantOfShape { value } => one(layout::constant_of_shape(value, out_shape)?),
+        Op::Expand => one(layout::expand(x?, out_shape)?),
+        Op::Range => one(layout::range(x?, input(2)?, out_shape)?),
+        Op::Where => one(elementwise::where_(x?, input(1)?, input(2)?)?),
+        Op::Softmax { axis, log, legacy } => one(reduce::softmax(x?, *axis, *log, *legacy)?),
+        Op::LayerNorm { axis, epsilon } => reduce::layer_norm(x?, input(1)?, opt(2), *axis, *epsilon),
+    }
+}

@@ -1,0 +1,179 @@
+//! Reductions and normalisations: Reduce*, ArgMax/ArgMin, Softmax/LogSoftmax,
+//! LayerNormalization, BatchNormalization (inference).
+
+use super::elementwise::cast;
+use super::layout::transpose;
+use crate::error::Result;
+use crate::graph::infer::{reduce_axes, reduced_shape};
+use crate::graph::ReduceOp;
+use crate::tensor::{norm_axis, Data, DType, Tensor};
+use crate::bail;
+use rayon::prelude::*;
+
+/// Moves `axes` to the end so each reduction is over one contiguous block; returns the data as
+/// f64 with the block length.
+fn blocks(x: &Tensor, axes: &[usize]) -> Result<(Vec<f64>, usize)> {
+    let r = x.rank();
+    let trailing = axes.iter().enumerate().all(|(i, &a)| a == r - axes.len() + i);
+    let block: usize = axes.iter().map(|&a| x.shape()[a]).product();
+    let v = if trailing {
+        x.to_f64_vec()
+    } else {
+        let perm: Vec<usize> = (0..r).filter(|d| !axes.contains(d)).chain(axes.iter().copied()).collect();
+        let shape: Vec<usize> = perm.iter().map(|&p| x.shape()[p]).collect();
+        transpose(x, &perm, &shape)?.to_f64_vec()
+    };
+    Ok((v, block))
+}
+
+pub fn reduce(x: &Tensor, op: ReduceOp, axes: Option<&[i64]>, keepdims: bool, noop: bool) -> Result<Tensor> {
+    let red = reduce_axes(x.rank(), axes, noop)?;
+    let out_shape = reduced_shape(x.shape(), &red, keepdims);
+    if red.is_empty() {
+        return Tensor::new(out_shape, x.data().clone());
+    }
+    if x.dtype() == DType::F32 && op == ReduceOp::Mean && red.iter().enumerate().all(|(i, &a)| a == x.rank() - red.len() + i) {
+        // Fast path for the global-pool-like mean over trailing axes.
+        let v = x.as_f32()?;
+        let block: usize = red.iter().map(|&a| x.shape()[a]).product();
+        let out: Vec<f32> = if block == 0 { vec![f32::NAN; out_shape.iter().product()] } else { v.par_chunks(block).map(|c| c.iter().sum::<f32>() / block as f32).collect() };
+        return Tensor::from_f32(&out_shape, out);
+    }
+    let (v, block) = blocks(x, &red)?;
+    let nout: usize = out_shape.iter().product();
+    let out: Vec<f64> = (0..nout)
+        .map(|i| {
+            let c = &v[i * block..(i + 1) * block];
+            match op {
+                ReduceOp::Sum => c.iter().sum(),
+                ReduceOp::Mean => c.iter().sum::<f64>() / block as f64,
+                ReduceOp::Max => c.iter().copied().fold(f64::NEG_INFINITY, |a, b| if b.is_nan() || a.is_nan() { f64::NAN } else { a.max(b) }),
+                ReduceOp::Min => c.iter().copied().fold(f64::INFINITY, |a, b| if b.is_nan() || a.is_nan() { f64::NAN } else { a.min(b) }),
+                ReduceOp::Prod => c.iter().product(),
+                ReduceOp::L1 => c.iter().map(|x| x.abs()).sum(),
+                ReduceOp::L2 => c.iter().map(|x| x * x).sum::<f64>().sqrt(),
+                ReduceOp::LogSum => c.iter().sum::<f64>().ln(),
+                ReduceOp::LogSumExp => {
+                    let m = c.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    if m.is_infinite() { c.iter().map(|x| x.exp()).sum::<f64>().ln() } else { m + c.iter().map(|x| (x - m).exp()).sum::<f64>().ln() }
+                }
+                ReduceOp::SumSquare => c.iter().map(|x| x * x).sum(),
+            }
+        })
+        .collect();
+    cast(&Tensor::new(out_shape, Data::F64(out))?, x.dtype())
+}
+
+pub fn arg_extreme(x: &Tensor, max: bool, axis: i64, keepdims: bool, last: bool) -> Result<Tensor> {
+    let ax = norm_axis(axis, x.rank())?;
+    let out_shape = reduced_shape(x.shape(), &[ax], keepdims);
+    let (v, block) = blocks(x, &[ax])?;
+    let out: Vec<i64> = v
+        .chunks(block.max(1))
+        .map(|c| {
+            let mut best = 0;
+            for (i, &e) in c.iter().enumerate() {
+                let better = if max { e > c[best] || (last && e == c[best]) } else { e < c[best] || (last && e == c[best]) };
+                if better {
+                    best = i;
+                }
+            }
+            best as i64
+        })
+        .collect();
+    Tensor::new(out_shape, Data::I64(out))
+}
+
+pub fn softmax(x: &Tensor, axis: i64, log: bool, legacy: bool) -> Result<Tensor> {
+    let ax = norm_axis(axis, x.rank())?;
+    if x.dtype() != DType::F32 {
+        let y = softmax(&cast(x, DType::F32)?, axis, log, legacy)?;
+        return cast(&y, x.dtype());
+    }
+    // Opset < 13 flattens from `axis` on; later opsets normalise along the one axis.
+    let axes: Vec<usize> = if legacy { (ax..x.rank()).collect() } else { vec![ax] };
+    let trailing = axes.last() == Some(&(x.rank() - 1));
+    if !trailing {
+        let r = x.rank();
+        let perm: Vec<usize> = (0..r).filter(|d| *d != ax).chain([ax]).collect();
+        let shape: Vec<usize> = perm.iter().map(|&p| x.shape()[p]).collect();
+        let t = softmax(&transpose(x, &perm, &shape)?, -1, log, false)?;
+        let mut inv = vec![0; r];
+        for (i, &p) in perm.iter().enumerate() {
+            inv[p] = i;
+        }
+        return transpose(&t, &inv, x.shape());
+    }
+    let block: usize = axes.iter().map(|&a| x.shape()[a]).product();
+    let mut y = x.as_f32()?.to_vec();
+    if block == 0 {
+        return Tensor::from_f32(x.shape(), y);
+    }
+    let f = |row: &mut [f32]| {
+        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if log {
+            // x - m - log(sum) stays accurate where exp(x - m) underflows.
+            let ls = row.iter().map(|&v| (v - m).exp()).sum::<f32>().ln();
+            row.iter_mut().for_each(|v| *v = *v - m - ls);
+        } else {
+            let mut s = 0.0f32;
+            for v in row.iter_mut() {
+                *v = (*v - m).exp();
+                s += *v;
+            }
+            let inv = 1.0 / s;
+            row.iter_mut().for_each(|v| *v *= inv);
+        }
+    };
+    if y.len() >= 1 << 15 {
+        y.par_chunks_mut(block).for_each(f);
+    } else {
+        y.chunks_mut(block).for_each(f);
+    }
+    Tensor::from_f32(x.shape(), y)
+}
+
+pub fn layer_norm(x: &Tensor, scale: &Tensor, bias: Option<&Tensor>, axis: i64, eps: f32) -> Result<Vec<Tensor>> {
+    let ax = norm_axis(axis, x.rank())?;
+    let block: usize = x.shape()[ax..].iter().product();
+    let (sv, bv) = (scale.as_f32()?, bias.map(|b| b.as_f32()).transpose()?);
+    if sv.len() != block && sv.len() != 1 || bv.is_some_and(|b| b.len() != block && b.len() != 1) {
+        bail!("scale {:?} / bias do not match normalised shape {:?}", scale.shape(), &x.shape()[ax..]);
+    }
+    let xv = x.as_f32()?;
+    let rows = xv.len() / block.max(1);
+    let mut y = vec![0f32; xv.len()];
+    let mut mean = vec![0f32; rows];
+    let mut inv_std = vec![0f32; rows];
+    y.chunks_mut(block.max(1)).zip(xv.chunks(block.max(1))).zip(mean.iter_mut().zip(inv_std.iter_mut())).for_each(|((out, row), (m, is))| {
+        let mu = row.iter().map(|&v| v as f64).sum::<f64>() / block as f64;
+        let var = row.iter().map(|&v| (v as f64 - mu).powi(2)).sum::<f64>() / block as f64;
+        let inv = 1.0 / (var + eps as f64).sqrt();
+        for (i, (o, &v)) in out.iter_mut().zip(row).enumerate() {
+            let s = if sv.len() == 1 { sv[0] } else { sv[i] };
+            let b = bv.map(|b| if b.len() == 1 { b[0] } else { b[i] }).unwrap_or(0.0);
+            *o = ((v as f64 - mu) * inv) as f32 * s + b;
+        }
+        *m = mu as f32;
+        *is = inv as f32;
+    });
+    let stat: Vec<usize> = (0..x.rank()).map(|d| if d < ax { x.shape()[d] } else { 1 }).collect();
+    Ok(vec![Tensor::from_f32(x.shape(), y)?, Tensor::from_f32(&stat, mean)?, Tensor::from_f32(&stat, inv_std)?])
+}
+
+/// Inference BatchNormalization: `(x - mean) / sqrt(var + eps) * scale + bias` per channel.
+pub fn batch_norm(x: &Tensor, scale: &Tensor, bias: &Tensor, mean: &Tensor, var: &Tensor, eps: f32) -> Result<Tensor> {
+    let c = x.shape()[1];
+    let plane: usize = x.shape()[2..].iter().product();
+    let (s, b, m, v) = (scale.as_f32()?, bias.as_f32()?, mean.as_f32()?, var.as_f32()?);
+    let mut y = x.as_f32()?.to_vec();
+    if plane > 0 {
+        y.par_chunks_mut(plane).enumerate().for_each(|(i, p)| {
+            let ch = i % c;
+            let k = s[ch] / (v[ch] + eps).sqrt();
+            let off = b[ch] - m[ch] * k;
+            p.iter_mut().for_each(|e| *e = *e * k + off);
+        });
+    }
+    Tensor::from_f32(x.shape(), y)
+}

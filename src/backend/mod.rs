@@ -1,0 +1,65 @@
+//! Devices. A [`Backend`] answers which nodes it supports (the partitioner's question) and
+//! compiles a bound graph (or a piece of one) into an [`Executable`].
+
+pub mod cpu;
+
+use crate::error::Result;
+use crate::graph::Graph;
+use petgraph::stable_graph::NodeIndex;
+use crate::tensor::Tensor;
+use std::sync::Arc;
+
+/// Whether a backend can run a node, and if not, why.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Support {
+    Yes,
+    No(String),
+}
+
+/// What `hetsched devices` prints about a device.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DeviceInfo {
+    pub name: String,
+    pub kind: String,
+    pub available: bool,
+    pub details: Vec<(String, String)>,
+}
+
+pub trait Backend: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn info(&self) -> DeviceInfo;
+    /// Can this device run `node` (with its inferred input/output types)?
+    fn supports(&self, graph: &Graph, node: NodeIndex) -> Support;
+    /// Compiles a bound graph (every value typed and shaped) for repeated execution.
+    fn compile(&self, graph: Arc<Graph>) -> Result<Arc<dyn Executable>>;
+}
+
+/// A compiled graph or partition. Immutable and shared; each `run` has its own state, so many
+/// threads may run it at once.
+pub trait Executable: Send + Sync {
+    /// Inputs in the graph's input order; outputs in its output order.
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>>;
+}
+
+/// The backend registered under `name`, or an error saying why it cannot be had.
+pub fn by_name(name: &str) -> Result<Arc<dyn Backend>> {
+    match name {
+        "cpu" => Ok(Arc::new(cpu::CpuBackend::new())),
+        "wgpu" | "cuda" => Err(crate::error::Error::DeviceUnavailable {
+            device: name.into(),
+            reason: "this build has no such backend yet (only cpu)".into(),
+        }),
+        other => Err(crate::error::Error::DeviceUnavailable { device: other.into(), reason: "unknown device name (known: cpu, wgpu, cuda)".into() }),
+    }
+}
+
+/// Every backend this build knows, available or not.
+pub fn all() -> Vec<DeviceInfo> {
+    let mut v = vec![cpu::CpuBackend::new().info()];
+    for name in ["wgpu", "cuda"] {
+        if let Err(e) = by_name(name) {
+            v.push(DeviceInfo { name: name.into(), kind: name.into(), available: false, details: vec![("reason".into(), e.to_string())] });
+        }
+    }
+    v
+}

@@ -1,0 +1,78 @@
+//! clap commands. Each command uses the library's public API only.
+
+mod inspect;
+mod run;
+
+use clap::{Args, Parser, Subcommand};
+use hetsched::{Bindings, Result};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "hetsched", version, about = "Run ONNX models across heterogeneous devices (CPU, wgpu, CUDA)")]
+pub struct Cli {
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List devices and their properties.
+    Devices {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per-node shapes, params, MACs, FLOPs, bytes and memory of a model.
+    Inspect(inspect::InspectArgs),
+    /// Run a model on a device, optionally checking against reference outputs.
+    Run(run::RunArgs),
+}
+
+/// How symbolic dims get bound.
+#[derive(Args, Clone, Debug)]
+pub struct DimArgs {
+    /// Value for batch-like symbolic dims.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Value for the other symbolic dims (sequence length and the like).
+    #[arg(long, default_value_t = 16)]
+    pub seq: usize,
+    /// Bind a named dim explicitly, e.g. --dim seq=32 (repeatable).
+    #[arg(long = "dim", value_parser = parse_dim)]
+    pub dims: Vec<(String, usize)>,
+}
+
+impl DimArgs {
+    pub fn bindings(&self, g: &hetsched::Graph) -> Bindings {
+        let explicit: Bindings = self.dims.iter().cloned().collect();
+        hetsched::session::default_bindings(g, self.batch, self.seq, &explicit)
+    }
+}
+
+fn parse_dim(s: &str) -> std::result::Result<(String, usize), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("expected NAME=VALUE, got '{s}'"))?;
+    Ok((k.to_string(), v.parse().map_err(|e| format!("bad value in '{s}': {e}"))?))
+}
+
+pub fn model_path(p: &PathBuf) -> PathBuf {
+    if p.is_dir() { p.join("model.onnx") } else { p.clone() }
+}
+
+pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.cmd {
+        Command::Devices { json } => {
+            let devs = hetsched::backend::all();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&devs).unwrap());
+            } else {
+                for d in devs {
+                    let details: Vec<String> = d.details.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    println!("{:6} {:12} {}", d.name, if d.available { "available" } else { "unavailable" }, details.join("  "));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect(a) => inspect::inspect(a),
+        Command::Run(a) => run::run(a),
+    }
+}

@@ -1,0 +1,96 @@
+use super::{model_path, DimArgs};
+use clap::Args;
+use hetsched::{compare, Result, Session, SessionOptions, Tolerance};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// model.onnx, or a folder holding one.
+    model: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// A test-data folder with input_K.pb (and output_K.pb for --check).
+    #[arg(long)]
+    inputs: Option<PathBuf>,
+    /// Compare with output_K.pb; exit 1 on a mismatch.
+    #[arg(long)]
+    check: bool,
+    /// Largest accepted relative L2 error per output.
+    #[arg(long, default_value_t = 1e-4)]
+    rel_l2: f64,
+    /// Largest accepted max |out - ref| as a fraction of max |ref|.
+    #[arg(long, default_value_t = 1e-3)]
+    max_frac: f64,
+    #[command(flatten)]
+    dims: DimArgs,
+    /// Seed for random inputs (when --inputs is not given).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Run this many times and report the median latency.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// Skip the graph passes.
+    #[arg(long)]
+    no_optimize: bool,
+}
+
+pub fn run(a: RunArgs) -> Result<ExitCode> {
+    let opts = SessionOptions { device: a.device.clone(), optimize: !a.no_optimize };
+    let session = Session::from_path(model_path(&a.model), opts)?;
+    let (inputs, refs) = match &a.inputs {
+        Some(dir) => {
+            let ins = hetsched::onnx::read_tensor_set(dir, "input")?;
+            if ins.is_empty() {
+                return Err(hetsched::Error::Input(format!("no input_0.pb in {}", dir.display())));
+            }
+            // Test folders' tensors may be unnamed: fall back to the model's input order.
+            let named = ins
+                .into_iter()
+                .zip(session.inputs())
+                .map(|((n, t), gi)| (if n.is_empty() || !session.inputs().iter().any(|i| i.name == n) { gi.name.clone() } else { n }, t))
+                .collect();
+            (named, hetsched::onnx::read_tensor_set(dir, "output")?)
+        }
+        None => {
+            let b = a.dims.bindings(session.graph());
+            (session.random_inputs(&b, a.seed)?, vec![])
+        }
+    };
+    if a.check && refs.is_empty() {
+        return Err(hetsched::Error::Input("--check needs --inputs DIR with output_K.pb files".into()));
+    }
+    let t0 = Instant::now();
+    let mut outs = session.run(inputs.clone())?;
+    let first = t0.elapsed();
+    let mut times = vec![];
+    for _ in 1..a.repeat {
+        let t = Instant::now();
+        outs = session.run(inputs.clone())?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    println!("device {}  first run {:.3} ms (includes planning)", a.device, first.as_secs_f64() * 1e3);
+    if !times.is_empty() {
+        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!("median of {} runs: {:.3} ms", times.len(), times[times.len() / 2]);
+    }
+    let mut ok = true;
+    for (i, (name, t)) in outs.iter().enumerate() {
+        let head: Vec<String> = t.to_f64_vec().iter().take(4).map(|v| format!("{v:.5}")).collect();
+        print!("{name}: {} {:?} [{}{}]", t.dtype(), t.shape(), head.join(", "), if t.numel() > 4 { ", ..." } else { "" });
+        if a.check {
+            let Some((_, r)) = refs.get(i) else {
+                println!("  no reference");
+                ok = false;
+                continue;
+            };
+            let rep = compare(t, r, Tolerance::ONNX);
+            let pass = if r.dtype().is_float() { rep.model_ok(a.rel_l2, a.max_frac) } else { rep.elementwise_ok() };
+            ok &= pass;
+            print!("  rel_l2 {:.3e}  max_abs {:.3e} (max |ref| {:.3e})  {}", rep.rel_l2, rep.max_abs, rep.max_ref, if pass { "OK" } else { "MISMATCH" });
+        }
+        println!();
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

@@ -1,0 +1,51 @@
+//! The crate's error type. Every fallible path returns [`Error`], carrying enough context
+//! (node name, op, shapes) for a user to find the problem in their model.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("io error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("malformed ONNX protobuf: {0}")]
+    Decode(String),
+    #[error("invalid model: {0}")]
+    InvalidModel(String),
+    #[error("node '{node}' ({op}): unsupported: {what}")]
+    Unsupported { node: String, op: String, what: String },
+    #[error("node '{node}' ({op}): {msg}")]
+    Node { node: String, op: String, msg: String },
+    #[error("graph has a cycle through node '{0}'")]
+    Cycle(String),
+    #[error("input error: {0}")]
+    Input(String),
+    #[error("tensor error: {0}")]
+    Tensor(String),
+    #[error("device '{device}' unavailable: {reason}")]
+    DeviceUnavailable { device: String, reason: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn node(node: &str, op: &str, msg: impl Into<String>) -> Self {
+        Error::Node { node: node.to_string(), op: op.to_string(), msg: msg.into() }
+    }
+    /// Wraps an error raised deep inside a kernel with the node it came from, unless it already names one.
+    pub fn in_node(self, node: &str, op: &str) -> Self {
+        match self {
+            Error::Tensor(msg) | Error::Input(msg) | Error::InvalidModel(msg) => Error::node(node, op, msg),
+            other => other,
+        }
+    }
+}
+
+/// Shorthand for `Err(Error::Tensor(format!(..)))`.
+#[macro_export]
+macro_rules! bail {
+    ($($arg:tt)*) => { return Err($crate::error::Error::Tensor(format!($($arg)*))) };
+}

@@ -1,0 +1,569 @@
+//! Shape and dtype inference with symbolic dims bound, plus constant propagation: any node whose
+//! inputs are all known at plan time gets its value computed (through an injected evaluator, so
+//! this module needs no backend). That is what turns Shape->Gather->Concat->Reshape chains into
+//! constants once the batch is bound.
+
+use super::{Dim, Graph, Node, Op, PoolKind, Window, AutoPad, Bindings};
+use crate::error::{Error, Result};
+use crate::tensor::{broadcast_shapes, checked_numel, norm_axis, DType, Tensor};
+use std::sync::Arc;
+
+/// Computes a node's outputs from host inputs (absent optional inputs are `None`).
+pub type Evaluator = dyn Fn(&Node, &[Option<&Tensor>]) -> Result<Vec<Tensor>> + Sync;
+
+/// Values above this many elements are not propagated (folding big compute at plan time is
+/// rarely worth the memory).
+const MAX_FOLD_ELEMENTS: usize = 1 << 22;
+
+/// A node input as seen by a shape rule.
+pub struct In<'a> {
+    dtype: DType,
+    shape: &'a [usize],
+    value: Option<&'a Tensor>,
+}
+
+/// Output dtypes and shapes of `node` for concrete inputs (what a kernel needs to size its result).
+pub fn output_types(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<(DType, Vec<usize>)>> {
+    let ins: Vec<Option<In>> = inputs.iter().map(|t| t.map(|t| In { dtype: t.dtype(), shape: t.shape(), value: Some(t) })).collect();
+    rule(node, &ins)
+}
+
+pub fn infer(g: &mut Graph, bindings: &Bindings, eval: Option<&Evaluator>) -> Result<()> {
+    for inp in g.inputs.clone() {
+        let shape = inp
+            .shape
+            .iter()
+            .map(|d| match d {
+                Dim::Known(v) => Ok(*v),
+                Dim::Sym(s) => bindings.get(s).copied().ok_or_else(|| {
+                    Error::Input(format!("dim '{s}' of input '{}' is not bound (bind it, e.g. --batch / --seq / --dim {s}=N)", inp.name))
+                }),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        checked_numel(&shape).map_err(|e| Error::Input(format!("input '{}': {e}", inp.name)))?;
+        let v = &mut g.g[inp.node].outputs[0];
+        v.dtype = Some(inp.dtype);
+        v.shape = Some(shape);
+    }
+    for n in g.toposort()? {
+        if matches!(g.g[n].op, Op::Input | Op::Constant { .. }) {
+            continue;
+        }
+        let node = &g.g[n];
+        let srcs = g.sources(n);
+        let mut ins: Vec<Option<In>> = Vec::with_capacity(srcs.len());
+        for s in &srcs {
+            ins.push(match s {
+                None => None,
+                Some((p, slot)) => {
+                    let v = &g.g[*p].outputs[*slot];
+                    match (&v.dtype, &v.shape) {
+                        (Some(dtype), Some(shape)) => Some(In { dtype: *dtype, shape, value: v.value.as_deref() }),
+                        _ => return Err(Error::node(&node.name, &node.op.name(), format!("input {} ('{}') has no inferred type", ins.len(), v.name))),
+                    }
+                }
+            });
+        }
+        let ctx = |msg: String| Error::node(&node.name, &node.op.name(), msg);
+        let outs = rule(node, &ins).map_err(|e| match e {
+            Error::Tensor(m) | Error::Input(m) => ctx(m),
+            e => e,
+        })?;
+        if outs.len() < node.outputs.len() && node.outputs[outs.len()..].iter().any(|v| !v.name.is_empty()) {
+            return Err(ctx(format!("only the first {} output(s) are supported, the model uses {}", outs.len(), node.outputs.len())));
+        }
+        for (dt, shape) in &outs {
+            checked_numel(shape).map_err(|e| ctx(format!("output {e} (dtype {dt})")))?;
+        }
+        let mut values: Vec<Option<Arc<Tensor>>> = vec![None; outs.len()];
+        let all_const = ins.iter().all(|i| i.as_ref().is_none_or(|i| i.value.is_some()));
+        let small = outs.iter().all(|(_, s)| s.iter().product::<usize>() <= MAX_FOLD_ELEMENTS);
+        if let Op::Shape { .. } | Op::Size = node.op {
+            let full = ins[0].as_ref().unwrap().shape;
+            let t = shape_value(&node.op, full)?;
+            values[0] = Some(Arc::new(t));
+        } else if let (Some(eval), true, true) = (eval, all_const, small) {
+            let tensors: Vec<Option<&Tensor>> = ins.iter().map(|i| i.as_ref().map(|i| i.value.unwrap())).collect();
+            let res = eval(node, &tensors).map_err(|e| e.in_node(&node.name, &node.op.name()))?;
+            for (i, t) in res.into_iter().enumerate().take(outs.len()) {
+                if t.shape() != outs[i].1.as_slice() || t.dtype() != outs[i].0 {
+                    return Err(ctx(format!(
+                        "evaluated output {i} is {} {:?}, inference said {} {:?}",
+                        t.dtype(), t.shape(), outs[i].0, outs[i].1
+                    )));
+                }
+                values[i] = Some(Arc::new(t));
+            }
+        }
+        let node = &mut g.g[n];
+        for (i, ((dt, shape), val)) in outs.into_iter().zip(values).enumerate() {
+            if let Some(v) = node.outputs.get_mut(i) {
+                v.dtype = Some(dt);
+                v.shape = Some(shape);
+                v.value = val;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn shape_value(op: &Op, full: &[usize]) -> Result<Tensor> {
+    match op {
+        Op::Size => Ok(Tensor::new(vec![], crate::tensor::Data::I64(vec![full.iter().product::<usize>() as i64]))?),
+        Op::Shape { start, end } => {
+            let (s, e) = shape_range(*start, *end, full.len());
+            let v: Vec<i64> = full[s..e].iter().map(|&d| d as i64).collect();
+            Tensor::from_i64(&[v.len()], v)
+        }
+        _ => unreachable!("shape_value on {}", op.name()),
+    }
+}
+
+fn shape_range(start: i64, end: Option<i64>, rank: usize) -> (usize, usize) {
+    let r = rank as i64;
+    let clamp = |x: i64| (if x < 0 { x + r } else { x }).clamp(0, r) as usize;
+    let s = clamp(start);
+    let e = end.map(clamp).unwrap_or(rank);
+    (s, e.max(s))
+}
+
+type Out = Vec<(DType, Vec<usize>)>;
+
+
+fn need<'a>(ins: &'a [Option<In<'a>>], i: usize) -> Result<&'a In<'a>> {
+    ins.get(i).and_then(|x| x.as_ref()).ok_or_else(|| Error::Tensor(format!("missing required input {i}")))
+}
+
+/// The value of an input that must be known at plan time (shapes, axes, pads).
+fn const_ints(ins: &[Option<In>], i: usize, what: &str) -> Result<Option<Vec<i64>>> {
+    match ins.get(i).and_then(|x| x.as_ref()) {
+        None => Ok(None),
+        Some(x) => match x.value {
+            Some(v) => Ok(Some(v.to_i64_vec()?)),
+            None => Err(Error::Tensor(format!("input {i} ({what}) must be known at plan time (data-dependent shapes are not supported)"))),
+        },
+    }
+}
+
+fn bcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    broadcast_shapes(a, b).ok_or_else(|| Error::Tensor(format!("shapes {a:?} and {b:?} do not broadcast")))
+}
+
+fn rule(node: &Node, ins: &[Option<In>]) -> Result<Out> {
+    use Op::*;
+    let x = || need(ins, 0);
+    Ok(match &node.op {
+        Input | Constant { .. } => unreachable!(),
+        Identity | Clip { .. } | Softmax { .. } => vec![(x()?.dtype, x()?.shape.to_vec())],
+        Unary(u) => {
+            let dt = if matches!(u, super::UnaryOp::Not) { DType::Bool } else { x()?.dtype };
+            vec![(dt, x()?.shape.to_vec())]
+        }
+        Binary(b) => {
+            let (a, c) = (need(ins, 0)?, need(ins, 1)?);
+            if a.dtype != c.dtype && !matches!(b, super::BinaryOp::Pow) {
+                return Err(Error::Tensor(format!("input dtypes differ: {} vs {}", a.dtype, c.dtype)));
+            }
+            let dt = if b.is_comparison() || b.is_logical() { DType::Bool } else { a.dtype };
+            vec![(dt, bcast(a.shape, c.shape)?)]
+        }
+        Variadic { .. } => {
+            let mut s = x()?.shape.to_vec();
+            for i in ins.iter().flatten().skip(1) {
+                s = bcast(&s, i.shape)?;
+            }
+            vec![(x()?.dtype, s)]
+        }
+        Conv { window, group, .. } => {
+            let (xi, w) = (x()?, need(ins, 1)?);
+            if xi.shape.len() < 3 || w.shape.len() != xi.shape.len() {
+                return Err(Error::Tensor(format!("Conv needs X [N,C,...] and W of equal rank, got X {:?} W {:?}", xi.shape, w.shape)));
+            }
+            let c = xi.shape[1];
+            if *group == 0 || c % group != 0 || w.shape[1] * group != c || w.shape[0] % group != 0 {
+                return Err(Error::Tensor(format!("channels do not match: X {:?}, W {:?}, group {group}", xi.shape, w.shape)));
+            }
+            if let Some(b) = ins.get(2).and_then(|b| b.as_ref()) {
+                if b.shape != [w.shape[0]] {
+                    return Err(Error::Tensor(format!("bias shape {:?} != [{}]", b.shape, w.shape[0])));
+                }
+            }
+            let k = &w.shape[2..];
+            let spatial = window_output(window, &xi.shape[2..], k, false)?;
+            let mut s = vec![xi.shape[0], w.shape[0]];
+            s.extend(spatial);
+            vec![(xi.dtype, s)]
+        }
+        Pool { window, kind } => {
+            let xi = x()?;
+            if xi.shape.len() < 3 {
+                return Err(Error::Tensor(format!("pooling needs [N,C,...], got {:?}", xi.shape)));
+            }
+            let spatial = window_output(window, &xi.shape[2..], &window.kernel_shape, window.ceil_mode)?;
+            let mut s = xi.shape[..2].to_vec();
+            s.extend(spatial);
+            let mut v = vec![(xi.dtype, s.clone())];
+            if matches!(kind, PoolKind::Max) && node.outputs.len() > 1 {
+                v.push((DType::I64, s));
+            }
+            v
+        }
+        GlobalPool { .. } => {
+            let xi = x()?;
+            if xi.shape.len() < 3 {
+                return Err(Error::Tensor(format!("global pooling needs [N,C,...], got {:?}", xi.shape)));
+            }
+            let mut s = xi.shape[..2].to_vec();
+            s.extend(std::iter::repeat_n(1, xi.shape.len() - 2));
+            vec![(xi.dtype, s)]
+        }
+        BatchNorm { .. } => {
+            let xi = x()?;
+            let c = *xi.shape.get(1).ok_or_else(|| Error::Tensor("BatchNormalization needs rank >= 2".into()))?;
+            for i in 1..5 {
+                if need(ins, i)?.shape.iter().product::<usize>() != c {
+                    return Err(Error::Tensor(format!("input {i} shape {:?} != [{c}]", need(ins, i)?.shape)));
+                }
+            }
+            vec![(xi.dtype, xi.shape.to_vec())]
+        }
+        Gemm { trans_a, trans_b, .. } => {
+            let (a, b) = (need(ins, 0)?, need(ins, 1)?);
+            if a.shape.len() != 2 || b.shape.len() != 2 {
+                return Err(Error::Tensor(format!("Gemm needs 2-D inputs, got {:?} and {:?}", a.shape, b.shape)));
+            }
+            let (m, ka) = if *trans_a { (a.shape[1], a.shape[0]) } else { (a.shape[0], a.shape[1]) };
+            let (kb, n) = if *trans_b { (b.shape[1], b.shape[0]) } else { (b.shape[0], b.shape[1]) };
+            if ka != kb {
+                return Err(Error::Tensor(format!("inner dims differ: A {:?} B {:?} (transA {trans_a}, transB {trans_b})", a.shape, b.shape)));
+            }
+            if let Some(c) = ins.get(2).and_then(|c| c.as_ref()) {
+                if broadcast_shapes(c.shape, &[m, n]).as_deref() != Some(&[m, n][..]) {
+                    return Err(Error::Tensor(format!("C {:?} does not broadcast to [{m}, {n}]", c.shape)));
+                }
+            }
+            vec![(a.dtype, vec![m, n])]
+        }
+        MatMul => {
+            let (a, b) = (need(ins, 0)?, need(ins, 1)?);
+            vec![(a.dtype, matmul_shape(a.shape, b.shape)?)]
+        }
+        Flatten { axis } => {
+            let xi = x()?;
+            let r = xi.shape.len() as i64;
+            let ax = if *axis < 0 { axis + r } else { *axis };
+            if ax < 0 || ax > r {
+                return Err(Error::Tensor(format!("axis {axis} out of range for rank {r}")));
+            }
+            let ax = ax as usize;
+            vec![(xi.dtype, vec![xi.shape[..ax].iter().product(), xi.shape[ax..].iter().product()])]
+        }
+        Reshape { allowzero } => {
+            let xi = x()?;
+            let spec = const_ints(ins, 1, "shape")?.ok_or_else(|| Error::Tensor("missing shape input".into()))?;
+            vec![(xi.dtype, reshape_shape(xi.shape, &spec, *allowzero)?)]
+        }
+        Transpose { perm } => {
+            let xi = x()?;
+            let r = xi.shape.len();
+            let p = perm.clone().unwrap_or_else(|| (0..r).rev().collect());
+            let mut seen = vec![false; r];
+            if p.len() != r || p.iter().any(|&i| i >= r || std::mem::replace(&mut seen[i], true)) {
+                return Err(Error::Tensor(format!("perm {p:?} is not a permutation of rank {r}")));
+            }
+            vec![(xi.dtype, p.iter().map(|&i| xi.shape[i]).collect())]
+        }
+        Concat { axis } => {
+            let first = x()?;
+            let ax = norm_axis(*axis, first.shape.len())?;
+            let mut s = first.shape.to_vec();
+            s[ax] = 0;
+            for i in ins.iter().flatten() {
+                let ok = i.shape.len() == s.len() && i.dtype == first.dtype && (0..s.len()).all(|d| d == ax || i.shape[d] == s[d]);
+                if !ok {
+                    return Err(Error::Tensor(format!("input {} {:?} does not match {} {:?} outside axis {ax}", i.dtype, i.shape, first.dtype, first.shape)));
+                }
+                s[ax] += i.shape[ax];
+            }
+            vec![(first.dtype, s)]
+        }
+        Squeeze { axes } => {
+            let xi = x()?;
+            let axes = match axes { Some(a) => Some(a.clone()), None => const_ints(ins, 1, "axes")? };
+            let r = xi.shape.len();
+            let drop: Vec<usize> = match axes {
+                Some(a) => a.iter().map(|&a| norm_axis(a, r)).collect::<Result<_>>()?,
+                None => (0..r).filter(|&d| xi.shape[d] == 1).collect(),
+            };
+            if let Some(&d) = drop.iter().find(|&&d| xi.shape[d] != 1) {
+                return Err(Error::Tensor(format!("cannot squeeze axis {d} of shape {:?}", xi.shape)));
+            }
+            vec![(xi.dtype, (0..r).filter(|d| !drop.contains(d)).map(|d| xi.shape[d]).collect())]
+        }
+        Unsqueeze { axes } => {
+            let xi = x()?;
+            let axes = match axes { Some(a) => a.clone(), None => const_ints(ins, 1, "axes")?.ok_or_else(|| Error::Tensor("missing axes".into()))? };
+            let r = xi.shape.len() + axes.len();
+            let mut add: Vec<usize> = axes.iter().map(|&a| norm_axis(a, r)).collect::<Result<_>>()?;
+            add.sort_unstable();
+            add.dedup();
+            if add.len() != axes.len() {
+                return Err(Error::Tensor(format!("repeated axes {axes:?}")));
+            }
+            let mut it = xi.shape.iter();
+            vec![(xi.dtype, (0..r).map(|d| if add.contains(&d) { 1 } else { *it.next().unwrap() }).collect())]
+        }
+        Slice => {
+            let xi = x()?;
+            let params = slice_params(xi.shape, ins)?;
+            vec![(xi.dtype, params.iter().map(|p| p.len).collect())]
+        }
+        Cast { to } => vec![(*to, x()?.shape.to_vec())],
+        Shape { start, end } => {
+            let (s, e) = shape_range(*start, *end, x()?.shape.len());
+            vec![(DType::I64, vec![e - s])]
+        }
+        Size => vec![(DType::I64, vec![])],
+        Gather { axis } => {
+            let (d, idx) = (x()?, need(ins, 1)?);
+            let ax = norm_axis(*axis, d.shape.len())?;
+            let mut s = d.shape[..ax].to_vec();
+            s.extend_from_slice(idx.shape);
+            s.extend_from_slice(&d.shape[ax + 1..]);
+            vec![(d.dtype, s)]
+        }
+        GatherElements { axis } => {
+            let (d, idx) = (x()?, need(ins, 1)?);
+            norm_axis(*axis, d.shape.len())?;
+            if idx.shape.len() != d.shape.len() {
+                return Err(Error::Tensor(format!("indices rank {} != data rank {}", idx.shape.len(), d.shape.len())));
+            }
+            vec![(d.dtype, idx.shape.to_vec())]
+        }
+        Reduce { axes, keepdims, noop_with_empty_axes, .. } => {
+            let xi = x()?;
+            let axes = match axes { Some(a) => Some(a.clone()), None => const_ints(ins, 1, "axes")? };
+            let red = reduce_axes(xi.shape.len(), axes.as_deref(), *noop_with_empty_axes)?;
+            vec![(xi.dtype, reduced_shape(xi.shape, &red, *keepdims))]
+        }
+        ArgExtreme { axis, keepdims, .. } => {
+            let xi = x()?;
+            let ax = norm_axis(*axis, xi.shape.len())?;
+            vec![(DType::I64, reduced_shape(xi.shape, &[ax], *keepdims))]
+        }
+        ConstantOfShape { value } => {
+            let s = const_ints(ins, 0, "shape")?.unwrap_or_default();
+            if s.iter().any(|&d| d < 0) {
+                return Err(Error::Tensor(format!("negative dim in shape {s:?}")));
+            }
+            vec![(value.dtype(), s.iter().map(|&d| d as usize).collect())]
+        }
+        Expand => {
+            let xi = x()?;
+            let s = const_ints(ins, 1, "shape")?.ok_or_else(|| Error::Tensor("missing shape".into()))?;
+            if s.iter().any(|&d| d < 0) {
+                return Err(Error::Tensor(format!("negative dim in shape {s:?}")));
+            }
+            let s: Vec<usize> = s.iter().map(|&d| d as usize).collect();
+            vec![(xi.dtype, bcast(xi.shape, &s)?)]
+        }
+        Range => {
+            let dt = x()?.dtype;
+            let v: Vec<f64> = (0..3)
+                .map(|i| match need(ins, i)?.value {
+                    Some(t) => Ok(t.to_f64_vec().first().copied().unwrap_or(0.0)),
+                    None => Err(Error::Tensor("Range inputs must be known at plan time".into())),
+                })
+                .collect::<Result<_>>()?;
+            if v[2] == 0.0 {
+                return Err(Error::Tensor("Range delta is 0".into()));
+            }
+            let n = ((v[1] - v[0]) / v[2]).ceil().max(0.0);
+            vec![(dt, vec![n as usize])]
+        }
+        Where => {
+            let (c, a, b) = (need(ins, 0)?, need(ins, 1)?, need(ins, 2)?);
+            vec![(a.dtype, bcast(&bcast(c.shape, a.shape)?, b.shape)?)]
+        }
+        LayerNorm { axis, .. } => {
+            let xi = x()?;
+            let ax = norm_axis(*axis, xi.shape.len())?;
+            let stat: Vec<usize> = (0..xi.shape.len()).map(|d| if d < ax { xi.shape[d] } else { 1 }).collect();
+            vec![(xi.dtype, xi.shape.to_vec()), (DType::F32, stat.clone()), (DType::F32, stat)]
+        }
+    })
+}
+
+/// Output spatial dims of a convolution or pooling window.
+pub fn window_output(w: &Window, input: &[usize], kernel: &[usize], ceil: bool) -> Result<Vec<usize>> {
+    let pads = resolve_pads(w, input, kernel)?;
+    let nd = input.len();
+    let mut out = Vec::with_capacity(nd);
+    for i in 0..nd {
+        let (s, d) = (w.strides.get(i).copied().unwrap_or(1), w.dilations.get(i).copied().unwrap_or(1));
+        let ext = d * (kernel[i].max(1) - 1) + 1;
+        let padded = input[i] + pads[i] + pads[i + nd];
+        if padded < ext || s == 0 {
+            return Err(Error::Tensor(format!("window {kernel:?} (dilations {:?}) larger than padded input {input:?}", w.dilations)));
+        }
+        let mut o = if ceil { (padded - ext).div_ceil(s) + 1 } else { (padded - ext) / s + 1 };
+        if ceil && (o - 1) * s >= input[i] + pads[i] {
+            o -= 1;
+        }
+        out.push(o);
+    }
+    Ok(out)
+}
+
+/// Explicit pads (begins then ends) after applying `auto_pad`.
+pub fn resolve_pads(w: &Window, input: &[usize], kernel: &[usize]) -> Result<Vec<usize>> {
+    let nd = input.len();
+    if kernel.len() != nd {
+        return Err(Error::Tensor(format!("kernel {kernel:?} rank differs from spatial input {input:?}")));
+    }
+    match w.auto_pad {
+        AutoPad::NotSet => {
+            if w.pads.is_empty() {
+                Ok(vec![0; 2 * nd])
+            } else if w.pads.len() == 2 * nd {
+                Ok(w.pads.clone())
+            } else {
+                Err(Error::Tensor(format!("pads {:?} should have {} entries", w.pads, 2 * nd)))
+            }
+        }
+        AutoPad::Valid => Ok(vec![0; 2 * nd]),
+        AutoPad::SameUpper | AutoPad::SameLower => {
+            let mut p = vec![0; 2 * nd];
+            for i in 0..nd {
+                let (s, d) = (w.strides.get(i).copied().unwrap_or(1).max(1), w.dilations.get(i).copied().unwrap_or(1));
+                let out = input[i].div_ceil(s);
+                let ext = d * (kernel[i].max(1) - 1) + 1;
+                let total = ((out - 1) * s + ext).saturating_sub(input[i]);
+                let small = total / 2;
+                let (b, e) = if w.auto_pad == AutoPad::SameUpper { (small, total - small) } else { (total - small, small) };
+                p[i] = b;
+                p[i + nd] = e;
+            }
+            Ok(p)
+        }
+    }
+}
+
+pub fn matmul_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    if a.is_empty() || b.is_empty() {
+        return Err(Error::Tensor(format!("MatMul of a scalar: {a:?} x {b:?}")));
+    }
+    let a2: Vec<usize> = if a.len() == 1 { vec![1, a[0]] } else { a.to_vec() };
+    let b2: Vec<usize> = if b.len() == 1 { vec![b[0], 1] } else { b.to_vec() };
+    let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
+    let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
+    if k != k2 {
+        return Err(Error::Tensor(format!("MatMul inner dims differ: {a:?} x {b:?}")));
+    }
+    let mut s = bcast(&a2[..a2.len() - 2], &b2[..b2.len() - 2])?;
+    if a.len() > 1 {
+        s.push(m);
+    }
+    if b.len() > 1 {
+        s.push(n);
+    }
+    Ok(s)
+}
+
+pub fn reshape_shape(input: &[usize], spec: &[i64], allowzero: bool) -> Result<Vec<usize>> {
+    let total: usize = input.iter().product();
+    let mut out = Vec::with_capacity(spec.len());
+    let mut infer_at = None;
+    for (i, &d) in spec.iter().enumerate() {
+        match d {
+            -1 if infer_at.is_none() => {
+                infer_at = Some(i);
+                out.push(1);
+            }
+            0 if !allowzero => out.push(*input.get(i).ok_or_else(|| Error::Tensor(format!("shape {spec:?}: 0 at {i} but input {input:?} has no dim {i}")))?),
+            d if d >= 0 => out.push(d as usize),
+            _ => return Err(Error::Tensor(format!("invalid reshape spec {spec:?}"))),
+        }
+    }
+    let known: usize = out.iter().try_fold(1usize, |a, &b| a.checked_mul(b)).ok_or_else(|| Error::Tensor(format!("shape {spec:?} overflows")))?;
+    if let Some(i) = infer_at {
+        if known == 0 || total % known != 0 {
+            return Err(Error::Tensor(format!("cannot reshape {input:?} ({total} elements) to {spec:?}")));
+        }
+        out[i] = total / known;
+    } else if known != total {
+        return Err(Error::Tensor(format!("cannot reshape {input:?} ({total} elements) to {spec:?}")));
+    }
+    Ok(out)
+}
+
+/// Sorted, deduplicated axes a reduction runs over.
+pub fn reduce_axes(rank: usize, axes: Option<&[i64]>, noop_with_empty: bool) -> Result<Vec<usize>> {
+    match axes {
+        Some(a) if !a.is_empty() => {
+            let mut v: Vec<usize> = a.iter().map(|&x| norm_axis(x, rank)).collect::<Result<_>>()?;
+            v.sort_unstable();
+            v.dedup();
+            Ok(v)
+        }
+        _ if noop_with_empty => Ok(vec![]),
+        _ => Ok((0..rank).collect()),
+    }
+}
+
+pub fn reduced_shape(shape: &[usize], axes: &[usize], keepdims: bool) -> Vec<usize> {
+    (0..shape.len())
+        .filter_map(|d| if axes.contains(&d) { keepdims.then_some(1) } else { Some(shape[d]) })
+        .collect()
+}
+
+/// One axis of a resolved Slice: first index, step and output length.
+#[derive(Clone, Copy, Debug)]
+pub struct SliceAxis {
+    pub start: i64,
+    pub step: i64,
+    pub len: usize,
+}
+
+/// Resolves Slice's starts/ends/axes/steps inputs (which must be constants) against a shape.
+fn slice_params(shape: &[usize], ins: &[Option<In>]) -> Result<Vec<SliceAxis>> {
+    let starts = const_ints(ins, 1, "starts")?.ok_or_else(|| Error::Tensor("missing starts".into()))?;
+    let ends = const_ints(ins, 2, "ends")?.ok_or_else(|| Error::Tensor("missing ends".into()))?;
+    let axes = const_ints(ins, 3, "axes")?;
+    let steps = const_ints(ins, 4, "steps")?;
+    slice_axes(shape, &starts, &ends, axes.as_deref(), steps.as_deref())
+}
+
+pub fn slice_axes(shape: &[usize], starts: &[i64], ends: &[i64], axes: Option<&[i64]>, steps: Option<&[i64]>) -> Result<Vec<SliceAxis>> {
+    let r = shape.len();
+    let mut out: Vec<SliceAxis> = shape.iter().map(|&d| SliceAxis { start: 0, step: 1, len: d }).collect();
+    if starts.len() != ends.len() {
+        return Err(Error::Tensor(format!("starts {starts:?} and ends {ends:?} differ in length")));
+    }
+    for i in 0..starts.len() {
+        let ax = match axes {
+            Some(a) => norm_axis(*a.get(i).ok_or_else(|| Error::Tensor("axes shorter than starts".into()))?, r)?,
+            None => i,
+        };
+        if ax >= r {
+            return Err(Error::Tensor(format!("slice axis {ax} out of range for rank {r}")));
+        }
+        let step = steps.and_then(|s| s.get(i).copied()).unwrap_or(1);
+        if step == 0 {
+            return Err(Error::Tensor("slice step 0".into()));
+        }
+        let d = shape[ax] as i64;
+        let fix = |x: i64| if x < 0 { x + d } else { x };
+        let (s, e) = (fix(starts[i]), fix(ends[i]));
+        let (s, e, len) = if step > 0 {
+            let (s, e) = (s.clamp(0, d), e.clamp(0, d));
+            (s, e, if e > s { (e - s + step - 1) / step } else { 0 })
+        } else {
+            let (s, e) = (s.clamp(-1, d - 1), e.clamp(-1, d - 1));
+            (s, e, if s > e { (s - e + (-step) - 1) / (-step) } else { 0 })
+        };
+        let _ = e;
+        out[ax] = SliceAxis { start: s, step, len: len as usize };
+    }
+    Ok(out)
+}

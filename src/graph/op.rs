@@ -1,0 +1,242 @@
+//! The operator enum. One variant per operator family, attributes typed and validated at load.
+
+use crate::tensor::{DType, Tensor};
+use std::sync::Arc;
+
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub enum UnaryOp {
+    Relu,
+    Sigmoid,
+    Tanh,
+    Erf,
+    Exp,
+    Log,
+    Sqrt,
+    Neg,
+    Abs,
+    Reciprocal,
+    Floor,
+    Ceil,
+    Round,
+    Sign,
+    Sin,
+    Cos,
+    Not,
+    Softplus,
+    Softsign,
+    HardSwish,
+    Mish,
+    LeakyRelu(f32),
+    Elu(f32),
+    Selu { alpha: f32, gamma: f32 },
+    HardSigmoid { alpha: f32, beta: f32 },
+    ThresholdedRelu(f32),
+    Gelu { tanh: bool },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Pow,
+    Max,
+    Min,
+    Mod { fmod: bool },
+    Equal,
+    Less,
+    LessOrEqual,
+    Greater,
+    GreaterOrEqual,
+    And,
+    Or,
+    Xor,
+}
+
+impl BinaryOp {
+    pub fn is_comparison(self) -> bool {
+        use BinaryOp::*;
+        matches!(self, Equal | Less | LessOrEqual | Greater | GreaterOrEqual)
+    }
+    pub fn is_logical(self) -> bool {
+        matches!(self, BinaryOp::And | BinaryOp::Or | BinaryOp::Xor)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum ReduceOp {
+    Sum,
+    Mean,
+    Max,
+    Min,
+    Prod,
+    L1,
+    L2,
+    LogSum,
+    LogSumExp,
+    SumSquare,
+}
+
+/// An activation fused into the op producing its input (Conv, Gemm).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub enum Activation {
+    Relu,
+    Clip { min: f32, max: f32 },
+}
+
+impl Activation {
+    #[inline(always)]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::Relu => x.max(0.0),
+            Activation::Clip { min, max } => x.max(min).min(max),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum AutoPad {
+    NotSet,
+    SameUpper,
+    SameLower,
+    Valid,
+}
+
+/// Spatial window attributes shared by Conv and pooling.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Window {
+    /// Empty means "from the weight" (Conv only).
+    pub kernel_shape: Vec<usize>,
+    pub strides: Vec<usize>,
+    /// ONNX layout: all begins, then all ends. Empty means zeros.
+    pub pads: Vec<usize>,
+    pub dilations: Vec<usize>,
+    pub auto_pad: AutoPad,
+    pub ceil_mode: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum PoolKind {
+    Max,
+    Average { count_include_pad: bool },
+    Lp { p: i64 },
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub enum Op {
+    /// A graph input; its declared dtype and symbolic shape live in the graph's input list.
+    Input,
+    /// An initializer (`initializer: true`) or a Constant node / folded value.
+    Constant {
+        #[serde(skip)]
+        value: Arc<Tensor>,
+        initializer: bool,
+    },
+    /// Identity, and Dropout in inference mode.
+    Identity,
+    Unary(UnaryOp),
+    Binary(BinaryOp),
+    /// Sum/Max/Min/Mean over any number of inputs.
+    Variadic { op: BinaryOp, mean: bool },
+    /// min/max from opset < 11 attributes; later opsets pass them as inputs 1 and 2.
+    Clip { min: Option<f32>, max: Option<f32> },
+    Conv { window: Window, group: usize, activation: Option<Activation> },
+    Pool { kind: PoolKind, window: Window },
+    GlobalPool { kind: PoolKind },
+    BatchNorm { epsilon: f32 },
+    Gemm { alpha: f32, beta: f32, trans_a: bool, trans_b: bool, activation: Option<Activation> },
+    MatMul,
+    Flatten { axis: i64 },
+    Reshape { allowzero: bool },
+    Transpose { perm: Option<Vec<usize>> },
+    Concat { axis: i64 },
+    /// axes from the attribute (opset < 13) or from input 1.
+    Squeeze { axes: Option<Vec<i64>> },
+    Unsqueeze { axes: Option<Vec<i64>> },
+    Slice,
+    Cast { to: DType },
+    Shape { start: i64, end: Option<i64> },
+    Size,
+    Gather { axis: i64 },
+    GatherElements { axis: i64 },
+    Reduce { op: ReduceOp, axes: Option<Vec<i64>>, keepdims: bool, noop_with_empty_axes: bool },
+    ArgExtreme { max: bool, axis: i64, keepdims: bool, select_last_index: bool },
+    ConstantOfShape {
+        #[serde(skip)]
+        value: Arc<Tensor>,
+    },
+    Expand,
+    Range,
+    Where,
+    Softmax { axis: i64, log: bool, legacy: bool },
+    LayerNorm { axis: i64, epsilon: f32 },
+}
+
+impl Op {
+    pub fn name(&self) -> String {
+        match self {
+            Op::Input => "Input".into(),
+            Op::Constant { .. } => "Constant".into(),
+            Op::Identity => "Identity".into(),
+            Op::Unary(u) => format!("{u:?}").split([' ', '(', '{']).next().unwrap_or("Unary").to_string(),
+            Op::Binary(b) => match b {
+                BinaryOp::Mod { .. } => "Mod".into(),
+                b => format!("{b:?}"),
+            },
+            Op::Variadic { op, mean } => match (op, mean) {
+                (_, true) => "Mean".into(),
+                (BinaryOp::Add, _) => "Sum".into(),
+                (op, _) => format!("{op:?}"),
+            },
+            Op::Clip { .. } => "Clip".into(),
+            Op::Conv { activation, .. } => with_activation("Conv", activation),
+            Op::Pool { kind, .. } => match kind {
+                PoolKind::Max => "MaxPool".into(),
+                PoolKind::Average { .. } => "AveragePool".into(),
+                PoolKind::Lp { .. } => "LpPool".into(),
+            },
+            Op::GlobalPool { kind } => match kind {
+                PoolKind::Max => "GlobalMaxPool".into(),
+                PoolKind::Average { .. } => "GlobalAveragePool".into(),
+                PoolKind::Lp { .. } => "GlobalLpPool".into(),
+            },
+            Op::BatchNorm { .. } => "BatchNormalization".into(),
+            Op::Gemm { activation, .. } => with_activation("Gemm", activation),
+            Op::MatMul => "MatMul".into(),
+            Op::Flatten { .. } => "Flatten".into(),
+            Op::Reshape { .. } => "Reshape".into(),
+            Op::Transpose { .. } => "Transpose".into(),
+            Op::Concat { .. } => "Concat".into(),
+            Op::Squeeze { .. } => "Squeeze".into(),
+            Op::Unsqueeze { .. } => "Unsqueeze".into(),
+            Op::Slice => "Slice".into(),
+            Op::Cast { .. } => "Cast".into(),
+            Op::Shape { .. } => "Shape".into(),
+            Op::Size => "Size".into(),
+            Op::Gather { .. } => "Gather".into(),
+            Op::GatherElements { .. } => "GatherElements".into(),
+            Op::Reduce { op, .. } => format!("Reduce{op:?}"),
+            Op::ArgExtreme { max, .. } => if *max { "ArgMax" } else { "ArgMin" }.into(),
+            Op::ConstantOfShape { .. } => "ConstantOfShape".into(),
+            Op::Expand => "Expand".into(),
+            Op::Range => "Range".into(),
+            Op::Where => "Where".into(),
+            Op::Softmax { log, .. } => if *log { "LogSoftmax" } else { "Softmax" }.into(),
+            Op::LayerNorm { .. } => "LayerNormalization".into(),
+        }
+    }
+
+    /// Ops that only move or reinterpret data and whose output is a pure function of shapes.
+    pub fn is_layout_only(&self) -> bool {
+        matches!(self, Op::Identity | Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. })
+    }
+}
+
+fn with_activation(base: &str, act: &Option<Activation>) -> String {
+    match act {
+        None => base.to_string(),
+        Some(Activation::Relu) => format!("{base}+Relu"),
+        Some(Activation::Clip { .. }) => format!("{base}+Clip"),
+    }
+}

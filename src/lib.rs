@@ -1,0 +1,25 @@
+//! hetsched: load an ONNX model into a petgraph IR, analyse it, split it across CPU, wgpu and
+//! CUDA devices by measured cost, and run the pieces as a pipeline.
+//!
+//! ```no_run
+//! use hetsched::{Session, SessionOptions};
+//! let session = Session::from_path("model.onnx", SessionOptions::default())?;
+//! let outputs = session.run_random(1, 0)?;
+//! # Ok::<(), hetsched::Error>(())
+//! ```
+
+pub mod analysis;
+pub mod backend;
+pub mod compare;
+pub mod error;
+pub mod graph;
+pub mod onnx;
+pub mod passes;
+pub mod session;
+pub mod tensor;
+
+pub use compare::{compare, Report, Tolerance};
+pub use error::{Error, Result};
+pub use graph::{Bindings, Graph};
+pub use session::{Session, SessionOptions};
+pub use tensor::{DType, Data, Tensor};

@@ -1,0 +1,280 @@
+//! NodeProto -> typed [`Op`]: attribute parsing and validation, per op type.
+
+use super::proto::{attr_type, AttributeProto, NodeProto};
+use super::tensor_from_proto;
+use crate::error::{Error, Result};
+use crate::graph::{AutoPad, BinaryOp, Op, PoolKind, ReduceOp, UnaryOp, Window};
+use crate::tensor::{DType, Tensor};
+use std::sync::Arc;
+
+pub enum Parsed {
+    Op(Op),
+    Constant(Tensor),
+}
+
+struct Attrs<'a> {
+    node: &'a NodeProto,
+    name: &'a str,
+}
+
+impl<'a> Attrs<'a> {
+    fn get(&self, key: &str) -> Option<&'a AttributeProto> {
+        self.node.attribute.iter().find(|a| a.name == key)
+    }
+    fn err(&self, msg: String) -> Error {
+        Error::node(self.name, &self.node.op_type, msg)
+    }
+    fn int(&self, key: &str, default: i64) -> Result<i64> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(a) if a.r#type == attr_type::INT || a.r#type == 0 => Ok(a.i),
+            Some(a) => Err(self.err(format!("attribute '{key}' should be an int, has type {}", a.r#type))),
+        }
+    }
+    fn float(&self, key: &str, default: f32) -> Result<f32> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(a) if a.r#type == attr_type::FLOAT || a.r#type == 0 => Ok(a.f),
+            Some(a) => Err(self.err(format!("attribute '{key}' should be a float, has type {}", a.r#type))),
+        }
+    }
+    fn opt_float(&self, key: &str) -> Result<Option<f32>> {
+        self.get(key).map(|_| self.float(key, 0.0)).transpose()
+    }
+    fn ints(&self, key: &str) -> Result<Option<Vec<i64>>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(a) if a.r#type == attr_type::INTS || a.r#type == 0 => Ok(Some(a.ints.clone())),
+            Some(a) => Err(self.err(format!("attribute '{key}' should be ints, has type {}", a.r#type))),
+        }
+    }
+    fn usizes(&self, key: &str) -> Result<Vec<usize>> {
+        let v = self.ints(key)?.unwrap_or_default();
+        v.iter().map(|&x| usize::try_from(x).map_err(|_| self.err(format!("attribute '{key}' has a negative entry: {v:?}")))).collect()
+    }
+    fn string(&self, key: &str) -> Result<Option<String>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(a) if a.r#type == attr_type::STRING || a.r#type == 0 => Ok(Some(String::from_utf8_lossy(&a.s).into_owned())),
+            Some(a) => Err(self.err(format!("attribute '{key}' should be a string, has type {}", a.r#type))),
+        }
+    }
+    fn tensor(&self, key: &str) -> Result<Option<Tensor>> {
+        match self.get(key).and_then(|a| a.t.as_ref()) {
+            None => Ok(None),
+            Some(t) => tensor_from_proto(t).map(Some).map_err(|e| self.err(e.to_string())),
+        }
+    }
+    fn window(&self, with_ceil: bool) -> Result<Window> {
+        let auto_pad = match self.string("auto_pad")?.as_deref() {
+            None | Some("NOTSET") | Some("") => AutoPad::NotSet,
+            Some("SAME_UPPER") => AutoPad::SameUpper,
+            Some("SAME_LOWER") => AutoPad::SameLower,
+            Some("VALID") => AutoPad::Valid,
+            Some(o) => return Err(self.err(format!("unknown auto_pad '{o}'"))),
+        };
+        let w = Window {
+            kernel_shape: self.usizes("kernel_shape")?,
+            strides: self.usizes("strides")?,
+            pads: self.usizes("pads")?,
+            dilations: self.usizes("dilations")?,
+            auto_pad,
+            ceil_mode: with_ceil && self.int("ceil_mode", 0)? != 0,
+        };
+        if w.strides.contains(&0) || w.dilations.contains(&0) {
+            return Err(self.err(format!("strides {:?} / dilations {:?} must be positive", w.strides, w.dilations)));
+        }
+        Ok(w)
+    }
+}
+
+pub fn parse(np: &NodeProto, name: &str, opset: i64) -> Result<Parsed> {
+    let a = Attrs { node: np, name };
+    let unary = |u| Ok(Parsed::Op(Op::Unary(u)));
+    let binary = |b| Ok(Parsed::Op(Op::Binary(b)));
+    let reduce = |op: ReduceOp| -> Result<Parsed> {
+        // ReduceSum moved axes to an input at opset 13, the others at 18.
+        let axes_input = if op == ReduceOp::Sum { opset >= 13 } else { opset >= 18 };
+        Ok(Parsed::Op(Op::Reduce {
+            op,
+            axes: if axes_input { None } else { Some(a.ints("axes")?.unwrap_or_default()) },
+            keepdims: a.int("keepdims", 1)? != 0,
+            noop_with_empty_axes: a.int("noop_with_empty_axes", 0)? != 0,
+        }))
+    };
+    let op = match np.op_type.as_str() {
+        "Constant" => {
+            if let Some(t) = a.tensor("value")? {
+                return Ok(Parsed::Constant(t));
+            }
+            let scalar = |t: Tensor| Ok(Parsed::Constant(t));
+            if let Some(f) = a.opt_float("value_float")? {
+                return scalar(Tensor::scalar_f32(f));
+            }
+            if let Some(v) = a.ints("value_ints")? {
+                return scalar(Tensor::from_i64(&[v.len()], v)?);
+            }
+            if a.get("value_int").is_some() {
+                return scalar(Tensor::new(vec![], crate::tensor::Data::I64(vec![a.int("value_int", 0)?]))?);
+            }
+            if let Some(v) = a.get("value_floats") {
+                return scalar(Tensor::from_f32(&[v.floats.len()], v.floats.clone())?);
+            }
+            return Err(Error::Unsupported { node: name.into(), op: "Constant".into(), what: "a Constant without a tensor/float/int value (sparse or string)".into() });
+        }
+        "Identity" | "Dropout" => {
+            if np.op_type == "Dropout" && np.output.len() > 1 && !np.output[1].is_empty() {
+                return Err(Error::Unsupported { node: name.into(), op: "Dropout".into(), what: "the mask output".into() });
+            }
+            Op::Identity
+        }
+        "Relu" => return unary(UnaryOp::Relu),
+        "Sigmoid" => return unary(UnaryOp::Sigmoid),
+        "Tanh" => return unary(UnaryOp::Tanh),
+        "Erf" => return unary(UnaryOp::Erf),
+        "Exp" => return unary(UnaryOp::Exp),
+        "Log" => return unary(UnaryOp::Log),
+        "Sqrt" => return unary(UnaryOp::Sqrt),
+        "Neg" => return unary(UnaryOp::Neg),
+        "Abs" => return unary(UnaryOp::Abs),
+        "Reciprocal" => return unary(UnaryOp::Reciprocal),
+        "Floor" => return unary(UnaryOp::Floor),
+        "Ceil" => return unary(UnaryOp::Ceil),
+        "Round" => return unary(UnaryOp::Round),
+        "Sign" => return unary(UnaryOp::Sign),
+        "Sin" => return unary(UnaryOp::Sin),
+        "Cos" => return unary(UnaryOp::Cos),
+        "Not" => return unary(UnaryOp::Not),
+        "Softplus" => return unary(UnaryOp::Softplus),
+        "Softsign" => return unary(UnaryOp::Softsign),
+        "HardSwish" => return unary(UnaryOp::HardSwish),
+        "Mish" => return unary(UnaryOp::Mish),
+        "LeakyRelu" => return unary(UnaryOp::LeakyRelu(a.float("alpha", 0.01)?)),
+        "Elu" => return unary(UnaryOp::Elu(a.float("alpha", 1.0)?)),
+        "ThresholdedRelu" => return unary(UnaryOp::ThresholdedRelu(a.float("alpha", 1.0)?)),
+        "Selu" => return unary(UnaryOp::Selu { alpha: a.float("alpha", 1.673_263_2)?, gamma: a.float("gamma", 1.050_701)? }),
+        "HardSigmoid" => return unary(UnaryOp::HardSigmoid { alpha: a.float("alpha", 0.2)?, beta: a.float("beta", 0.5)? }),
+        "Gelu" => return unary(UnaryOp::Gelu { tanh: a.string("approximate")?.as_deref() == Some("tanh") }),
+        "Add" => return binary(BinaryOp::Add),
+        "Sub" => return binary(BinaryOp::Sub),
+        "Mul" => return binary(BinaryOp::Mul),
+        "Div" => return binary(BinaryOp::Div),
+        "Pow" => return binary(BinaryOp::Pow),
+        "Mod" => return binary(BinaryOp::Mod { fmod: a.int("fmod", 0)? != 0 }),
+        "Equal" => return binary(BinaryOp::Equal),
+        "Less" => return binary(BinaryOp::Less),
+        "LessOrEqual" => return binary(BinaryOp::LessOrEqual),
+        "Greater" => return binary(BinaryOp::Greater),
+        "GreaterOrEqual" => return binary(BinaryOp::GreaterOrEqual),
+        "And" => return binary(BinaryOp::And),
+        "Or" => return binary(BinaryOp::Or),
+        "Xor" => return binary(BinaryOp::Xor),
+        "Sum" => Op::Variadic { op: BinaryOp::Add, mean: false },
+        "Mean" => Op::Variadic { op: BinaryOp::Add, mean: true },
+        "Max" => Op::Variadic { op: BinaryOp::Max, mean: false },
+        "Min" => Op::Variadic { op: BinaryOp::Min, mean: false },
+        "Clip" => Op::Clip { min: a.opt_float("min")?, max: a.opt_float("max")? },
+        "Conv" => {
+            let group = a.int("group", 1)?;
+            if group < 1 {
+                return Err(a.err(format!("group {group} must be >= 1")));
+            }
+            Op::Conv { window: a.window(false)?, group: group as usize, activation: None }
+        }
+        "MaxPool" | "AveragePool" | "LpPool" => {
+            let kind = match np.op_type.as_str() {
+                "MaxPool" => {
+                    if a.int("storage_order", 0)? != 0 {
+                        return Err(Error::Unsupported { node: name.into(), op: np.op_type.clone(), what: "storage_order=1".into() });
+                    }
+                    PoolKind::Max
+                }
+                "AveragePool" => PoolKind::Average { count_include_pad: a.int("count_include_pad", 0)? != 0 },
+                _ => PoolKind::Lp { p: a.int("p", 2)? },
+            };
+            let window = a.window(true)?;
+            if window.kernel_shape.is_empty() {
+                return Err(a.err("kernel_shape is required".into()));
+            }
+            if np.output.len() > 1 && !np.output[1].is_empty() {
+                return Err(Error::Unsupported { node: name.into(), op: np.op_type.clone(), what: "the Indices output".into() });
+            }
+            Op::Pool { kind, window }
+        }
+        "GlobalAveragePool" => Op::GlobalPool { kind: PoolKind::Average { count_include_pad: false } },
+        "GlobalMaxPool" => Op::GlobalPool { kind: PoolKind::Max },
+        "BatchNormalization" => {
+            if a.int("training_mode", 0)? != 0 || np.output.iter().skip(1).any(|o| !o.is_empty()) {
+                return Err(Error::Unsupported { node: name.into(), op: np.op_type.clone(), what: "training mode".into() });
+            }
+            Op::BatchNorm { epsilon: a.float("epsilon", 1e-5)? }
+        }
+        "Gemm" => Op::Gemm {
+            alpha: a.float("alpha", 1.0)?,
+            beta: a.float("beta", 1.0)?,
+            trans_a: a.int("transA", 0)? != 0,
+            trans_b: a.int("transB", 0)? != 0,
+            activation: None,
+        },
+        "MatMul" => Op::MatMul,
+        "Flatten" => Op::Flatten { axis: a.int("axis", 1)? },
+        "Reshape" => Op::Reshape { allowzero: a.int("allowzero", 0)? != 0 },
+        "Transpose" => Op::Transpose { perm: a.ints("perm")?.map(|p| p.iter().map(|&x| x.max(0) as usize).collect()) },
+        "Concat" => Op::Concat { axis: a.int("axis", 0).and_then(|x| if a.get("axis").is_none() { Err(a.err("axis is required".into())) } else { Ok(x) })? },
+        "Squeeze" => Op::Squeeze { axes: if opset >= 13 { None } else { a.ints("axes")? } },
+        "Unsqueeze" => Op::Unsqueeze { axes: if opset >= 13 { None } else { Some(a.ints("axes")?.ok_or_else(|| a.err("axes is required".into()))?) } },
+        "Slice" => {
+            if opset < 10 {
+                return Err(Error::Unsupported { node: name.into(), op: "Slice".into(), what: format!("attribute form (opset {opset} < 10)") });
+            }
+            Op::Slice
+        }
+        "Cast" => {
+            let to = a.int("to", 0)? as i32;
+            Op::Cast { to: DType::from_onnx(to).ok_or_else(|| Error::Unsupported { node: name.into(), op: "Cast".into(), what: format!("cast to {}", DType::onnx_name(to)) })? }
+        }
+        "Shape" => Op::Shape { start: a.int("start", 0)?, end: a.get("end").map(|x| x.i) },
+        "Size" => Op::Size,
+        "Gather" => Op::Gather { axis: a.int("axis", 0)? },
+        "GatherElements" => Op::GatherElements { axis: a.int("axis", 0)? },
+        "ReduceSum" => return reduce(ReduceOp::Sum),
+        "ReduceMean" => return reduce(ReduceOp::Mean),
+        "ReduceMax" => return reduce(ReduceOp::Max),
+        "ReduceMin" => return reduce(ReduceOp::Min),
+        "ReduceProd" => return reduce(ReduceOp::Prod),
+        "ReduceL1" => return reduce(ReduceOp::L1),
+        "ReduceL2" => return reduce(ReduceOp::L2),
+        "ReduceLogSum" => return reduce(ReduceOp::LogSum),
+        "ReduceLogSumExp" => return reduce(ReduceOp::LogSumExp),
+        "ReduceSumSquare" => return reduce(ReduceOp::SumSquare),
+        "ArgMax" | "ArgMin" => Op::ArgExtreme {
+            max: np.op_type == "ArgMax",
+            axis: a.int("axis", 0)?,
+            keepdims: a.int("keepdims", 1)? != 0,
+            select_last_index: a.int("select_last_index", 0)? != 0,
+        },
+        "ConstantOfShape" => {
+            let value = a.tensor("value")?.unwrap_or_else(|| Tensor::from_f32(&[1], vec![0.0]).unwrap());
+            if value.numel() != 1 {
+                return Err(a.err(format!("value must have one element, has {}", value.numel())));
+            }
+            Op::ConstantOfShape { value: Arc::new(value) }
+        }
+        "Expand" => Op::Expand,
+        "Range" => Op::Range,
+        "Where" => Op::Where,
+        "Softmax" | "LogSoftmax" => Op::Softmax {
+            axis: a.int("axis", if opset >= 13 { -1 } else { 1 })?,
+            log: np.op_type == "LogSoftmax",
+            legacy: opset < 13,
+        },
+        "LayerNormalization" => {
+            if a.int("stash_type", 1)? != 1 {
+                return Err(Error::Unsupported { node: name.into(), op: np.op_type.clone(), what: "stash_type other than float".into() });
+            }
+            Op::LayerNorm { axis: a.int("axis", -1)?, epsilon: a.float("epsilon", 1e-5)? }
+        }
+        other => return Err(Error::Unsupported { node: name.into(), op: other.into(), what: format!("operator {other} (opset {opset})") }),
+    };
+    Ok(Parsed::Op(op))
+}

@@ -1,0 +1,107 @@
+//! Fusions: BatchNormalization into the preceding Conv, and Relu/Clip into Conv or Gemm.
+
+use super::Pass;
+use crate::error::Result;
+use crate::graph::{Activation, Graph, Op, UnaryOp};
+use crate::tensor::Tensor;
+use petgraph::stable_graph::NodeIndex;
+
+
+/// The single consumer of output 0 of `n`, if it has exactly one and is not a graph output.
+fn sole_consumer(g: &Graph, n: NodeIndex) -> Option<NodeIndex> {
+    let c = g.consumers(n, 0);
+    (c.len() == 1 && c[0].1 == 0 && !g.is_graph_output(n, 0)).then(|| c[0].0)
+}
+
+fn f32_const(g: &Graph, n: NodeIndex, slot: usize) -> Option<Vec<f32>> {
+    g.input_const(n, slot).and_then(|t| t.as_f32().ok().map(|v| v.to_vec()))
+}
+
+pub struct FoldBatchNorm;
+
+impl Pass for FoldBatchNorm {
+    fn name(&self) -> &'static str {
+        "fold-batchnorm"
+    }
+    fn run(&self, g: &mut Graph) -> Result<bool> {
+        let mut changed = false;
+        let convs: Vec<_> = g.g.node_indices().filter(|&n| matches!(g.g[n].op, Op::Conv { activation: None, .. })).collect();
+        for conv in convs {
+            let Some(bn) = sole_consumer(g, conv) else { continue };
+            let Op::BatchNorm { epsilon } = g.g[bn].op else { continue };
+            let (Some(w), Some(scale), Some(beta), Some(mean), Some(var)) =
+                (g.input_const(conv, 1), f32_const(g, bn, 1), f32_const(g, bn, 2), f32_const(g, bn, 3), f32_const(g, bn, 4))
+            else {
+                continue;
+            };
+            let Ok(wv) = w.as_f32() else { continue };
+            let m = w.shape()[0];
+            let per = wv.len() / m.max(1);
+            let bias = f32_const(g, conv, 2).unwrap_or_else(|| vec![0.0; m]);
+            let k: Vec<f32> = (0..m).map(|i| scale[i] / (var[i] + epsilon).sqrt()).collect();
+            let new_w: Vec<f32> = wv.iter().enumerate().map(|(i, &x)| x * k[i / per]).collect();
+            let new_b: Vec<f32> = (0..m).map(|i| (bias[i] - mean[i]) * k[i] + beta[i]).collect();
+            let name = g.g[conv].name.clone();
+            let wc = g.add_constant(format!("{name}/W_bn"), Tensor::from_f32(w.shape(), new_w)?, true);
+            let bc = g.add_constant(format!("{name}/B_bn"), Tensor::from_f32(&[m], new_b)?, true);
+            // Rewire the conv to the folded weights, then let the conv stand in for the BN.
+            let old: Vec<_> = g.g.edges_directed(conv, petgraph::Direction::Incoming).filter(|e| e.weight().in_slot >= 1).map(|e| petgraph::visit::EdgeRef::id(&e)).collect();
+            for e in old {
+                g.g.remove_edge(e);
+            }
+            g.connect(wc, 0, conv, 1);
+            g.connect(bc, 0, conv, 2);
+            g.g[conv].num_inputs = 3;
+            g.replace_uses((bn, 0), (conv, 0));
+            g.g.remove_node(bn);
+            changed = true;
+        }
+        if changed {
+            g.remove_dead();
+        }
+        Ok(changed)
+    }
+}
+
+pub struct FuseActivation;
+
+impl Pass for FuseActivation {
+    fn name(&self) -> &'static str {
+        "fuse-activation"
+    }
+    fn run(&self, g: &mut Graph) -> Result<bool> {
+        let mut changed = false;
+        let producers: Vec<_> = g
+            .g
+            .node_indices()
+            .filter(|&n| matches!(g.g[n].op, Op::Conv { activation: None, .. } | Op::Gemm { activation: None, .. }))
+            .collect();
+        for p in producers {
+            let Some(c) = sole_consumer(g, p) else { continue };
+            let act = match &g.g[c].op {
+                Op::Unary(UnaryOp::Relu) => Activation::Relu,
+                Op::Clip { min, max } => {
+                    let bound = |slot: usize, attr: Option<f32>, default: f32| -> Option<f32> {
+                        match g.sources(c).get(slot).copied().flatten() {
+                            Some(_) => g.input_const(c, slot).and_then(|t| t.as_f32().ok().and_then(|v| v.first().copied())),
+                            None => Some(attr.unwrap_or(default)),
+                        }
+                    };
+                    let (Some(lo), Some(hi)) = (bound(1, *min, f32::NEG_INFINITY), bound(2, *max, f32::INFINITY)) else { continue };
+                    Activation::Clip { min: lo, max: hi }
+                }
+                _ => continue,
+            };
+            match &mut g.g[p].op {
+                Op::Conv { activation, .. } | Op::Gemm { activation, .. } => *activation = Some(act),
+                _ => unreachable!(),
+            }
+            let out = g.g[c].outputs[0].clone();
+            g.g[p].outputs[0].name = out.name;
+            g.replace_uses((c, 0), (p, 0));
+            g.g.remove_node(c);
+            changed = true;
+        }
+        Ok(changed)
+    }
+}

@@ -1,0 +1,201 @@
+//! The embedding API. A [`Session`] owns a loaded model and one compiled plan per set of bound
+//! dims (batch, seq, ...); plans are immutable and shared, each `run` has its own state, so a
+//! `Session` is `Send + Sync` and serves many threads at once.
+
+use crate::backend::{self, Backend, Executable};
+use crate::error::{Error, Result};
+use crate::graph::{Bindings, Dim, Graph, GraphInput};
+use crate::tensor::{DType, Data, Tensor};
+use half::f16;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    /// Device to run on (`cpu` for now; `wgpu`, `cuda` as their backends land).
+    pub device: String,
+    /// Run the graph passes (constant folding, Identity removal, BN folding, activation fusion).
+    pub optimize: bool,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions { device: "cpu".into(), optimize: true }
+    }
+}
+
+/// A model bound to concrete dims and compiled for the session's device.
+pub struct Prepared {
+    pub graph: Arc<Graph>,
+    pub executable: Arc<dyn Executable>,
+}
+
+pub struct Session {
+    graph: Graph,
+    backend: Arc<dyn Backend>,
+    options: SessionOptions,
+    plans: Mutex<HashMap<Bindings, Arc<Prepared>>>,
+}
+
+/// Whether a symbolic dim name denotes the batch (so `--batch` binds it).
+pub fn is_batch_dim(name: &str) -> bool {
+    let l = name.to_ascii_lowercase();
+    l.contains("batch") || l == "n" || l == "b"
+}
+
+/// Binds every symbolic input dim: explicit `dims` first, then `batch` for batch-like names and
+/// `seq` for the rest.
+pub fn default_bindings(graph: &Graph, batch: usize, seq: usize, dims: &Bindings) -> Bindings {
+    graph
+        .symbolic_dims()
+        .into_iter()
+        .map(|d| {
+            let v = dims.get(&d).copied().unwrap_or(if is_batch_dim(&d) { batch } else { seq });
+            (d, v)
+        })
+        .collect()
+}
+
+impl Session {
+    pub fn from_path(path: impl AsRef<Path>, options: SessionOptions) -> Result<Session> {
+        Session::from_graph(crate::onnx::load_model(path)?, options)
+    }
+
+    pub fn from_bytes(bytes: &[u8], options: SessionOptions) -> Result<Session> {
+        Session::from_graph(crate::onnx::load_model_bytes(bytes)?, options)
+    }
+
+    pub fn from_graph(graph: Graph, options: SessionOptions) -> Result<Session> {
+        let backend = backend::by_name(&options.device)?;
+        Ok(Session { graph, backend, options, plans: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    pub fn inputs(&self) -> &[GraphInput] {
+        &self.graph.inputs
+    }
+
+    pub fn output_names(&self) -> Vec<String> {
+        self.graph.outputs.iter().map(|o| o.name.clone()).collect()
+    }
+
+    /// Binds, infers, optimises and compiles the model for `bindings` (cached).
+    pub fn prepare(&self, bindings: &Bindings) -> Result<Arc<Prepared>> {
+        if let Some(p) = self.plans.lock().unwrap_or_else(|e| e.into_inner()).get(bindings) {
+            return Ok(p.clone());
+        }
+        let mut g = bind(&self.graph, bindings)?;
+        if self.options.optimize {
+            crate::passes::optimize(&mut g)?;
+        }
+        for n in g.g.node_indices() {
+            if let backend::Support::No(why) = self.backend.supports(&g, n) {
+                let node = &g.g[n];
+                return Err(Error::Unsupported { node: node.name.clone(), op: node.op.name(), what: format!("{why} on device {}", self.backend.name()) });
+            }
+        }
+        let graph = Arc::new(g);
+        let executable = self.backend.compile(graph.clone())?;
+        let p = Arc::new(Prepared { graph, executable });
+        self.plans.lock().unwrap_or_else(|e| e.into_inner()).insert(bindings.clone(), p.clone());
+        Ok(p)
+    }
+
+    /// The dims bound by a set of named inputs, after checking names, dtypes and ranks.
+    pub fn bindings_for(&self, inputs: &[(String, Tensor)]) -> Result<Bindings> {
+        let mut b = Bindings::new();
+        for gi in &self.graph.inputs {
+            let Some((_, t)) = inputs.iter().find(|(n, _)| n == &gi.name) else {
+                return Err(Error::Input(format!("missing input '{}' ({} {})", gi.name, gi.dtype, fmt_dims(&gi.shape))));
+            };
+            if t.dtype() != gi.dtype {
+                return Err(Error::Input(format!("input '{}' is {}, the model expects {}", gi.name, t.dtype(), gi.dtype)));
+            }
+            if t.rank() != gi.shape.len() {
+                return Err(Error::Input(format!("input '{}' has shape {:?}, the model expects {}", gi.name, t.shape(), fmt_dims(&gi.shape))));
+            }
+            for (d, (&have, want)) in t.shape().iter().zip(&gi.shape).enumerate() {
+                match want {
+                    Dim::Known(k) if *k != have => {
+                        return Err(Error::Input(format!("input '{}' dim {d} is {have}, the model expects {} (shape {})", gi.name, k, fmt_dims(&gi.shape))));
+                    }
+                    Dim::Sym(s) => {
+                        if let Some(&prev) = b.get(s) {
+                            if prev != have {
+                                return Err(Error::Input(format!("dim '{s}' is {prev} in one input and {have} in '{}'", gi.name)));
+                            }
+                        }
+                        b.insert(s.clone(), have);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for (n, _) in inputs {
+            if !self.graph.inputs.iter().any(|gi| &gi.name == n) {
+                let names: Vec<&str> = self.graph.inputs.iter().map(|i| i.name.as_str()).collect();
+                return Err(Error::Input(format!("unknown input '{n}' (the model's inputs: {names:?})")));
+            }
+        }
+        Ok(b)
+    }
+
+    /// Runs the model on named inputs and returns named outputs, in the model's output order.
+    pub fn run(&self, inputs: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>> {
+        let bindings = self.bindings_for(&inputs)?;
+        let plan = self.prepare(&bindings)?;
+        let mut by_name: HashMap<String, Tensor> = inputs.into_iter().collect();
+        let ordered: Vec<Tensor> = self.graph.inputs.iter().map(|gi| by_name.remove(&gi.name).unwrap()).collect();
+        let outs = plan.executable.run(ordered)?;
+        Ok(self.output_names().into_iter().zip(outs).collect())
+    }
+
+    /// Seeded random inputs for `bindings`: floats uniform in [-1, 1), integers in [0, 10)
+    /// (small enough to index typical embedding tables), bools random.
+    pub fn random_inputs(&self, bindings: &Bindings, seed: u64) -> Result<Vec<(String, Tensor)>> {
+        let mut rng = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        self.graph
+            .inputs
+            .iter()
+            .map(|gi| {
+                let shape: Vec<usize> = gi
+                    .shape
+                    .iter()
+                    .map(|d| match d {
+                        Dim::Known(k) => Ok(*k),
+                        Dim::Sym(s) => bindings.get(s).copied().ok_or_else(|| Error::Input(format!("dim '{s}' of input '{}' is not bound", gi.name))),
+                    })
+                    .collect::<Result<_>>()?;
+                let n = crate::tensor::checked_numel(&shape)?;
+                let mut uf = || ((next() >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0;
+                let data = match gi.dtype {
+                    DType::F32 => Data::F32((0..n).map(|_| uf() as f32).collect()),
+                    DType::F64 => Data::F64((0..n).map(|_| uf()).collect()),
+                    DType::F16 => Data::F16((0..n).map(|_| f16::from_f64(uf())).collect()),
+                    DType::Bool => Data::Bool((0..n).map(|_| uf() > 0.0).collect()),
+                    dt => crate::backend::cpu::elementwise::cast(&Tensor::new(vec![n], Data::I64((0..n).map(|_| ((uf() + 1.0) * 5.0) as i64).collect()))?, dt)?.into_data(),
+                };
+                Ok((gi.name.clone(), Tensor::new(shape, data)?))
+            })
+            .collect()
+    }
+}
+
+/// Binds `graph` and infers every value, folding plan-time constants with the CPU evaluator.
+pub fn bind(graph: &Graph, bindings: &Bindings) -> Result<Graph> {
+    graph.bind(bindings, Some(&crate::backend::cpu::eval_node))
+}
+
+pub fn fmt_dims(d: &[Dim]) -> String {
+    format!("[{}]", d.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))
+}
