@@ -3,6 +3,7 @@
 //! Bias and the fused activation are applied in one pass over the output.
 
 use super::gemm::{sgemm, Mat};
+use super::simd;
 use crate::error::Result;
 use crate::graph::infer::resolve_pads;
 use crate::graph::{Activation, Window};
@@ -81,10 +82,12 @@ fn bias_activation(y: &mut [f32], bias: Option<&[f32]>, act: Option<Activation>,
     }
     y.par_chunks_mut(plane).enumerate().for_each(|(i, p)| {
         let b = bias.map(|b| b[i % m]).unwrap_or(0.0);
-        match act {
-            None => p.iter_mut().for_each(|v| *v += b),
-            Some(a) => p.iter_mut().for_each(|v| *v = a.apply(*v + b)),
-        }
+        let (lo, hi) = match act {
+            None => (f32::NEG_INFINITY, f32::INFINITY),
+            Some(Activation::Relu) => (0.0, f32::INFINITY),
+            Some(Activation::Clip { min, max }) => (min, max),
+        };
+        simd::bias_act(p, b, lo, hi);
     });
 }
 
@@ -142,35 +145,30 @@ fn valid_range(out: usize, stride: usize, pad: usize, offset: usize, size: usize
 }
 
 /// Direct depthwise convolution (group == C, M = C * multiplier), parallel over output channels.
+/// Loops run output row by output row so the row being accumulated stays in L1.
 fn depthwise_image(xi: &[f32], wv: &[f32], yi: &mut [f32], g: &Geom) {
     let plane = g.oh * g.ow;
     let mult = g.m / g.c;
     let kplane = g.kh * g.kw;
+    let xr: Vec<(usize, usize)> = (0..g.kw).map(|kx| valid_range(g.ow, g.sw, g.pl, kx * g.dw, g.w)).collect();
     yi.par_chunks_mut(plane).enumerate().for_each(|(oc, out)| {
         let src = &xi[(oc / mult) * g.h * g.w..(oc / mult + 1) * g.h * g.w];
         let wk = &wv[oc * kplane..(oc + 1) * kplane];
-        for ky in 0..g.kh {
-            let (ylo, yhi) = valid_range(g.oh, g.sh, g.pt, ky * g.dh, g.h);
-            for kx in 0..g.kw {
-                let wgt = wk[ky * g.kw + kx];
-                let (xlo, xhi) = valid_range(g.ow, g.sw, g.pl, kx * g.dw, g.w);
-                if xlo >= xhi {
+        for (oy, orow) in out.chunks_mut(g.ow).enumerate() {
+            for ky in 0..g.kh {
+                let iy = (oy * g.sh + ky * g.dh) as isize - g.pt as isize;
+                if iy < 0 || iy >= g.h as isize {
                     continue;
                 }
-                for oy in ylo..yhi {
-                    let iy = oy * g.sh + ky * g.dh - g.pt;
-                    let srow = &src[iy * g.w..(iy + 1) * g.w];
-                    let drow = &mut out[oy * g.ow + xlo..oy * g.ow + xhi];
-                    let x0 = xlo * g.sw + kx * g.dw - g.pl;
-                    if g.sw == 1 {
-                        for (d, s) in drow.iter_mut().zip(&srow[x0..x0 + (xhi - xlo)]) {
-                            *d += wgt * s;
-                        }
-                    } else {
-                        for (i, d) in drow.iter_mut().enumerate() {
-                            *d += wgt * srow[x0 + i * g.sw];
-                        }
+                let srow = &src[iy as usize * g.w..(iy as usize + 1) * g.w];
+                for kx in 0..g.kw {
+                    let (xlo, xhi) = xr[kx];
+                    if xlo >= xhi {
+                        continue;
                     }
+                    let wgt = wk[ky * g.kw + kx];
+                    let x0 = xlo * g.sw + kx * g.dw - g.pl;
+                    simd::axpy(&mut orow[xlo..xhi], &srow[x0..], g.sw, wgt);
                 }
             }
         }

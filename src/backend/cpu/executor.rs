@@ -27,6 +27,8 @@ pub struct CpuExecutable {
     constants: Vec<(usize, Arc<Tensor>)>,
     inputs: Vec<(usize, String, Vec<usize>)>,
     outputs: Vec<usize>,
+    /// `HETSCHED_PROFILE=1`: print per-op-type time after each run (to stderr).
+    profile: bool,
 }
 
 impl CpuExecutable {
@@ -77,7 +79,7 @@ impl CpuExecutable {
                 steps[i].frees.push(x);
             }
         }
-        Ok(CpuExecutable { steps, num_slots, constants, inputs, outputs })
+        Ok(CpuExecutable { steps, num_slots, constants, inputs, outputs, profile: std::env::var_os("HETSCHED_PROFILE").is_some() })
     }
 }
 
@@ -96,7 +98,9 @@ impl Executable for CpuExecutable {
             }
             slots[*s] = Some(Arc::new(t));
         }
+        let mut times: std::collections::BTreeMap<String, (f64, usize)> = Default::default();
         for step in &self.steps {
+            let t0 = self.profile.then(std::time::Instant::now);
             let outs = if step.alias && step.frees.contains(&step.inputs[0].unwrap_or(usize::MAX)) {
                 // Last reader of a layout-only op: reuse the buffer instead of copying it.
                 let src = slots[step.inputs[0].unwrap()].take().unwrap();
@@ -125,6 +129,21 @@ impl Executable for CpuExecutable {
             }
             for &f in &step.frees {
                 slots[f] = None;
+            }
+            if let Some(t0) = t0 {
+                let kind = match &step.node.op {
+                    Op::Conv { group, .. } if *group > 1 => "/grouped",
+                    Op::Conv { .. } if step.node.outputs[0].shape.as_ref().is_some_and(|_| true) => "",
+                    _ => "",
+                };
+                let e = times.entry(format!("{}{kind}", step.node.op.name())).or_default();
+                e.0 += t0.elapsed().as_secs_f64() * 1e3;
+                e.1 += 1;
+            }
+        }
+        if self.profile {
+            for (op, (ms, n)) in &times {
+                eprintln!("{op:<24} {n:>5} nodes {ms:>9.3} ms");
             }
         }
         self.outputs

@@ -7,6 +7,7 @@ pub mod gemm;
 pub mod layout;
 pub mod pool;
 pub mod reduce;
+pub mod simd;
 mod executor;
 
 pub use executor::CpuExecutable;
