@@ -16,6 +16,13 @@ pub fn transpose(x: &Tensor, perm: &[usize], out_shape: &[usize]) -> Result<Tens
 
 /// Copies `v` into a new row-major buffer of `shape`, where output axis d walks `src_strides[d]` in `v`.
 fn permute<T: Copy>(v: &[T], shape: &[usize], src_strides: &[usize]) -> Vec<T> {
+    let strides: Vec<isize> = src_strides.iter().map(|&s| s as isize).collect();
+    strided_gather(v, 0, shape, &strides)
+}
+
+/// Row-major copy of the strided view (`base`, `strides`) of `v`: an odometer over the outer
+/// axes and a tight loop (a memcpy when contiguous) over the innermost one.
+fn strided_gather<T: Copy>(v: &[T], base: isize, shape: &[usize], strides: &[isize]) -> Vec<T> {
     let n: usize = shape.iter().product();
     let mut out = Vec::with_capacity(n);
     if n == 0 {
@@ -23,20 +30,19 @@ fn permute<T: Copy>(v: &[T], shape: &[usize], src_strides: &[usize]) -> Vec<T> {
     }
     let r = shape.len();
     if r == 0 {
-        out.push(v[0]);
+        out.push(v[base as usize]);
         return out;
     }
     let inner = shape[r - 1];
-    let is = src_strides[r - 1];
+    let is = strides[r - 1];
     let mut idx = vec![0usize; r];
-    let mut base = 0usize;
+    let mut at = base;
     loop {
         if is == 1 {
-            out.extend_from_slice(&v[base..base + inner]);
+            out.extend_from_slice(&v[at as usize..at as usize + inner]);
         } else {
-            out.extend((0..inner).map(|j| v[base + j * is]));
+            out.extend((0..inner as isize).map(|j| v[(at + j * is) as usize]));
         }
-        // Odometer over the outer axes.
         let mut d = r - 1;
         loop {
             if d == 0 {
@@ -44,11 +50,11 @@ fn permute<T: Copy>(v: &[T], shape: &[usize], src_strides: &[usize]) -> Vec<T> {
             }
             d -= 1;
             idx[d] += 1;
-            base += src_strides[d];
+            at += strides[d];
             if idx[d] < shape[d] {
                 break;
             }
-            base -= src_strides[d] * shape[d];
+            at -= strides[d] * shape[d] as isize;
             idx[d] = 0;
         }
     }
@@ -91,24 +97,10 @@ pub fn slice(x: &Tensor, axes: &[SliceAxis]) -> Result<Tensor> {
     if n == 0 {
         return Tensor::new(shape, Data::zeros(x.dtype(), 0));
     }
-    let base: i64 = axes.iter().zip(&st).map(|(a, &s)| a.start * s as i64).sum();
-    let steps: Vec<i64> = axes.iter().zip(&st).map(|(a, &s)| a.step * s as i64).collect();
-    let data = map_data!(x.data(), v => strided_copy(v, &shape, base, &steps));
+    let base: isize = axes.iter().zip(&st).map(|(a, &s)| a.start as isize * s as isize).sum();
+    let steps: Vec<isize> = axes.iter().zip(&st).map(|(a, &s)| a.step as isize * s as isize).collect();
+    let data = map_data!(x.data(), v => strided_gather(v, base, &shape, &steps));
     Tensor::new(shape, data)
-}
-
-fn strided_copy<T: Copy>(v: &[T], shape: &[usize], base: i64, steps: &[i64]) -> Vec<T> {
-    let n: usize = shape.iter().product();
-    let mut out = Vec::with_capacity(n);
-    let os = strides_of(shape);
-    for i in 0..n {
-        let mut off = base;
-        for d in 0..shape.len() {
-            off += ((i / os[d]) % shape[d]) as i64 * steps[d];
-        }
-        out.push(v[off as usize]);
-    }
-    out
 }
 
 fn indices(idx: &Tensor, dim: usize) -> Result<Vec<usize>> {

@@ -27,38 +27,58 @@ pub fn pool(x: &Tensor, kind: PoolKind, window: &Window, out_shape: &[usize]) ->
     let (pb, pr) = if nd == 2 { (pads[2], pads[3]) } else { (0, pads[1]) };
     let xv = x.as_f32()?;
     let mut y = vec![0f32; out_shape.iter().product()];
+    // Valid taps per output column and row, computed once: the inner loops then run without
+    // bounds tests. Taps inside the explicit padding still count for count_include_pad.
+    let taps = |o: usize, s: usize, d: usize, p: usize, k: usize, size: usize, pad_end: usize| -> (Vec<usize>, usize) {
+        let (mut v, mut padded) = (vec![], 0);
+        for t in 0..k {
+            let i = (o * s + t * d) as isize - p as isize;
+            if i < (size + pad_end) as isize {
+                padded += 1;
+            }
+            if i >= 0 && i < size as isize {
+                v.push(i as usize);
+            }
+        }
+        (v, padded)
+    };
+    let cols: Vec<(Vec<usize>, usize)> = (0..ow).map(|ox| taps(ox, sw, dw, pl, kw, w, pr)).collect();
+    let rows: Vec<(Vec<usize>, usize)> = (0..oh).map(|oy| taps(oy, sh, dh, pt, kh, h, pb)).collect();
     y.par_chunks_mut(oh * ow).enumerate().for_each(|(p, out)| {
         let src = &xv[p * h * w..(p + 1) * h * w];
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let (mut acc, mut cnt) = (match kind { PoolKind::Max => f32::NEG_INFINITY, _ => 0.0 }, 0usize);
-                let mut padded_cnt = 0usize;
-                for ky in 0..kh {
-                    let iy = (oy * sh + ky * dh) as isize - pt as isize;
-                    for kx in 0..kw {
-                        let ix = (ox * sw + kx * dw) as isize - pl as isize;
-                        // Positions inside the explicit padding count for count_include_pad.
-                        if iy < (h + pb) as isize && ix < (w + pr) as isize {
-                            padded_cnt += 1;
+        for (oy, (iys, prow)) in rows.iter().enumerate() {
+            for (ox, (ixs, pcol)) in cols.iter().enumerate() {
+                let v = match kind {
+                    PoolKind::Max => {
+                        let mut m = f32::NEG_INFINITY;
+                        for &iy in iys {
+                            let r = &src[iy * w..(iy + 1) * w];
+                            for &ix in ixs {
+                                let e = r[ix];
+                                m = if e > m || e.is_nan() { e } else { m };
+                            }
                         }
-                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                            continue;
-                        }
-                        let v = src[iy as usize * w + ix as usize];
-                        cnt += 1;
-                        match kind {
-                            PoolKind::Max => acc = if v > acc || v.is_nan() { v } else { acc },
-                            PoolKind::Average { .. } => acc += v,
-                            PoolKind::Lp { p } => acc += v.abs().powi(p as i32),
-                        }
+                        m
                     }
-                }
-                out[oy * ow + ox] = match kind {
-                    PoolKind::Max => acc,
-                    PoolKind::Average { count_include_pad: true } => acc / padded_cnt.max(1) as f32,
-                    PoolKind::Average { count_include_pad: false } => acc / cnt.max(1) as f32,
-                    PoolKind::Lp { p } => acc.powf(1.0 / p as f32),
+                    PoolKind::Average { count_include_pad } => {
+                        let mut acc = 0.0;
+                        for &iy in iys {
+                            let r = &src[iy * w..(iy + 1) * w];
+                            acc += ixs.iter().map(|&ix| r[ix]).sum::<f32>();
+                        }
+                        let n = if count_include_pad { prow * pcol } else { iys.len() * ixs.len() };
+                        acc / n.max(1) as f32
+                    }
+                    PoolKind::Lp { p } => {
+                        let mut acc = 0.0f32;
+                        for &iy in iys {
+                            let r = &src[iy * w..(iy + 1) * w];
+                            acc += ixs.iter().map(|&ix| r[ix].abs().powi(p as i32)).sum::<f32>();
+                        }
+                        acc.powf(1.0 / p as f32)
+                    }
                 };
+                out[oy * ow + ox] = v;
             }
         }
     });
