@@ -4,7 +4,8 @@
 //! ```no_run
 //! use hetsched::{Session, SessionOptions};
 //! let session = Session::from_path("model.onnx", SessionOptions::default())?;
-//! let outputs = session.run_random(1, 0)?;
+//! let bindings = hetsched::session::default_bindings(session.graph(), 1, 16, &Default::default());
+//! let outputs = session.run(session.random_inputs(&bindings, 0)?)?;
 //! # Ok::<(), hetsched::Error>(())
 //! ```
 
