@@ -77,12 +77,18 @@ pub fn conv(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, window: &Window, gro
     Tensor::from_f32(out_shape, y)
 }
 
+/// Planes per parallel task so that each task has at least ~16K element-operations: smaller
+/// tasks cost more in thread hand-off than they compute.
+pub fn min_tasks(work_per_plane: usize) -> usize {
+    (16384 / work_per_plane.max(1)).max(1)
+}
+
 /// Adds the per-channel bias and applies the activation, parallel over (image, channel) planes.
 fn bias_activation(y: &mut [f32], bias: Option<&[f32]>, act: Option<Activation>, m: usize, plane: usize) {
     if bias.is_none() && act.is_none() || plane == 0 {
         return;
     }
-    y.par_chunks_mut(plane).enumerate().for_each(|(i, p)| {
+    y.par_chunks_mut(plane).enumerate().with_min_len(min_tasks(plane)).for_each(|(i, p)| {
         let b = bias.map(|b| b[i % m]).unwrap_or(0.0);
         let (lo, hi) = match act {
             None => (f32::NEG_INFINITY, f32::INFINITY),
@@ -109,7 +115,7 @@ fn grouped_im2col_image(xi: &[f32], wv: &[f32], yi: &mut [f32], g: &Geom) {
 /// Unfolds `channels` input planes into rows of (c, ky, kx) x output positions; out-of-image taps are 0.
 fn im2col(x: &[f32], col: &mut [f32], channels: usize, g: &Geom) {
     let plane = g.oh * g.ow;
-    col.par_chunks_mut(plane).enumerate().for_each(|(row, dst)| {
+    col.par_chunks_mut(plane).enumerate().with_min_len(min_tasks(plane)).for_each(|(row, dst)| {
         let c = row / (g.kh * g.kw);
         let ky = (row / g.kw) % g.kh;
         let kx = row % g.kw;
@@ -153,7 +159,7 @@ fn depthwise_image(xi: &[f32], wv: &[f32], yi: &mut [f32], g: &Geom) {
     let mult = g.m / g.c;
     let kplane = g.kh * g.kw;
     let xr: Vec<(usize, usize)> = (0..g.kw).map(|kx| valid_range(g.ow, g.sw, g.pl, kx * g.dw, g.w)).collect();
-    yi.par_chunks_mut(plane).enumerate().for_each(|(oc, out)| {
+    yi.par_chunks_mut(plane).enumerate().with_min_len(min_tasks(plane * g.kh * g.kw)).for_each(|(oc, out)| {
         let src = &xi[(oc / mult) * g.h * g.w..(oc / mult + 1) * g.h * g.w];
         let wk = &wv[oc * kplane..(oc + 1) * kplane];
         for (oy, orow) in out.chunks_mut(g.ow).enumerate() {
@@ -188,7 +194,7 @@ fn depthwise_unit_stride(xi: &[f32], wv: &[f32], yi: &mut [f32], g: &Geom) {
     // Padded width/height: enough for every tap of every output position.
     let wp = (g.ow - 1) + (g.kw - 1) * g.dw + 1;
     let hp = (g.oh - 1) + (g.kh - 1) * g.dh + 1;
-    yi.par_chunks_mut(plane).enumerate().for_each_init(
+    yi.par_chunks_mut(plane).enumerate().with_min_len(min_tasks(plane * g.kh * g.kw)).for_each_init(
         || (vec![0f32; hp * wp + wp], vec![0f32; g.oh * wp]),
         |(padded, acc), (oc, out)| {
             let src = &xi[(oc / mult) * g.h * g.w..(oc / mult + 1) * g.h * g.w];

@@ -44,44 +44,54 @@ pub fn pool(x: &Tensor, kind: PoolKind, window: &Window, out_shape: &[usize]) ->
     };
     let cols: Vec<(Vec<usize>, usize)> = (0..ow).map(|ox| taps(ox, sw, dw, pl, kw, w, pr)).collect();
     let rows: Vec<(Vec<usize>, usize)> = (0..oh).map(|oy| taps(oy, sh, dh, pt, kh, h, pb)).collect();
-    y.par_chunks_mut(oh * ow).enumerate().for_each(|(p, out)| {
-        let src = &xv[p * h * w..(p + 1) * h * w];
-        for (oy, (iys, prow)) in rows.iter().enumerate() {
-            for (ox, (ixs, pcol)) in cols.iter().enumerate() {
-                let v = match kind {
-                    PoolKind::Max => {
-                        let mut m = f32::NEG_INFINITY;
-                        for &iy in iys {
-                            let r = &src[iy * w..(iy + 1) * w];
-                            for &ix in ixs {
-                                let e = r[ix];
-                                m = if e > m || e.is_nan() { e } else { m };
-                            }
-                        }
-                        m
+    let separable = !matches!(kind, PoolKind::Lp { .. });
+    y.par_chunks_mut(oh * ow).enumerate().with_min_len(super::conv::min_tasks(oh * ow * kh * kw)).for_each_init(
+        || vec![0f32; h * ow],
+        |hbuf, (p, out)| {
+            let src = &xv[p * h * w..(p + 1) * h * w];
+            if separable {
+                // Max and sum are separable: reduce along each row first, then across rows, so the
+                // second step is an element-wise pass over whole output rows.
+                let is_max = matches!(kind, PoolKind::Max);
+                for (iy, hrow) in hbuf.chunks_mut(ow).enumerate() {
+                    let r = &src[iy * w..(iy + 1) * w];
+                    for (hv, (ixs, _)) in hrow.iter_mut().zip(&cols) {
+                        *hv = if is_max { ixs.iter().fold(f32::NEG_INFINITY, |m, &ix| m.max(r[ix])) } else { ixs.iter().map(|&ix| r[ix]).sum() };
                     }
-                    PoolKind::Average { count_include_pad } => {
-                        let mut acc = 0.0;
-                        for &iy in iys {
-                            let r = &src[iy * w..(iy + 1) * w];
-                            acc += ixs.iter().map(|&ix| r[ix]).sum::<f32>();
+                }
+                for (oy, (iys, prow)) in rows.iter().enumerate() {
+                    let orow = &mut out[oy * ow..(oy + 1) * ow];
+                    orow.fill(if is_max { f32::NEG_INFINITY } else { 0.0 });
+                    for &iy in iys {
+                        let hrow = &hbuf[iy * ow..(iy + 1) * ow];
+                        if is_max {
+                            orow.iter_mut().zip(hrow).for_each(|(o, &v)| *o = o.max(v));
+                        } else {
+                            orow.iter_mut().zip(hrow).for_each(|(o, &v)| *o += v);
                         }
-                        let n = if count_include_pad { prow * pcol } else { iys.len() * ixs.len() };
-                        acc / n.max(1) as f32
                     }
-                    PoolKind::Lp { p } => {
-                        let mut acc = 0.0f32;
-                        for &iy in iys {
-                            let r = &src[iy * w..(iy + 1) * w];
-                            acc += ixs.iter().map(|&ix| r[ix].abs().powi(p as i32)).sum::<f32>();
+                    if let PoolKind::Average { count_include_pad } = kind {
+                        for (o, (ixs, pcol)) in orow.iter_mut().zip(&cols) {
+                            let n = if count_include_pad { prow * pcol } else { iys.len() * ixs.len() };
+                            *o /= n.max(1) as f32;
                         }
-                        acc.powf(1.0 / p as f32)
                     }
-                };
-                out[oy * ow + ox] = v;
+                }
+                return;
             }
-        }
-    });
+            for (oy, (iys, _)) in rows.iter().enumerate() {
+                for (ox, (ixs, _)) in cols.iter().enumerate() {
+                    let PoolKind::Lp { p } = kind else { unreachable!() };
+                    let mut acc = 0.0f32;
+                    for &iy in iys {
+                        let r = &src[iy * w..(iy + 1) * w];
+                        acc += ixs.iter().map(|&ix| r[ix].abs().powi(p as i32)).sum::<f32>();
+                    }
+                    out[oy * ow + ox] = acc.powf(1.0 / p as f32);
+                }
+            }
+        },
+    );
     Tensor::from_f32(out_shape, y)
 }
 
