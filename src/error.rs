@@ -39,9 +39,20 @@ impl Error {
     pub fn in_node(self, node: &str, op: &str) -> Self {
         match self {
             Error::Tensor(msg) | Error::Input(msg) | Error::InvalidModel(msg) => Error::node(node, op, msg),
+            Error::Unsupported { node: n, op: o, what } if n.is_empty() => Error::Unsupported {
+                node: node.to_string(),
+                op: if o.is_empty() { op.to_string() } else { o },
+                what,
+            },
             other => other,
         }
     }
+}
+
+/// Shorthand for an `Unsupported` error raised inside a kernel (the node is filled in on the way out).
+#[macro_export]
+macro_rules! unsupported {
+    ($($arg:tt)*) => { return Err($crate::error::Error::Unsupported { node: String::new(), op: String::new(), what: format!($($arg)*) }) };
 }
 
 /// Shorthand for `Err(Error::Tensor(format!(..)))`.

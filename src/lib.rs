@@ -12,6 +12,7 @@
 pub mod analysis;
 pub mod backend;
 pub mod compare;
+pub mod conformance;
 pub mod error;
 pub mod graph;
 pub mod onnx;

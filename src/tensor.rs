@@ -269,13 +269,13 @@ impl Tensor {
     pub fn as_f32(&self) -> Result<&[f32]> {
         match &self.data {
             Data::F32(v) => Ok(v),
-            d => Err(Error::Tensor(format!("expected f32 tensor, got {}", d.dtype()))),
+            d => Err(Error::Unsupported { node: String::new(), op: String::new(), what: format!("dtype {} (this kernel runs in f32 only)", d.dtype()) }),
         }
     }
     pub fn as_f32_mut(&mut self) -> Result<&mut [f32]> {
         match &mut self.data {
             Data::F32(v) => Ok(v),
-            d => Err(Error::Tensor(format!("expected f32 tensor, got {}", d.dtype()))),
+            d => Err(Error::Unsupported { node: String::new(), op: String::new(), what: format!("dtype {} (this kernel runs in f32 only)", d.dtype()) }),
         }
     }
     /// Integer view of an index-like tensor (i64, i32, or any integer type), for shapes, axes and indices.

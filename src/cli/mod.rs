@@ -1,5 +1,6 @@
 //! clap commands. Each command uses the library's public API only.
 
+mod conformance;
 mod inspect;
 mod run;
 
@@ -26,6 +27,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Run a model on a device, optionally checking against reference outputs.
     Run(run::RunArgs),
+    /// Run a folder of ONNX node test cases and classify each as pass/fail/unsupported/error.
+    Conformance(conformance::ConformanceArgs),
 }
 
 /// How symbolic dims get bound.
@@ -74,5 +77,6 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Inspect(a) => inspect::inspect(a),
         Command::Run(a) => run::run(a),
+        Command::Conformance(a) => conformance::conformance(a),
     }
 }

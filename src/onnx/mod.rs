@@ -106,7 +106,7 @@ fn value_info_type(vi: &ValueInfoProto) -> Result<(DType, Vec<Dim>)> {
         .r#type
         .as_ref()
         .and_then(|t| t.tensor_type.as_ref())
-        .ok_or_else(|| Error::InvalidModel(format!("input '{}' is not a tensor", vi.name)))?;
+        .ok_or_else(|| Error::Unsupported { node: vi.name.clone(), op: "Input".into(), what: "a non-tensor input (sequence, map or optional)".into() })?;
     let dtype = DType::from_onnx(tt.elem_type).ok_or_else(|| Error::Unsupported {
         node: vi.name.clone(),
         op: "Input".into(),

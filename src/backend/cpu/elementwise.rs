@@ -125,7 +125,7 @@ pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
         (UnaryOp::Relu, Data::I32(v)) => Data::I32(v.iter().map(|&x| x.max(0)).collect()),
         (UnaryOp::Sign, Data::I64(v)) => Data::I64(v.iter().map(|x| x.signum()).collect()),
         (UnaryOp::Sign, Data::I32(v)) => Data::I32(v.iter().map(|x| x.signum()).collect()),
-        (op, d) => bail!("{op:?} is not implemented for {}", d.dtype()),
+        (op, d) => crate::unsupported!("{op:?} is not implemented for {}", d.dtype()),
     };
     Tensor::new(x.shape().to_vec(), data)
 }
@@ -259,7 +259,7 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
             (Data::I8(x), Data::I8(y)) => compare!(op, x, y, ash, bsh, &out, i8),
             (Data::U8(x), Data::U8(y)) => compare!(op, x, y, ash, bsh, &out, u8),
             (Data::Bool(x), Data::Bool(y)) => compare!(op, x, y, ash, bsh, &out, bool),
-            (x, y) => bail!("{op:?} of {} and {}", x.dtype(), y.dtype()),
+            (x, y) => crate::unsupported!("{op:?} of {} and {}", x.dtype(), y.dtype()),
         }
     } else if op.is_logical() {
         let (Data::Bool(x), Data::Bool(y)) = (a.data(), b.data()) else { bail!("{op:?} needs bool inputs") };
@@ -281,7 +281,7 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
             (Data::I32(x), Data::I32(y)) => Data::I32(arith!(op, x, y, ash, bsh, &out, i32, int)),
             (Data::I8(x), Data::I8(y)) => Data::I8(arith!(op, x, y, ash, bsh, &out, i8, int)),
             (Data::U8(x), Data::U8(y)) => Data::U8(arith!(op, x, y, ash, bsh, &out, u8, int)),
-            (x, y) => bail!("{op:?} of {} and {}", x.dtype(), y.dtype()),
+            (x, y) => crate::unsupported!("{op:?} of {} and {}", x.dtype(), y.dtype()),
         }
     };
     Tensor::new(out, data)

@@ -177,7 +177,7 @@ pub fn range(start: &Tensor, delta: &Tensor, out_shape: &[usize]) -> Result<Tens
         (Data::I32(s), Data::I32(d)) => Data::I32((0..n as i32).map(|i| s[0] + i * d[0]).collect()),
         (Data::F32(s), Data::F32(d)) => Data::F32((0..n).map(|i| s[0] + i as f32 * d[0]).collect()),
         (Data::F64(s), Data::F64(d)) => Data::F64((0..n).map(|i| s[0] + i as f64 * d[0]).collect()),
-        (a, _) => bail!("Range of {}", a.dtype()),
+        (a, _) => crate::unsupported!("Range of {}", a.dtype()),
     };
     Tensor::new(out_shape.to_vec(), data)
 }
