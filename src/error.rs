@@ -21,6 +21,9 @@ pub enum Error {
     Node { node: String, op: String, msg: String },
     #[error("graph has a cycle through node '{0}'")]
     Cycle(String),
+    /// A shape that depends on tensor values only known at run time (inference leaves it open).
+    #[error("data-dependent: {0}")]
+    DataDependent(String),
     #[error("input error: {0}")]
     Input(String),
     #[error("tensor error: {0}")]

@@ -18,6 +18,10 @@ pub enum DType {
     I32,
     I8,
     U8,
+    I16,
+    U16,
+    U32,
+    U64,
     Bool,
 }
 
@@ -33,6 +37,10 @@ impl DType {
             9 => DType::Bool,
             10 => DType::F16,
             11 => DType::F64,
+            4 => DType::U16,
+            5 => DType::I16,
+            12 => DType::U32,
+            13 => DType::U64,
             _ => return None,
         })
     }
@@ -46,6 +54,10 @@ impl DType {
             DType::Bool => 9,
             DType::F16 => 10,
             DType::F64 => 11,
+            DType::U16 => 4,
+            DType::I16 => 5,
+            DType::U32 => 12,
+            DType::U64 => 13,
         }
     }
     pub fn onnx_name(code: i32) -> &'static str {
@@ -67,14 +79,24 @@ impl DType {
             14 => "complex64",
             15 => "complex128",
             16 => "bfloat16",
+            17 => "float8e4m3fn",
+            18 => "float8e4m3fnuz",
+            19 => "float8e5m2",
+            20 => "float8e5m2fnuz",
+            21 => "uint4",
+            22 => "int4",
+            23 => "float4e2m1",
+            24 => "float8e8m0",
+            25 => "uint2",
+            26 => "int2",
             _ => "unknown",
         }
     }
     pub fn size(self) -> usize {
         match self {
-            DType::F64 | DType::I64 => 8,
-            DType::F32 | DType::I32 => 4,
-            DType::F16 => 2,
+            DType::F64 | DType::I64 | DType::U64 => 8,
+            DType::F32 | DType::I32 | DType::U32 => 4,
+            DType::F16 | DType::I16 | DType::U16 => 2,
             DType::I8 | DType::U8 | DType::Bool => 1,
         }
     }
@@ -93,6 +115,10 @@ impl fmt::Display for DType {
             DType::I32 => "i32",
             DType::I8 => "i8",
             DType::U8 => "u8",
+            DType::I16 => "i16",
+            DType::U16 => "u16",
+            DType::U32 => "u32",
+            DType::U64 => "u64",
             DType::Bool => "bool",
         };
         f.write_str(s)
@@ -109,6 +135,10 @@ pub enum Data {
     I32(Vec<i32>),
     I8(Vec<i8>),
     U8(Vec<u8>),
+    I16(Vec<i16>),
+    U16(Vec<u16>),
+    U32(Vec<u32>),
+    U64(Vec<u64>),
     Bool(Vec<bool>),
 }
 
@@ -124,6 +154,10 @@ macro_rules! with_data {
             $crate::tensor::Data::I32($v) => $body,
             $crate::tensor::Data::I8($v) => $body,
             $crate::tensor::Data::U8($v) => $body,
+            $crate::tensor::Data::I16($v) => $body,
+            $crate::tensor::Data::U16($v) => $body,
+            $crate::tensor::Data::U32($v) => $body,
+            $crate::tensor::Data::U64($v) => $body,
             $crate::tensor::Data::Bool($v) => $body,
         }
     };
@@ -141,6 +175,10 @@ macro_rules! map_data {
             $crate::tensor::Data::I32($v) => $crate::tensor::Data::I32($body),
             $crate::tensor::Data::I8($v) => $crate::tensor::Data::I8($body),
             $crate::tensor::Data::U8($v) => $crate::tensor::Data::U8($body),
+            $crate::tensor::Data::I16($v) => $crate::tensor::Data::I16($body),
+            $crate::tensor::Data::U16($v) => $crate::tensor::Data::U16($body),
+            $crate::tensor::Data::U32($v) => $crate::tensor::Data::U32($body),
+            $crate::tensor::Data::U64($v) => $crate::tensor::Data::U64($body),
             $crate::tensor::Data::Bool($v) => $crate::tensor::Data::Bool($body),
         }
     };
@@ -156,6 +194,10 @@ impl Data {
             Data::I32(_) => DType::I32,
             Data::I8(_) => DType::I8,
             Data::U8(_) => DType::U8,
+            Data::I16(_) => DType::I16,
+            Data::U16(_) => DType::U16,
+            Data::U32(_) => DType::U32,
+            Data::U64(_) => DType::U64,
             Data::Bool(_) => DType::Bool,
         }
     }
@@ -174,6 +216,10 @@ impl Data {
             DType::I32 => Data::I32(vec![0; n]),
             DType::I8 => Data::I8(vec![0; n]),
             DType::U8 => Data::U8(vec![0; n]),
+            DType::I16 => Data::I16(vec![0; n]),
+            DType::U16 => Data::U16(vec![0; n]),
+            DType::U32 => Data::U32(vec![0; n]),
+            DType::U64 => Data::U64(vec![0; n]),
             DType::Bool => Data::Bool(vec![false; n]),
         }
     }
@@ -187,6 +233,10 @@ impl Data {
             Data::I32(v) => v.iter().map(|&x| x as f64).collect(),
             Data::I8(v) => v.iter().map(|&x| x as f64).collect(),
             Data::U8(v) => v.iter().map(|&x| x as f64).collect(),
+            Data::I16(v) => v.iter().map(|&x| x as f64).collect(),
+            Data::U16(v) => v.iter().map(|&x| x as f64).collect(),
+            Data::U32(v) => v.iter().map(|&x| x as f64).collect(),
+            Data::U64(v) => v.iter().map(|&x| x as f64).collect(),
             Data::Bool(v) => v.iter().map(|&x| x as u8 as f64).collect(),
         }
     }
@@ -285,6 +335,10 @@ impl Tensor {
             Data::I32(v) => v.iter().map(|&x| x as i64).collect(),
             Data::I8(v) => v.iter().map(|&x| x as i64).collect(),
             Data::U8(v) => v.iter().map(|&x| x as i64).collect(),
+            Data::I16(v) => v.iter().map(|&x| x as i64).collect(),
+            Data::U16(v) => v.iter().map(|&x| x as i64).collect(),
+            Data::U32(v) => v.iter().map(|&x| x as i64).collect(),
+            Data::U64(v) => v.iter().map(|&x| x as i64).collect(),
             Data::Bool(v) => v.iter().map(|&x| x as i64).collect(),
             d => return Err(Error::Tensor(format!("expected an integer tensor, got {}", d.dtype()))),
         })

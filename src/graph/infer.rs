@@ -52,6 +52,7 @@ pub fn infer(g: &mut Graph, bindings: &Bindings, eval: Option<&Evaluator>) -> Re
         let node = &g.g[n];
         let srcs = g.sources(n);
         let mut ins: Vec<Option<In>> = Vec::with_capacity(srcs.len());
+        let mut unknown = false;
         for s in &srcs {
             ins.push(match s {
                 None => None,
@@ -59,16 +60,27 @@ pub fn infer(g: &mut Graph, bindings: &Bindings, eval: Option<&Evaluator>) -> Re
                     let v = &g.g[*p].outputs[*slot];
                     match (&v.dtype, &v.shape) {
                         (Some(dtype), Some(shape)) => Some(In { dtype: *dtype, shape, value: v.value.as_deref() }),
-                        _ => return Err(Error::node(&node.name, &node.op.name(), format!("input {} ('{}') has no inferred type", ins.len(), v.name))),
+                        // Downstream of a run-time shape: this node's shapes are run-time too.
+                        _ => {
+                            unknown = true;
+                            None
+                        }
                     }
                 }
             });
         }
         let ctx = |msg: String| Error::node(&node.name, &node.op.name(), msg);
-        let outs = rule(node, &ins).map_err(|e| match e {
-            Error::Tensor(m) | Error::Input(m) => ctx(m),
-            e => e,
-        })?;
+        let outs = match if unknown { Err(Error::DataDependent(String::new())) } else { rule(node, &ins) } {
+            Ok(o) => o,
+            Err(Error::DataDependent(_)) => {
+                for v in g.g[n].outputs.iter_mut() {
+                    (v.dtype, v.shape, v.value) = (None, None, None);
+                }
+                continue;
+            }
+            Err(Error::Tensor(m) | Error::Input(m)) => return Err(ctx(m)),
+            Err(e) => return Err(e.in_node(&node.name, &node.op.name())),
+        };
         if outs.len() < node.outputs.len() && node.outputs[outs.len()..].iter().any(|v| !v.name.is_empty()) {
             return Err(ctx(format!("only the first {} output(s) are supported, the model uses {}", outs.len(), node.outputs.len())));
         }
@@ -140,7 +152,7 @@ fn const_ints(ins: &[Option<In>], i: usize, what: &str) -> Result<Option<Vec<i64
         None => Ok(None),
         Some(x) => match x.value {
             Some(v) => Ok(Some(v.to_i64_vec()?)),
-            None => Err(Error::Tensor(format!("input {i} ({what}) must be known at plan time (data-dependent shapes are not supported)"))),
+            None => Err(Error::DataDependent(format!("input {i} ({what}) is only known at run time"))),
         },
     }
 }
@@ -156,7 +168,7 @@ fn rule(node: &Node, ins: &[Option<In>]) -> Result<Out> {
         Input | Constant { .. } => unreachable!(),
         Identity | Clip { .. } | Softmax { .. } => vec![(x()?.dtype, x()?.shape.to_vec())],
         Unary(u) => {
-            let dt = if matches!(u, super::UnaryOp::Not) { DType::Bool } else { x()?.dtype };
+            let dt = if matches!(u, super::UnaryOp::Not | super::UnaryOp::IsNaN | super::UnaryOp::IsInf { .. }) { DType::Bool } else { x()?.dtype };
             vec![(dt, x()?.shape.to_vec())]
         }
         Binary(b) => {
@@ -372,7 +384,7 @@ fn rule(node: &Node, ins: &[Option<In>]) -> Result<Out> {
             let v: Vec<f64> = (0..3)
                 .map(|i| match need(ins, i)?.value {
                     Some(t) => Ok(t.to_f64_vec().first().copied().unwrap_or(0.0)),
-                    None => Err(Error::Tensor("Range inputs must be known at plan time".into())),
+                    None => Err(Error::DataDependent("Range bounds are only known at run time".into())),
                 })
                 .collect::<Result<_>>()?;
             if v[2] == 0.0 {
@@ -384,6 +396,126 @@ fn rule(node: &Node, ins: &[Option<In>]) -> Result<Out> {
         Where => {
             let (c, a, b) = (need(ins, 0)?, need(ins, 1)?, need(ins, 2)?);
             vec![(a.dtype, bcast(&bcast(c.shape, a.shape)?, b.shape)?)]
+        }
+        CastLike => vec![(need(ins, 1)?.dtype, x()?.shape.to_vec())],
+        Trilu { .. } | RmsNorm { .. } | Cumulative { .. } | Hardmax { .. } | LpNorm { .. } | ScatterNd { .. } | ScatterElements { .. }
+        | InstanceNorm { .. } | GroupNorm { .. } | Lrn { .. } | ReverseSequence { .. } => vec![(x()?.dtype, x()?.shape.to_vec())],
+        Split { axis, split } => {
+            let xi = x()?;
+            let ax = norm_axis(*axis, xi.shape.len())?;
+            let sizes = split_sizes(xi.shape[ax], node.outputs.len(), split.clone().map(Some).map_or_else(|| const_ints(ins, 1, "split"), Ok)?)?;
+            sizes.into_iter().map(|d| { let mut s = xi.shape.to_vec(); s[ax] = d; (xi.dtype, s) }).collect()
+        }
+        Pad { .. } => {
+            let xi = x()?;
+            let pads = const_ints(ins, 1, "pads")?.ok_or_else(|| Error::Tensor("missing pads".into()))?;
+            let axes = pad_axes(xi.shape.len(), const_ints(ins, 3, "axes")?)?;
+            if pads.len() != 2 * axes.len() {
+                return Err(Error::Tensor(format!("pads {pads:?} needs {} entries", 2 * axes.len())));
+            }
+            let mut s: Vec<i64> = xi.shape.iter().map(|&d| d as i64).collect();
+            for (i, &a) in axes.iter().enumerate() {
+                s[a] += pads[i] + pads[i + axes.len()];
+            }
+            if s.iter().any(|&d| d < 0) {
+                return Err(Error::Tensor(format!("pads {pads:?} make shape {s:?} negative")));
+            }
+            vec![(xi.dtype, s.into_iter().map(|d| d as usize).collect())]
+        }
+        TopK { axis, .. } => {
+            let xi = x()?;
+            let ax = norm_axis(*axis, xi.shape.len())?;
+            let k = const_ints(ins, 1, "K")?.and_then(|v| v.first().copied()).ok_or_else(|| Error::Tensor("missing K".into()))?;
+            if k < 0 || k as usize > xi.shape[ax] {
+                return Err(Error::Tensor(format!("K {k} out of range for axis of size {}", xi.shape[ax])));
+            }
+            let mut s = xi.shape.to_vec();
+            s[ax] = k as usize;
+            vec![(xi.dtype, s.clone()), (DType::I64, s)]
+        }
+        OneHot { axis } => {
+            let idx = x()?;
+            let depth = match need(ins, 1)?.value {
+                Some(t) => t.to_f64_vec().first().copied().unwrap_or(0.0) as i64,
+                None => return Err(Error::DataDependent("depth".into())),
+            };
+            if depth < 0 {
+                return Err(Error::Tensor(format!("depth {depth} < 0")));
+            }
+            let r = idx.shape.len() + 1;
+            let ax = norm_axis(*axis, r)?;
+            let mut s = idx.shape.to_vec();
+            s.insert(ax, depth as usize);
+            vec![(need(ins, 2)?.dtype, s)]
+        }
+        DepthToSpace { blocksize: b, .. } => {
+            let xi = x()?;
+            if xi.shape.len() != 4 || xi.shape[1] % (b * b) != 0 {
+                return Err(Error::Tensor(format!("DepthToSpace needs [N, C, H, W] with C divisible by {}, got {:?}", b * b, xi.shape)));
+            }
+            vec![(xi.dtype, vec![xi.shape[0], xi.shape[1] / (b * b), xi.shape[2] * b, xi.shape[3] * b])]
+        }
+        SpaceToDepth { blocksize: b } => {
+            let xi = x()?;
+            if xi.shape.len() != 4 || xi.shape[2] % b != 0 || xi.shape[3] % b != 0 {
+                return Err(Error::Tensor(format!("SpaceToDepth needs [N, C, H, W] with H, W divisible by {b}, got {:?}", xi.shape)));
+            }
+            vec![(xi.dtype, vec![xi.shape[0], xi.shape[1] * b * b, xi.shape[2] / b, xi.shape[3] / b])]
+        }
+        Compress { .. } | NonZero => {
+            if ins.iter().flatten().any(|i| i.value.is_none()) {
+                return Err(Error::DataDependent("output size depends on values".into()));
+            }
+            return Err(Error::DataDependent("computed when evaluated".into()));
+        }
+        GatherNd { batch_dims } => {
+            let (d, idx) = (x()?, need(ins, 1)?);
+            let m = *idx.shape.last().ok_or_else(|| Error::Tensor("indices must have rank >= 1".into()))?;
+            if batch_dims + m > d.shape.len() {
+                return Err(Error::Tensor(format!("indices {:?} too deep for data {:?}", idx.shape, d.shape)));
+            }
+            let mut s = idx.shape[..idx.shape.len() - 1].to_vec();
+            s.extend_from_slice(&d.shape[batch_dims + m..]);
+            vec![(d.dtype, s)]
+        }
+        EyeLike { dtype, .. } => {
+            let xi = x()?;
+            if xi.shape.len() != 2 {
+                return Err(Error::Tensor(format!("EyeLike needs a 2-D input, got {:?}", xi.shape)));
+            }
+            vec![(dtype.unwrap_or(xi.dtype), xi.shape.to_vec())]
+        }
+        Tile => {
+            let xi = x()?;
+            let reps = const_ints(ins, 1, "repeats")?.ok_or_else(|| Error::Tensor("missing repeats".into()))?;
+            if reps.len() != xi.shape.len() || reps.iter().any(|&r| r < 0) {
+                return Err(Error::Tensor(format!("repeats {reps:?} do not fit shape {:?}", xi.shape)));
+            }
+            vec![(xi.dtype, xi.shape.iter().zip(&reps).map(|(&d, &r)| d * r as usize).collect())]
+        }
+        QuantizeLinear { to, .. } => {
+            let dt = to.or_else(|| ins.get(2).and_then(|z| z.as_ref()).map(|z| z.dtype)).unwrap_or(DType::U8);
+            vec![(dt, x()?.shape.to_vec())]
+        }
+        DequantizeLinear { .. } => vec![(need(ins, 1)?.dtype, x()?.shape.to_vec())],
+        ConvTranspose { window, group, output_padding, output_shape } => {
+            let (xi, w) = (x()?, need(ins, 1)?);
+            if xi.shape.len() < 3 || w.shape.len() != xi.shape.len() || w.shape[0] != xi.shape[1] {
+                return Err(Error::Tensor(format!("ConvTranspose needs X [N,C,...] and W [C, M/group, ...], got X {:?} W {:?}", xi.shape, w.shape)));
+            }
+            let nd = xi.shape.len() - 2;
+            let mut s = vec![xi.shape[0], w.shape[1] * group];
+            if !output_shape.is_empty() {
+                s.extend(output_shape.iter().rev().take(nd).rev());
+            } else {
+                let pads = convtranspose_pads(window, &xi.shape[2..], &w.shape[2..], output_padding, &[])?;
+                for i in 0..nd {
+                    let (st, d) = (window.strides.get(i).copied().unwrap_or(1), window.dilations.get(i).copied().unwrap_or(1));
+                    let full = st * (xi.shape[2 + i] - 1) + output_padding.get(i).copied().unwrap_or(0) + (w.shape[2 + i] - 1) * d + 1;
+                    s.push(full.checked_sub(pads[i] + pads[i + nd]).ok_or_else(|| Error::Tensor("pads exceed the output".into()))?);
+                }
+            }
+            vec![(xi.dtype, s)]
         }
         LayerNorm { axis, .. } => {
             let xi = x()?;
@@ -566,4 +698,53 @@ pub fn slice_axes(shape: &[usize], starts: &[i64], ends: &[i64], axes: Option<&[
         out[ax] = SliceAxis { start: s, step, len: len as usize };
     }
     Ok(out)
+}
+
+/// Sizes of Split's outputs: explicit, or equal parts (the last one smaller when uneven).
+pub fn split_sizes(dim: usize, outputs: usize, split: Option<Vec<i64>>) -> Result<Vec<usize>> {
+    match split {
+        Some(v) => {
+            if v.len() != outputs || v.iter().any(|&x| x < 0) || v.iter().sum::<i64>() != dim as i64 {
+                return Err(Error::Tensor(format!("split {v:?} does not divide an axis of {dim} into {outputs} outputs")));
+            }
+            Ok(v.into_iter().map(|x| x as usize).collect())
+        }
+        None => {
+            let n = outputs.max(1);
+            let chunk = dim.div_ceil(n);
+            Ok((0..n).map(|i| chunk.min(dim.saturating_sub(i * chunk))).collect())
+        }
+    }
+}
+
+/// Axes Pad applies to (all, or the `axes` input).
+pub fn pad_axes(rank: usize, axes: Option<Vec<i64>>) -> Result<Vec<usize>> {
+    match axes {
+        None => Ok((0..rank).collect()),
+        Some(a) => a.iter().map(|&x| norm_axis(x, rank)).collect(),
+    }
+}
+
+/// ConvTranspose's begin/end pads, from explicit pads, auto_pad, or a requested output shape.
+pub fn convtranspose_pads(w: &Window, input: &[usize], kernel: &[usize], output_padding: &[usize], output_shape: &[usize]) -> Result<Vec<usize>> {
+    let nd = input.len();
+    let auto = !output_shape.is_empty() || matches!(w.auto_pad, AutoPad::SameUpper | AutoPad::SameLower);
+    if !auto {
+        return match w.pads.len() {
+            0 => Ok(vec![0; 2 * nd]),
+            n if n == 2 * nd => Ok(w.pads.clone()),
+            _ => Err(Error::Tensor(format!("pads {:?} should have {} entries", w.pads, 2 * nd))),
+        };
+    }
+    let mut p = vec![0; 2 * nd];
+    for i in 0..nd {
+        let (s, d) = (w.strides.get(i).copied().unwrap_or(1), w.dilations.get(i).copied().unwrap_or(1));
+        let out = if output_shape.is_empty() { input[i] * s } else { output_shape[output_shape.len() - nd + i] };
+        let full = s * (input[i] - 1) + output_padding.get(i).copied().unwrap_or(0) + (kernel[i] - 1) * d + 1;
+        let total = full.saturating_sub(out);
+        let (b, e) = if w.auto_pad == AutoPad::SameUpper { (total / 2, total - total / 2) } else { (total - total / 2, total / 2) };
+        p[i] = b;
+        p[i + nd] = e;
+    }
+    Ok(p)
 }

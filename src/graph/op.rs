@@ -32,6 +32,20 @@ pub enum UnaryOp {
     HardSigmoid { alpha: f32, beta: f32 },
     ThresholdedRelu(f32),
     Gelu { tanh: bool },
+    Tan,
+    Asin,
+    Acos,
+    Atan,
+    Sinh,
+    Cosh,
+    Asinh,
+    Acosh,
+    Atanh,
+    Celu(f32),
+    Swish(f32),
+    IsNaN,
+    IsInf { negative: bool, positive: bool },
+    BitwiseNot,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -52,6 +66,10 @@ pub enum BinaryOp {
     And,
     Or,
     Xor,
+    BitShift { left: bool },
+    BitwiseAnd,
+    BitwiseOr,
+    BitwiseXor,
 }
 
 impl BinaryOp {
@@ -171,6 +189,51 @@ pub enum Op {
     Where,
     Softmax { axis: i64, log: bool, legacy: bool },
     LayerNorm { axis: i64, epsilon: f32 },
+    /// Cast to the dtype of input 1.
+    CastLike,
+    /// Split along `axis` into `outputs` pieces (sizes from the `split` attribute or input 1).
+    Split { axis: i64, split: Option<Vec<i64>> },
+    Trilu { upper: bool },
+    RmsNorm { axis: i64, epsilon: f32 },
+    Pad { mode: PadMode },
+    Cumulative { product: bool, exclusive: bool, reverse: bool },
+    Hardmax { axis: i64 },
+    TopK { axis: i64, largest: bool },
+    LpNorm { axis: i64, p: i64 },
+    OneHot { axis: i64 },
+    DepthToSpace { blocksize: usize, crd: bool },
+    SpaceToDepth { blocksize: usize },
+    Compress { axis: Option<i64> },
+    GatherNd { batch_dims: usize },
+    ScatterNd { reduction: Reduction },
+    ScatterElements { axis: i64, reduction: Reduction },
+    EyeLike { dtype: Option<DType>, k: i64 },
+    Tile,
+    NonZero,
+    InstanceNorm { epsilon: f32 },
+    GroupNorm { groups: usize, epsilon: f32 },
+    Lrn { size: usize, alpha: f32, beta: f32, bias: f32 },
+    QuantizeLinear { axis: i64, to: Option<DType>, saturate: bool },
+    DequantizeLinear { axis: i64 },
+    ReverseSequence { batch_axis: usize, time_axis: usize },
+    ConvTranspose { window: Window, group: usize, output_padding: Vec<usize>, output_shape: Vec<usize> },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum PadMode {
+    Constant,
+    Reflect,
+    Edge,
+    Wrap,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Reduction {
+    None,
+    Add,
+    Mul,
+    Max,
+    Min,
 }
 
 impl Op {
@@ -224,6 +287,32 @@ impl Op {
             Op::Where => "Where".into(),
             Op::Softmax { log, .. } => if *log { "LogSoftmax" } else { "Softmax" }.into(),
             Op::LayerNorm { .. } => "LayerNormalization".into(),
+            Op::CastLike => "CastLike".into(),
+            Op::Split { .. } => "Split".into(),
+            Op::Trilu { .. } => "Trilu".into(),
+            Op::RmsNorm { .. } => "RMSNormalization".into(),
+            Op::Pad { .. } => "Pad".into(),
+            Op::Cumulative { product, .. } => if *product { "CumProd" } else { "CumSum" }.into(),
+            Op::Hardmax { .. } => "Hardmax".into(),
+            Op::TopK { .. } => "TopK".into(),
+            Op::LpNorm { .. } => "LpNormalization".into(),
+            Op::OneHot { .. } => "OneHot".into(),
+            Op::DepthToSpace { .. } => "DepthToSpace".into(),
+            Op::SpaceToDepth { .. } => "SpaceToDepth".into(),
+            Op::Compress { .. } => "Compress".into(),
+            Op::GatherNd { .. } => "GatherND".into(),
+            Op::ScatterNd { .. } => "ScatterND".into(),
+            Op::ScatterElements { .. } => "ScatterElements".into(),
+            Op::EyeLike { .. } => "EyeLike".into(),
+            Op::Tile => "Tile".into(),
+            Op::NonZero => "NonZero".into(),
+            Op::InstanceNorm { .. } => "InstanceNormalization".into(),
+            Op::GroupNorm { .. } => "GroupNormalization".into(),
+            Op::Lrn { .. } => "LRN".into(),
+            Op::QuantizeLinear { .. } => "QuantizeLinear".into(),
+            Op::DequantizeLinear { .. } => "DequantizeLinear".into(),
+            Op::ReverseSequence { .. } => "ReverseSequence".into(),
+            Op::ConvTranspose { .. } => "ConvTranspose".into(),
         }
     }
 

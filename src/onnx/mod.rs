@@ -29,7 +29,8 @@ pub fn load_model_bytes(bytes: &[u8]) -> Result<Graph> {
         .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
         .map(|o| o.version)
         .max()
-        .ok_or_else(|| Error::InvalidModel("model imports no default-domain opset".into()))?;
+        // A model of other domains only: its nodes are refused one by one as unsupported.
+        .unwrap_or(0);
     build_graph(graph, opset)
 }
 
@@ -156,6 +157,10 @@ pub fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
             DType::I32 => Data::I32(le(raw)),
             DType::I8 => Data::I8(le(raw)),
             DType::U8 => Data::U8(raw.clone()),
+            DType::I16 => Data::I16(le(raw)),
+            DType::U16 => Data::U16(le(raw)),
+            DType::U32 => Data::U32(le(raw)),
+            DType::U64 => Data::U64(le(raw)),
             DType::Bool => Data::Bool(raw.iter().map(|&b| b != 0).collect()),
         }
     } else {
@@ -166,6 +171,10 @@ pub fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
             DType::I32 => Data::I32(t.int32_data.clone()),
             DType::I8 => Data::I8(t.int32_data.iter().map(|&x| x as i8).collect()),
             DType::U8 => Data::U8(t.int32_data.iter().map(|&x| x as u8).collect()),
+            DType::I16 => Data::I16(t.int32_data.iter().map(|&x| x as i16).collect()),
+            DType::U16 => Data::U16(t.int32_data.iter().map(|&x| x as u16).collect()),
+            DType::U32 => Data::U32(t.uint64_data.iter().map(|&x| x as u32).collect()),
+            DType::U64 => Data::U64(t.uint64_data.clone()),
             DType::Bool => Data::Bool(t.int32_data.iter().map(|&x| x != 0).collect()),
             DType::F16 => Data::F16(t.int32_data.iter().map(|&x| f16::from_bits(x as u16)).collect()),
         };
@@ -191,6 +200,10 @@ pub fn tensor_to_proto(t: &Tensor, name: &str) -> TensorProto {
         Data::I32(v) => bytemuck::cast_slice(v).to_vec(),
         Data::I8(v) => bytemuck::cast_slice(v).to_vec(),
         Data::U8(v) => v.clone(),
+        Data::I16(v) => bytemuck::cast_slice(v).to_vec(),
+        Data::U16(v) => bytemuck::cast_slice(v).to_vec(),
+        Data::U32(v) => bytemuck::cast_slice(v).to_vec(),
+        Data::U64(v) => bytemuck::cast_slice(v).to_vec(),
         Data::Bool(v) => v.iter().map(|&b| b as u8).collect(),
     };
     TensorProto {

@@ -3,7 +3,7 @@
 use super::proto::{attr_type, AttributeProto, NodeProto};
 use super::tensor_from_proto;
 use crate::error::{Error, Result};
-use crate::graph::{AutoPad, BinaryOp, Op, PoolKind, ReduceOp, UnaryOp, Window};
+use crate::graph::{AutoPad, BinaryOp, Op, PadMode, PoolKind, ReduceOp, Reduction, UnaryOp, Window};
 use crate::tensor::{DType, Tensor};
 use std::sync::Arc;
 
@@ -123,8 +123,8 @@ pub fn parse(np: &NodeProto, name: &str, opset: i64) -> Result<Parsed> {
             return Err(Error::Unsupported { node: name.into(), op: "Constant".into(), what: "a Constant without a tensor/float/int value (sparse or string)".into() });
         }
         "Identity" | "Dropout" => {
-            if np.op_type == "Dropout" && np.output.len() > 1 && !np.output[1].is_empty() {
-                return Err(Error::Unsupported { node: name.into(), op: "Dropout".into(), what: "the mask output".into() });
+            if np.op_type == "Dropout" && (np.output.len() > 1 && !np.output[1].is_empty() || np.input.get(2).is_some_and(|s| !s.is_empty())) {
+                return Err(Error::Unsupported { node: name.into(), op: "Dropout".into(), what: "training mode / the mask output".into() });
             }
             Op::Identity
         }
@@ -155,6 +155,119 @@ pub fn parse(np: &NodeProto, name: &str, opset: i64) -> Result<Parsed> {
         "Selu" => return unary(UnaryOp::Selu { alpha: a.float("alpha", 1.673_263_2)?, gamma: a.float("gamma", 1.050_701)? }),
         "HardSigmoid" => return unary(UnaryOp::HardSigmoid { alpha: a.float("alpha", 0.2)?, beta: a.float("beta", 0.5)? }),
         "Gelu" => return unary(UnaryOp::Gelu { tanh: a.string("approximate")?.as_deref() == Some("tanh") }),
+        "Tan" => return unary(UnaryOp::Tan),
+        "Asin" => return unary(UnaryOp::Asin),
+        "Acos" => return unary(UnaryOp::Acos),
+        "Atan" => return unary(UnaryOp::Atan),
+        "Sinh" => return unary(UnaryOp::Sinh),
+        "Cosh" => return unary(UnaryOp::Cosh),
+        "Asinh" => return unary(UnaryOp::Asinh),
+        "Acosh" => return unary(UnaryOp::Acosh),
+        "Atanh" => return unary(UnaryOp::Atanh),
+        "Celu" => return unary(UnaryOp::Celu(a.float("alpha", 1.0)?)),
+        "Swish" => return unary(UnaryOp::Swish(a.float("alpha", 1.0)?)),
+        "IsNaN" => return unary(UnaryOp::IsNaN),
+        "IsInf" => return unary(UnaryOp::IsInf { negative: a.int("detect_negative", 1)? != 0, positive: a.int("detect_positive", 1)? != 0 }),
+        "BitwiseNot" => return unary(UnaryOp::BitwiseNot),
+        "BitShift" => {
+            let dir = a.string("direction")?.unwrap_or_default();
+            return binary(BinaryOp::BitShift { left: dir == "LEFT" });
+        }
+        "BitwiseAnd" => return binary(BinaryOp::BitwiseAnd),
+        "BitwiseOr" => return binary(BinaryOp::BitwiseOr),
+        "BitwiseXor" => return binary(BinaryOp::BitwiseXor),
+        "CastLike" => Op::CastLike,
+        "Split" => Op::Split { axis: a.int("axis", 0)?, split: if opset < 13 { a.ints("split")? } else { None } },
+        "Trilu" => Op::Trilu { upper: a.int("upper", 1)? != 0 },
+        "RMSNormalization" => Op::RmsNorm { axis: a.int("axis", -1)?, epsilon: a.float("epsilon", 1e-5)? },
+        "Pad" => {
+            if opset < 11 {
+                return Err(Error::Unsupported { node: name.into(), op: "Pad".into(), what: format!("attribute form (opset {opset} < 11)") });
+            }
+            let mode = match a.string("mode")?.as_deref().unwrap_or("constant") {
+                "constant" => PadMode::Constant,
+                "reflect" => PadMode::Reflect,
+                "edge" => PadMode::Edge,
+                "wrap" => PadMode::Wrap,
+                m => return Err(a.err(format!("unknown pad mode '{m}'"))),
+            };
+            Op::Pad { mode }
+        }
+        "CumSum" | "CumProd" => Op::Cumulative { product: np.op_type == "CumProd", exclusive: a.int("exclusive", 0)? != 0, reverse: a.int("reverse", 0)? != 0 },
+        "Hardmax" => Op::Hardmax { axis: a.int("axis", if opset >= 13 { -1 } else { 1 })? },
+        "TopK" => {
+            if opset < 10 {
+                return Err(Error::Unsupported { node: name.into(), op: "TopK".into(), what: "attribute k (opset < 10)".into() });
+            }
+            Op::TopK { axis: a.int("axis", -1)?, largest: a.int("largest", 1)? != 0 }
+        }
+        "LpNormalization" => Op::LpNorm { axis: a.int("axis", -1)?, p: a.int("p", 2)? },
+        "OneHot" => Op::OneHot { axis: a.int("axis", -1)? },
+        "DepthToSpace" | "SpaceToDepth" => {
+            let bs = a.int("blocksize", 0)?;
+            if bs < 1 {
+                return Err(a.err(format!("blocksize {bs} must be >= 1")));
+            }
+            if np.op_type == "DepthToSpace" {
+                Op::DepthToSpace { blocksize: bs as usize, crd: a.string("mode")?.as_deref() == Some("CRD") }
+            } else {
+                Op::SpaceToDepth { blocksize: bs as usize }
+            }
+        }
+        "Compress" => Op::Compress { axis: a.get("axis").map(|x| x.i) },
+        "GatherND" => Op::GatherNd { batch_dims: a.int("batch_dims", 0)?.max(0) as usize },
+        "ScatterND" | "ScatterElements" | "Scatter" => {
+            let reduction = match a.string("reduction")?.as_deref().unwrap_or("none") {
+                "none" => Reduction::None,
+                "add" => Reduction::Add,
+                "mul" => Reduction::Mul,
+                "max" => Reduction::Max,
+                "min" => Reduction::Min,
+                r => return Err(a.err(format!("unknown reduction '{r}'"))),
+            };
+            if np.op_type == "ScatterND" { Op::ScatterNd { reduction } } else { Op::ScatterElements { axis: a.int("axis", 0)?, reduction } }
+        }
+        "EyeLike" => Op::EyeLike {
+            dtype: match a.get("dtype") {
+                Some(d) => Some(DType::from_onnx(d.i as i32).ok_or_else(|| Error::Unsupported { node: name.into(), op: "EyeLike".into(), what: format!("dtype {}", DType::onnx_name(d.i as i32)) })?),
+                None => None,
+            },
+            k: a.int("k", 0)?,
+        },
+        "Tile" => Op::Tile,
+        "NonZero" => Op::NonZero,
+        "InstanceNormalization" => Op::InstanceNorm { epsilon: a.float("epsilon", 1e-5)? },
+        "GroupNormalization" => {
+            let groups = a.int("num_groups", 0)?;
+            if groups < 1 {
+                return Err(a.err("num_groups must be >= 1".into()));
+            }
+            if opset < 21 {
+                return Err(Error::Unsupported { node: name.into(), op: "GroupNormalization".into(), what: "opset 18 form (per-group scale)".into() });
+            }
+            Op::GroupNorm { groups: groups as usize, epsilon: a.float("epsilon", 1e-5)? }
+        }
+        "LRN" => Op::Lrn { size: a.int("size", 1)?.max(1) as usize, alpha: a.float("alpha", 1e-4)?, beta: a.float("beta", 0.75)?, bias: a.float("bias", 1.0)? },
+        "DequantizeLinear" | "QuantizeLinear" if a.int("block_size", 0)? != 0 => {
+            return Err(Error::Unsupported { node: name.into(), op: np.op_type.clone(), what: "blocked quantization".into() })
+        }
+        "QuantizeLinear" => Op::QuantizeLinear {
+            axis: a.int("axis", 1)?,
+            to: match a.get("output_dtype") {
+                Some(d) if d.i != 0 => Some(DType::from_onnx(d.i as i32).ok_or_else(|| Error::Unsupported { node: name.into(), op: "QuantizeLinear".into(), what: format!("dtype {}", DType::onnx_name(d.i as i32)) })?),
+                _ => None,
+            },
+            saturate: a.int("saturate", 1)? != 0,
+        },
+        "DequantizeLinear" => Op::DequantizeLinear { axis: a.int("axis", 1)? },
+        "ReverseSequence" => Op::ReverseSequence { batch_axis: a.int("batch_axis", 1)?.max(0) as usize, time_axis: a.int("time_axis", 0)?.max(0) as usize },
+        "ConvTranspose" => {
+            let group = a.int("group", 1)?;
+            if group < 1 {
+                return Err(a.err(format!("group {group} must be >= 1")));
+            }
+            Op::ConvTranspose { window: a.window(false)?, group: group as usize, output_padding: a.usizes("output_padding")?, output_shape: a.usizes("output_shape")? }
+        }
         "Add" => return binary(BinaryOp::Add),
         "Sub" => return binary(BinaryOp::Sub),
         "Mul" => return binary(BinaryOp::Mul),

@@ -222,3 +222,60 @@ fn depthwise_unit_stride(xi: &[f32], wv: &[f32], yi: &mut [f32], g: &Geom) {
         },
     );
 }
+
+/// ConvTranspose (1-D and 2-D): per image and group, `col = W_g^T * X_g` by GEMM, then col2im
+/// scatters each column entry to its output position.
+pub fn conv_transpose(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, window: &Window, group: usize, output_padding: &[usize], output_shape: &[usize], out_shape: &[usize]) -> Result<Tensor> {
+    let xs = x.shape();
+    let nd = xs.len() - 2;
+    if nd > 2 {
+        crate::unsupported!("{nd}-D ConvTranspose on cpu");
+    }
+    let ws = wt.shape();
+    let pads = crate::graph::infer::convtranspose_pads(window, &xs[2..], &ws[2..], output_padding, output_shape)?;
+    let at = |v: &[usize], i: usize| v.get(i).copied().unwrap_or(1);
+    let (h, w, kh, kw, oh, ow) = if nd == 2 { (xs[2], xs[3], ws[2], ws[3], out_shape[2], out_shape[3]) } else { (1, xs[2], 1, ws[2], 1, out_shape[2]) };
+    let (sh, sw, dh, dw, pt, pl) = if nd == 2 {
+        (at(&window.strides, 0), at(&window.strides, 1), at(&window.dilations, 0), at(&window.dilations, 1), pads[0], pads[1])
+    } else {
+        (1, at(&window.strides, 0), 1, at(&window.dilations, 0), 0, pads[0])
+    };
+    let (n, c) = (xs[0], xs[1]);
+    let (cg, mg) = (c / group, ws[1]);
+    let m = mg * group;
+    let (xv, wv) = (x.as_f32()?, wt.as_f32()?);
+    let kk = mg * kh * kw;
+    let mut y = vec![0f32; n * m * oh * ow];
+    let mut col = vec![0f32; kk * h * w];
+    for img in 0..n {
+        for g in 0..group {
+            let xg = &xv[(img * c + g * cg) * h * w..(img * c + (g + 1) * cg) * h * w];
+            let wg = &wv[g * cg * kk..(g + 1) * cg * kk];
+            // W_g is [cg, kk]; its transpose times X_g [cg, h*w] gives [kk, h*w].
+            sgemm(kk, h * w, cg, Mat::row_major(wg, kk).transposed(), Mat::row_major(xg, h * w), &mut col, false, 1.0);
+            for r in 0..kk {
+                let (oc, ky, kx) = (r / (kh * kw), (r / kw) % kh, r % kw);
+                let dst = &mut y[(img * m + g * mg + oc) * oh * ow..(img * m + g * mg + oc + 1) * oh * ow];
+                for iy in 0..h {
+                    let oy = (iy * sh + ky * dh) as isize - pt as isize;
+                    if oy < 0 || oy >= oh as isize {
+                        continue;
+                    }
+                    for ix in 0..w {
+                        let ox = (ix * sw + kx * dw) as isize - pl as isize;
+                        if ox >= 0 && ox < ow as isize {
+                            dst[oy as usize * ow + ox as usize] += col[r * h * w + iy * w + ix];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(b) = bias {
+        let b = b.as_f32()?;
+        for (i, p) in y.chunks_mut(oh * ow).enumerate() {
+            p.iter_mut().for_each(|v| *v += b[i % m]);
+        }
+    }
+    Tensor::from_f32(out_shape, y)
+}

@@ -87,7 +87,18 @@ fn unary_f32(op: UnaryOp) -> impl Fn(&f32) -> f32 + Sync + Send {
         UnaryOp::Sign => if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { x },
         UnaryOp::Sin => x.sin(),
         UnaryOp::Cos => x.cos(),
-        UnaryOp::Not => unreachable!(),
+        UnaryOp::Not | UnaryOp::IsNaN | UnaryOp::IsInf { .. } | UnaryOp::BitwiseNot => unreachable!("handled by dtype in unary()"),
+        UnaryOp::Tan => x.tan(),
+        UnaryOp::Asin => x.asin(),
+        UnaryOp::Acos => x.acos(),
+        UnaryOp::Atan => x.atan(),
+        UnaryOp::Sinh => x.sinh(),
+        UnaryOp::Cosh => x.cosh(),
+        UnaryOp::Asinh => x.asinh(),
+        UnaryOp::Acosh => x.acosh(),
+        UnaryOp::Atanh => x.atanh(),
+        UnaryOp::Celu(a) => x.max(0.0) + (a * ((x / a).exp() - 1.0)).min(0.0),
+        UnaryOp::Swish(a) => x / (1.0 + (-a * x).exp()),
         UnaryOp::Softplus => if x > 20.0 { x } else { x.exp().ln_1p() },
         UnaryOp::Softsign => x / (1.0 + x.abs()),
         UnaryOp::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
@@ -104,6 +115,14 @@ fn unary_f32(op: UnaryOp) -> impl Fn(&f32) -> f32 + Sync + Send {
 
 pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
     let data = match (op, x.data()) {
+        (UnaryOp::IsNaN, d) => Data::Bool(d.to_f64_vec().iter().map(|v| v.is_nan()).collect()),
+        (UnaryOp::IsInf { negative, positive }, d) => {
+            Data::Bool(d.to_f64_vec().iter().map(|v| v.is_infinite() && ((*v > 0.0 && positive) || (*v < 0.0 && negative))).collect())
+        }
+        (UnaryOp::BitwiseNot, Data::Bool(_)) | (UnaryOp::BitwiseNot, Data::F32(_) | Data::F64(_) | Data::F16(_)) => {
+            crate::unsupported!("BitwiseNot of {}", x.dtype())
+        }
+        (UnaryOp::BitwiseNot, d) => crate::map_data!(d, v => v.iter().map(|&e| bitnot(e)).collect()),
         (UnaryOp::Not, Data::Bool(v)) => Data::Bool(v.iter().map(|b| !b).collect()),
         (UnaryOp::Not, d) => bail!("Not needs bool input, got {}", d.dtype()),
         (_, Data::F32(v)) => Data::F32(map_par(v, unary_f32(op))),
@@ -130,6 +149,15 @@ pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
     Tensor::new(x.shape().to_vec(), data)
 }
 
+/// Bitwise complement through the integer's own width (bools and floats never reach here).
+fn bitnot<T: Copy + 'static>(e: T) -> T {
+    use std::any::Any;
+    let any = &e as &dyn Any;
+    macro_rules! try_int { ($($t:ty),*) => { $(if let Some(v) = any.downcast_ref::<$t>() { return *(&!*v as &dyn Any).downcast_ref::<T>().unwrap(); })* }; }
+    try_int!(i8, u8, i16, u16, i32, u32, i64, u64);
+    e
+}
+
 fn unary_f64(op: UnaryOp, x: f64) -> Option<f64> {
     Some(match op {
         UnaryOp::Relu => x.max(0.0),
@@ -147,6 +175,15 @@ fn unary_f64(op: UnaryOp, x: f64) -> Option<f64> {
         UnaryOp::Round => x.round_ties_even(),
         UnaryOp::Sin => x.sin(),
         UnaryOp::Cos => x.cos(),
+        UnaryOp::Tan => x.tan(),
+        UnaryOp::Asin => x.asin(),
+        UnaryOp::Acos => x.acos(),
+        UnaryOp::Atan => x.atan(),
+        UnaryOp::Sinh => x.sinh(),
+        UnaryOp::Cosh => x.cosh(),
+        UnaryOp::Asinh => x.asinh(),
+        UnaryOp::Acosh => x.acosh(),
+        UnaryOp::Atanh => x.atanh(),
         _ => return None,
     })
 }
@@ -204,7 +241,12 @@ macro_rules! arith {
             BinaryOp::Pow => |x, y| x.powf(y),
             BinaryOp::Max => |x, y| if x.is_nan() || y.is_nan() { <$t>::NAN } else { x.max(y) },
             BinaryOp::Min => |x, y| if x.is_nan() || y.is_nan() { <$t>::NAN } else { x.min(y) },
-            BinaryOp::Mod { .. } => |x, y| x % y,
+            BinaryOp::Mod { fmod: true } => |x, y| x % y,
+            // Python-style: the result takes the divisor's sign.
+            BinaryOp::Mod { fmod: false } => |x, y| {
+                let r = x % y;
+                if r != 0.0 && ((r < 0.0) != (y < 0.0)) { r + y } else { r }
+            },
             _ => unreachable!(),
         };
         broadcast_zip($a, $ash, $b, $bsh, $out, f)
@@ -219,6 +261,11 @@ macro_rules! arith {
             BinaryOp::Max => |x, y| x.max(y),
             BinaryOp::Min => |x, y| x.min(y),
             BinaryOp::Mod { fmod: true } => |x, y| if y == 0 { 0 } else { x.wrapping_rem(y) },
+            BinaryOp::BitShift { left: true } => |x, y| x.checked_shl(y as u32).unwrap_or(0),
+            BinaryOp::BitShift { left: false } => |x, y| x.checked_shr(y as u32).unwrap_or(0),
+            BinaryOp::BitwiseAnd => |x, y| x & y,
+            BinaryOp::BitwiseOr => |x, y| x | y,
+            BinaryOp::BitwiseXor => |x, y| x ^ y,
             BinaryOp::Mod { fmod: false } => |x, y| if y == 0 { 0 } else { let r = x.wrapping_rem(y); if r != 0 && ((r < 0) != (y < 0)) { r.wrapping_add(y) } else { r } },
             _ => unreachable!(),
         };
@@ -249,6 +296,10 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let af = Tensor::new(a.shape().to_vec(), Data::F64(a.to_f64_vec()))?;
         return cast(&binary(op, &af, &bf)?, a.dtype());
     }
+    let bitwise = matches!(op, BinaryOp::BitShift { .. } | BinaryOp::BitwiseAnd | BinaryOp::BitwiseOr | BinaryOp::BitwiseXor);
+    if bitwise && (a.dtype().is_float() || a.dtype() == DType::Bool) {
+        crate::unsupported!("{op:?} of {}", a.dtype());
+    }
     let data = if op.is_comparison() {
         match (a.data(), b.data()) {
             (Data::F32(x), Data::F32(y)) => compare!(op, x, y, ash, bsh, &out, f32),
@@ -258,6 +309,10 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
             (Data::I32(x), Data::I32(y)) => compare!(op, x, y, ash, bsh, &out, i32),
             (Data::I8(x), Data::I8(y)) => compare!(op, x, y, ash, bsh, &out, i8),
             (Data::U8(x), Data::U8(y)) => compare!(op, x, y, ash, bsh, &out, u8),
+            (Data::I16(x), Data::I16(y)) => compare!(op, x, y, ash, bsh, &out, i16),
+            (Data::U16(x), Data::U16(y)) => compare!(op, x, y, ash, bsh, &out, u16),
+            (Data::U32(x), Data::U32(y)) => compare!(op, x, y, ash, bsh, &out, u32),
+            (Data::U64(x), Data::U64(y)) => compare!(op, x, y, ash, bsh, &out, u64),
             (Data::Bool(x), Data::Bool(y)) => compare!(op, x, y, ash, bsh, &out, bool),
             (x, y) => crate::unsupported!("{op:?} of {} and {}", x.dtype(), y.dtype()),
         }
@@ -281,6 +336,10 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
             (Data::I32(x), Data::I32(y)) => Data::I32(arith!(op, x, y, ash, bsh, &out, i32, int)),
             (Data::I8(x), Data::I8(y)) => Data::I8(arith!(op, x, y, ash, bsh, &out, i8, int)),
             (Data::U8(x), Data::U8(y)) => Data::U8(arith!(op, x, y, ash, bsh, &out, u8, int)),
+            (Data::I16(x), Data::I16(y)) => Data::I16(arith!(op, x, y, ash, bsh, &out, i16, int)),
+            (Data::U16(x), Data::U16(y)) => Data::U16(arith!(op, x, y, ash, bsh, &out, u16, int)),
+            (Data::U32(x), Data::U32(y)) => Data::U32(arith!(op, x, y, ash, bsh, &out, u32, int)),
+            (Data::U64(x), Data::U64(y)) => Data::U64(arith!(op, x, y, ash, bsh, &out, u64, int)),
             (x, y) => crate::unsupported!("{op:?} of {} and {}", x.dtype(), y.dtype()),
         }
     };
@@ -318,6 +377,10 @@ fn gather_two(a: &Data, b: &Data, sel: &[i64]) -> Data {
         (Data::I32(x), Data::I32(y)) => Data::I32(pick!(x, y)),
         (Data::I8(x), Data::I8(y)) => Data::I8(pick!(x, y)),
         (Data::U8(x), Data::U8(y)) => Data::U8(pick!(x, y)),
+        (Data::I16(x), Data::I16(y)) => Data::I16(pick!(x, y)),
+        (Data::U16(x), Data::U16(y)) => Data::U16(pick!(x, y)),
+        (Data::U32(x), Data::U32(y)) => Data::U32(pick!(x, y)),
+        (Data::U64(x), Data::U64(y)) => Data::U64(pick!(x, y)),
         (Data::Bool(x), Data::Bool(y)) => Data::Bool(pick!(x, y)),
         _ => unreachable!(),
     }
@@ -361,6 +424,10 @@ pub fn cast(x: &Tensor, to: DType) -> Result<Tensor> {
                 DType::I32 => Data::I32(v.iter().map(|&x| x as i64 as i32).collect()),
                 DType::I8 => Data::I8(v.iter().map(|&x| x as i64 as i8).collect()),
                 DType::U8 => Data::U8(v.iter().map(|&x| x as i64 as u8).collect()),
+                DType::I16 => Data::I16(v.iter().map(|&x| x as i64 as i16).collect()),
+                DType::U16 => Data::U16(v.iter().map(|&x| x as i64 as u16).collect()),
+                DType::U32 => Data::U32(v.iter().map(|&x| x as i64 as u32).collect()),
+                DType::U64 => Data::U64(v.iter().map(|&x| if x >= 9.2e18 { x as u64 } else { x as i64 as u64 }).collect()),
                 DType::Bool => Data::Bool(v.iter().map(|&x| x != 0.0).collect()),
             }
         }

@@ -85,6 +85,10 @@ pub fn concat(inputs: &[&Tensor], axis: usize, out_shape: &[usize]) -> Result<Te
         Data::I32(_) => go!(v, I32),
         Data::I8(_) => go!(v, I8),
         Data::U8(_) => go!(v, U8),
+        Data::I16(_) => go!(v, I16),
+        Data::U16(_) => go!(v, U16),
+        Data::U32(_) => go!(v, U32),
+        Data::U64(_) => go!(v, U64),
         Data::Bool(_) => go!(v, Bool),
     }
     Tensor::new(out_shape.to_vec(), data)

@@ -5,6 +5,8 @@ pub mod conv;
 pub mod elementwise;
 pub mod gemm;
 pub mod layout;
+pub mod misc;
+pub mod norm;
 pub mod pool;
 pub mod reduce;
 pub mod simd;
@@ -76,7 +78,11 @@ pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
 }
 
 fn eval_inner(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-    let types = output_types(node, inputs)?;
+    // Compress and NonZero size their outputs from the data itself.
+    let types = match output_types(node, inputs) {
+        Err(Error::DataDependent(_)) if matches!(node.op, Op::Compress { .. } | Op::NonZero) => vec![(DType::I64, vec![])],
+        t => t?,
+    };
     let out_shape = &types[0].1;
     let input = |i: usize| -> Result<&Tensor> { inputs.get(i).copied().flatten().ok_or_else(|| Error::Tensor(format!("missing input {i}"))) };
     let opt = |i: usize| inputs.get(i).copied().flatten();
@@ -140,5 +146,46 @@ fn eval_inner(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         Op::Where => one(elementwise::where_(x?, input(1)?, input(2)?)?),
         Op::Softmax { axis, log, legacy } => one(reduce::softmax(x?, *axis, *log, *legacy)?),
         Op::LayerNorm { axis, epsilon } => reduce::layer_norm(x?, input(1)?, opt(2), *axis, *epsilon),
+        Op::CastLike => one(elementwise::cast(x?, input(1)?.dtype())?),
+        Op::Split { axis, .. } => {
+            let x = x?;
+            let ax = crate::tensor::norm_axis(*axis, x.rank())?;
+            let sizes: Vec<usize> = types.iter().map(|(_, s)| s[ax]).collect();
+            misc::split(x, ax, &sizes)
+        }
+        Op::Trilu { upper } => {
+            let k = opt(1).map(|t| t.to_i64_vec()).transpose()?.and_then(|v| v.first().copied()).unwrap_or(0);
+            one(misc::trilu(x?, k, *upper)?)
+        }
+        Op::RmsNorm { axis, epsilon } => one(norm::rms_norm(x?, input(1)?, *axis, *epsilon)?),
+        Op::Pad { mode } => {
+            let x = x?;
+            let pads = input(1)?.to_i64_vec()?;
+            let axes = crate::graph::infer::pad_axes(x.rank(), opt(3).map(|t| t.to_i64_vec()).transpose()?)?;
+            one(misc::pad(x, &pads, &axes, *mode, opt(2), out_shape)?)
+        }
+        Op::Cumulative { product, exclusive, reverse } => one(misc::cumulative(x?, input(1)?, *product, *exclusive, *reverse)?),
+        Op::Hardmax { axis } => one(misc::hardmax(x?, *axis)?),
+        Op::TopK { axis, largest } => misc::top_k(x?, out_shape[crate::tensor::norm_axis(*axis, out_shape.len())?], *axis, *largest),
+        Op::LpNorm { axis, p } => one(norm::lp_norm(x?, *axis, *p)?),
+        Op::OneHot { axis } => one(misc::one_hot(x?, input(1)?, input(2)?, *axis, out_shape)?),
+        Op::DepthToSpace { blocksize, crd } => one(misc::depth_to_space(x?, *blocksize, *crd, out_shape)?),
+        Op::SpaceToDepth { blocksize } => one(misc::space_to_depth(x?, *blocksize, out_shape)?),
+        Op::Compress { axis } => one(misc::compress(x?, input(1)?, *axis)?),
+        Op::NonZero => one(misc::nonzero(x?)?),
+        Op::GatherNd { batch_dims } => one(misc::gather_nd(x?, input(1)?, *batch_dims, out_shape)?),
+        Op::ScatterNd { reduction } => one(misc::scatter_nd(x?, input(1)?, input(2)?, *reduction)?),
+        Op::ScatterElements { axis, reduction } => one(misc::scatter_elements(x?, input(1)?, input(2)?, *axis, *reduction)?),
+        Op::EyeLike { k, .. } => one(misc::eye_like(x?, types[0].0, *k)?),
+        Op::Tile => one(misc::tile(x?, out_shape)?),
+        Op::InstanceNorm { epsilon } => one(norm::instance_norm(x?, input(1)?, input(2)?, *epsilon)?),
+        Op::GroupNorm { groups, epsilon } => one(norm::group_norm(x?, input(1)?, input(2)?, *groups, *epsilon)?),
+        Op::Lrn { size, alpha, beta, bias } => one(norm::lrn(x?, *size, *alpha, *beta, *bias)?),
+        Op::QuantizeLinear { axis, saturate, .. } => one(norm::quantize_linear(x?, input(1)?, opt(2), *axis, types[0].0, *saturate)?),
+        Op::DequantizeLinear { axis } => one(norm::dequantize_linear(x?, input(1)?, opt(2), *axis)?),
+        Op::ReverseSequence { batch_axis, time_axis } => one(misc::reverse_sequence(x?, input(1)?, *batch_axis, *time_axis)?),
+        Op::ConvTranspose { window, group, output_padding, output_shape } => {
+            one(conv::conv_transpose(x?, input(1)?, opt(2), window, *group, output_padding, output_shape, out_shape)?)
+        }
     }
 }
