@@ -398,6 +398,24 @@ fn rule(node: &Node, ins: &[Option<In>]) -> Result<Out> {
             vec![(a.dtype, bcast(&bcast(c.shape, a.shape)?, b.shape)?)]
         }
         CastLike => vec![(need(ins, 1)?.dtype, x()?.shape.to_vec())],
+        Shrink { .. } => vec![(x()?.dtype, x()?.shape.to_vec())],
+        Prelu => {
+            let (a, slope) = (x()?, need(ins, 1)?);
+            vec![(a.dtype, bcast(a.shape, slope.shape)?)]
+        }
+        Loss { softmax, reduction, .. } => {
+            let (xi, t) = (x()?, need(ins, 1)?);
+            if xi.shape.len() < 2 || t.shape.len() != xi.shape.len() - 1 || t.shape[0] != xi.shape[0] || t.shape[1..] != xi.shape[2..] {
+                return Err(Error::Tensor(format!("input {:?} and target {:?} do not match ([N, C, d...] vs [N, d...])", xi.shape, t.shape)));
+            }
+            let loss = if *reduction == super::LossReduction::None { t.shape.to_vec() } else { vec![] };
+            let mut v = vec![(xi.dtype, loss)];
+            if *softmax {
+                v.push((xi.dtype, xi.shape.to_vec()));
+            }
+            v
+        }
+        Attention(at) => attention_shapes(at, ins)?,
         Trilu { .. } | RmsNorm { .. } | Cumulative { .. } | Hardmax { .. } | LpNorm { .. } | ScatterNd { .. } | ScatterElements { .. }
         | InstanceNorm { .. } | GroupNorm { .. } | Lrn { .. } | ReverseSequence { .. } => vec![(x()?.dtype, x()?.shape.to_vec())],
         Split { axis, split } => {
@@ -747,4 +765,50 @@ pub fn convtranspose_pads(w: &Window, input: &[usize], kernel: &[usize], output_
         p[i + nd] = e;
     }
     Ok(p)
+}
+
+/// Attention's output shapes: Y, present_key, present_value, qk_matmul_output.
+fn attention_shapes(at: &super::AttentionAttrs, ins: &[Option<In>]) -> Result<Vec<(DType, Vec<usize>)>> {
+    let (q, k, v) = (need(ins, 0)?, need(ins, 1)?, need(ins, 2)?);
+    let past = ins.get(4).and_then(|p| p.as_ref());
+    let g = attention_geometry(at, q.shape, k.shape, v.shape, past.map(|p| p.shape))?;
+    let y = if q.shape.len() == 3 { vec![g.batch, g.q_seq, g.q_heads * g.v_size] } else { vec![g.batch, g.q_heads, g.q_seq, g.v_size] };
+    Ok(vec![
+        (q.dtype, y),
+        (k.dtype, vec![g.batch, g.kv_heads, g.total_seq, g.head_size]),
+        (v.dtype, vec![g.batch, g.kv_heads, g.total_seq, g.v_size]),
+        (q.dtype, vec![g.batch, g.q_heads, g.q_seq, g.total_seq]),
+    ])
+}
+
+/// Head counts and sizes of an Attention node, from 3-D or 4-D inputs.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionGeometry {
+    pub batch: usize,
+    pub q_heads: usize,
+    pub kv_heads: usize,
+    pub q_seq: usize,
+    pub kv_seq: usize,
+    pub past_seq: usize,
+    pub total_seq: usize,
+    pub head_size: usize,
+    pub v_size: usize,
+}
+
+pub fn attention_geometry(at: &super::AttentionAttrs, q: &[usize], k: &[usize], v: &[usize], past: Option<&[usize]>) -> Result<AttentionGeometry> {
+    let (batch, q_heads, q_seq, head_size, kv_heads, kv_seq, v_size) = match (q.len(), k.len(), v.len()) {
+        (4, 4, 4) => (q[0], q[1], q[2], q[3], k[1], k[2], v[3]),
+        (3, 3, 3) => {
+            if at.q_num_heads == 0 || at.kv_num_heads == 0 || q[2] % at.q_num_heads != 0 || k[2] % at.kv_num_heads != 0 || v[2] % at.kv_num_heads != 0 {
+                return Err(Error::Tensor(format!("3-D Attention needs q_num_heads/kv_num_heads dividing the hidden sizes: Q {q:?} K {k:?} V {v:?}")));
+            }
+            (q[0], at.q_num_heads, q[1], q[2] / at.q_num_heads, at.kv_num_heads, k[1], v[2] / at.kv_num_heads)
+        }
+        _ => return Err(Error::Tensor(format!("Attention needs Q, K, V all 3-D or all 4-D, got {q:?} {k:?} {v:?}"))),
+    };
+    if kv_heads == 0 || q_heads % kv_heads != 0 {
+        return Err(Error::Tensor(format!("{q_heads} query heads do not group over {kv_heads} key/value heads")));
+    }
+    let past_seq = past.map(|p| p.get(2).copied().unwrap_or(0)).unwrap_or(0);
+    Ok(AttentionGeometry { batch, q_heads, kv_heads, q_seq, kv_seq, past_seq, total_seq: past_seq + kv_seq, head_size, v_size })
 }

@@ -217,6 +217,32 @@ pub enum Op {
     DequantizeLinear { axis: i64 },
     ReverseSequence { batch_axis: usize, time_axis: usize },
     ConvTranspose { window: Window, group: usize, output_padding: Vec<usize>, output_shape: Vec<usize> },
+    /// NegativeLogLikelihoodLoss, or SoftmaxCrossEntropyLoss (`softmax: true`, which also
+    /// returns the log-probabilities as an optional second output).
+    Loss { softmax: bool, reduction: LossReduction, ignore_index: Option<i64> },
+    Attention(AttentionAttrs),
+    Prelu,
+    Shrink { bias: f32, lambd: f32 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum LossReduction {
+    None,
+    Sum,
+    Mean,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct AttentionAttrs {
+    pub is_causal: bool,
+    pub q_num_heads: usize,
+    pub kv_num_heads: usize,
+    pub scale: Option<f32>,
+    pub softcap: f32,
+    pub qk_matmul_output_mode: i64,
+    /// Sliding window around each query's absolute position; -1 leaves a side unbounded.
+    pub left_window: i64,
+    pub right_window: i64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -313,6 +339,10 @@ impl Op {
             Op::DequantizeLinear { .. } => "DequantizeLinear".into(),
             Op::ReverseSequence { .. } => "ReverseSequence".into(),
             Op::ConvTranspose { .. } => "ConvTranspose".into(),
+            Op::Loss { softmax, .. } => if *softmax { "SoftmaxCrossEntropyLoss" } else { "NegativeLogLikelihoodLoss" }.into(),
+            Op::Attention(_) => "Attention".into(),
+            Op::Prelu => "PRelu".into(),
+            Op::Shrink { .. } => "Shrink".into(),
         }
     }
 

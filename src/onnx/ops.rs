@@ -3,7 +3,7 @@
 use super::proto::{attr_type, AttributeProto, NodeProto};
 use super::tensor_from_proto;
 use crate::error::{Error, Result};
-use crate::graph::{AutoPad, BinaryOp, Op, PadMode, PoolKind, ReduceOp, Reduction, UnaryOp, Window};
+use crate::graph::{AttentionAttrs, AutoPad, BinaryOp, LossReduction, Op, PadMode, PoolKind, ReduceOp, Reduction, UnaryOp, Window};
 use crate::tensor::{DType, Tensor};
 use std::sync::Arc;
 
@@ -177,6 +177,36 @@ pub fn parse(np: &NodeProto, name: &str, opset: i64) -> Result<Parsed> {
         "BitwiseOr" => return binary(BinaryOp::BitwiseOr),
         "BitwiseXor" => return binary(BinaryOp::BitwiseXor),
         "CastLike" => Op::CastLike,
+        "NegativeLogLikelihoodLoss" | "SoftmaxCrossEntropyLoss" => Op::Loss {
+            softmax: np.op_type == "SoftmaxCrossEntropyLoss",
+            reduction: match a.string("reduction")?.as_deref().unwrap_or("mean") {
+                "none" => LossReduction::None,
+                "sum" => LossReduction::Sum,
+                "mean" => LossReduction::Mean,
+                r => return Err(a.err(format!("unknown reduction '{r}'"))),
+            },
+            ignore_index: a.get("ignore_index").map(|x| x.i),
+        },
+        "Attention" => {
+            if a.get("softmax_precision").is_some_and(|p| p.i != 0 && p.i != 1) {
+                return Err(Error::Unsupported { node: name.into(), op: "Attention".into(), what: "softmax_precision other than float".into() });
+            }
+            if np.input.len() > 6 && !np.input[6].is_empty() {
+                return Err(Error::Unsupported { node: name.into(), op: "Attention".into(), what: "nonpad_kv_seqlen".into() });
+            }
+            Op::Attention(AttentionAttrs {
+                is_causal: a.int("is_causal", 0)? != 0,
+                q_num_heads: a.int("q_num_heads", 0)?.max(0) as usize,
+                kv_num_heads: a.int("kv_num_heads", 0)?.max(0) as usize,
+                scale: a.opt_float("scale")?,
+                softcap: a.float("softcap", 0.0)?,
+                qk_matmul_output_mode: a.int("qk_matmul_output_mode", 0)?,
+                left_window: a.int("left_window_size", -1)?,
+                right_window: a.int("right_window_size", -1)?,
+            })
+        }
+        "PRelu" => Op::Prelu,
+        "Shrink" => Op::Shrink { bias: a.float("bias", 0.0)?, lambd: a.float("lambd", 0.5)? },
         "Split" => Op::Split { axis: a.int("axis", 0)?, split: if opset < 13 { a.ints("split")? } else { None } },
         "Trilu" => Op::Trilu { upper: a.int("upper", 1)? != 0 },
         "RMSNormalization" => Op::RmsNorm { axis: a.int("axis", -1)?, epsilon: a.float("epsilon", 1e-5)? },

@@ -261,8 +261,9 @@ macro_rules! arith {
             BinaryOp::Max => |x, y| x.max(y),
             BinaryOp::Min => |x, y| x.min(y),
             BinaryOp::Mod { fmod: true } => |x, y| if y == 0 { 0 } else { x.wrapping_rem(y) },
-            BinaryOp::BitShift { left: true } => |x, y| x.checked_shl(y as u32).unwrap_or(0),
-            BinaryOp::BitShift { left: false } => |x, y| x.checked_shr(y as u32).unwrap_or(0),
+            BinaryOp::BitShift { left: true } => |x, y| if y < 0 { 0 } else { x.checked_shl(y as u32).unwrap_or(0) },
+            // Shifting by the width or more (or by a negative amount) fills with the sign.
+            BinaryOp::BitShift { left: false } => |x, y| if y < 0 { if x < 0 { !0 } else { 0 } } else { x.checked_shr(y as u32).unwrap_or(if x < 0 { !0 } else { 0 }) },
             BinaryOp::BitwiseAnd => |x, y| x & y,
             BinaryOp::BitwiseOr => |x, y| x | y,
             BinaryOp::BitwiseXor => |x, y| x ^ y,
@@ -433,4 +434,18 @@ pub fn cast(x: &Tensor, to: DType) -> Result<Tensor> {
         }
     };
     Tensor::new(x.shape().to_vec(), data)
+}
+
+/// PRelu: `x < 0 ? slope * x : x`, slope broadcast against x.
+pub fn prelu(x: &Tensor, slope: &Tensor) -> Result<Tensor> {
+    let Some(out) = broadcast_shapes(x.shape(), slope.shape()) else { bail!("slope {:?} does not broadcast to {:?}", slope.shape(), x.shape()) };
+    let data = match (x.data(), slope.data()) {
+        (Data::F32(a), Data::F32(b)) => Data::F32(broadcast_zip(a, x.shape(), b, slope.shape(), &out, |v, s| if v < 0.0 { s * v } else { v })),
+        _ => {
+            let (a, b) = (x.to_f64_vec(), slope.to_f64_vec());
+            let r = broadcast_zip(&a, x.shape(), &b, slope.shape(), &out, |v, s| if v < 0.0 { s * v } else { v });
+            return cast(&Tensor::new(out, Data::F64(r))?, x.dtype());
+        }
+    };
+    Tensor::new(out, data)
 }

@@ -1,6 +1,7 @@
 //! The CPU backend: always available, the reference for every other device, and the evaluator
 //! that constant folding uses. Kernels live one concept per file; [`eval_node`] dispatches.
 
+pub mod attention;
 pub mod conv;
 pub mod elementwise;
 pub mod gemm;
@@ -53,16 +54,9 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn supports(&self, graph: &Graph, n: NodeIndex) -> Support {
-        let node = &graph.g[n];
-        let float_only = matches!(node.op, Op::Conv { .. } | Op::Pool { .. } | Op::GlobalPool { .. } | Op::BatchNorm { .. } | Op::Gemm { .. } | Op::MatMul | Op::LayerNorm { .. });
-        if float_only {
-            if let Some(v) = graph.input_value(n, 0) {
-                if v.dtype.is_some_and(|d| d != DType::F32) {
-                    return Support::No(format!("{} in {} (cpu runs it in f32 only)", node.op.name(), v.dtype.unwrap()));
-                }
-            }
-        }
+    fn supports(&self, _graph: &Graph, _n: NodeIndex) -> Support {
+        // Every op the loader accepts has a CPU kernel; dtypes a kernel lacks are reported as
+        // Unsupported when it runs.
         Support::Yes
     }
 
@@ -74,7 +68,26 @@ impl Backend for CpuBackend {
 /// Computes one node's outputs on the CPU. Output shapes come from the same rules as shape
 /// inference, so kernels and inference cannot disagree.
 pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-    eval_inner(node, inputs).map_err(|e| e.in_node(&node.name, &node.op.name()))
+    let widened = f32_only(&node.op) && inputs.iter().flatten().any(|t| matches!(t.dtype(), DType::F16 | DType::F64));
+    let r = if widened {
+        // f32-only kernels serve f16 and f64 by computing in f32.
+        let orig = inputs.iter().flatten().find(|t| t.dtype().is_float()).map(|t| t.dtype()).unwrap_or(DType::F32);
+        let casted: Vec<Option<Tensor>> = inputs.iter().map(|t| t.map(|t| if matches!(t.dtype(), DType::F16 | DType::F64) { elementwise::cast(t, DType::F32) } else { Ok(t.clone()) }).transpose()).collect::<Result<_>>()?;
+        let refs: Vec<Option<&Tensor>> = casted.iter().map(|t| t.as_ref()).collect();
+        eval_inner(node, &refs).and_then(|outs| outs.into_iter().map(|t| if t.dtype() == DType::F32 { elementwise::cast(&t, orig) } else { Ok(t) }).collect())
+    } else {
+        eval_inner(node, inputs)
+    };
+    r.map_err(|e| e.in_node(&node.name, &node.op.name()))
+}
+
+/// Ops whose kernels exist in f32 only.
+fn f32_only(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Conv { .. } | Op::ConvTranspose { .. } | Op::Pool { .. } | Op::GlobalPool { .. } | Op::BatchNorm { .. } | Op::Gemm { .. } | Op::MatMul
+            | Op::LayerNorm { .. } | Op::InstanceNorm { .. } | Op::GroupNorm { .. } | Op::Lrn { .. } | Op::Softmax { .. } | Op::Hardmax { .. }
+    )
 }
 
 fn eval_inner(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
@@ -184,6 +197,15 @@ fn eval_inner(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         Op::QuantizeLinear { axis, saturate, .. } => one(norm::quantize_linear(x?, input(1)?, opt(2), *axis, types[0].0, *saturate)?),
         Op::DequantizeLinear { axis } => one(norm::dequantize_linear(x?, input(1)?, opt(2), *axis)?),
         Op::ReverseSequence { batch_axis, time_axis } => one(misc::reverse_sequence(x?, input(1)?, *batch_axis, *time_axis)?),
+        Op::Loss { softmax, reduction, ignore_index } => norm::loss(x?, input(1)?, opt(2), *softmax, *reduction, *ignore_index),
+        Op::Attention(at) => attention::attention(at, inputs),
+        Op::Prelu => one(elementwise::prelu(x?, input(1)?)?),
+        Op::Shrink { bias, lambd } => {
+            let x = x?;
+            let t = elementwise::cast(x, DType::F64)?;
+            let v: Vec<f64> = t.to_f64_vec().iter().map(|&e| if e < -*lambd as f64 { e + *bias as f64 } else if e > *lambd as f64 { e - *bias as f64 } else { 0.0 }).collect();
+            one(elementwise::cast(&Tensor::new(x.shape().to_vec(), crate::tensor::Data::F64(v))?, x.dtype())?)
+        }
         Op::ConvTranspose { window, group, output_padding, output_shape } => {
             one(conv::conv_transpose(x?, input(1)?, opt(2), window, *group, output_padding, output_shape, out_shape)?)
         }

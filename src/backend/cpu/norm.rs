@@ -161,3 +161,41 @@ pub fn dequantize_linear(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: 
         .collect();
     cast(&Tensor::new(x.shape().to_vec(), Data::F64(out))?, scale.dtype())
 }
+
+/// NegativeLogLikelihoodLoss over log-probabilities `x` [N, C, d...] and class targets [N, d...];
+/// SoftmaxCrossEntropyLoss first takes log-softmax over C and also returns it.
+pub fn loss(x: &Tensor, target: &Tensor, weight: Option<&Tensor>, softmax: bool, reduction: crate::graph::LossReduction, ignore: Option<i64>) -> Result<Vec<Tensor>> {
+    use crate::graph::LossReduction;
+    let logp = if softmax { Some(super::reduce::softmax(&cast(x, DType::F32)?, 1, true, false)?) } else { None };
+    let xv = logp.as_ref().map(|l| l.to_f64_vec()).unwrap_or_else(|| x.to_f64_vec());
+    let t = target.to_i64_vec()?;
+    let w = weight.map(|w| w.to_f64_vec());
+    let (n, c) = (x.shape()[0], x.shape()[1]);
+    let inner: usize = x.shape()[2..].iter().product();
+    let mut losses = vec![0f64; n * inner];
+    let mut wsum = 0.0;
+    for i in 0..n {
+        for p in 0..inner {
+            let cls = t[i * inner + p];
+            if Some(cls) == ignore {
+                continue;
+            }
+            if cls < 0 || cls as usize >= c {
+                bail!("target {cls} out of range for {c} classes");
+            }
+            let wt = w.as_ref().map(|w| w[cls as usize]).unwrap_or(1.0);
+            losses[i * inner + p] = -xv[(i * c + cls as usize) * inner + p] * wt;
+            wsum += wt;
+        }
+    }
+    let out = match reduction {
+        LossReduction::None => Tensor::new(target.shape().to_vec(), Data::F64(losses))?,
+        LossReduction::Sum => Tensor::new(vec![], Data::F64(vec![losses.iter().sum()]))?,
+        LossReduction::Mean => Tensor::new(vec![], Data::F64(vec![if wsum == 0.0 { 0.0 } else { losses.iter().sum::<f64>() / wsum }]))?,
+    };
+    let mut v = vec![cast(&out, x.dtype())?];
+    if let Some(l) = logp {
+        v.push(cast(&l, x.dtype())?);
+    }
+    Ok(v)
+}
