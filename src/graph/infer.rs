@@ -416,6 +416,16 @@ fn rule(node: &Node, ins: &[Option<In>]) -> Result<Out> {
             v
         }
         Attention(at) => attention_shapes(at, ins)?,
+        Resize(attrs) => {
+            let xi = x()?;
+            let scales = match ins.get(attrs.scales_input).and_then(|s| s.as_ref()) {
+                Some(s) => Some(s.value.ok_or_else(|| Error::DataDependent("scales".into()))?.to_f64_vec()),
+                None => None,
+            };
+            let sizes = if attrs.scales_input == 2 { const_ints(ins, 3, "sizes")? } else { None };
+            let (out, _) = resize_plan(attrs, xi.shape, scales.as_deref(), sizes.as_deref())?;
+            vec![(xi.dtype, out)]
+        }
         Trilu { .. } | RmsNorm { .. } | Cumulative { .. } | Hardmax { .. } | LpNorm { .. } | ScatterNd { .. } | ScatterElements { .. }
         | InstanceNorm { .. } | GroupNorm { .. } | Lrn { .. } | ReverseSequence { .. } => vec![(x()?.dtype, x()?.shape.to_vec())],
         Split { axis, split } => {
@@ -812,3 +822,54 @@ pub fn attention_geometry(at: &super::AttentionAttrs, q: &[usize], k: &[usize], 
     let past_seq = past.map(|p| p.get(2).copied().unwrap_or(0)).unwrap_or(0);
     Ok(AttentionGeometry { batch, q_heads, kv_heads, q_seq, kv_seq, past_seq, total_seq: past_seq + kv_seq, head_size, v_size })
 }
+
+/// Output sizes and the per-axis scale used by the coordinate transform.
+pub fn resize_plan(attrs: &super::ResizeAttrs, input: &[usize], scales: Option<&[f64]>, sizes: Option<&[i64]>) -> Result<(Vec<usize>, Vec<f64>)> {
+    let r = input.len();
+    let axes: Vec<usize> = match &attrs.axes {
+        Some(a) => a.iter().map(|&x| crate::tensor::norm_axis(x, r)).collect::<Result<_>>()?,
+        None => (0..r).collect(),
+    };
+    let mut out = input.to_vec();
+    let mut sc = vec![1.0f64; r];
+    match (sizes, scales) {
+        (Some(sz), _) if !sz.is_empty() => {
+            if sz.len() != axes.len() {
+                return Err(Error::Tensor(format!("sizes {sz:?} do not match {} axes", axes.len())));
+            }
+            let ratios: Vec<f64> = axes.iter().zip(sz).map(|(&a, &s)| s as f64 / input[a] as f64).collect();
+            let common = match attrs.aspect.as_str() {
+                "not_larger" => Some(ratios.iter().copied().fold(f64::INFINITY, f64::min)),
+                "not_smaller" => Some(ratios.iter().copied().fold(0.0, f64::max)),
+                _ => None,
+            };
+            for (i, &a) in axes.iter().enumerate() {
+                match common {
+                    Some(c) => {
+                        sc[a] = c;
+                        out[a] = (c * input[a] as f64 + 0.5).floor() as usize;
+                    }
+                    None => {
+                        sc[a] = ratios[i];
+                        out[a] = sz[i].max(0) as usize;
+                    }
+                }
+            }
+        }
+        (_, Some(s)) if !s.is_empty() => {
+            if s.len() != axes.len() {
+                return Err(Error::Tensor(format!("scales {s:?} do not match {} axes", axes.len())));
+            }
+            for (i, &a) in axes.iter().enumerate() {
+                if s[i] <= 0.0 {
+                    return Err(Error::Tensor(format!("scale {} must be positive", s[i])));
+                }
+                sc[a] = s[i];
+                out[a] = (input[a] as f64 * s[i]).floor() as usize;
+            }
+        }
+        _ => return Err(Error::Tensor("Resize needs scales or sizes".into())),
+    }
+    Ok((out, sc))
+}
+

@@ -223,6 +223,30 @@ pub enum Op {
     Attention(AttentionAttrs),
     Prelu,
     Shrink { bias: f32, lambd: f32 },
+    /// Resize, and Upsample (`upsample: true`: scales are input 1, asymmetric coordinates).
+    Resize(ResizeAttrs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum ResizeMode {
+    Nearest,
+    Linear,
+    Cubic,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ResizeAttrs {
+    pub mode: ResizeMode,
+    pub coord: String,
+    pub nearest: String,
+    pub cubic_a: f64,
+    pub exclude_outside: bool,
+    pub extrapolation: f32,
+    pub antialias: bool,
+    pub axes: Option<Vec<i64>>,
+    pub aspect: String,
+    /// Opset-10 Resize and Upsample take scales as input 1 (no roi).
+    pub scales_input: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -343,6 +367,7 @@ impl Op {
             Op::Attention(_) => "Attention".into(),
             Op::Prelu => "PRelu".into(),
             Op::Shrink { .. } => "Shrink".into(),
+            Op::Resize(_) => "Resize".into(),
         }
     }
 

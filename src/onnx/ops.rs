@@ -3,7 +3,7 @@
 use super::proto::{attr_type, AttributeProto, NodeProto};
 use super::tensor_from_proto;
 use crate::error::{Error, Result};
-use crate::graph::{AttentionAttrs, AutoPad, BinaryOp, LossReduction, Op, PadMode, PoolKind, ReduceOp, Reduction, UnaryOp, Window};
+use crate::graph::{ResizeAttrs, ResizeMode, AttentionAttrs, AutoPad, BinaryOp, LossReduction, Op, PadMode, PoolKind, ReduceOp, Reduction, UnaryOp, Window};
 use crate::tensor::{DType, Tensor};
 use std::sync::Arc;
 
@@ -206,6 +206,30 @@ pub fn parse(np: &NodeProto, name: &str, opset: i64) -> Result<Parsed> {
             })
         }
         "PRelu" => Op::Prelu,
+        "Resize" | "Upsample" => {
+            let old = np.op_type == "Upsample" || opset < 11;
+            if np.op_type == "Upsample" && opset < 9 {
+                return Err(Error::Unsupported { node: name.into(), op: "Upsample".into(), what: "scales attribute (opset < 9)".into() });
+            }
+            let mode = match a.string("mode")?.as_deref().unwrap_or("nearest") {
+                "nearest" => ResizeMode::Nearest,
+                "linear" | "bilinear" => ResizeMode::Linear,
+                "cubic" => ResizeMode::Cubic,
+                m => return Err(a.err(format!("unknown mode '{m}'"))),
+            };
+            Op::Resize(ResizeAttrs {
+                mode,
+                coord: if old { "asymmetric".into() } else { a.string("coordinate_transformation_mode")?.unwrap_or_else(|| "half_pixel".into()) },
+                nearest: if old { "floor".into() } else { a.string("nearest_mode")?.unwrap_or_else(|| "round_prefer_floor".into()) },
+                cubic_a: a.float("cubic_coeff_a", -0.75)? as f64,
+                exclude_outside: a.int("exclude_outside", 0)? != 0,
+                extrapolation: a.float("extrapolation_value", 0.0)?,
+                antialias: a.int("antialias", 0)? != 0,
+                axes: a.ints("axes")?,
+                aspect: a.string("keep_aspect_ratio_policy")?.unwrap_or_else(|| "stretch".into()),
+                scales_input: if old { 1 } else { 2 },
+            })
+        }
         "Shrink" => Op::Shrink { bias: a.float("bias", 0.0)?, lambd: a.float("lambd", 0.5)? },
         "Split" => Op::Split { axis: a.int("axis", 0)?, split: if opset < 13 { a.ints("split")? } else { None } },
         "Trilu" => Op::Trilu { upper: a.int("upper", 1)? != 0 },

@@ -10,6 +10,7 @@ pub mod misc;
 pub mod norm;
 pub mod pool;
 pub mod reduce;
+pub mod resize;
 pub mod simd;
 mod executor;
 
@@ -199,6 +200,14 @@ fn eval_inner(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         Op::ReverseSequence { batch_axis, time_axis } => one(misc::reverse_sequence(x?, input(1)?, *batch_axis, *time_axis)?),
         Op::Loss { softmax, reduction, ignore_index } => norm::loss(x?, input(1)?, opt(2), *softmax, *reduction, *ignore_index),
         Op::Attention(at) => attention::attention(at, inputs),
+        Op::Resize(attrs) => {
+            let x = x?;
+            let scales = opt(attrs.scales_input).map(|t| t.to_f64_vec());
+            let sizes = if attrs.scales_input == 2 { opt(3).map(|t| t.to_i64_vec()).transpose()? } else { None };
+            let (shape, sc) = resize::resize_plan(attrs, x.shape(), scales.as_deref(), sizes.as_deref())?;
+            let roi = if attrs.scales_input == 2 { opt(1).map(|t| t.to_f64_vec()) } else { None };
+            one(resize::resize(x, attrs, roi.as_deref(), &shape, &sc)?)
+        }
         Op::Prelu => one(elementwise::prelu(x?, input(1)?)?),
         Op::Shrink { bias, lambd } => {
             let x = x?;

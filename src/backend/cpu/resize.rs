@@ -1,0 +1,140 @@
+//! Resize (and Upsample): nearest, linear and cubic, every coordinate-transformation mode, with
+//! antialiasing, exclude_outside and tf_crop_and_resize extrapolation. Applied one axis at a
+//! time from per-output-position tap tables (index, weight).
+
+use crate::error::Result;
+use crate::graph::{ResizeAttrs, ResizeMode};
+pub use crate::graph::infer::resize_plan;
+use crate::tensor::{strides_of, Data, DType, Tensor};
+use crate::unsupported;
+
+fn cubic(x: f64, a: f64) -> f64 {
+    let x = x.abs();
+    if x <= 1.0 {
+        ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
+    } else {
+        0.0
+    }
+}
+
+/// Taps for each output position along one axis; `None` marks a position outside the
+/// tf_crop_and_resize box (it takes the extrapolation value).
+fn axis_taps(attrs: &ResizeAttrs, in_len: usize, out_len: usize, scale: f64, roi: (f64, f64)) -> Result<Vec<Option<Vec<(usize, f64)>>>> {
+    let n = in_len as f64;
+    let mut all = Vec::with_capacity(out_len);
+    for o in 0..out_len {
+        let x = o as f64;
+        let xo = match attrs.coord.as_str() {
+            "half_pixel" => (x + 0.5) / scale - 0.5,
+            "half_pixel_symmetric" => {
+                let adj = out_len as f64 / (scale * n);
+                let offset = n / 2.0 * (1.0 - adj);
+                offset + (x + 0.5) / scale - 0.5
+            }
+            "pytorch_half_pixel" => if out_len > 1 { (x + 0.5) / scale - 0.5 } else { 0.0 },
+            // The reference divides by the unrounded resized length (scale * n).
+            "align_corners" => if out_len == 1 { 0.0 } else { x * (n - 1.0) / (scale * n - 1.0) },
+            "asymmetric" => x / scale,
+            "tf_crop_and_resize" => {
+                let (s, e) = roi;
+                let v = if out_len > 1 { s * (n - 1.0) + x * (e - s) * (n - 1.0) / (out_len as f64 - 1.0) } else { 0.5 * (s + e) * (n - 1.0) };
+                if v < 0.0 || v > n - 1.0 {
+                    all.push(None);
+                    continue;
+                }
+                v
+            }
+            m => unsupported!("coordinate_transformation_mode {m}"),
+        };
+        let clamp = |i: i64| i.clamp(0, in_len as i64 - 1) as usize;
+        let taps = match attrs.mode {
+            ResizeMode::Nearest => {
+                let f = xo.floor();
+                let frac = xo - f;
+                let i = match attrs.nearest.as_str() {
+                    "round_prefer_floor" => if frac == 0.5 { f } else { xo.round() },
+                    "round_prefer_ceil" => if frac == 0.5 { f + 1.0 } else { xo.round() },
+                    "floor" => f,
+                    "ceil" => xo.ceil(),
+                    m => unsupported!("nearest_mode {m}"),
+                };
+                vec![(clamp(i as i64), 1.0)]
+            }
+            ResizeMode::Linear | ResizeMode::Cubic => {
+                let s = if attrs.antialias && scale < 1.0 { scale } else { 1.0 };
+                let base = xo.floor();
+                let ratio = xo - base;
+                let reach = if attrs.mode == ResizeMode::Linear { 1.0 } else { 2.0 };
+                let start = (-reach / s).floor() as i64 + 1;
+                let footprint = 2 - 2 * start;
+                let mut t: Vec<(i64, f64)> = (start..start + footprint)
+                    .map(|k| {
+                        let arg = (k as f64 - ratio) * s;
+                        let w = if attrs.mode == ResizeMode::Linear { (1.0 - arg.abs()).max(0.0) } else { cubic(arg, attrs.cubic_a) };
+                        (base as i64 + k, w)
+                    })
+                    .collect();
+                if attrs.exclude_outside {
+                    t.iter_mut().for_each(|(i, w)| if *i < 0 || *i >= in_len as i64 { *w = 0.0 });
+                }
+                let sum: f64 = t.iter().map(|p| p.1).sum();
+                t.into_iter().filter(|p| p.1 != 0.0).map(|(i, w)| (clamp(i), if sum != 0.0 { w / sum } else { w })).collect()
+            }
+        };
+        all.push(Some(taps));
+    }
+    Ok(all)
+}
+
+pub fn resize(x: &Tensor, attrs: &ResizeAttrs, roi: Option<&[f64]>, out_shape: &[usize], scales: &[f64]) -> Result<Tensor> {
+    let r = x.rank();
+    let mut cur: Vec<f64> = x.to_f64_vec();
+    let mut shape = x.shape().to_vec();
+    let axes: Vec<usize> = match &attrs.axes {
+        Some(a) => a.iter().map(|&v| crate::tensor::norm_axis(v, r)).collect::<Result<_>>()?,
+        None => (0..r).collect(),
+    };
+    for d in 0..r {
+        if out_shape[d] == shape[d] && scales[d] == 1.0 && attrs.coord != "tf_crop_and_resize" {
+            continue;
+        }
+        let box_ = match roi {
+            Some(v) if !v.is_empty() => {
+                let k = axes.iter().position(|&a| a == d).unwrap_or(d);
+                let na = v.len() / 2;
+                (v[k], v[k + na])
+            }
+            _ => (0.0, 1.0),
+        };
+        let taps = axis_taps(attrs, shape[d], out_shape[d], scales[d], box_)?;
+        let outer: usize = shape[..d].iter().product();
+        let inner: usize = shape[d + 1..].iter().product();
+        let mut next = vec![0f64; outer * out_shape[d] * inner];
+        for o in 0..outer {
+            for (j, t) in taps.iter().enumerate() {
+                let dst = &mut next[(o * out_shape[d] + j) * inner..][..inner];
+                match t {
+                    None => dst.fill(attrs.extrapolation as f64),
+                    Some(t) => {
+                        for &(i, w) in t {
+                            let src = &cur[(o * shape[d] + i) * inner..][..inner];
+                            dst.iter_mut().zip(src).for_each(|(a, &b)| *a += w * b);
+                        }
+                    }
+                }
+            }
+        }
+        cur = next;
+        shape[d] = out_shape[d];
+    }
+    let _ = strides_of;
+    let t = Tensor::new(shape, Data::F64(cur))?;
+    if matches!(x.dtype(), DType::U8 | DType::I8 | DType::I32 | DType::I64) && attrs.mode != ResizeMode::Nearest {
+        // Integer images round to nearest, as the reference does.
+        let v: Vec<f64> = t.to_f64_vec().iter().map(|v| v.round()).collect();
+        return super::elementwise::cast(&Tensor::new(t.shape().to_vec(), Data::F64(v))?, x.dtype());
+    }
+    super::elementwise::cast(&t, x.dtype())
+}
