@@ -191,9 +191,6 @@ pub fn parse(np: &NodeProto, name: &str, opset: i64) -> Result<Parsed> {
             if a.get("softmax_precision").is_some_and(|p| p.i != 0 && p.i != 1) {
                 return Err(Error::Unsupported { node: name.into(), op: "Attention".into(), what: "softmax_precision other than float".into() });
             }
-            if np.input.len() > 6 && !np.input[6].is_empty() {
-                return Err(Error::Unsupported { node: name.into(), op: "Attention".into(), what: "nonpad_kv_seqlen".into() });
-            }
             Op::Attention(AttentionAttrs {
                 is_causal: a.int("is_causal", 0)? != 0,
                 q_num_heads: a.int("q_num_heads", 0)?.max(0) as usize,

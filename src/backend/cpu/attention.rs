@@ -62,6 +62,11 @@ pub fn attention(at: &AttentionAttrs, inputs: &[Option<&Tensor>]) -> Result<Vec<
             Some((add, eff, mlen))
         }
     };
+    // External cache: valid key count per batch (keys past it are padding).
+    let nonpad = get(6).map(|t| t.to_i64_vec()).transpose()?;
+    if nonpad.as_ref().is_some_and(|n| n.len() != b) {
+        bail!("nonpad_kv_seqlen must have one entry per batch ({b})");
+    }
     let mut y = vec![0f32; b * hq * sq * dv];
     let mut qk_out = vec![0f32; b * hq * sq * st];
     let mut row = vec![0f32; st];
@@ -91,7 +96,15 @@ pub fn attention(at: &AttentionAttrs, inputs: &[Option<&Tensor>]) -> Result<Vec<
                         // A mask shorter than the keys is padded with "masked".
                         bias += if j < *mlen { m[bi * e[0] + h * e[1] + i * e[2] + j * e[3]] } else { f32::NEG_INFINITY };
                     }
-                    let diff = (i + g.past_seq) as i64 - j as i64;
+                    // Causal and window masks align each query to its absolute position.
+                    let offset = match (&nonpad, g.past_seq) {
+                        (Some(n), 0) => n[bi] - sq as i64,
+                        _ => g.past_seq as i64,
+                    };
+                    let diff = i as i64 + offset - j as i64;
+                    if nonpad.as_ref().is_some_and(|n| j as i64 >= n[bi]) {
+                        bias = f32::NEG_INFINITY;
+                    }
                     let outside = (at.is_causal && diff < 0) || (at.left_window >= 0 && diff > at.left_window) || (at.right_window >= 0 && -diff > at.right_window);
                     if outside {
                         bias = f32::NEG_INFINITY;
