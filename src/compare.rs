@@ -13,6 +13,18 @@ impl Tolerance {
     /// The ONNX backend test runner's tolerance (rtol 1e-3, atol 1e-7).
     pub const ONNX: Tolerance = Tolerance { abs: 1e-7, rel: 1e-3 };
     pub const EXACT: Tolerance = Tolerance { abs: 0.0, rel: 0.0 };
+
+    /// The tolerance to judge a `dtype` output by: exact for integers and bools, and never
+    /// tighter than one unit in the last place for bfloat16 (2^-7; a bound below the type's
+    /// own resolution would fail any implementation that rounds at a different step).
+    pub fn for_dtype(self, dtype: crate::tensor::DType) -> Tolerance {
+        use crate::tensor::DType;
+        match dtype {
+            DType::BF16 => Tolerance { abs: self.abs, rel: self.rel.max(1.0 / 128.0) },
+            d if d.is_float() => self,
+            _ => Tolerance::EXACT,
+        }
+    }
 }
 
 /// Whole-tensor error figures of an output against its reference.
@@ -45,7 +57,7 @@ impl Report {
 pub fn compare(out: &Tensor, reference: &Tensor, tol: Tolerance) -> Report {
     let shape_ok = out.shape() == reference.shape();
     let dtype_ok = out.dtype() == reference.dtype();
-    let tol = if reference.dtype().is_float() { tol } else { Tolerance::EXACT };
+    let tol = tol.for_dtype(reference.dtype());
     if !shape_ok || out.numel() != reference.numel() {
         return Report { rel_l2: f64::INFINITY, max_abs: f64::INFINITY, max_ref: 0.0, mismatches: reference.numel(), shape_ok: false, dtype_ok };
     }

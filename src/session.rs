@@ -182,6 +182,7 @@ impl Session {
                     DType::F32 => Data::F32((0..n).map(|_| uf() as f32).collect()),
                     DType::F64 => Data::F64((0..n).map(|_| uf()).collect()),
                     DType::F16 => Data::F16((0..n).map(|_| f16::from_f64(uf())).collect()),
+                    DType::BF16 => Data::BF16((0..n).map(|_| half::bf16::from_f64(uf())).collect()),
                     DType::Bool => Data::Bool((0..n).map(|_| uf() > 0.0).collect()),
                     dt => crate::backend::cpu::elementwise::cast(&Tensor::new(vec![n], Data::I64((0..n).map(|_| ((uf() + 1.0) * 5.0) as i64).collect()))?, dt)?.into_data(),
                 };

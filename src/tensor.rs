@@ -2,7 +2,7 @@
 //! device-agnostic interchange format: backends upload from and download to it.
 
 use crate::error::{Error, Result};
-use half::f16;
+use half::{bf16, f16};
 use std::fmt;
 
 /// Refuse to materialise tensors above this many elements (4 GiB of f32): a declared dim of
@@ -13,6 +13,7 @@ pub const MAX_TENSOR_ELEMENTS: usize = 1 << 30;
 pub enum DType {
     F32,
     F16,
+    BF16,
     F64,
     I64,
     I32,
@@ -36,6 +37,7 @@ impl DType {
             7 => DType::I64,
             9 => DType::Bool,
             10 => DType::F16,
+            16 => DType::BF16,
             11 => DType::F64,
             4 => DType::U16,
             5 => DType::I16,
@@ -53,6 +55,7 @@ impl DType {
             DType::I64 => 7,
             DType::Bool => 9,
             DType::F16 => 10,
+            DType::BF16 => 16,
             DType::F64 => 11,
             DType::U16 => 4,
             DType::I16 => 5,
@@ -96,12 +99,12 @@ impl DType {
         match self {
             DType::F64 | DType::I64 | DType::U64 => 8,
             DType::F32 | DType::I32 | DType::U32 => 4,
-            DType::F16 | DType::I16 | DType::U16 => 2,
+            DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
             DType::I8 | DType::U8 | DType::Bool => 1,
         }
     }
     pub fn is_float(self) -> bool {
-        matches!(self, DType::F32 | DType::F16 | DType::F64)
+        matches!(self, DType::F32 | DType::F16 | DType::BF16 | DType::F64)
     }
 }
 
@@ -110,6 +113,7 @@ impl fmt::Display for DType {
         let s = match self {
             DType::F32 => "f32",
             DType::F16 => "f16",
+            DType::BF16 => "bf16",
             DType::F64 => "f64",
             DType::I64 => "i64",
             DType::I32 => "i32",
@@ -130,6 +134,7 @@ impl fmt::Display for DType {
 pub enum Data {
     F32(Vec<f32>),
     F16(Vec<f16>),
+    BF16(Vec<bf16>),
     F64(Vec<f64>),
     I64(Vec<i64>),
     I32(Vec<i32>),
@@ -149,6 +154,7 @@ macro_rules! with_data {
         match $data {
             $crate::tensor::Data::F32($v) => $body,
             $crate::tensor::Data::F16($v) => $body,
+            $crate::tensor::Data::BF16($v) => $body,
             $crate::tensor::Data::F64($v) => $body,
             $crate::tensor::Data::I64($v) => $body,
             $crate::tensor::Data::I32($v) => $body,
@@ -170,6 +176,7 @@ macro_rules! map_data {
         match $data {
             $crate::tensor::Data::F32($v) => $crate::tensor::Data::F32($body),
             $crate::tensor::Data::F16($v) => $crate::tensor::Data::F16($body),
+            $crate::tensor::Data::BF16($v) => $crate::tensor::Data::BF16($body),
             $crate::tensor::Data::F64($v) => $crate::tensor::Data::F64($body),
             $crate::tensor::Data::I64($v) => $crate::tensor::Data::I64($body),
             $crate::tensor::Data::I32($v) => $crate::tensor::Data::I32($body),
@@ -189,6 +196,7 @@ impl Data {
         match self {
             Data::F32(_) => DType::F32,
             Data::F16(_) => DType::F16,
+            Data::BF16(_) => DType::BF16,
             Data::F64(_) => DType::F64,
             Data::I64(_) => DType::I64,
             Data::I32(_) => DType::I32,
@@ -211,6 +219,7 @@ impl Data {
         match dtype {
             DType::F32 => Data::F32(vec![0.0; n]),
             DType::F16 => Data::F16(vec![f16::ZERO; n]),
+            DType::BF16 => Data::BF16(vec![bf16::ZERO; n]),
             DType::F64 => Data::F64(vec![0.0; n]),
             DType::I64 => Data::I64(vec![0; n]),
             DType::I32 => Data::I32(vec![0; n]),
@@ -228,6 +237,7 @@ impl Data {
         match self {
             Data::F32(v) => v.iter().map(|&x| x as f64).collect(),
             Data::F16(v) => v.iter().map(|x| x.to_f64()).collect(),
+            Data::BF16(v) => v.iter().map(|x| x.to_f64()).collect(),
             Data::F64(v) => v.clone(),
             Data::I64(v) => v.iter().map(|&x| x as f64).collect(),
             Data::I32(v) => v.iter().map(|&x| x as f64).collect(),

@@ -152,6 +152,7 @@ pub fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
         match dtype {
             DType::F32 => Data::F32(le(raw)),
             DType::F16 => Data::F16(le::<u16>(raw).into_iter().map(f16::from_bits).collect()),
+            DType::BF16 => Data::BF16(le::<u16>(raw).into_iter().map(half::bf16::from_bits).collect()),
             DType::F64 => Data::F64(le(raw)),
             DType::I64 => Data::I64(le(raw)),
             DType::I32 => Data::I32(le(raw)),
@@ -177,6 +178,7 @@ pub fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
             DType::U64 => Data::U64(t.uint64_data.clone()),
             DType::Bool => Data::Bool(t.int32_data.iter().map(|&x| x != 0).collect()),
             DType::F16 => Data::F16(t.int32_data.iter().map(|&x| f16::from_bits(x as u16)).collect()),
+            DType::BF16 => Data::BF16(t.int32_data.iter().map(|&x| half::bf16::from_bits(x as u16)).collect()),
         };
         if data.len() != n {
             return Err(ctx(format!("has {} elements, shape {shape:?} needs {n}", data.len())));
@@ -195,6 +197,7 @@ pub fn tensor_to_proto(t: &Tensor, name: &str) -> TensorProto {
     let raw: Vec<u8> = match t.data() {
         Data::F32(v) => bytemuck::cast_slice(v).to_vec(),
         Data::F16(v) => v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect(),
+        Data::BF16(v) => v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect(),
         Data::F64(v) => bytemuck::cast_slice(v).to_vec(),
         Data::I64(v) => bytemuck::cast_slice(v).to_vec(),
         Data::I32(v) => bytemuck::cast_slice(v).to_vec(),

@@ -119,7 +119,7 @@ pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
         (UnaryOp::IsInf { negative, positive }, d) => {
             Data::Bool(d.to_f64_vec().iter().map(|v| v.is_infinite() && ((*v > 0.0 && positive) || (*v < 0.0 && negative))).collect())
         }
-        (UnaryOp::BitwiseNot, Data::Bool(_)) | (UnaryOp::BitwiseNot, Data::F32(_) | Data::F64(_) | Data::F16(_)) => {
+        (UnaryOp::BitwiseNot, Data::Bool(_)) | (UnaryOp::BitwiseNot, Data::F32(_) | Data::F64(_) | Data::F16(_) | Data::BF16(_)) => {
             crate::unsupported!("BitwiseNot of {}", x.dtype())
         }
         (UnaryOp::BitwiseNot, d) => crate::map_data!(d, v => v.iter().map(|&e| bitnot(e)).collect()),
@@ -129,6 +129,10 @@ pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
         (_, Data::F16(v)) => {
             let f = unary_f32(op);
             Data::F16(v.iter().map(|x| f16::from_f32(f(&x.to_f32()))).collect())
+        }
+        (_, Data::BF16(v)) => {
+            let f = unary_f32(op);
+            Data::BF16(v.iter().map(|x| half::bf16::from_f32(f(&x.to_f32()))).collect())
         }
         (_, Data::F64(v)) => {
             let f = unary_f32(op);
@@ -306,6 +310,7 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
             (Data::F32(x), Data::F32(y)) => compare!(op, x, y, ash, bsh, &out, f32),
             (Data::F64(x), Data::F64(y)) => compare!(op, x, y, ash, bsh, &out, f64),
             (Data::F16(x), Data::F16(y)) => compare!(op, x, y, ash, bsh, &out, f16),
+            (Data::BF16(x), Data::BF16(y)) => compare!(op, x, y, ash, bsh, &out, half::bf16),
             (Data::I64(x), Data::I64(y)) => compare!(op, x, y, ash, bsh, &out, i64),
             (Data::I32(x), Data::I32(y)) => compare!(op, x, y, ash, bsh, &out, i32),
             (Data::I8(x), Data::I8(y)) => compare!(op, x, y, ash, bsh, &out, i8),
@@ -332,6 +337,10 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
             (Data::F16(x), Data::F16(y)) => {
                 let (x, y): (Vec<f32>, Vec<f32>) = (x.iter().map(|v| v.to_f32()).collect(), y.iter().map(|v| v.to_f32()).collect());
                 Data::F16(arith!(op, &x, &y, ash, bsh, &out, f32, float).into_iter().map(f16::from_f32).collect())
+            }
+            (Data::BF16(x), Data::BF16(y)) => {
+                let (x, y): (Vec<f32>, Vec<f32>) = (x.iter().map(|v| v.to_f32()).collect(), y.iter().map(|v| v.to_f32()).collect());
+                Data::BF16(arith!(op, &x, &y, ash, bsh, &out, f32, float).into_iter().map(half::bf16::from_f32).collect())
             }
             (Data::I64(x), Data::I64(y)) => Data::I64(arith!(op, x, y, ash, bsh, &out, i64, int)),
             (Data::I32(x), Data::I32(y)) => Data::I32(arith!(op, x, y, ash, bsh, &out, i32, int)),
@@ -373,6 +382,7 @@ fn gather_two(a: &Data, b: &Data, sel: &[i64]) -> Data {
     match (a, b) {
         (Data::F32(x), Data::F32(y)) => Data::F32(pick!(x, y)),
         (Data::F16(x), Data::F16(y)) => Data::F16(pick!(x, y)),
+        (Data::BF16(x), Data::BF16(y)) => Data::BF16(pick!(x, y)),
         (Data::F64(x), Data::F64(y)) => Data::F64(pick!(x, y)),
         (Data::I64(x), Data::I64(y)) => Data::I64(pick!(x, y)),
         (Data::I32(x), Data::I32(y)) => Data::I32(pick!(x, y)),
@@ -420,6 +430,7 @@ pub fn cast(x: &Tensor, to: DType) -> Result<Tensor> {
             match to {
                 DType::F32 => Data::F32(v.iter().map(|&x| x as f32).collect()),
                 DType::F16 => Data::F16(v.iter().map(|&x| f16::from_f64(x)).collect()),
+                DType::BF16 => Data::BF16(v.iter().map(|&x| half::bf16::from_f64(x)).collect()),
                 DType::F64 => Data::F64(v),
                 DType::I64 => Data::I64(v.iter().map(|&x| x as i64).collect()),
                 DType::I32 => Data::I32(v.iter().map(|&x| x as i64 as i32).collect()),

@@ -80,6 +80,7 @@ pub fn concat(inputs: &[&Tensor], axis: usize, out_shape: &[usize]) -> Result<Te
     match inputs[0].data() {
         Data::F32(_) => go!(v, F32),
         Data::F16(_) => go!(v, F16),
+        Data::BF16(_) => go!(v, BF16),
         Data::F64(_) => go!(v, F64),
         Data::I64(_) => go!(v, I64),
         Data::I32(_) => go!(v, I32),

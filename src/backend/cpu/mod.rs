@@ -69,11 +69,11 @@ impl Backend for CpuBackend {
 /// Computes one node's outputs on the CPU. Output shapes come from the same rules as shape
 /// inference, so kernels and inference cannot disagree.
 pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-    let widened = f32_only(&node.op) && inputs.iter().flatten().any(|t| matches!(t.dtype(), DType::F16 | DType::F64));
+    let widened = f32_only(&node.op) && inputs.iter().flatten().any(|t| matches!(t.dtype(), DType::F16 | DType::BF16 | DType::F64));
     let r = if widened {
         // f32-only kernels serve f16 and f64 by computing in f32.
         let orig = inputs.iter().flatten().find(|t| t.dtype().is_float()).map(|t| t.dtype()).unwrap_or(DType::F32);
-        let casted: Vec<Option<Tensor>> = inputs.iter().map(|t| t.map(|t| if matches!(t.dtype(), DType::F16 | DType::F64) { elementwise::cast(t, DType::F32) } else { Ok(t.clone()) }).transpose()).collect::<Result<_>>()?;
+        let casted: Vec<Option<Tensor>> = inputs.iter().map(|t| t.map(|t| if matches!(t.dtype(), DType::F16 | DType::BF16 | DType::F64) { elementwise::cast(t, DType::F32) } else { Ok(t.clone()) }).transpose()).collect::<Result<_>>()?;
         let refs: Vec<Option<&Tensor>> = casted.iter().map(|t| t.as_ref()).collect();
         eval_inner(node, &refs).and_then(|outs| outs.into_iter().map(|t| if t.dtype() == DType::F32 { elementwise::cast(&t, orig) } else { Ok(t) }).collect())
     } else {
