@@ -5,14 +5,13 @@ use crate::error::Result;
 use crate::graph::infer::resolve_pads;
 use crate::graph::{PoolKind, Window};
 use crate::tensor::Tensor;
-use crate::bail;
 use rayon::prelude::*;
 
 pub fn pool(x: &Tensor, kind: PoolKind, window: &Window, out_shape: &[usize]) -> Result<Tensor> {
     let xs = x.shape();
     let nd = xs.len() - 2;
     if nd > 2 {
-        bail!("{nd}-D pooling is not supported on cpu yet");
+        return pool_nd(x, kind, window, out_shape);
     }
     let pads = resolve_pads(window, &xs[2..], &window.kernel_shape)?;
     let at = |v: &[usize], i: usize| v.get(i).copied().unwrap_or(1);
@@ -107,6 +106,90 @@ pub fn global_pool(x: &Tensor, kind: PoolKind, out_shape: &[usize]) -> Result<Te
             PoolKind::Average { .. } => s.iter().sum::<f32>() / plane as f32,
             PoolKind::Lp { p } => s.iter().map(|v| v.abs().powi(p as i32)).sum::<f32>().powf(1.0 / p as f32),
         };
+    });
+    Tensor::from_f32(out_shape, y)
+}
+
+/// Valid input taps of every output position along one axis, and how many taps the padded
+/// window covers (for count_include_pad).
+fn axis_taps(out: usize, stride: usize, dil: usize, pad_begin: usize, pad_end: usize, k: usize, size: usize) -> Vec<(Vec<usize>, usize)> {
+    (0..out)
+        .map(|o| {
+            let (mut v, mut padded) = (vec![], 0);
+            for t in 0..k {
+                let i = (o * stride + t * dil) as isize - pad_begin as isize;
+                if i < (size + pad_end) as isize {
+                    padded += 1;
+                }
+                if i >= 0 && i < size as isize {
+                    v.push(i as usize);
+                }
+            }
+            (v, padded)
+        })
+        .collect()
+}
+
+/// Pooling over any number of spatial axes (the 3-D and higher cases; 1-D and 2-D take the
+/// faster path above).
+fn pool_nd(x: &Tensor, kind: PoolKind, window: &Window, out_shape: &[usize]) -> Result<Tensor> {
+    let xs = x.shape();
+    let nd = xs.len() - 2;
+    let pads = resolve_pads(window, &xs[2..], &window.kernel_shape)?;
+    let at = |v: &[usize], i: usize| v.get(i).copied().unwrap_or(1);
+    let taps: Vec<Vec<(Vec<usize>, usize)>> = (0..nd)
+        .map(|d| axis_taps(out_shape[2 + d], at(&window.strides, d), at(&window.dilations, d), pads[d], pads[d + nd], window.kernel_shape[d], xs[2 + d]))
+        .collect();
+    let in_st = crate::tensor::strides_of(&xs[2..]);
+    let out_sp = &out_shape[2..];
+    let out_st = crate::tensor::strides_of(out_sp);
+    let (in_plane, out_plane): (usize, usize) = (xs[2..].iter().product(), out_sp.iter().product());
+    let xv = x.as_f32()?;
+    let mut y = vec![0f32; out_shape.iter().product()];
+    y.par_chunks_mut(out_plane.max(1)).enumerate().for_each(|(p, out)| {
+        let src = &xv[p * in_plane..(p + 1) * in_plane];
+        for (o, res) in out.iter_mut().enumerate() {
+            let coords: Vec<&(Vec<usize>, usize)> = (0..nd).map(|d| &taps[d][(o / out_st[d]) % out_sp[d]]).collect();
+            let (mut acc, mut count) = (if kind == PoolKind::Max { f32::NEG_INFINITY } else { 0.0 }, 0usize);
+            let mut idx = vec![0usize; nd];
+            if coords.iter().all(|c| !c.0.is_empty()) {
+                loop {
+                    let off: usize = (0..nd).map(|d| coords[d].0[idx[d]] * in_st[d]).sum();
+                    let v = src[off];
+                    count += 1;
+                    match kind {
+                        PoolKind::Max => acc = if v > acc || v.is_nan() { v } else { acc },
+                        PoolKind::Average { .. } => acc += v,
+                        PoolKind::Lp { p } => acc += v.abs().powi(p as i32),
+                    }
+                    let mut d = nd;
+                    loop {
+                        if d == 0 {
+                            break;
+                        }
+                        d -= 1;
+                        idx[d] += 1;
+                        if idx[d] < coords[d].0.len() {
+                            break;
+                        }
+                        idx[d] = 0;
+                        if d == 0 {
+                            d = usize::MAX;
+                            break;
+                        }
+                    }
+                    if d == usize::MAX {
+                        break;
+                    }
+                }
+            }
+            *res = match kind {
+                PoolKind::Max => acc,
+                PoolKind::Average { count_include_pad: true } => acc / coords.iter().map(|c| c.1).product::<usize>().max(1) as f32,
+                PoolKind::Average { count_include_pad: false } => acc / count.max(1) as f32,
+                PoolKind::Lp { p } => acc.powf(1.0 / p as f32),
+            };
+        }
     });
     Tensor::from_f32(out_shape, y)
 }
