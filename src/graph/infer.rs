@@ -416,6 +416,26 @@ fn rule(node: &Node, ins: &[Option<In>]) -> Result<Out> {
             v
         }
         Attention(at) => attention_shapes(at, ins)?,
+        Rotary { .. } => vec![(x()?.dtype, x()?.shape.to_vec())],
+        Unique { .. } => return Err(Error::DataDependent("Unique's size depends on values".into())),
+        Einsum { equation } => {
+            let shapes: Vec<&[usize]> = ins.iter().flatten().map(|i| i.shape).collect();
+            let (_, out, dims) = crate::graph::einsum_labels::einsum_plan(equation, &shapes)?;
+            vec![(x()?.dtype, out.iter().map(|c| dims[c]).collect())]
+        }
+        CenterCropPad { axes } => {
+            let xi = x()?;
+            let target = const_ints(ins, 1, "shape")?.ok_or_else(|| Error::Tensor("missing shape".into()))?;
+            let ax = pad_axes(xi.shape.len(), axes.clone())?;
+            if ax.len() != target.len() {
+                return Err(Error::Tensor(format!("shape {target:?} does not match axes {ax:?}")));
+            }
+            let mut s = xi.shape.to_vec();
+            for (&a, &t) in ax.iter().zip(&target) {
+                s[a] = t.max(0) as usize;
+            }
+            vec![(xi.dtype, s)]
+        }
         Resize(attrs) => {
             let xi = x()?;
             let scales = match ins.get(attrs.scales_input).and_then(|s| s.as_ref()) {

@@ -5,6 +5,7 @@
 //! A loaded graph carries symbolic input dims (`batch`, `seq`); [`Graph::bind`] fixes them and
 //! fills every value's dtype and concrete shape ([`infer`]).
 
+pub mod einsum_labels;
 pub mod infer;
 pub mod op;
 

@@ -225,6 +225,10 @@ pub enum Op {
     Shrink { bias: f32, lambd: f32 },
     /// Resize, and Upsample (`upsample: true`: scales are input 1, asymmetric coordinates).
     Resize(ResizeAttrs),
+    Einsum { equation: String },
+    Unique { axis: Option<i64>, sorted: bool },
+    CenterCropPad { axes: Option<Vec<i64>> },
+    Rotary { interleaved: bool, rotary_dim: usize, num_heads: usize },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -368,6 +372,10 @@ impl Op {
             Op::Prelu => "PRelu".into(),
             Op::Shrink { .. } => "Shrink".into(),
             Op::Resize(_) => "Resize".into(),
+            Op::Einsum { .. } => "Einsum".into(),
+            Op::Unique { .. } => "Unique".into(),
+            Op::CenterCropPad { .. } => "CenterCropPad".into(),
+            Op::Rotary { .. } => "RotaryEmbedding".into(),
         }
     }
 

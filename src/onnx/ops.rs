@@ -203,6 +203,14 @@ pub fn parse(np: &NodeProto, name: &str, opset: i64) -> Result<Parsed> {
             })
         }
         "PRelu" => Op::Prelu,
+        "Einsum" => Op::Einsum { equation: a.string("equation")?.ok_or_else(|| a.err("equation is required".into()))? },
+        "Unique" => Op::Unique { axis: a.get("axis").map(|x| x.i), sorted: a.int("sorted", 1)? != 0 },
+        "CenterCropPad" => Op::CenterCropPad { axes: a.ints("axes")? },
+        "RotaryEmbedding" => Op::Rotary {
+            interleaved: a.int("interleaved", 0)? != 0,
+            rotary_dim: a.int("rotary_embedding_dim", 0)?.max(0) as usize,
+            num_heads: a.int("num_heads", 0)?.max(0) as usize,
+        },
         "Resize" | "Upsample" => {
             let old = np.op_type == "Upsample" || opset < 11;
             if np.op_type == "Upsample" && opset < 9 {

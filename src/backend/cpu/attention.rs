@@ -144,3 +144,51 @@ pub fn attention(at: &AttentionAttrs, inputs: &[Option<&Tensor>]) -> Result<Vec<
     let back = |t: Tensor| cast(&t, dtype);
     Ok(vec![back(yt)?, back(pk)?, back(pv)?, back(Tensor::from_f32(&[b, hq, sq, st], qk_out)?)?])
 }
+
+/// RotaryEmbedding (opset 23): rotates the first `rotary_dim` features of every head by the
+/// cached cos/sin of its position, in halves or interleaved pairs.
+pub fn rotary_embedding(x: &Tensor, cos: &Tensor, sin: &Tensor, positions: Option<&Tensor>, interleaved: bool, rotary_dim: usize, num_heads: usize) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let xf = cast(x, DType::F32)?;
+    let (cf, sf) = (cast(cos, DType::F32)?, cast(sin, DType::F32)?);
+    let (xv, cv, sv) = (xf.as_f32()?, cf.as_f32()?, sf.as_f32()?);
+    let s = x.shape();
+    // (batch, heads, seq, head_size) and the element offset of (b, h, t).
+    let (b, h, sq, d, four_d) = match s.len() {
+        4 => (s[0], s[1], s[2], s[3], true),
+        3 if num_heads > 0 && s[2] % num_heads == 0 => (s[0], num_heads, s[1], s[2] / num_heads, false),
+        _ => bail!("RotaryEmbedding needs [B, H, S, D] or [B, S, H*D] with num_heads, got {s:?}"),
+    };
+    let rd = if rotary_dim == 0 { d } else { rotary_dim };
+    let half = rd / 2;
+    if rd > d || rd % 2 != 0 || cos.shape().last() != Some(&half) {
+        bail!("rotary_embedding_dim {rd} does not fit head size {d} and cache {:?}", cos.shape());
+    }
+    let pos = positions.map(|p| p.to_i64_vec()).transpose()?;
+    let mut y = xv.to_vec();
+    for bi in 0..b {
+        for hi in 0..h {
+            for t in 0..sq {
+                let base = if four_d { ((bi * h + hi) * sq + t) * d } else { ((bi * sq + t) * h + hi) * d };
+                let row = match &pos {
+                    Some(p) => {
+                        let q = p[bi * sq + t];
+                        if q < 0 || (q as usize + 1) * half > cv.len() {
+                            bail!("position {q} outside the cos/sin cache {:?}", cos.shape());
+                        }
+                        q as usize
+                    }
+                    None => bi * sq + t,
+                };
+                let (c, sn) = (&cv[row * half..][..half], &sv[row * half..][..half]);
+                for i in 0..half {
+                    let (a, bidx) = if interleaved { (base + 2 * i, base + 2 * i + 1) } else { (base + i, base + i + half) };
+                    let (x1, x2) = (xv[a], xv[bidx]);
+                    y[a] = x1 * c[i] - x2 * sn[i];
+                    y[bidx] = x2 * c[i] + x1 * sn[i];
+                }
+            }
+        }
+    }
+    cast(&Tensor::from_f32(s, y)?, dtype)
+}

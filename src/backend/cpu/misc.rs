@@ -399,3 +399,57 @@ pub fn top_k(x: &Tensor, k: usize, axis: i64, largest: bool) -> Result<Vec<Tenso
     shape[ax] = k;
     Ok(vec![cast(&Tensor::new(shape.clone(), Data::F64(vals))?, x.dtype())?, Tensor::from_i64(&shape, ids)?])
 }
+
+/// Unique: distinct elements (or slices along `axis`), sorted or in first-seen order, with
+/// first indices, inverse indices and counts.
+pub fn unique(x: &Tensor, axis: Option<i64>, sorted: bool) -> Result<Vec<Tensor>> {
+    let (src, ax) = match axis {
+        Some(a) => (x.clone(), norm_axis(a, x.rank())?),
+        None => (x.clone().reshaped(vec![x.numel()])?, 0),
+    };
+    let v = src.to_f64_vec();
+    let dim = src.shape()[ax];
+    let inner: usize = src.shape()[ax + 1..].iter().product();
+    let outer: usize = src.shape()[..ax].iter().product();
+    let slice_of = |k: usize| -> Vec<f64> { (0..outer).flat_map(|o| v[(o * dim + k) * inner..(o * dim + k + 1) * inner].to_vec()).collect() };
+    let slices: Vec<Vec<f64>> = (0..dim).map(slice_of).collect();
+    let mut firsts: Vec<usize> = vec![];
+    for k in 0..dim {
+        if !firsts.iter().any(|&f| slices[f] == slices[k]) {
+            firsts.push(k);
+        }
+    }
+    if sorted {
+        firsts.sort_by(|&a, &b| slices[a].partial_cmp(&slices[b]).unwrap_or(std::cmp::Ordering::Equal));
+    }
+    let inverse: Vec<i64> = (0..dim).map(|k| firsts.iter().position(|&f| slices[f] == slices[k]).unwrap() as i64).collect();
+    let counts: Vec<i64> = (0..firsts.len()).map(|u| inverse.iter().filter(|&&i| i as usize == u).count() as i64).collect();
+    let idx = Tensor::from_i64(&[firsts.len()], firsts.iter().map(|&f| f as i64).collect())?;
+    let mut shape = src.shape().to_vec();
+    shape[ax] = firsts.len();
+    Ok(vec![
+        gather(&src, &idx, ax as i64, &shape)?,
+        idx,
+        Tensor::from_i64(&[dim], inverse)?,
+        Tensor::from_i64(&[counts.len()], counts)?,
+    ])
+}
+
+/// CenterCropPad: crop or zero-pad each listed axis to its target size, centred.
+pub fn center_crop_pad(x: &Tensor, target: &[i64], axes: &[usize]) -> Result<Tensor> {
+    let st = strides_of(x.shape());
+    let mut out_shape = x.shape().to_vec();
+    for (&a, &t) in axes.iter().zip(target) {
+        out_shape[a] = t.max(0) as usize;
+    }
+    let tables: Vec<Vec<usize>> = (0..x.rank())
+        .map(|d| {
+            let (n, t) = (x.shape()[d] as i64, out_shape[d] as i64);
+            // Crop drops floor((n - t) / 2) from the start; pad adds floor((t - n) / 2) there.
+            let shift = if t <= n { (n - t) / 2 } else { -((t - n) / 2) };
+            (0..t).map(|o| { let i = o + shift; if (0..n).contains(&i) { i as usize * st[d] } else { usize::MAX } }).collect()
+        })
+        .collect();
+    let data = map_data!(x.data(), v => gather_by_tables(v, &out_shape, &tables, Default::default()));
+    Tensor::new(out_shape, data)
+}

@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod conv;
+pub mod einsum;
 pub mod elementwise;
 pub mod gemm;
 pub mod layout;
@@ -94,7 +95,7 @@ fn f32_only(op: &Op) -> bool {
 fn eval_inner(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     // Compress and NonZero size their outputs from the data itself.
     let types = match output_types(node, inputs) {
-        Err(Error::DataDependent(_)) if matches!(node.op, Op::Compress { .. } | Op::NonZero) => vec![(DType::I64, vec![])],
+        Err(Error::DataDependent(_)) if matches!(node.op, Op::Compress { .. } | Op::NonZero | Op::Unique { .. }) => vec![(DType::I64, vec![])],
         t => t?,
     };
     let out_shape = &types[0].1;
@@ -208,6 +209,14 @@ fn eval_inner(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
             let roi = if attrs.scales_input == 2 { opt(1).map(|t| t.to_f64_vec()) } else { None };
             one(resize::resize(x, attrs, roi.as_deref(), &shape, &sc)?)
         }
+        Op::Einsum { equation } => one(einsum::einsum(equation, &inputs.iter().flatten().copied().collect::<Vec<_>>())?),
+        Op::Unique { axis, sorted } => misc::unique(x?, *axis, *sorted),
+        Op::CenterCropPad { axes } => {
+            let x = x?;
+            let ax = crate::graph::infer::pad_axes(x.rank(), axes.clone())?;
+            one(misc::center_crop_pad(x, &input(1)?.to_i64_vec()?, &ax)?)
+        }
+        Op::Rotary { interleaved, rotary_dim, num_heads } => one(attention::rotary_embedding(x?, input(1)?, input(2)?, opt(3), *interleaved, *rotary_dim, *num_heads)?),
         Op::Prelu => one(elementwise::prelu(x?, input(1)?)?),
         Op::Shrink { bias, lambd } => {
             let x = x?;
