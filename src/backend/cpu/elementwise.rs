@@ -8,6 +8,7 @@ use crate::bail;
 use half::f16;
 use rayon::prelude::*;
 
+/// Below this many elements a second thread costs more (wake-up) than it saves.
 const PAR_MIN: usize = 1 << 15;
 
 fn map_par<T: Sync, U: Send + Default + Clone>(v: &[T], f: impl Fn(&T) -> U + Sync + Send) -> Vec<U> {
@@ -69,47 +70,52 @@ fn erf_f64(x: f64) -> f64 {
     if x < 0.0 { -r } else { r }
 }
 
-fn unary_f32(op: UnaryOp) -> impl Fn(&f32) -> f32 + Sync + Send {
-    move |&x: &f32| match op {
-        UnaryOp::Relu => x.max(0.0),
-        UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
-        UnaryOp::Tanh => x.tanh(),
-        UnaryOp::Erf => erf(x),
-        UnaryOp::Exp => x.exp(),
-        UnaryOp::Log => x.ln(),
-        UnaryOp::Sqrt => x.sqrt(),
-        UnaryOp::Neg => -x,
-        UnaryOp::Abs => x.abs(),
-        UnaryOp::Reciprocal => 1.0 / x,
-        UnaryOp::Floor => x.floor(),
-        UnaryOp::Ceil => x.ceil(),
-        UnaryOp::Round => x.round_ties_even(),
-        UnaryOp::Sign => if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { x },
-        UnaryOp::Sin => x.sin(),
-        UnaryOp::Cos => x.cos(),
+/// Applies a float unary op over a slice. One closure per op (not a match per element), so each
+/// loop is monomorphised and vectorises where the math allows.
+fn unary_f32(op: UnaryOp, v: &[f32]) -> Vec<f32> {
+    macro_rules! m {
+        ($x:ident => $e:expr) => { map_par(v, |&$x: &f32| $e) };
+    }
+    match op {
+        UnaryOp::Relu => m!(x => x.max(0.0)),
+        UnaryOp::Sigmoid => m!(x => 1.0 / (1.0 + (-x).exp())),
+        UnaryOp::Tanh => m!(x => x.tanh()),
+        UnaryOp::Erf => m!(x => erf(x)),
+        UnaryOp::Exp => m!(x => x.exp()),
+        UnaryOp::Log => m!(x => x.ln()),
+        UnaryOp::Sqrt => m!(x => x.sqrt()),
+        UnaryOp::Neg => m!(x => -x),
+        UnaryOp::Abs => m!(x => x.abs()),
+        UnaryOp::Reciprocal => m!(x => 1.0 / x),
+        UnaryOp::Floor => m!(x => x.floor()),
+        UnaryOp::Ceil => m!(x => x.ceil()),
+        UnaryOp::Round => m!(x => x.round_ties_even()),
+        UnaryOp::Sign => m!(x => if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { x }),
+        UnaryOp::Sin => m!(x => x.sin()),
+        UnaryOp::Cos => m!(x => x.cos()),
         UnaryOp::Not | UnaryOp::IsNaN | UnaryOp::IsInf { .. } | UnaryOp::BitwiseNot => unreachable!("handled by dtype in unary()"),
-        UnaryOp::Tan => x.tan(),
-        UnaryOp::Asin => x.asin(),
-        UnaryOp::Acos => x.acos(),
-        UnaryOp::Atan => x.atan(),
-        UnaryOp::Sinh => x.sinh(),
-        UnaryOp::Cosh => x.cosh(),
-        UnaryOp::Asinh => x.asinh(),
-        UnaryOp::Acosh => x.acosh(),
-        UnaryOp::Atanh => x.atanh(),
-        UnaryOp::Celu(a) => x.max(0.0) + (a * ((x / a).exp() - 1.0)).min(0.0),
-        UnaryOp::Swish(a) => x / (1.0 + (-a * x).exp()),
-        UnaryOp::Softplus => if x > 20.0 { x } else { x.exp().ln_1p() },
-        UnaryOp::Softsign => x / (1.0 + x.abs()),
-        UnaryOp::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
-        UnaryOp::Mish => x * (if x > 20.0 { x } else { x.exp().ln_1p() }).tanh(),
-        UnaryOp::LeakyRelu(a) => if x < 0.0 { a * x } else { x },
-        UnaryOp::Elu(a) => if x < 0.0 { a * (x.exp() - 1.0) } else { x },
-        UnaryOp::Selu { alpha, gamma } => gamma * if x > 0.0 { x } else { alpha * (x.exp() - 1.0) },
-        UnaryOp::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
-        UnaryOp::ThresholdedRelu(a) => if x > a { x } else { 0.0 },
-        UnaryOp::Gelu { tanh: false } => 0.5 * x * (1.0 + erf(x / std::f32::consts::SQRT_2)),
-        UnaryOp::Gelu { tanh: true } => 0.5 * x * (1.0 + (0.797_884_6 * (x + 0.044715 * x * x * x)).tanh()),
+        UnaryOp::Tan => m!(x => x.tan()),
+        UnaryOp::Asin => m!(x => x.asin()),
+        UnaryOp::Acos => m!(x => x.acos()),
+        UnaryOp::Atan => m!(x => x.atan()),
+        UnaryOp::Sinh => m!(x => x.sinh()),
+        UnaryOp::Cosh => m!(x => x.cosh()),
+        UnaryOp::Asinh => m!(x => x.asinh()),
+        UnaryOp::Acosh => m!(x => x.acosh()),
+        UnaryOp::Atanh => m!(x => x.atanh()),
+        UnaryOp::Celu(a) => m!(x => x.max(0.0) + (a * ((x / a).exp() - 1.0)).min(0.0)),
+        UnaryOp::Swish(a) => m!(x => x / (1.0 + (-a * x).exp())),
+        UnaryOp::Softplus => m!(x => if x > 20.0 { x } else { x.exp().ln_1p() }),
+        UnaryOp::Softsign => m!(x => x / (1.0 + x.abs())),
+        UnaryOp::HardSwish => m!(x => x * (x / 6.0 + 0.5).clamp(0.0, 1.0)),
+        UnaryOp::Mish => m!(x => x * (if x > 20.0 { x } else { x.exp().ln_1p() }).tanh()),
+        UnaryOp::LeakyRelu(a) => m!(x => if x < 0.0 { a * x } else { x }),
+        UnaryOp::Elu(a) => m!(x => if x < 0.0 { a * (x.exp() - 1.0) } else { x }),
+        UnaryOp::Selu { alpha, gamma } => m!(x => gamma * if x > 0.0 { x } else { alpha * (x.exp() - 1.0) }),
+        UnaryOp::HardSigmoid { alpha, beta } => m!(x => (alpha * x + beta).clamp(0.0, 1.0)),
+        UnaryOp::ThresholdedRelu(a) => m!(x => if x > a { x } else { 0.0 }),
+        UnaryOp::Gelu { tanh: false } => m!(x => 0.5 * x * (1.0 + erf(x / std::f32::consts::SQRT_2))),
+        UnaryOp::Gelu { tanh: true } => m!(x => 0.5 * x * (1.0 + (0.797_884_6 * (x + 0.044715 * x * x * x)).tanh())),
     }
 }
 
@@ -125,19 +131,13 @@ pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
         (UnaryOp::BitwiseNot, d) => crate::map_data!(d, v => v.iter().map(|&e| bitnot(e)).collect()),
         (UnaryOp::Not, Data::Bool(v)) => Data::Bool(v.iter().map(|b| !b).collect()),
         (UnaryOp::Not, d) => bail!("Not needs bool input, got {}", d.dtype()),
-        (_, Data::F32(v)) => Data::F32(map_par(v, unary_f32(op))),
-        (_, Data::F16(v)) => {
-            let f = unary_f32(op);
-            Data::F16(v.iter().map(|x| f16::from_f32(f(&x.to_f32()))).collect())
-        }
-        (_, Data::BF16(v)) => {
-            let f = unary_f32(op);
-            Data::BF16(v.iter().map(|x| half::bf16::from_f32(f(&x.to_f32()))).collect())
-        }
-        (_, Data::F64(v)) => {
-            let f = unary_f32(op);
-            Data::F64(v.iter().map(|x| unary_f64(op, *x).unwrap_or_else(|| f(&(*x as f32)) as f64)).collect())
-        }
+        (_, Data::F32(v)) => Data::F32(unary_f32(op, v)),
+        (_, Data::F16(v)) => Data::F16(unary_f32(op, &v.iter().map(|x| x.to_f32()).collect::<Vec<_>>()).into_iter().map(f16::from_f32).collect()),
+        (_, Data::BF16(v)) => Data::BF16(unary_f32(op, &v.iter().map(|x| x.to_f32()).collect::<Vec<_>>()).into_iter().map(half::bf16::from_f32).collect()),
+        (_, Data::F64(v)) => match v.iter().map(|&x| unary_f64(op, x)).collect::<Option<Vec<f64>>>() {
+            Some(r) => Data::F64(r),
+            None => Data::F64(unary_f32(op, &v.iter().map(|&x| x as f32).collect::<Vec<_>>()).into_iter().map(|x| x as f64).collect()),
+        },
         (UnaryOp::Neg, Data::I64(v)) => Data::I64(v.iter().map(|x| x.wrapping_neg()).collect()),
         (UnaryOp::Neg, Data::I32(v)) => Data::I32(v.iter().map(|x| x.wrapping_neg()).collect()),
         (UnaryOp::Neg, Data::I8(v)) => Data::I8(v.iter().map(|x| x.wrapping_neg()).collect()),
@@ -227,33 +227,44 @@ pub fn broadcast_zip<A: Copy + Sync, B: Copy + Sync, U: Copy + Send + Default>(
             oa += idx * ea[d];
             ob += idx * eb[d];
         }
-        for (j, v) in dst.iter_mut().enumerate() {
-            *v = f(a[oa + j * ia], b[ob + j * ib]);
+        // Contiguous and row-broadcast inner loops get their own code so they vectorise.
+        match (ia, ib) {
+            (1, 1) => dst.iter_mut().zip(&a[oa..oa + inner]).zip(&b[ob..ob + inner]).for_each(|((v, &x), &y)| *v = f(x, y)),
+            (1, 0) => {
+                let y = b[ob];
+                dst.iter_mut().zip(&a[oa..oa + inner]).for_each(|(v, &x)| *v = f(x, y));
+            }
+            (0, 1) => {
+                let x = a[oa];
+                dst.iter_mut().zip(&b[ob..ob + inner]).for_each(|(v, &y)| *v = f(x, y));
+            }
+            _ => dst.iter_mut().enumerate().for_each(|(j, v)| *v = f(a[oa + j * ia], b[ob + j * ib])),
         }
     }
     res
 }
 
+// Each arm passes its own closure so broadcast_zip is monomorphised per op and the inner
+// loop inlines (and vectorises) the arithmetic instead of calling through a fn pointer.
 #[allow(unused_comparisons)]
 macro_rules! arith {
     ($op:expr, $a:expr, $b:expr, $ash:expr, $bsh:expr, $out:expr, $t:ty, float) => {{
-        let f: fn($t, $t) -> $t = match $op {
-            BinaryOp::Add => |x, y| x + y,
-            BinaryOp::Sub => |x, y| x - y,
-            BinaryOp::Mul => |x, y| x * y,
-            BinaryOp::Div => |x, y| x / y,
-            BinaryOp::Pow => |x, y| x.powf(y),
-            BinaryOp::Max => |x, y| if x.is_nan() || y.is_nan() { <$t>::NAN } else { x.max(y) },
-            BinaryOp::Min => |x, y| if x.is_nan() || y.is_nan() { <$t>::NAN } else { x.min(y) },
-            BinaryOp::Mod { fmod: true } => |x, y| x % y,
+        match $op {
+            BinaryOp::Add => broadcast_zip($a, $ash, $b, $bsh, $out, |x: $t, y: $t| x + y),
+            BinaryOp::Sub => broadcast_zip($a, $ash, $b, $bsh, $out, |x: $t, y: $t| x - y),
+            BinaryOp::Mul => broadcast_zip($a, $ash, $b, $bsh, $out, |x: $t, y: $t| x * y),
+            BinaryOp::Div => broadcast_zip($a, $ash, $b, $bsh, $out, |x: $t, y: $t| x / y),
+            BinaryOp::Pow => broadcast_zip($a, $ash, $b, $bsh, $out, |x: $t, y: $t| x.powf(y)),
+            BinaryOp::Max => broadcast_zip($a, $ash, $b, $bsh, $out, |x: $t, y: $t| if x.is_nan() || y.is_nan() { <$t>::NAN } else { x.max(y) }),
+            BinaryOp::Min => broadcast_zip($a, $ash, $b, $bsh, $out, |x: $t, y: $t| if x.is_nan() || y.is_nan() { <$t>::NAN } else { x.min(y) }),
+            BinaryOp::Mod { fmod: true } => broadcast_zip($a, $ash, $b, $bsh, $out, |x: $t, y: $t| x % y),
             // Python-style: the result takes the divisor's sign.
-            BinaryOp::Mod { fmod: false } => |x, y| {
+            BinaryOp::Mod { fmod: false } => broadcast_zip($a, $ash, $b, $bsh, $out, |x: $t, y: $t| {
                 let r = x % y;
                 if r != 0.0 && ((r < 0.0) != (y < 0.0)) { r + y } else { r }
-            },
+            }),
             _ => unreachable!(),
-        };
-        broadcast_zip($a, $ash, $b, $bsh, $out, f)
+        }
     }};
     ($op:expr, $a:expr, $b:expr, $ash:expr, $bsh:expr, $out:expr, $t:ty, int) => {{
         let f: fn($t, $t) -> $t = match $op {
