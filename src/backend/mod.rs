@@ -2,6 +2,8 @@
 //! compiles a bound graph (or a piece of one) into an [`Executable`].
 
 pub mod cpu;
+#[cfg(feature = "wgpu")]
+pub mod wgpu;
 
 use crate::error::Result;
 use crate::graph::Graph;
@@ -45,10 +47,11 @@ pub trait Executable: Send + Sync {
 pub fn by_name(name: &str) -> Result<Arc<dyn Backend>> {
     match name {
         "cpu" => Ok(Arc::new(cpu::CpuBackend::new())),
-        "wgpu" | "cuda" => Err(crate::error::Error::DeviceUnavailable {
-            device: name.into(),
-            reason: "this build has no such backend yet (only cpu)".into(),
-        }),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Ok(Arc::new(wgpu::WgpuBackend::new()?)),
+        #[cfg(not(feature = "wgpu"))]
+        "wgpu" => Err(crate::error::Error::DeviceUnavailable { device: name.into(), reason: "built without the `wgpu` cargo feature".into() }),
+        "cuda" => Err(crate::error::Error::DeviceUnavailable { device: name.into(), reason: "this build has no CUDA backend yet".into() }),
         other => Err(crate::error::Error::DeviceUnavailable { device: other.into(), reason: "unknown device name (known: cpu, wgpu, cuda)".into() }),
     }
 }
@@ -57,8 +60,9 @@ pub fn by_name(name: &str) -> Result<Arc<dyn Backend>> {
 pub fn all() -> Vec<DeviceInfo> {
     let mut v = vec![cpu::CpuBackend::new().info()];
     for name in ["wgpu", "cuda"] {
-        if let Err(e) = by_name(name) {
-            v.push(DeviceInfo { name: name.into(), kind: name.into(), available: false, details: vec![("reason".into(), e.to_string())] });
+        match by_name(name) {
+            Ok(b) => v.push(b.info()),
+            Err(e) => v.push(DeviceInfo { name: name.into(), kind: name.into(), available: false, details: vec![("reason".into(), e.to_string())] }),
         }
     }
     v

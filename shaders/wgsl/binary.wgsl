@@ -1,0 +1,24 @@
+// Broadcasting binary op (up to 6 dims); OP is an expression in x and y.
+// p: [n, shape[6], a_stride[6], b_stride[6]]
+@group(0) @binding(1) var<storage, read> lhs: array<f32>;
+@group(0) @binding(2) var<storage, read> rhs: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dst: array<f32>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if (i >= p[0]) { return; }
+    var rem = i;
+    var ia = 0u;
+    var ib = 0u;
+    for (var k = 0u; k < 6u; k++) {
+        let ax = 5u - k;
+        let c = rem % p[1u + ax];
+        rem = rem / p[1u + ax];
+        ia += c * p[7u + ax];
+        ib += c * p[13u + ax];
+    }
+    let x = lhs[ia];
+    let y = rhs[ib];
+    dst[i] = OP;
+}

@@ -1,0 +1,137 @@
+//! WGSL kernels: the sources in `shaders/wgsl`, the one place where they are specialised
+//! (workgroup size, the element-wise expression), and the expressions for each op.
+
+use crate::graph::{BinaryOp, UnaryOp};
+
+/// Threads per 1-D workgroup.
+pub const WG: u32 = 64;
+
+const COMMON: &str = include_str!("../../../shaders/wgsl/common.wgsl");
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    Copy,
+    Unary,
+    Binary,
+    Where,
+    Matmul,
+    Conv2d,
+    Pool2d,
+    Rows,
+    Gather,
+}
+
+impl Kernel {
+    pub const ALL: [Kernel; 9] = [Kernel::Copy, Kernel::Unary, Kernel::Binary, Kernel::Where, Kernel::Matmul, Kernel::Conv2d, Kernel::Pool2d, Kernel::Rows, Kernel::Gather];
+
+    fn body(self) -> &'static str {
+        match self {
+            Kernel::Copy => include_str!("../../../shaders/wgsl/copy.wgsl"),
+            Kernel::Unary => include_str!("../../../shaders/wgsl/unary.wgsl"),
+            Kernel::Binary => include_str!("../../../shaders/wgsl/binary.wgsl"),
+            Kernel::Where => include_str!("../../../shaders/wgsl/where.wgsl"),
+            Kernel::Matmul => include_str!("../../../shaders/wgsl/matmul.wgsl"),
+            Kernel::Conv2d => include_str!("../../../shaders/wgsl/conv2d.wgsl"),
+            Kernel::Pool2d => include_str!("../../../shaders/wgsl/pool2d.wgsl"),
+            Kernel::Rows => include_str!("../../../shaders/wgsl/rows.wgsl"),
+            Kernel::Gather => include_str!("../../../shaders/wgsl/gather.wgsl"),
+        }
+    }
+
+    /// Whether the kernel has an `OP` placeholder to fill.
+    pub fn templated(self) -> bool {
+        matches!(self, Kernel::Unary | Kernel::Binary)
+    }
+}
+
+/// Full WGSL source of `kernel` with `op` substituted for its `OP` placeholder.
+pub fn source(kernel: Kernel, op: &str) -> String {
+    let body = if kernel.templated() { kernel.body().replace("OP;", &format!("{op};")) } else { kernel.body().to_string() };
+    format!("const WG: u32 = {WG}u;\n{COMMON}\n{body}")
+}
+
+/// The WGSL expression (in `x`, params `a`, `b`) of a float unary op, if the device has it.
+pub fn unary_expr(op: UnaryOp) -> Option<String> {
+    Some(match op {
+        UnaryOp::Relu => "max(x, 0.0)".into(),
+        UnaryOp::Sigmoid => "1.0 / (1.0 + exp(-x))".into(),
+        UnaryOp::Tanh => "tanh(x)".into(),
+        UnaryOp::Erf => "erf_approx(x)".into(),
+        UnaryOp::Exp => "exp(x)".into(),
+        UnaryOp::Log => "log(x)".into(),
+        UnaryOp::Sqrt => "sqrt(x)".into(),
+        UnaryOp::Neg => "-x".into(),
+        UnaryOp::Abs => "abs(x)".into(),
+        UnaryOp::Reciprocal => "1.0 / x".into(),
+        UnaryOp::Floor => "floor(x)".into(),
+        UnaryOp::Ceil => "ceil(x)".into(),
+        UnaryOp::Sin => "sin(x)".into(),
+        UnaryOp::Cos => "cos(x)".into(),
+        UnaryOp::Softsign => "x / (1.0 + abs(x))".into(),
+        UnaryOp::Softplus => "select(log(1.0 + exp(x)), x, x > 20.0)".into(),
+        UnaryOp::HardSwish => "x * clamp(x / 6.0 + 0.5, 0.0, 1.0)".into(),
+        UnaryOp::LeakyRelu(al) => format!("select(x, {al:?} * x, x < 0.0)"),
+        UnaryOp::Elu(al) => format!("select(x, {al:?} * (exp(x) - 1.0), x < 0.0)"),
+        UnaryOp::HardSigmoid { alpha, beta } => format!("clamp({alpha:?} * x + {beta:?}, 0.0, 1.0)"),
+        UnaryOp::Gelu { tanh: false } => "0.5 * x * (1.0 + erf_approx(x * 0.70710678))".into(),
+        UnaryOp::Not => "select(0.0, 1.0, x == 0.0)".into(),
+        _ => return None,
+    })
+}
+
+/// The WGSL expression (in `x`, `y`) of a binary op on f32 carriers.
+pub fn binary_expr(op: BinaryOp) -> Option<&'static str> {
+    Some(match op {
+        BinaryOp::Add => "x + y",
+        BinaryOp::Sub => "x - y",
+        BinaryOp::Mul => "x * y",
+        BinaryOp::Div => "x / y",
+        BinaryOp::Pow => "pow(x, y)",
+        BinaryOp::Max => "max(x, y)",
+        BinaryOp::Min => "min(x, y)",
+        BinaryOp::Equal => "select(0.0, 1.0, x == y)",
+        BinaryOp::Less => "select(0.0, 1.0, x < y)",
+        BinaryOp::LessOrEqual => "select(0.0, 1.0, x <= y)",
+        BinaryOp::Greater => "select(0.0, 1.0, x > y)",
+        BinaryOp::GreaterOrEqual => "select(0.0, 1.0, x >= y)",
+        BinaryOp::And => "select(0.0, 1.0, x != 0.0 && y != 0.0)",
+        BinaryOp::Or => "select(0.0, 1.0, x != 0.0 || y != 0.0)",
+        BinaryOp::Xor => "select(0.0, 1.0, (x != 0.0) != (y != 0.0))",
+        _ => return None,
+    })
+}
+
+/// Every (kernel, op) specialisation the backend can build, for validation without a device.
+pub fn all_specialisations() -> Vec<(Kernel, String)> {
+    let mut v = vec![];
+    for k in Kernel::ALL {
+        match k {
+            Kernel::Unary => {
+                let ops = [
+                    UnaryOp::Relu, UnaryOp::Sigmoid, UnaryOp::Tanh, UnaryOp::Erf, UnaryOp::Exp, UnaryOp::Log, UnaryOp::Sqrt, UnaryOp::Neg,
+                    UnaryOp::Abs, UnaryOp::Reciprocal, UnaryOp::Floor, UnaryOp::Ceil, UnaryOp::Sin, UnaryOp::Cos, UnaryOp::Softsign,
+                    UnaryOp::Softplus, UnaryOp::HardSwish, UnaryOp::LeakyRelu(0.1), UnaryOp::Elu(1.0),
+                    UnaryOp::HardSigmoid { alpha: 0.2, beta: 0.5 }, UnaryOp::Gelu { tanh: false }, UnaryOp::Not,
+                ];
+                v.extend(ops.iter().filter_map(|&o| unary_expr(o)).map(|e| (k, e)));
+                v.extend(extra_unary().into_iter().map(|e| (k, e.to_string())));
+            }
+            Kernel::Binary => {
+                use BinaryOp::*;
+                let ops = [Add, Sub, Mul, Div, Pow, Max, Min, Equal, Less, LessOrEqual, Greater, GreaterOrEqual, And, Or, Xor];
+                v.extend(ops.iter().filter_map(|&o| binary_expr(o)).map(|e| (k, e.to_string())));
+            }
+            _ => v.push((k, String::new())),
+        }
+    }
+    v
+}
+
+/// Unary expressions used for Clip and Cast.
+pub fn extra_unary() -> [&'static str; 4] {
+    [CLIP, CAST_TRUNC, CAST_BOOL, IDENTITY]
+}
+pub const CLIP: &str = "clamp(x, a, b)";
+pub const CAST_TRUNC: &str = "trunc(x)";
+pub const CAST_BOOL: &str = "select(0.0, 1.0, x != 0.0)";
+pub const IDENTITY: &str = "x";
