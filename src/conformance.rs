@@ -64,6 +64,7 @@ pub fn run_case(dir: &Path, device: &str, tol: Tolerance) -> CaseResult {
         Ok(Err(CaseError::Mismatch(d))) => (Status::Fail, d),
         Ok(Err(CaseError::Run(Error::Unsupported { node, op, what }))) => {
             let what = if what.starts_with("operator ") { format!("op {op}") } else { what };
+            let what = what.trim_end_matches(&format!(" on device {device}")).to_string();
             (Status::Unsupported, format!("unsupported: {what} (node '{node}', op {op}, opset {opset}) on device {device}"))
         }
         Ok(Err(CaseError::Run(e))) => (Status::Error, e.to_string()),

@@ -47,3 +47,14 @@ fn check_device(device: &str) {
 fn onnx_node_suite_cpu() {
     check_device("cpu");
 }
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn onnx_node_suite_wgpu() {
+    if let Err(e) = hetsched::backend::by_name("wgpu") {
+        assert!(std::env::var_os("CI").is_none(), "CI must have a wgpu adapter: {e}");
+        eprintln!("SKIPPED: {e}");
+        return;
+    }
+    check_device("wgpu");
+}

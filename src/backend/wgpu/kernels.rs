@@ -68,7 +68,8 @@ pub fn unary_expr(op: UnaryOp) -> Option<String> {
         UnaryOp::Sin => "sin(x)".into(),
         UnaryOp::Cos => "cos(x)".into(),
         UnaryOp::Softsign => "x / (1.0 + abs(x))".into(),
-        UnaryOp::Softplus => "select(log(1.0 + exp(x)), x, x > 20.0)".into(),
+        // log1p by its series where exp(-|x|) is tiny: log(1 + e) in f32 loses e's digits there.
+        UnaryOp::Softplus => "max(x, 0.0) + select(log(1.0 + exp(-abs(x))), exp(-abs(x)) * (1.0 - exp(-abs(x)) * (0.5 - exp(-abs(x)) / 3.0)), exp(-abs(x)) < 1e-3)".into(),
         UnaryOp::HardSwish => "x * clamp(x / 6.0 + 0.5, 0.0, 1.0)".into(),
         UnaryOp::LeakyRelu(al) => format!("select(x, {al:?} * x, x < 0.0)"),
         UnaryOp::Elu(al) => format!("select(x, {al:?} * (exp(x) - 1.0), x < 0.0)"),

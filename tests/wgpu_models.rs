@@ -1,0 +1,71 @@
+//! The four shared models on the wgpu device against ONNX Runtime's references (relative L2
+//! <= 1e-3 in f32). Skips with a reason where no adapter exists, except in CI, which must have
+//! one (Mesa's lavapipe).
+#![cfg(feature = "wgpu")]
+
+mod common;
+use common::*;
+use hetsched::{Session, SessionOptions};
+
+/// Whether the wgpu device can be opened; in CI its absence is a failure.
+fn wgpu_available() -> bool {
+    match hetsched::backend::by_name("wgpu") {
+        Ok(_) => true,
+        Err(e) => {
+            if std::env::var_os("CI").is_some() {
+                panic!("CI must have a wgpu adapter (install mesa-vulkan-drivers): {e}");
+            }
+            eprintln!("SKIPPED: {e}");
+            false
+        }
+    }
+}
+
+fn check(name: &str) {
+    let Some(shared) = shared_dir() else { return };
+    if !wgpu_available() {
+        return;
+    }
+    let dir = shared.join("models").join(name);
+    let s = Session::from_path(dir.join("model.onnx"), SessionOptions { device: "wgpu".into(), ..Default::default() }).unwrap();
+    for set in ["test_data_set_0", "test_data_set_1"] {
+        let (ins, refs) = load_case(&s, &dir.join(set));
+        let outs = s.run(ins).unwrap();
+        for ((oname, o), r) in outs.iter().zip(&refs) {
+            let rep = hetsched::compare(o, r, hetsched::Tolerance::ONNX);
+            assert!(rep.model_ok(1e-3, 1e-2), "{name}/{set}/{oname} on wgpu: rel_l2 {:.3e}, max_abs {:.3e} (max |ref| {:.3e})", rep.rel_l2, rep.max_abs, rep.max_ref);
+        }
+    }
+}
+
+#[test]
+fn squeezenet_on_wgpu() {
+    check("squeezenet1_1");
+}
+#[test]
+fn mobilenet_on_wgpu() {
+    check("mobilenet_v2");
+}
+#[test]
+fn shufflenet_on_wgpu() {
+    check("shufflenet_v2_x1_0");
+}
+#[test]
+fn bert_tiny_on_wgpu() {
+    check("bert_tiny");
+}
+
+/// A node the device lacks is refused as unsupported, not run wrongly.
+#[test]
+fn unsupported_node_is_refused() {
+    if !wgpu_available() {
+        return;
+    }
+    use common::builder::*;
+    let mut b = ModelBuilder::new();
+    b.input("x", 1, &["2", "3"]).output("y").node("CumSum", &["x", "axis"], &["y"], vec![]);
+    b.init("axis", &hetsched::Tensor::from_i64(&[], vec![1]).unwrap());
+    let s = Session::from_bytes(&b.bytes(), SessionOptions { device: "wgpu".into(), ..Default::default() }).unwrap();
+    let r = s.run(vec![("x".into(), hetsched::Tensor::zeros(hetsched::DType::F32, &[2, 3]).unwrap())]);
+    assert!(matches!(r, Err(hetsched::Error::Unsupported { .. })), "{:?}", r.err());
+}
