@@ -6,6 +6,7 @@
 //! fills every value's dtype and concrete shape ([`infer`]).
 
 pub mod einsum_labels;
+pub mod geometry;
 pub mod infer;
 pub mod op;
 
