@@ -88,7 +88,7 @@ impl From<Error> for CaseError {
 }
 
 fn run_case_inner(bytes: &[u8], dir: &Path, device: &str, tol: Tolerance) -> Result<(), CaseError> {
-    let session = Session::from_bytes(bytes, SessionOptions { device: device.into(), optimize: true })?;
+    let session = Session::from_bytes(bytes, SessionOptions { device: device.into(), ..Default::default() })?;
     let mut sets: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::Io { path: dir.display().to_string(), source: e })?
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -17,11 +17,14 @@ pub struct SessionOptions {
     pub device: String,
     /// Run the graph passes (constant folding, Identity removal, BN folding, activation fusion).
     pub optimize: bool,
+    /// Store float tensors as f16 on devices that support it (wgpu with shader-f16); the CPU
+    /// ignores it.
+    pub f16: bool,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { device: "cpu".into(), optimize: true }
+        SessionOptions { device: "cpu".into(), optimize: true, f16: false }
     }
 }
 
@@ -99,7 +102,7 @@ impl Session {
             }
         }
         let graph = Arc::new(g);
-        let executable = self.backend.compile(graph.clone())?;
+        let executable = self.backend.compile(graph.clone(), &backend::CompileOptions { f16: self.options.f16 })?;
         let p = Arc::new(Prepared { graph, executable });
         self.plans.lock().unwrap_or_else(|e| e.into_inner()).insert(bindings.clone(), p.clone());
         Ok(p)

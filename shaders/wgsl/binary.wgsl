@@ -1,8 +1,8 @@
 // Broadcasting binary op (up to 6 dims); OP is an expression in x and y.
 // p: [n, shape[6], a_stride[6], b_stride[6]]
-@group(0) @binding(1) var<storage, read> lhs: array<f32>;
-@group(0) @binding(2) var<storage, read> rhs: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(1) var<storage, read> lhs: array<B1>;
+@group(0) @binding(2) var<storage, read> rhs: array<B2>;
+@group(0) @binding(3) var<storage, read_write> dst: array<B3>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -18,7 +18,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         ia += c * p[7u + ax];
         ib += c * p[13u + ax];
     }
-    let x = lhs[ia];
-    let y = rhs[ib];
-    dst[i] = OP;
+    let x = f32(lhs[ia]);
+    let y = f32(rhs[ib]);
+    dst[i] = B3({{OP}});
 }

@@ -1,10 +1,10 @@
 // Direct 2-D convolution, one output element per thread, groups (depthwise included), bias and
 // fused activation. p: [N, C, H, W, M, OH, OW, KH, KW, SH, SW, PT, PL, DH, DW, G, has_bias,
 // act, lo_bits, hi_bits]
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<B1>;
+@group(0) @binding(2) var<storage, read> w: array<B2>;
+@group(0) @binding(3) var<storage, read> bias: array<B3>;
+@group(0) @binding(4) var<storage, read_write> y: array<B4>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -29,10 +29,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             for (var kx = 0u; kx < KW; kx++) {
                 let ix = i32(ox * p[10] + kx * p[14]) - i32(p[12]);
                 if (ix < 0 || ix >= i32(W)) { continue; }
-                acc += x[xc + u32(iy) * W + u32(ix)] * w[wc + ky * KW + kx];
+                acc += f32(x[xc + u32(iy) * W + u32(ix)]) * f32(w[wc + ky * KW + kx]);
             }
         }
     }
-    if (p[16] == 1u) { acc += bias[oc]; }
-    y[i] = activate(acc, p[17], pf(18u), pf(19u));
+    if (p[16] == 1u) { acc += f32(bias[oc]); }
+    y[i] = B4(activate(acc, p[17], pf(18u), pf(19u)));
 }

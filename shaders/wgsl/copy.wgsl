@@ -1,7 +1,7 @@
 // Strided view copy (up to 6 dims): Transpose, Slice, Expand, Concat pieces.
 // p: [n, src_base, dst_base, shape[6], src_stride[6] (i32), dst_stride[6] (i32)]
-@group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(1) var<storage, read> src: array<B1>;
+@group(0) @binding(2) var<storage, read_write> dst: array<B2>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -18,5 +18,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         s += c * bitcast<i32>(p[9u + ax]);
         d += c * bitcast<i32>(p[15u + ax]);
     }
-    dst[d] = src[s];
+    dst[d] = B2(src[s]);
 }

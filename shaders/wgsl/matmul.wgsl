@@ -2,10 +2,10 @@
 // the fused activation. Strides express transposes and batch broadcasting (stride 0).
 // p: [M, N, K, a_batch, a_rs, a_cs, b_batch, b_rs, b_cs, has_bias, bias_rs, bias_cs,
 //     alpha_bits, beta_bits, act, lo_bits, hi_bits]
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> bm: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<B1>;
+@group(0) @binding(2) var<storage, read> bm: array<B2>;
+@group(0) @binding(3) var<storage, read> bias: array<B3>;
+@group(0) @binding(4) var<storage, read_write> c: array<B4>;
 
 const T: u32 = 16u;
 var<workgroup> ta: array<array<f32, 16>, 16>;
@@ -25,9 +25,9 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         let ka = t * T + lid.x;
         let kb = t * T + lid.y;
         var va = 0.0;
-        if (row < m && ka < k) { va = a[a0 + row * p[4] + ka * p[5]]; }
+        if (row < m && ka < k) { va = f32(a[a0 + row * p[4] + ka * p[5]]); }
         var vb = 0.0;
-        if (kb < k && col < n) { vb = bm[b0 + kb * p[7] + col * p[8]]; }
+        if (kb < k && col < n) { vb = f32(bm[b0 + kb * p[7] + col * p[8]]); }
         ta[lid.y][lid.x] = va;
         tb[lid.y][lid.x] = vb;
         workgroupBarrier();
@@ -39,7 +39,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     if (row >= m || col >= n) { return; }
     var v = pf(12u) * acc;
     if (p[9] == 1u) {
-        v += pf(13u) * bias[row * p[10] + col * p[11]];
+        v += pf(13u) * f32(bias[row * p[10] + col * p[11]]);
     }
-    c[batch * m * n + row * n + col] = activate(v, p[14], pf(15u), pf(16u));
+    c[batch * m * n + row * n + col] = B4(activate(v, p[14], pf(15u), pf(16u)));
 }

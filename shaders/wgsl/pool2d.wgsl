@@ -1,7 +1,7 @@
 // 2-D max / average pooling, one output per thread.
 // p: [NC, H, W, OH, OW, KH, KW, SH, SW, PT, PL, DH, DW, kind (0 max, 1 avg, 2 avg incl. pad), PB, PR]
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<B1>;
+@group(0) @binding(2) var<storage, read_write> y: array<B2>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -21,12 +21,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             let ix = i32(ox * p[8] + kx * p[12]) - i32(p[10]);
             if (iy < i32(H + p[14]) && ix < i32(W + p[15])) { padded += 1u; }
             if (iy < 0 || ix < 0 || iy >= i32(H) || ix >= i32(W)) { continue; }
-            let v = x[plane * H * W + u32(iy) * W + u32(ix)];
+            let v = f32(x[plane * H * W + u32(iy) * W + u32(ix)]);
             count += 1u;
             if (kind == 0u) { acc = max(acc, v); } else { acc += v; }
         }
     }
     if (kind == 1u) { acc = acc / f32(max(count, 1u)); }
     if (kind == 2u) { acc = acc / f32(max(padded, 1u)); }
-    y[i] = acc;
+    y[i] = B2(acc);
 }

@@ -1,7 +1,7 @@
 // Element-wise unary op; OP is an expression in x (and the float params a = pf(1), b = pf(2)).
 // p: [n, a_bits, b_bits]
-@group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(1) var<storage, read> src: array<B1>;
+@group(0) @binding(2) var<storage, read_write> dst: array<B2>;
 
 fn erf_approx(v: f32) -> f32 {
     // Abramowitz & Stegun 7.1.26 (max abs error 1.5e-7).
@@ -16,8 +16,8 @@ fn erf_approx(v: f32) -> f32 {
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
     if (i >= p[0]) { return; }
-    let x = src[i];
+    let x = f32(src[i]);
     let a = pf(1u);
     let b = pf(2u);
-    dst[i] = OP;
+    dst[i] = B2({{OP}});
 }

@@ -33,7 +33,14 @@ pub trait Backend: Send + Sync {
     /// Can this device run `node` (with its inferred input/output types)?
     fn supports(&self, graph: &Graph, node: NodeIndex) -> Support;
     /// Compiles a bound graph (every value typed and shaped) for repeated execution.
-    fn compile(&self, graph: Arc<Graph>) -> Result<Arc<dyn Executable>>;
+    fn compile(&self, graph: Arc<Graph>, options: &CompileOptions) -> Result<Arc<dyn Executable>>;
+}
+
+/// How a backend should compile.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompileOptions {
+    /// Store float tensors as f16 where the device supports it (half the memory; looser accuracy).
+    pub f16: bool,
 }
 
 /// A compiled graph or partition. Immutable and shared; each `run` has its own state, so many

@@ -34,10 +34,13 @@ pub struct RunArgs {
     /// Skip the graph passes.
     #[arg(long)]
     no_optimize: bool,
+    /// Store float tensors as f16 on the device (wgpu with shader-f16).
+    #[arg(long)]
+    f16: bool,
 }
 
 pub fn run(a: RunArgs) -> Result<ExitCode> {
-    let opts = SessionOptions { device: a.device.clone(), optimize: !a.no_optimize };
+    let opts = SessionOptions { device: a.device.clone(), optimize: !a.no_optimize, f16: a.f16 };
     let session = Session::from_path(model_path(&a.model), opts)?;
     let (inputs, refs) = match &a.inputs {
         Some(dir) => {

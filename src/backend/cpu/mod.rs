@@ -62,7 +62,7 @@ impl Backend for CpuBackend {
         Support::Yes
     }
 
-    fn compile(&self, graph: Arc<Graph>) -> Result<Arc<dyn Executable>> {
+    fn compile(&self, graph: Arc<Graph>, _options: &super::CompileOptions) -> Result<Arc<dyn Executable>> {
         Ok(Arc::new(CpuExecutable::new(graph)?))
     }
 }

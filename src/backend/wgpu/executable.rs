@@ -2,7 +2,7 @@
 //! read-back staging) and every bind group is made once at compile time and reused by each run;
 //! a run is one upload, one command buffer for the whole graph, one submit and one read-back.
 
-use super::kernels::{self, Kernel, WG};
+use super::kernels::{self, Elem, Kernel, WG};
 use super::Context;
 use crate::backend::Executable;
 use crate::error::{Error, Result};
@@ -22,6 +22,7 @@ struct Step {
 
 struct Output {
     buffer: usize,
+    elem: Elem,
     shape: Vec<usize>,
     dtype: DType,
     readback: wgpu::Buffer,
@@ -31,7 +32,7 @@ pub struct WgpuExecutable {
     ctx: Arc<Context>,
     buffers: Vec<wgpu::Buffer>,
     steps: Vec<Step>,
-    inputs: Vec<(usize, String, Vec<usize>)>,
+    inputs: Vec<(usize, Elem, String, Vec<usize>)>,
     outputs: Vec<Output>,
     /// Runs share the buffers, so they take turns (the device serialises them anyway).
     run_lock: Mutex<()>,
@@ -77,6 +78,26 @@ fn carrier(t: &Tensor) -> Vec<f32> {
     match t.data() {
         Data::F32(v) => v.clone(),
         d => d.to_f64_vec().into_iter().map(|x| x as f32).collect(),
+    }
+}
+
+/// Device bytes of a tensor stored as `elem` (padded to a multiple of 4 bytes).
+fn encode(t: &Tensor, elem: Elem) -> Vec<u8> {
+    let c = carrier(t);
+    let mut bytes: Vec<u8> = match elem {
+        Elem::F32 => bytemuck::cast_slice(&c).to_vec(),
+        Elem::F16 => c.iter().flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes()).collect(),
+    };
+    while bytes.len() % 4 != 0 || bytes.is_empty() {
+        bytes.push(0);
+    }
+    bytes
+}
+
+fn decode(bytes: &[u8], elem: Elem, n: usize) -> Vec<f32> {
+    match elem {
+        Elem::F32 => bytemuck::cast_slice::<u8, f32>(bytes)[..n].to_vec(),
+        Elem::F16 => bytes.chunks_exact(2).take(n).map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()).collect(),
     }
 }
 
@@ -136,8 +157,11 @@ pub fn matmul_batches(g: &Graph, n: NodeIndex) -> Option<(usize, usize, usize, u
 struct Builder<'a> {
     ctx: &'a Context,
     g: &'a Graph,
+    /// Store float tensors as f16.
+    f16: bool,
     buffers: Vec<wgpu::Buffer>,
     lens: Vec<usize>,
+    elems: Vec<Elem>,
     value_buf: HashMap<(NodeIndex, usize), usize>,
     steps: Vec<Step>,
     dummy: Option<usize>,
@@ -155,25 +179,32 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    fn new_buffer(&mut self, len: usize) -> Result<usize> {
-        let bytes = (len.max(1) * 4) as u64;
+    /// How a value of `dtype` is stored: floats as f16 in f16 mode, everything else as f32.
+    fn elem_for(&self, dtype: Option<DType>) -> Elem {
+        if self.f16 && dtype.is_some_and(|d| d.is_float()) { Elem::F16 } else { Elem::F32 }
+    }
+
+    fn new_buffer(&mut self, len: usize, elem: Elem) -> Result<usize> {
+        let bytes = ((len.max(1) * elem.bytes()).div_ceil(4) * 4) as u64;
         self.check_size(bytes)?;
         self.buffers.push(self.ctx.device.create_buffer(&wgpu::BufferDescriptor { label: None, size: bytes, usage: Self::usage(), mapped_at_creation: false }));
         self.lens.push(len);
+        self.elems.push(elem);
         Ok(self.buffers.len() - 1)
     }
 
-    fn data_buffer(&mut self, data: &[f32]) -> Result<usize> {
-        let bytes: &[u8] = if data.is_empty() { &[0; 4] } else { bytemuck::cast_slice(data) };
+    fn data_buffer(&mut self, t: &Tensor, elem: Elem) -> Result<usize> {
+        let bytes = encode(t, elem);
         self.check_size(bytes.len() as u64)?;
-        self.buffers.push(self.ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytes, usage: Self::usage() }));
-        self.lens.push(data.len());
+        self.buffers.push(self.ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: &bytes, usage: Self::usage() }));
+        self.lens.push(t.numel());
+        self.elems.push(elem);
         Ok(self.buffers.len() - 1)
     }
 
     fn dummy(&mut self) -> Result<usize> {
         if self.dummy.is_none() {
-            self.dummy = Some(self.data_buffer(&[0.0])?);
+            self.dummy = Some(self.data_buffer(&Tensor::scalar_f32(0.0), Elem::F32)?);
         }
         Ok(self.dummy.unwrap())
     }
@@ -185,7 +216,7 @@ impl<'a> Builder<'a> {
         }
         let v = &self.g.g[key.0].outputs[key.1];
         let Some(t) = v.value.clone() else { return Err(Error::Tensor(format!("value '{}' used before it is produced", v.name))) };
-        let b = self.data_buffer(&carrier(&t))?;
+        let b = self.data_buffer(&t, self.elem_for(Some(t.dtype())))?;
         self.value_buf.insert(key, b);
         Ok(b)
     }
@@ -200,14 +231,16 @@ impl<'a> Builder<'a> {
     }
 
     fn output(&mut self, n: NodeIndex, slot: usize) -> Result<usize> {
-        let len = self.g.g[n].outputs[slot].numel();
-        let b = self.new_buffer(len)?;
+        let v = &self.g.g[n].outputs[slot];
+        let (len, elem) = (v.numel(), self.elem_for(v.dtype));
+        let b = self.new_buffer(len, elem)?;
         self.value_buf.insert((n, slot), b);
         Ok(b)
     }
 
-    fn step(&mut self, kernel: Kernel, op: &str, params: &[u32], bufs: &[usize], groups: [u32; 3]) {
-        let pipeline = self.ctx.pipeline(kernel, op);
+    fn step(&mut self, kernel: Kernel, op: &str, params: &[u32], bufs: &[usize], groups: [u32; 3]) -> Result<()> {
+        let types: Vec<Elem> = bufs.iter().map(|&b| self.elems[b]).collect();
+        let pipeline = self.ctx.pipeline(kernel, op, &types)?;
         let pbuf = self.ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("params"),
             contents: bytemuck::cast_slice(if params.is_empty() { &[0u32] } else { params }),
@@ -219,26 +252,26 @@ impl<'a> Builder<'a> {
         }
         let bind = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &pipeline.get_bind_group_layout(0), entries: &entries });
         self.steps.push(Step { pipeline, bind, groups });
+        Ok(())
     }
 
     /// Copies a strided view of `src` into a strided view of `dst` over `shape`.
-    fn copy(&mut self, src: usize, src_base: isize, src_st: &[isize], dst: usize, dst_base: usize, dst_st: &[isize], shape: &[usize]) {
+    fn copy(&mut self, src: usize, src_base: isize, src_st: &[isize], dst: usize, dst_base: usize, dst_st: &[isize], shape: &[usize]) -> Result<()> {
         let n: usize = shape.iter().product();
         if n == 0 {
-            return;
+            return Ok(());
         }
         let mut p = vec![n as u32, src_base as i32 as u32, dst_base as u32];
         p.extend(shape6(shape));
         p.extend(i32_6(src_st));
         p.extend(i32_6(dst_st));
-        self.step(Kernel::Copy, "", &p, &[src, dst], grid(n));
+        self.step(Kernel::Copy, "", &p, &[src, dst], grid(n))
     }
 
     fn rows(&mut self, x: usize, rows: usize, len: usize, kind: u32, eps: f32, scale: Option<usize>, shift: Option<usize>, out: usize) -> Result<()> {
         let d = self.dummy()?;
         let p = [rows as u32, len as u32, kind, eps.to_bits(), shift.is_some() as u32];
-        self.step(Kernel::Rows, "", &p, &[x, scale.unwrap_or(d), shift.unwrap_or(d), out], grid(rows));
-        Ok(())
+        self.step(Kernel::Rows, "", &p, &[x, scale.unwrap_or(d), shift.unwrap_or(d), out], grid(rows))
     }
 
     fn node(&mut self, n: NodeIndex) -> Result<()> {
@@ -254,7 +287,7 @@ impl<'a> Builder<'a> {
             Op::Unary(u) => {
                 let expr = kernels::unary_expr(*u).ok_or_else(|| Error::Tensor(format!("{u:?} has no wgpu kernel")))?;
                 let (x, o) = (self.input(n, 0)?, self.output(n, 0)?);
-                self.step(Kernel::Unary, &expr, &[numel as u32, 0, 0], &[x, o], grid(numel));
+                self.step(Kernel::Unary, &expr, &[numel as u32, 0, 0], &[x, o], grid(numel))?;
             }
             Op::Clip { min, max } => {
                 let bound = |i: usize, attr: Option<f32>, dflt: f32| -> f32 {
@@ -262,7 +295,7 @@ impl<'a> Builder<'a> {
                 };
                 let (lo, hi) = (bound(1, *min, f32::MIN), bound(2, *max, f32::MAX));
                 let (x, o) = (self.input(n, 0)?, self.output(n, 0)?);
-                self.step(Kernel::Unary, kernels::CLIP, &[numel as u32, lo.to_bits(), hi.to_bits()], &[x, o], grid(numel));
+                self.step(Kernel::Unary, kernels::CLIP, &[numel as u32, lo.to_bits(), hi.to_bits()], &[x, o], grid(numel))?;
             }
             Op::Cast { to } => {
                 let expr = match to {
@@ -271,7 +304,7 @@ impl<'a> Builder<'a> {
                     _ => kernels::CAST_TRUNC,
                 };
                 let (x, o) = (self.input(n, 0)?, self.output(n, 0)?);
-                self.step(Kernel::Unary, expr, &[numel as u32, 0, 0], &[x, o], grid(numel));
+                self.step(Kernel::Unary, expr, &[numel as u32, 0, 0], &[x, o], grid(numel))?;
             }
             Op::Binary(b) => {
                 let expr = kernels::binary_expr(*b).ok_or_else(|| Error::Tensor(format!("{b:?} has no wgpu kernel")))?;
@@ -281,7 +314,7 @@ impl<'a> Builder<'a> {
                 p.extend(shape6(&out_shape));
                 p.extend(bcast_strides6(&sa, &out_shape));
                 p.extend(bcast_strides6(&sb, &out_shape));
-                self.step(Kernel::Binary, expr, &p, &[a, bb, o], grid(numel));
+                self.step(Kernel::Binary, expr, &p, &[a, bb, o], grid(numel))?;
             }
             Op::Where => {
                 let shapes: Vec<Vec<usize>> = (0..3).map(|i| self.in_shape(n, i)).collect();
@@ -291,7 +324,7 @@ impl<'a> Builder<'a> {
                 for s in &shapes {
                     p.extend(bcast_strides6(s, &out_shape));
                 }
-                self.step(Kernel::Where, "", &p, &bufs, grid(numel));
+                self.step(Kernel::Where, "", &p, &bufs, grid(numel))?;
             }
             Op::Conv { window, group, activation } => {
                 let (xs, ws) = (self.in_shape(n, 0), self.in_shape(n, 1));
@@ -313,7 +346,7 @@ impl<'a> Builder<'a> {
                 p.push(*group as u32);
                 p.push(has_bias as u32);
                 p.extend(act_params(*activation));
-                self.step(Kernel::Conv2d, "", &p, &[x, w, b, o], grid(numel));
+                self.step(Kernel::Conv2d, "", &p, &[x, w, b, o], grid(numel))?;
             }
             Op::Pool { kind, window } => {
                 let xs = self.in_shape(n, 0);
@@ -332,7 +365,7 @@ impl<'a> Builder<'a> {
                     vec![(xs[0] * xs[1]) as u32, 1, xs[2] as u32, 1, out_shape[2] as u32, 1, k[0] as u32, 1, at(&window.strides, 0), 0, pads[0] as u32, 1, at(&window.dilations, 0), kind_id, 0, pads[1] as u32]
                 };
                 let (x, o) = (self.input(n, 0)?, self.output(n, 0)?);
-                self.step(Kernel::Pool2d, "", &p, &[x, o], grid(numel));
+                self.step(Kernel::Pool2d, "", &p, &[x, o], grid(numel))?;
             }
             Op::GlobalPool { kind } => {
                 let xs = self.in_shape(n, 0);
@@ -391,7 +424,7 @@ impl<'a> Builder<'a> {
                 let o = self.output(n, 0)?;
                 let mut p = vec![m as u32, nn as u32, k as u32, 0, a_rs as u32, a_cs as u32, 0, b_rs as u32, b_cs as u32, has_c as u32, c_rs as u32, c_cs as u32, alpha.to_bits(), beta.to_bits()];
                 p.extend(act_params(*activation));
-                self.step(Kernel::Matmul, "", &p, &[a, b, c, o], [nn.div_ceil(16) as u32, m.div_ceil(16) as u32, 1]);
+                self.step(Kernel::Matmul, "", &p, &[a, b, c, o], [nn.div_ceil(16) as u32, m.div_ceil(16) as u32, 1])?;
             }
             Op::MatMul => {
                 let (batch, m, k, nn, sa, sb) = matmul_batches(self.g, n).ok_or_else(|| Error::Tensor("MatMul batch broadcast not supported on wgpu".into()))?;
@@ -399,7 +432,7 @@ impl<'a> Builder<'a> {
                 let o = self.output(n, 0)?;
                 let mut p = vec![m as u32, nn as u32, k as u32, sa as u32, k as u32, 1, sb as u32, nn as u32, 1, 0, 0, 0, 1f32.to_bits(), 0f32.to_bits()];
                 p.extend(act_params(None));
-                self.step(Kernel::Matmul, "", &p, &[a, b, d, o], [nn.div_ceil(16) as u32, m.div_ceil(16) as u32, batch as u32]);
+                self.step(Kernel::Matmul, "", &p, &[a, b, d, o], [nn.div_ceil(16) as u32, m.div_ceil(16) as u32, batch as u32])?;
             }
             Op::Transpose { perm } => {
                 let xs = self.in_shape(n, 0);
@@ -408,7 +441,7 @@ impl<'a> Builder<'a> {
                 let src: Vec<isize> = p.iter().map(|&d| st[d] as isize).collect();
                 let dst: Vec<isize> = strides_of(&out_shape).iter().map(|&s| s as isize).collect();
                 let (x, o) = (self.input(n, 0)?, self.output(n, 0)?);
-                self.copy(x, 0, &src, o, 0, &dst, &out_shape);
+                self.copy(x, 0, &src, o, 0, &dst, &out_shape)?;
             }
             Op::Slice => {
                 let xs = self.in_shape(n, 0);
@@ -424,14 +457,14 @@ impl<'a> Builder<'a> {
                 let src: Vec<isize> = axes.iter().zip(&st).map(|(a, &s)| a.step as isize * s as isize).collect();
                 let dst: Vec<isize> = strides_of(&out_shape).iter().map(|&s| s as isize).collect();
                 let (x, o) = (self.input(n, 0)?, self.output(n, 0)?);
-                self.copy(x, base, &src, o, 0, &dst, &out_shape);
+                self.copy(x, base, &src, o, 0, &dst, &out_shape)?;
             }
             Op::Expand => {
                 let xs = self.in_shape(n, 0);
                 let src: Vec<isize> = bcast_strides6(&xs, &out_shape).iter().skip(6 - out_shape.len()).map(|&s| s as isize).collect();
                 let dst: Vec<isize> = strides_of(&out_shape).iter().map(|&s| s as isize).collect();
                 let (x, o) = (self.input(n, 0)?, self.output(n, 0)?);
-                self.copy(x, 0, &src, o, 0, &dst, &out_shape);
+                self.copy(x, 0, &src, o, 0, &dst, &out_shape)?;
             }
             Op::Concat { axis } => {
                 let ax = norm_axis(*axis, out_shape.len())?;
@@ -445,7 +478,7 @@ impl<'a> Builder<'a> {
                     let xs = self.in_shape(n, i);
                     let src: Vec<isize> = strides_of(&xs).iter().map(|&s| s as isize).collect();
                     let x = self.input(n, i)?;
-                    self.copy(x, 0, &src, o, offset * dst[ax] as usize, &dst, &xs);
+                    self.copy(x, 0, &src, o, offset * dst[ax] as usize, &dst, &xs)?;
                     offset += xs[ax];
                 }
             }
@@ -455,7 +488,7 @@ impl<'a> Builder<'a> {
                 let count: usize = self.in_shape(n, 1).iter().product();
                 let inner: usize = xs[ax + 1..].iter().product();
                 let (x, idx, o) = (self.input(n, 0)?, self.input(n, 1)?, self.output(n, 0)?);
-                self.step(Kernel::Gather, "", &[numel as u32, xs[ax] as u32, count as u32, inner as u32], &[x, idx, o], grid(numel));
+                self.step(Kernel::Gather, "", &[numel as u32, xs[ax] as u32, count as u32, inner as u32], &[x, idx, o], grid(numel))?;
             }
             other => return Err(Error::Unsupported { node: String::new(), op: String::new(), what: format!("{} on wgpu", other.name()) }),
         }
@@ -464,15 +497,16 @@ impl<'a> Builder<'a> {
 }
 
 impl WgpuExecutable {
-    pub fn new(ctx: Arc<Context>, graph: Arc<Graph>) -> Result<Self> {
+    pub fn new(ctx: Arc<Context>, graph: Arc<Graph>, f16: bool) -> Result<Self> {
         let g = &*graph;
-        let mut b = Builder { ctx: &ctx, g, buffers: vec![], lens: vec![], value_buf: HashMap::new(), steps: vec![], dummy: None };
+        let mut b = Builder { ctx: &ctx, g, f16, buffers: vec![], lens: vec![], elems: vec![], value_buf: HashMap::new(), steps: vec![], dummy: None };
         let mut inputs = vec![];
         for gi in &g.inputs {
             let shape = g.g[gi.node].outputs[0].shape.clone().ok_or_else(|| Error::Input(format!("input '{}' has no bound shape", gi.name)))?;
-            let buf = b.new_buffer(shape.iter().product())?;
+            let elem = b.elem_for(Some(gi.dtype));
+            let buf = b.new_buffer(shape.iter().product(), elem)?;
             b.value_buf.insert((gi.node, 0), buf);
-            inputs.push((buf, gi.name.clone(), shape));
+            inputs.push((buf, elem, gi.name.clone(), shape));
         }
         for n in g.toposort()? {
             let node = &g.g[n];
@@ -486,14 +520,14 @@ impl WgpuExecutable {
         for o in &g.outputs {
             let v = &g.g[o.node].outputs[o.slot];
             let buffer = b.value((o.node, o.slot))?;
-            let bytes = (b.lens[buffer].max(1) * 4) as u64;
+            let bytes = b.buffers[buffer].size();
             let readback = ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("readback"),
                 size: bytes,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
-            outputs.push(Output { buffer, shape: v.shape.clone().unwrap_or_default(), dtype: v.dtype.unwrap_or(DType::F32), readback });
+            outputs.push(Output { buffer, elem: b.elems[buffer], shape: v.shape.clone().unwrap_or_default(), dtype: v.dtype.unwrap_or(DType::F32), readback });
         }
         let (buffers, steps) = (b.buffers, b.steps);
         Ok(WgpuExecutable { ctx, buffers, steps, inputs, outputs, run_lock: Mutex::new(()) })
@@ -507,13 +541,12 @@ impl Executable for WgpuExecutable {
         }
         let _turn = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
         let (device, queue) = (&self.ctx.device, &self.ctx.queue);
-        for ((buf, name, shape), t) in self.inputs.iter().zip(&inputs) {
+        for ((buf, elem, name, shape), t) in self.inputs.iter().zip(&inputs) {
             if t.shape() != shape.as_slice() {
                 return Err(Error::Input(format!("input '{name}' has shape {:?}, the plan expects {shape:?}", t.shape())));
             }
-            let c = carrier(t);
-            if !c.is_empty() {
-                queue.write_buffer(&self.buffers[*buf], 0, bytemuck::cast_slice(&c));
+            if t.numel() > 0 {
+                queue.write_buffer(&self.buffers[*buf], 0, &encode(t, *elem));
             }
         }
         let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("hetsched run") });
@@ -546,7 +579,7 @@ impl Executable for WgpuExecutable {
             let n: usize = o.shape.iter().product();
             let vals: Vec<f32> = {
                 let view = o.readback.slice(..).get_mapped_range().map_err(|e| Error::Tensor(format!("read-back: {e}")))?;
-                bytemuck::cast_slice::<u8, f32>(&view)[..n].to_vec()
+                decode(&view, o.elem, n)
             };
             o.readback.unmap();
             let t = Tensor::from_f32(&o.shape, vals)?;

@@ -38,16 +38,54 @@ impl Kernel {
         }
     }
 
-    /// Whether the kernel has an `OP` placeholder to fill.
+    /// Storage bindings after the parameters (their element types are `B1`, `B2`, ...).
+    pub fn bindings(self) -> usize {
+        match self {
+            Kernel::Copy | Kernel::Unary | Kernel::Pool2d => 2,
+            Kernel::Binary | Kernel::Gather => 3,
+            Kernel::Where | Kernel::Matmul | Kernel::Conv2d | Kernel::Rows => 4,
+        }
+    }
+
+    /// Whether the kernel has an `{{OP}}` placeholder to fill.
     pub fn templated(self) -> bool {
         matches!(self, Kernel::Unary | Kernel::Binary)
     }
 }
 
-/// Full WGSL source of `kernel` with `op` substituted for its `OP` placeholder.
-pub fn source(kernel: Kernel, op: &str) -> String {
-    let body = if kernel.templated() { kernel.body().replace("OP;", &format!("{op};")) } else { kernel.body().to_string() };
-    format!("const WG: u32 = {WG}u;\n{COMMON}\n{body}")
+/// Element type of a storage binding. Kernels compute in f32 and convert at loads and stores,
+/// so f16 halves memory and bandwidth without f16 accumulation error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Elem {
+    F32,
+    F16,
+}
+
+impl Elem {
+    pub fn bytes(self) -> usize {
+        match self {
+            Elem::F32 => 4,
+            Elem::F16 => 2,
+        }
+    }
+}
+
+/// Full WGSL source of `kernel` with `op` substituted for its `OP` placeholder and the element
+/// type of each storage binding (`types[i]` for binding `i + 1`).
+pub fn source(kernel: Kernel, op: &str, types: &[Elem]) -> String {
+    let body = if kernel.templated() { kernel.body().replace("{{OP}}", op) } else { kernel.body().to_string() };
+    let mut pre = String::new();
+    if types.contains(&Elem::F16) {
+        pre.push_str("enable f16;\n");
+    }
+    for i in 0..kernel.bindings() {
+        let t = match types.get(i).copied().unwrap_or(Elem::F32) {
+            Elem::F32 => "f32",
+            Elem::F16 => "f16",
+        };
+        pre.push_str(&format!("alias B{} = {t};\n", i + 1));
+    }
+    format!("{pre}const WG: u32 = {WG}u;\n{COMMON}\n{body}")
 }
 
 /// The WGSL expression (in `x`, params `a`, `b`) of a float unary op, if the device has it.
@@ -136,3 +174,14 @@ pub const CLIP: &str = "clamp(x, a, b)";
 pub const CAST_TRUNC: &str = "trunc(x)";
 pub const CAST_BOOL: &str = "select(0.0, 1.0, x != 0.0)";
 pub const IDENTITY: &str = "x";
+
+/// Element-type assignments worth validating for a kernel: all f32, all f16, and f16 data with
+/// f32 carriers (integer indices, masks) in the second binding.
+pub fn type_variants(kernel: Kernel) -> Vec<Vec<Elem>> {
+    let n = kernel.bindings();
+    let mut mixed = vec![Elem::F16; n];
+    if n > 1 {
+        mixed[1] = Elem::F32;
+    }
+    vec![vec![Elem::F32; n], vec![Elem::F16; n], mixed]
+}

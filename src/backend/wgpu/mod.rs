@@ -7,11 +7,11 @@ pub mod kernels;
 
 pub use executable::WgpuExecutable;
 
-use super::{Backend, DeviceInfo, Executable, Support};
+use super::{Backend, CompileOptions, DeviceInfo, Executable, Support};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Op, PoolKind, ReduceOp};
 use crate::tensor::DType;
-use kernels::Kernel;
+use kernels::{Elem, Kernel};
 use petgraph::stable_graph::NodeIndex;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -23,32 +23,36 @@ pub struct Context {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub has_f16: bool,
-    pipelines: Mutex<HashMap<(Kernel, String), Arc<wgpu::ComputePipeline>>>,
+    pipelines: Mutex<HashMap<(Kernel, String, Vec<Elem>), Arc<wgpu::ComputePipeline>>>,
 }
 
 impl Context {
-    /// The pipeline for `kernel` specialised with `op`, compiled on first use and cached.
-    pub fn pipeline(&self, kernel: Kernel, op: &str) -> Arc<wgpu::ComputePipeline> {
-        let key = (kernel, op.to_string());
+    /// The pipeline for `kernel` specialised with `op` and binding types, compiled on first use
+    /// and cached.
+    pub fn pipeline(&self, kernel: Kernel, op: &str, types: &[Elem]) -> Result<Arc<wgpu::ComputePipeline>> {
+        let key = (kernel, op.to_string(), types.to_vec());
         let mut cache = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
-        cache
-            .entry(key)
-            .or_insert_with(|| {
-                let src = kernels::source(kernel, op);
-                let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(&format!("{kernel:?}")),
-                    source: wgpu::ShaderSource::Wgsl(src.into()),
-                });
-                Arc::new(self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(&format!("{kernel:?}")),
-                    layout: None,
-                    module: &module,
-                    entry_point: Some("main"),
-                    compilation_options: Default::default(),
-                    cache: None,
-                }))
-            })
-            .clone()
+        if let Some(p) = cache.get(&key) {
+            return Ok(p.clone());
+        }
+        // Capture validation errors instead of letting wgpu's default handler panic.
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let src = kernels::source(kernel, op, types);
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(&format!("{kernel:?}")), source: wgpu::ShaderSource::Wgsl(src.into()) });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&format!("{kernel:?}")),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Tensor(format!("wgpu kernel {kernel:?} [{op}] {types:?} failed to build: {e}")));
+        }
+        let p = Arc::new(pipeline);
+        cache.insert(key, p.clone());
+        Ok(p)
     }
 }
 
@@ -64,7 +68,10 @@ pub fn context() -> Result<Arc<Context>> {
 }
 
 async fn open() -> std::result::Result<Arc<Context>, String> {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let instance = wgpu::Instance::new(
+        // Vulkan, Metal, DX12 by default (GL probing through EGL is noisy); WGPU_BACKEND=gl opts in.
+        wgpu::InstanceDescriptor { backends: wgpu::Backends::PRIMARY, ..wgpu::InstanceDescriptor::new_without_display_handle() }.with_env(),
+    );
     let adapter = match std::env::var("HETSCHED_WGPU_ADAPTER") {
         Ok(want) => {
             let all = instance.enumerate_adapters(wgpu::Backends::all()).await;
@@ -90,7 +97,7 @@ async fn open() -> std::result::Result<Arc<Context>, String> {
     let (device, queue) = adapter
         .request_device(&wgpu::DeviceDescriptor {
             label: Some("hetsched"),
-            required_features: wgpu::Features::empty(),
+            required_features: if has_f16 { wgpu::Features::SHADER_F16 } else { wgpu::Features::empty() },
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -138,8 +145,11 @@ impl Backend for WgpuBackend {
         support(graph, n)
     }
 
-    fn compile(&self, graph: Arc<Graph>) -> Result<Arc<dyn Executable>> {
-        Ok(Arc::new(WgpuExecutable::new(self.ctx.clone(), graph)?))
+    fn compile(&self, graph: Arc<Graph>, options: &CompileOptions) -> Result<Arc<dyn Executable>> {
+        if options.f16 && !self.ctx.has_f16 {
+            return Err(Error::DeviceUnavailable { device: "wgpu".into(), reason: format!("adapter '{}' lacks shader-f16", self.ctx.info.name) });
+        }
+        Ok(Arc::new(WgpuExecutable::new(self.ctx.clone(), graph, options.f16)?))
     }
 }
 
