@@ -48,6 +48,26 @@ pub struct CompileOptions {
 pub trait Executable: Send + Sync {
     /// Inputs in the graph's input order; outputs in its output order.
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>>;
+
+    /// Starts a run and returns at once where the device works asynchronously (uploads queued,
+    /// one submit, read-back mapped); `wait` collects the outputs. A pipeline executor overlaps
+    /// other work between the two. The default runs synchronously.
+    fn submit<'a>(&'a self, inputs: Vec<Tensor>) -> Result<Box<dyn PendingRun + 'a>> {
+        Ok(Box::new(Ready(self.run(inputs))))
+    }
+}
+
+/// A run in flight.
+pub trait PendingRun {
+    fn wait(self: Box<Self>) -> Result<Vec<Tensor>>;
+}
+
+struct Ready(Result<Vec<Tensor>>);
+
+impl PendingRun for Ready {
+    fn wait(self: Box<Self>) -> Result<Vec<Tensor>> {
+        self.0
+    }
 }
 
 /// The backend registered under `name`, or an error saying why it cannot be had.

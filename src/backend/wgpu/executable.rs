@@ -534,12 +534,23 @@ impl WgpuExecutable {
     }
 }
 
+/// A wgpu run between submit and wait: holds the executable's turn on its buffers.
+pub struct WgpuPending<'a> {
+    exe: &'a WgpuExecutable,
+    _turn: std::sync::MutexGuard<'a, ()>,
+    mapped: std::sync::mpsc::Receiver<(usize, std::result::Result<(), wgpu::BufferAsyncError>)>,
+}
+
 impl Executable for WgpuExecutable {
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        self.submit(inputs)?.wait()
+    }
+
+    fn submit<'a>(&'a self, inputs: Vec<Tensor>) -> Result<Box<dyn crate::backend::PendingRun + 'a>> {
         if inputs.len() != self.inputs.len() {
             return Err(Error::Input(format!("expected {} inputs, got {}", self.inputs.len(), inputs.len())));
         }
-        let _turn = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let turn = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
         let (device, queue) = (&self.ctx.device, &self.ctx.queue);
         for ((buf, elem, name, shape), t) in self.inputs.iter().zip(&inputs) {
             if t.shape() != shape.as_slice() {
@@ -569,13 +580,20 @@ impl Executable for WgpuExecutable {
                 let _ = tx.send((i, r));
             });
         }
-        device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::DeviceUnavailable { device: "wgpu".into(), reason: format!("device poll failed: {e}") })?;
-        for _ in 0..self.outputs.len() {
-            let (i, r) = rx.recv().map_err(|_| Error::Tensor("read-back callback dropped".into()))?;
+        Ok(Box::new(WgpuPending { exe: self, _turn: turn, mapped: rx }))
+    }
+}
+
+impl crate::backend::PendingRun for WgpuPending<'_> {
+    fn wait(self: Box<Self>) -> Result<Vec<Tensor>> {
+        let exe = self.exe;
+        exe.ctx.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::DeviceUnavailable { device: "wgpu".into(), reason: format!("device poll failed: {e}") })?;
+        for _ in 0..exe.outputs.len() {
+            let (i, r) = self.mapped.recv().map_err(|_| Error::Tensor("read-back callback dropped".into()))?;
             r.map_err(|e| Error::Tensor(format!("mapping output {i} failed: {e}")))?;
         }
-        let mut outs = Vec::with_capacity(self.outputs.len());
-        for o in &self.outputs {
+        let mut outs = Vec::with_capacity(exe.outputs.len());
+        for o in &exe.outputs {
             let n: usize = o.shape.iter().product();
             let vals: Vec<f32> = {
                 let view = o.readback.slice(..).get_mapped_range().map_err(|e| Error::Tensor(format!("read-back: {e}")))?;
