@@ -6,7 +6,7 @@ use super::kernels::{self, Elem, Kernel, WG};
 use super::Context;
 use crate::backend::Executable;
 use crate::error::{Error, Result};
-use crate::graph::infer::{resolve_pads, slice_axes, reduce_axes};
+use crate::graph::infer::{reduce_axes, resolve_pads, slice_axes};
 use crate::graph::{Activation, Graph, Op, PoolKind, ReduceOp};
 use crate::tensor::{norm_axis, strides_of, DType, Data, Tensor};
 use petgraph::stable_graph::NodeIndex;
@@ -109,24 +109,41 @@ fn act_params(a: Option<Activation>) -> [u32; 3] {
     }
 }
 
-/// (rows, row length) of a Reduce over trailing axes of a row-major input.
-pub fn trailing_reduce(g: &Graph, n: NodeIndex) -> Option<(usize, usize)> {
-    let Op::Reduce { axes, noop_with_empty_axes, .. } = &g.g[n].op else { return None };
+/// How a reduction runs: the permutation that moves the reduced axes last (None when they are
+/// already trailing), the rows and the row length. None when the axes are not plan-time
+/// constants or nothing (or an empty set) is reduced.
+pub fn reduce_plan(g: &Graph, n: NodeIndex) -> Option<(Option<Vec<usize>>, usize, usize)> {
     let shape = g.input_value(n, 0)?.shape.clone()?;
-    let axes = match axes {
-        Some(a) => Some(a.clone()),
-        None => match g.sources(n).get(1).copied().flatten() {
-            Some(_) => Some(g.input_const(n, 1)?.to_i64_vec().ok()?),
-            None => None,
-        },
+    let red: Vec<usize> = match &g.g[n].op {
+        Op::Reduce { axes, noop_with_empty_axes, .. } => {
+            let axes = match axes {
+                Some(a) => Some(a.clone()),
+                None => match g.sources(n).get(1).copied().flatten() {
+                    Some(_) => Some(g.input_const(n, 1)?.to_i64_vec().ok()?),
+                    None => None,
+                },
+            };
+            reduce_axes(shape.len(), axes.as_deref(), *noop_with_empty_axes).ok()?
+        }
+        Op::ArgExtreme { axis, .. } => vec![norm_axis(*axis, shape.len()).ok()?],
+        _ => return None,
     };
-    let red = reduce_axes(shape.len(), axes.as_deref(), *noop_with_empty_axes).ok()?;
-    let k = red.len();
-    if k == 0 || red.iter().enumerate().any(|(i, &a)| a != shape.len() - k + i) {
+    let len: usize = red.iter().map(|&a| shape[a]).product();
+    if red.is_empty() || len == 0 {
         return None;
     }
-    let len: usize = shape[shape.len() - k..].iter().product();
-    Some((shape.iter().product::<usize>() / len.max(1), len))
+    let k = red.len();
+    let trailing = red.iter().enumerate().all(|(i, &a)| a == shape.len() - k + i);
+    let perm = (!trailing).then(|| (0..shape.len()).filter(|d| !red.contains(d)).chain(red.iter().copied()).collect());
+    Some((perm, shape.iter().product::<usize>() / len, len))
+}
+
+/// Normalised block length of an RMSNormalization whose scale covers the whole block.
+pub fn rms_len(g: &Graph, n: NodeIndex) -> Option<usize> {
+    let Op::RmsNorm { axis, .. } = &g.g[n].op else { return None };
+    let shape = g.input_value(n, 0)?.shape.clone()?;
+    let len: usize = shape[norm_axis(*axis, shape.len()).ok()?..].iter().product();
+    (g.input_value(n, 1)?.shape.as_ref()?.iter().product::<usize>() == len).then_some(len)
 }
 
 /// MatMul geometry: (batch, m, k, n, A batch stride, B batch stride), if its batch dims are equal
@@ -373,16 +390,59 @@ impl<'a> Builder<'a> {
                 let (x, o) = (self.input(n, 0)?, self.output(n, 0)?);
                 self.rows(x, xs[0] * xs[1], len, if matches!(kind, PoolKind::Max) { 2 } else { 0 }, 0.0, None, None, o)?;
             }
-            Op::Reduce { op, .. } => {
-                let (rows, len) = trailing_reduce(self.g, n).ok_or_else(|| Error::Tensor("reduction over non-trailing axes".into()))?;
-                let kind = match op {
-                    ReduceOp::Mean => 0,
-                    ReduceOp::Sum => 1,
-                    ReduceOp::Max => 2,
-                    _ => 3,
+            Op::Reduce { .. } | Op::ArgExtreme { .. } => {
+                let (perm, rows, len) = reduce_plan(self.g, n).ok_or_else(|| Error::Tensor("reduction axes must be plan-time constants".into()))?;
+                let (kind, last) = match &node.op {
+                    Op::Reduce { op, .. } => (
+                        match op {
+                            ReduceOp::Mean => 0,
+                            ReduceOp::Sum => 1,
+                            ReduceOp::Max => 2,
+                            ReduceOp::Min => 3,
+                            ReduceOp::SumSquare => 7,
+                            ReduceOp::L1 => 8,
+                            ReduceOp::L2 => 9,
+                            ReduceOp::LogSum => 10,
+                            ReduceOp::LogSumExp => 11,
+                            ReduceOp::Prod => 12,
+                        },
+                        false,
+                    ),
+                    Op::ArgExtreme { max, select_last_index, .. } => (if *max { 14 } else { 15 }, *select_last_index),
+                    _ => unreachable!(),
+                };
+                let mut x = self.input(n, 0)?;
+                if let Some(perm) = perm {
+                    // Move the reduced axes last so every row is contiguous.
+                    let xs = self.in_shape(n, 0);
+                    let st = strides_of(&xs);
+                    let shape: Vec<usize> = perm.iter().map(|&d| xs[d]).collect();
+                    let src: Vec<isize> = perm.iter().map(|&d| st[d] as isize).collect();
+                    let dst: Vec<isize> = strides_of(&shape).iter().map(|&s| s as isize).collect();
+                    let t = self.new_buffer(xs.iter().product(), self.elems[x])?;
+                    self.copy(x, 0, &src, t, 0, &dst, &shape)?;
+                    x = t;
+                }
+                let o = self.output(n, 0)?;
+                let d = self.dummy()?;
+                let p = [rows as u32, len as u32, kind, 0, last as u32];
+                self.step(Kernel::Rows, "", &p, &[x, d, d, o], grid(rows))?;
+            }
+            Op::RmsNorm { epsilon, .. } => {
+                let len = rms_len(self.g, n).ok_or_else(|| Error::Tensor("RMSNormalization scale must cover the normalised block".into()))?;
+                let (x, s) = (self.input(n, 0)?, self.input(n, 1)?);
+                let o = self.output(n, 0)?;
+                self.rows(x, numel / len.max(1), len, 13, *epsilon, Some(s), None, o)?;
+            }
+            Op::CastLike => {
+                let to = self.g.input_value(n, 1).and_then(|v| v.dtype).unwrap_or(DType::F32);
+                let expr = match to {
+                    DType::F32 | DType::F16 | DType::F64 | DType::BF16 => kernels::IDENTITY,
+                    DType::Bool => kernels::CAST_BOOL,
+                    _ => kernels::CAST_TRUNC,
                 };
                 let (x, o) = (self.input(n, 0)?, self.output(n, 0)?);
-                self.rows(x, rows, len, kind, 0.0, None, None, o)?;
+                self.step(Kernel::Unary, expr, &[numel as u32, 0, 0], &[x, o], grid(numel))?;
             }
             Op::Softmax { axis, log, legacy } => {
                 let xs = self.in_shape(n, 0);

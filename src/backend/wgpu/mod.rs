@@ -9,7 +9,7 @@ pub use executable::WgpuExecutable;
 
 use super::{Backend, CompileOptions, DeviceInfo, Executable, Support};
 use crate::error::{Error, Result};
-use crate::graph::{Graph, Op, PoolKind, ReduceOp};
+use crate::graph::{Graph, Op, PoolKind};
 use crate::tensor::DType;
 use kernels::{Elem, Kernel};
 use petgraph::stable_graph::NodeIndex;
@@ -168,7 +168,8 @@ pub fn support(graph: &Graph, n: NodeIndex) -> Support {
         return Support::No("rank above 6".into());
     }
     let dt = |i: usize| ins.get(i).copied().flatten().and_then(|v| v.dtype);
-    let all_f32 = ins.iter().flatten().all(|v| v.dtype == Some(DType::F32));
+    // Integer constants are parameters (axes, shapes), not data the kernels read.
+    let all_f32 = ins.iter().flatten().filter(|v| v.value.is_none() || v.dtype.is_some_and(|d| d.is_float())).all(|v| v.dtype == Some(DType::F32));
     let carried = |d: Option<DType>| matches!(d, Some(DType::F32 | DType::I64 | DType::I32 | DType::Bool | DType::I8 | DType::U8));
     let ok = match &node.op {
         Op::Identity | Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Transpose { .. } | Op::Slice | Op::Expand | Op::Concat { .. } => carried(dt(0)),
@@ -177,10 +178,13 @@ pub fn support(graph: &Graph, n: NodeIndex) -> Support {
         Op::Where => dt(0) == Some(DType::Bool) && carried(dt(1)),
         Op::Clip { .. } => all_f32 && (1..3).all(|i| ins.get(i).copied().flatten().is_none_or(|v| v.value.is_some())),
         Op::Cast { to } => carried(dt(0)) && carried(Some(*to)),
+        Op::CastLike => carried(dt(0)) && carried(dt(1)),
+        Op::ArgExtreme { .. } => all_f32,
+        Op::RmsNorm { .. } => all_f32 && executable::rms_len(graph, n).is_some(),
         Op::Conv { .. } => all_f32 && matches!(ins[0].and_then(|v| v.shape.as_ref()).map(|s| s.len()), Some(3 | 4)),
         Op::Pool { kind, .. } => all_f32 && !matches!(kind, PoolKind::Lp { .. }) && matches!(ins[0].and_then(|v| v.shape.as_ref()).map(|s| s.len()), Some(3 | 4)),
         Op::GlobalPool { kind } => all_f32 && !matches!(kind, PoolKind::Lp { .. }),
-        Op::Reduce { op, .. } => all_f32 && matches!(op, ReduceOp::Mean | ReduceOp::Sum | ReduceOp::Max | ReduceOp::Min) && executable::trailing_reduce(graph, n).is_some(),
+        Op::Reduce { .. } => all_f32 && executable::reduce_plan(graph, n).is_some(),
         Op::Softmax { axis, legacy, .. } => {
             let r = ins[0].and_then(|v| v.shape.as_ref()).map(|s| s.len()).unwrap_or(0) as i64;
             all_f32 && (*legacy || *axis == -1 || *axis == r - 1)
