@@ -27,22 +27,9 @@ pub fn pool(x: &Tensor, kind: PoolKind, window: &Window, out_shape: &[usize]) ->
     let xv = x.as_f32()?;
     let mut y = vec![0f32; out_shape.iter().product()];
     // Valid taps per output column and row, computed once: the inner loops then run without
-    // bounds tests. Taps inside the explicit padding still count for count_include_pad.
-    let taps = |o: usize, s: usize, d: usize, p: usize, k: usize, size: usize, pad_end: usize| -> (Vec<usize>, usize) {
-        let (mut v, mut padded) = (vec![], 0);
-        for t in 0..k {
-            let i = (o * s + t * d) as isize - p as isize;
-            if i < (size + pad_end) as isize {
-                padded += 1;
-            }
-            if i >= 0 && i < size as isize {
-                v.push(i as usize);
-            }
-        }
-        (v, padded)
-    };
-    let cols: Vec<(Vec<usize>, usize)> = (0..ow).map(|ox| taps(ox, sw, dw, pl, kw, w, pr)).collect();
-    let rows: Vec<(Vec<usize>, usize)> = (0..oh).map(|oy| taps(oy, sh, dh, pt, kh, h, pb)).collect();
+    // bounds tests.
+    let cols = axis_taps(ow, sw, dw, pl, pr, kw, w);
+    let rows = axis_taps(oh, sh, dh, pt, pb, kh, h);
     let separable = !matches!(kind, PoolKind::Lp { .. });
     y.par_chunks_mut(oh * ow).enumerate().with_min_len(super::conv::min_tasks(oh * ow * kh * kw)).for_each_init(
         || vec![0f32; h * ow],

@@ -2,12 +2,13 @@
 //! read-back staging) and every bind group is made once at compile time and reused by each run;
 //! a run is one upload, one command buffer for the whole graph, one submit and one read-back.
 
-use super::kernels::{self, Elem, Kernel, WG};
+use super::kernels::{self, Elem, Kernel};
+use super::plan::*;
 use super::Context;
 use crate::backend::Executable;
 use crate::error::{Error, Result};
-use crate::graph::infer::{reduce_axes, resolve_pads, slice_axes};
-use crate::graph::{Activation, Graph, Op, PoolKind, ReduceOp};
+use crate::graph::infer::{resolve_pads, slice_axes};
+use crate::graph::{Graph, Op, PoolKind, ReduceOp};
 use crate::tensor::{norm_axis, strides_of, DType, Data, Tensor};
 use petgraph::stable_graph::NodeIndex;
 use std::collections::HashMap;
@@ -36,139 +37,6 @@ pub struct WgpuExecutable {
     outputs: Vec<Output>,
     /// Runs share the buffers, so they take turns (the device serialises them anyway).
     run_lock: Mutex<()>,
-}
-
-/// 1-D work of `n` items as a 2-D grid of WG-wide workgroups.
-fn grid(n: usize) -> [u32; 3] {
-    let groups = n.div_ceil(WG as usize).max(1);
-    let x = groups.min(65535);
-    [x as u32, groups.div_ceil(x) as u32, 1]
-}
-
-/// Left-pads a shape to 6 dims with 1s.
-fn shape6(s: &[usize]) -> [u32; 6] {
-    let mut out = [1u32; 6];
-    for (i, &d) in s.iter().enumerate() {
-        out[6 - s.len() + i] = d as u32;
-    }
-    out
-}
-
-/// Strides of `input` broadcast against `out` (0 on broadcast axes), left-padded to 6 dims.
-fn bcast_strides6(input: &[usize], out: &[usize]) -> [u32; 6] {
-    let st = strides_of(input);
-    let mut res = [0u32; 6];
-    for (i, (&d, &s)) in input.iter().zip(&st).enumerate() {
-        let pos = 6 - input.len() + i;
-        let o = out[out.len() - input.len() + i];
-        res[pos] = if d == 1 && o != 1 { 0 } else { s as u32 };
-    }
-    res
-}
-
-fn i32_6(v: &[isize]) -> [u32; 6] {
-    let mut out = [0u32; 6];
-    for (i, &x) in v.iter().enumerate() {
-        out[6 - v.len() + i] = (x as i32) as u32;
-    }
-    out
-}
-
-fn carrier(t: &Tensor) -> Vec<f32> {
-    match t.data() {
-        Data::F32(v) => v.clone(),
-        d => d.to_f64_vec().into_iter().map(|x| x as f32).collect(),
-    }
-}
-
-/// Device bytes of a tensor stored as `elem` (padded to a multiple of 4 bytes).
-fn encode(t: &Tensor, elem: Elem) -> Vec<u8> {
-    let c = carrier(t);
-    let mut bytes: Vec<u8> = match elem {
-        Elem::F32 => bytemuck::cast_slice(&c).to_vec(),
-        Elem::F16 => c.iter().flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes()).collect(),
-    };
-    while bytes.len() % 4 != 0 || bytes.is_empty() {
-        bytes.push(0);
-    }
-    bytes
-}
-
-fn decode(bytes: &[u8], elem: Elem, n: usize) -> Vec<f32> {
-    match elem {
-        Elem::F32 => bytemuck::cast_slice::<u8, f32>(bytes)[..n].to_vec(),
-        Elem::F16 => bytes.chunks_exact(2).take(n).map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()).collect(),
-    }
-}
-
-fn act_params(a: Option<Activation>) -> [u32; 3] {
-    match a {
-        None => [0, 0, 0],
-        Some(Activation::Relu) => [1, 0, 0],
-        Some(Activation::Clip { min, max }) => [2, min.to_bits(), max.to_bits()],
-    }
-}
-
-/// How a reduction runs: the permutation that moves the reduced axes last (None when they are
-/// already trailing), the rows and the row length. None when the axes are not plan-time
-/// constants or nothing (or an empty set) is reduced.
-pub fn reduce_plan(g: &Graph, n: NodeIndex) -> Option<(Option<Vec<usize>>, usize, usize)> {
-    let shape = g.input_value(n, 0)?.shape.clone()?;
-    let red: Vec<usize> = match &g.g[n].op {
-        Op::Reduce { axes, noop_with_empty_axes, .. } => {
-            let axes = match axes {
-                Some(a) => Some(a.clone()),
-                None => match g.sources(n).get(1).copied().flatten() {
-                    Some(_) => Some(g.input_const(n, 1)?.to_i64_vec().ok()?),
-                    None => None,
-                },
-            };
-            reduce_axes(shape.len(), axes.as_deref(), *noop_with_empty_axes).ok()?
-        }
-        Op::ArgExtreme { axis, .. } => vec![norm_axis(*axis, shape.len()).ok()?],
-        _ => return None,
-    };
-    let len: usize = red.iter().map(|&a| shape[a]).product();
-    if red.is_empty() || len == 0 {
-        return None;
-    }
-    let k = red.len();
-    let trailing = red.iter().enumerate().all(|(i, &a)| a == shape.len() - k + i);
-    let perm = (!trailing).then(|| (0..shape.len()).filter(|d| !red.contains(d)).chain(red.iter().copied()).collect());
-    Some((perm, shape.iter().product::<usize>() / len, len))
-}
-
-/// Normalised block length of an RMSNormalization whose scale covers the whole block.
-pub fn rms_len(g: &Graph, n: NodeIndex) -> Option<usize> {
-    let Op::RmsNorm { axis, .. } = &g.g[n].op else { return None };
-    let shape = g.input_value(n, 0)?.shape.clone()?;
-    let len: usize = shape[norm_axis(*axis, shape.len()).ok()?..].iter().product();
-    (g.input_value(n, 1)?.shape.as_ref()?.iter().product::<usize>() == len).then_some(len)
-}
-
-/// MatMul geometry: (batch, m, k, n, A batch stride, B batch stride), if its batch dims are equal
-/// or one side has none.
-pub fn matmul_batches(g: &Graph, n: NodeIndex) -> Option<(usize, usize, usize, usize, usize, usize)> {
-    let a = g.input_value(n, 0)?.shape.clone()?;
-    let b = g.input_value(n, 1)?.shape.clone()?;
-    let a2 = if a.len() == 1 { vec![1, a[0]] } else { a };
-    let b2 = if b.len() == 1 { vec![b[0], 1] } else { b };
-    let (m, k, nn) = (a2[a2.len() - 2], a2[a2.len() - 1], b2[b2.len() - 1]);
-    let ab: usize = a2[..a2.len() - 2].iter().product();
-    let bb: usize = b2[..b2.len() - 2].iter().product();
-    let batch = ab.max(bb);
-    if batch > 65535 {
-        return None;
-    }
-    let stride = |x: usize, size: usize| if x == batch { Some(size) } else if x == 1 { Some(0) } else { None };
-    if ab != bb && ab != 1 && bb != 1 {
-        return None;
-    }
-    // Equal batch counts must also have equal batch shapes to index the same way.
-    if ab == bb && ab > 1 && a2[..a2.len() - 2].iter().rev().zip(b2[..b2.len() - 2].iter().rev()).any(|(x, y)| x != y) {
-        return None;
-    }
-    Some((batch, m, k, nn, stride(ab, m * k)?, stride(bb, k * nn)?))
 }
 
 struct Builder<'a> {
@@ -314,12 +182,9 @@ impl<'a> Builder<'a> {
                 let (x, o) = (self.input(n, 0)?, self.output(n, 0)?);
                 self.step(Kernel::Unary, kernels::CLIP, &[numel as u32, lo.to_bits(), hi.to_bits()], &[x, o], grid(numel))?;
             }
-            Op::Cast { to } => {
-                let expr = match to {
-                    DType::F32 | DType::F16 | DType::F64 | DType::BF16 => kernels::IDENTITY,
-                    DType::Bool => kernels::CAST_BOOL,
-                    _ => kernels::CAST_TRUNC,
-                };
+            Op::Cast { .. } | Op::CastLike => {
+                let to = node.outputs[0].dtype.unwrap_or(DType::F32);
+                let expr = kernels::cast_expr(to);
                 let (x, o) = (self.input(n, 0)?, self.output(n, 0)?);
                 self.step(Kernel::Unary, expr, &[numel as u32, 0, 0], &[x, o], grid(numel))?;
             }
@@ -433,16 +298,6 @@ impl<'a> Builder<'a> {
                 let (x, s) = (self.input(n, 0)?, self.input(n, 1)?);
                 let o = self.output(n, 0)?;
                 self.rows(x, numel / len.max(1), len, 13, *epsilon, Some(s), None, o)?;
-            }
-            Op::CastLike => {
-                let to = self.g.input_value(n, 1).and_then(|v| v.dtype).unwrap_or(DType::F32);
-                let expr = match to {
-                    DType::F32 | DType::F16 | DType::F64 | DType::BF16 => kernels::IDENTITY,
-                    DType::Bool => kernels::CAST_BOOL,
-                    _ => kernels::CAST_TRUNC,
-                };
-                let (x, o) = (self.input(n, 0)?, self.output(n, 0)?);
-                self.step(Kernel::Unary, expr, &[numel as u32, 0, 0], &[x, o], grid(numel))?;
             }
             Op::Softmax { axis, log, legacy } => {
                 let xs = self.in_shape(n, 0);

@@ -171,6 +171,16 @@ pub fn extra_unary() -> [&'static str; 4] {
     [CLIP, CAST_TRUNC, CAST_BOOL, IDENTITY]
 }
 pub const CLIP: &str = "clamp(x, a, b)";
+
+/// The conversion a Cast to `to` needs on f32 carriers.
+pub fn cast_expr(to: crate::tensor::DType) -> &'static str {
+    use crate::tensor::DType;
+    match to {
+        DType::F32 | DType::F16 | DType::F64 | DType::BF16 => IDENTITY,
+        DType::Bool => CAST_BOOL,
+        _ => CAST_TRUNC,
+    }
+}
 pub const CAST_TRUNC: &str = "trunc(x)";
 pub const CAST_BOOL: &str = "select(0.0, 1.0, x != 0.0)";
 pub const IDENTITY: &str = "x";

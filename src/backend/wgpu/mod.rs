@@ -4,6 +4,7 @@
 
 mod executable;
 pub mod kernels;
+mod plan;
 
 pub use executable::WgpuExecutable;
 
@@ -180,18 +181,18 @@ pub fn support(graph: &Graph, n: NodeIndex) -> Support {
         Op::Cast { to } => carried(dt(0)) && carried(Some(*to)),
         Op::CastLike => carried(dt(0)) && carried(dt(1)),
         Op::ArgExtreme { .. } => all_f32,
-        Op::RmsNorm { .. } => all_f32 && executable::rms_len(graph, n).is_some(),
+        Op::RmsNorm { .. } => all_f32 && plan::rms_len(graph, n).is_some(),
         Op::Conv { .. } => all_f32 && matches!(ins[0].and_then(|v| v.shape.as_ref()).map(|s| s.len()), Some(3 | 4)),
         Op::Pool { kind, .. } => all_f32 && !matches!(kind, PoolKind::Lp { .. }) && matches!(ins[0].and_then(|v| v.shape.as_ref()).map(|s| s.len()), Some(3 | 4)),
         Op::GlobalPool { kind } => all_f32 && !matches!(kind, PoolKind::Lp { .. }),
-        Op::Reduce { .. } => all_f32 && executable::reduce_plan(graph, n).is_some(),
+        Op::Reduce { .. } => all_f32 && plan::reduce_plan(graph, n).is_some(),
         Op::Softmax { axis, legacy, .. } => {
             let r = ins[0].and_then(|v| v.shape.as_ref()).map(|s| s.len()).unwrap_or(0) as i64;
             all_f32 && (*legacy || *axis == -1 || *axis == r - 1)
         }
         Op::LayerNorm { .. } => all_f32 && node.outputs.iter().skip(1).all(|v| v.name.is_empty()),
         Op::Gemm { .. } => all_f32,
-        Op::MatMul => all_f32 && executable::matmul_batches(graph, n).is_some(),
+        Op::MatMul => all_f32 && plan::matmul_batches(graph, n).is_some(),
         Op::Gather { .. } => carried(dt(0)) && matches!(dt(1), Some(DType::I64 | DType::I32)),
         _ => false,
     };
