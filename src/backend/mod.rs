@@ -2,6 +2,8 @@
 //! compiles a bound graph (or a piece of one) into an [`Executable`].
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 #[cfg(feature = "wgpu")]
 pub mod wgpu;
 
@@ -78,7 +80,10 @@ pub fn by_name(name: &str) -> Result<Arc<dyn Backend>> {
         "wgpu" => Ok(Arc::new(wgpu::WgpuBackend::new()?)),
         #[cfg(not(feature = "wgpu"))]
         "wgpu" => Err(crate::error::Error::DeviceUnavailable { device: name.into(), reason: "built without the `wgpu` cargo feature".into() }),
-        "cuda" => Err(crate::error::Error::DeviceUnavailable { device: name.into(), reason: "this build has no CUDA backend yet".into() }),
+        #[cfg(feature = "cuda")]
+        "cuda" => cuda::open(),
+        #[cfg(not(feature = "cuda"))]
+        "cuda" => Err(crate::error::Error::DeviceUnavailable { device: name.into(), reason: "built without the `cuda` cargo feature (cargo build --features cuda)".into() }),
         other => Err(crate::error::Error::DeviceUnavailable { device: other.into(), reason: "unknown device name (known: cpu, wgpu, cuda)".into() }),
     }
 }

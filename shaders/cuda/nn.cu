@@ -1,0 +1,119 @@
+// Convolution, pooling and row-wise kernels. Parameter layouts match shaders/wgsl/{conv2d,
+// pool2d,rows}.wgsl. Dense GEMMs go to cuBLAS instead of a kernel here.
+
+extern "C" __global__ void conv2d_f32(const u32* p, const float* x, const float* w, const float* bias, float* y) {
+    u32 C = p[1], H = p[2], W = p[3], M = p[4], OH = p[5], OW = p[6], KH = p[7], KW = p[8], G = p[15];
+    u32 total = p[0] * M * OH * OW;
+    u32 i = flat_index();
+    if (i >= total) return;
+    u32 ox = i % OW, oy = (i / OW) % OH, oc = (i / (OW * OH)) % M, img = i / (OW * OH * M);
+    u32 cg = C / G, g = oc / (M / G);
+    float acc = 0.0f;
+    for (u32 ci = 0; ci < cg; ++ci) {
+        u32 xc = (img * C + g * cg + ci) * H * W;
+        u32 wc = (oc * cg + ci) * KH * KW;
+        for (u32 ky = 0; ky < KH; ++ky) {
+            int iy = (int)(oy * p[9] + ky * p[13]) - (int)p[11];
+            if (iy < 0 || iy >= (int)H) continue;
+            for (u32 kx = 0; kx < KW; ++kx) {
+                int ix = (int)(ox * p[10] + kx * p[14]) - (int)p[12];
+                if (ix < 0 || ix >= (int)W) continue;
+                acc += x[xc + (u32)iy * W + (u32)ix] * w[wc + ky * KW + kx];
+            }
+        }
+    }
+    if (p[16] == 1u) acc += bias[oc];
+    y[i] = activate(acc, p[17], pf(p, 18), pf(p, 19));
+}
+
+extern "C" __global__ void pool2d_f32(const u32* p, const float* x, float* y) {
+    u32 H = p[1], W = p[2], OH = p[3], OW = p[4];
+    u32 i = flat_index();
+    if (i >= p[0] * OH * OW) return;
+    u32 ox = i % OW, oy = (i / OW) % OH, plane = i / (OW * OH), kind = p[13];
+    float acc = kind == 0u ? -3.4028235e38f : 0.0f;
+    u32 count = 0, padded = 0;
+    for (u32 ky = 0; ky < p[5]; ++ky) {
+        int iy = (int)(oy * p[7] + ky * p[11]) - (int)p[9];
+        for (u32 kx = 0; kx < p[6]; ++kx) {
+            int ix = (int)(ox * p[8] + kx * p[12]) - (int)p[10];
+            if (iy < (int)(H + p[14]) && ix < (int)(W + p[15])) padded++;
+            if (iy < 0 || ix < 0 || iy >= (int)H || ix >= (int)W) continue;
+            float v = x[plane * H * W + (u32)iy * W + (u32)ix];
+            count++;
+            acc = kind == 0u ? fmaxf(acc, v) : acc + v;
+        }
+    }
+    if (kind == 1u) acc /= (float)max(count, 1u);
+    if (kind == 2u) acc /= (float)max(padded, 1u);
+    y[i] = acc;
+}
+
+// kind: 0 mean, 1 sum, 2 max, 3 min, 4 softmax, 5 log-softmax, 6 layer norm, 7 sum of squares,
+// 8 L1, 9 L2, 10 log-sum, 11 log-sum-exp, 12 product, 13 RMS norm, 14 argmax, 15 argmin.
+extern "C" __global__ void rows_f32(const u32* p, const float* x, const float* scale, const float* shift, float* y) {
+    u32 r = flat_index();
+    if (r >= p[0]) return;
+    u32 len = p[1], kind = p[2], base = r * len;
+    if (kind <= 3u || (kind >= 7u && kind <= 12u)) {
+        float acc = (kind == 2u || kind == 3u) ? x[base] : (kind == 12u ? 1.0f : 0.0f);
+        float mx = -3.4028235e38f;
+        if (kind == 11u) for (u32 j = 0; j < len; ++j) mx = fmaxf(mx, x[base + j]);
+        for (u32 j = 0; j < len; ++j) {
+            float v = x[base + j];
+            switch (kind) {
+                case 0u: case 1u: case 10u: acc += v; break;
+                case 2u: acc = fmaxf(acc, v); break;
+                case 3u: acc = fminf(acc, v); break;
+                case 7u: case 9u: acc += v * v; break;
+                case 8u: acc += fabsf(v); break;
+                case 11u: acc += expf(v - mx); break;
+                default: acc *= v;
+            }
+        }
+        if (kind == 0u) acc /= (float)len;
+        if (kind == 9u) acc = sqrtf(acc);
+        if (kind == 10u) acc = logf(acc);
+        if (kind == 11u) acc = mx + logf(acc);
+        y[r] = acc;
+        return;
+    }
+    if (kind == 14u || kind == 15u) {
+        u32 best = 0;
+        float bv = x[base];
+        for (u32 j = 1; j < len; ++j) {
+            float v = x[base + j];
+            bool better = kind == 14u ? v > bv : v < bv;
+            if (better || (p[4] == 1u && v == bv)) { best = j; bv = v; }
+        }
+        y[r] = (float)best;
+        return;
+    }
+    if (kind == 4u || kind == 5u) {
+        float mx = -3.4028235e38f, sum = 0.0f;
+        for (u32 j = 0; j < len; ++j) mx = fmaxf(mx, x[base + j]);
+        for (u32 j = 0; j < len; ++j) sum += expf(x[base + j] - mx);
+        for (u32 j = 0; j < len; ++j) {
+            float e = x[base + j] - mx;
+            y[base + j] = kind == 5u ? e - logf(sum) : expf(e) / sum;
+        }
+        return;
+    }
+    if (kind == 13u) {
+        float ms = 0.0f;
+        for (u32 j = 0; j < len; ++j) ms += x[base + j] * x[base + j];
+        float inv = rsqrtf(ms / (float)len + pf(p, 3));
+        for (u32 j = 0; j < len; ++j) y[base + j] = x[base + j] * inv * scale[j];
+        return;
+    }
+    float mean = 0.0f, var = 0.0f;
+    for (u32 j = 0; j < len; ++j) mean += x[base + j];
+    mean /= (float)len;
+    for (u32 j = 0; j < len; ++j) { float d = x[base + j] - mean; var += d * d; }
+    float inv = rsqrtf(var / (float)len + pf(p, 3));
+    for (u32 j = 0; j < len; ++j) {
+        float v = (x[base + j] - mean) * inv * scale[j];
+        if (p[4] == 1u) v += shift[j];
+        y[base + j] = v;
+    }
+}

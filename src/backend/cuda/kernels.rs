@@ -1,0 +1,139 @@
+//! CUDA C kernels (`shaders/cuda`), specialised in one place and compiled with NVRTC per
+//! (source, architecture), cached in memory and on disk. Parameter layouts match the WGSL
+//! kernels, so the GPU planner can serve both backends.
+
+use crate::error::{Error, Result};
+use crate::graph::{BinaryOp, UnaryOp};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+const COMMON: &str = include_str!("../../../shaders/cuda/common.cuh");
+const ELEMENTWISE: &str = include_str!("../../../shaders/cuda/elementwise.cu");
+const NN: &str = include_str!("../../../shaders/cuda/nn.cu");
+
+/// A kernel translation unit: which file, and the expression for its unary or binary
+/// placeholder (the other keeps a neutral expression).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Unit {
+    pub file: &'static str,
+    pub op: String,
+    pub binary: bool,
+}
+
+/// Full CUDA source of a unit.
+pub fn source(unit: &Unit) -> String {
+    let body = match unit.file {
+        "elementwise.cu" => {
+            let (un, bin) = if unit.binary { ("x", unit.op.as_str()) } else { (unit.op.as_str(), "x + y") };
+            ELEMENTWISE.replace("(UNARY_OP)", &format!("({})", if un.is_empty() { "x" } else { un })).replace("(BINARY_OP)", &format!("({bin})"))
+        }
+        _ => NN.to_string(),
+    };
+    format!("{COMMON}\n{body}")
+}
+
+/// CUDA expression (in `x`, params `a`, `b`) of a float unary op.
+pub fn unary_expr(op: UnaryOp) -> Option<String> {
+    Some(match op {
+        UnaryOp::Relu => "fmaxf(x, 0.0f)".into(),
+        UnaryOp::Sigmoid => "1.0f / (1.0f + expf(-x))".into(),
+        UnaryOp::Tanh => "tanhf(x)".into(),
+        UnaryOp::Erf => "erff(x)".into(),
+        UnaryOp::Exp => "expf(x)".into(),
+        UnaryOp::Log => "logf(x)".into(),
+        UnaryOp::Sqrt => "sqrtf(x)".into(),
+        UnaryOp::Neg => "-x".into(),
+        UnaryOp::Abs => "fabsf(x)".into(),
+        UnaryOp::Reciprocal => "1.0f / x".into(),
+        UnaryOp::Floor => "floorf(x)".into(),
+        UnaryOp::Ceil => "ceilf(x)".into(),
+        UnaryOp::Sin => "sinf(x)".into(),
+        UnaryOp::Cos => "cosf(x)".into(),
+        UnaryOp::Softsign => "x / (1.0f + fabsf(x))".into(),
+        UnaryOp::Softplus => "(x > 20.0f ? x : log1pf(expf(x)))".into(),
+        UnaryOp::HardSwish => "x * fminf(fmaxf(x / 6.0f + 0.5f, 0.0f), 1.0f)".into(),
+        UnaryOp::LeakyRelu(al) => format!("(x < 0.0f ? {al:?}f * x : x)"),
+        UnaryOp::Elu(al) => format!("(x < 0.0f ? {al:?}f * (expf(x) - 1.0f) : x)"),
+        UnaryOp::HardSigmoid { alpha, beta } => format!("fminf(fmaxf({alpha:?}f * x + {beta:?}f, 0.0f), 1.0f)"),
+        UnaryOp::Gelu { tanh: false } => "0.5f * x * (1.0f + erff(x * 0.70710678f))".into(),
+        UnaryOp::Not => "(x == 0.0f ? 1.0f : 0.0f)".into(),
+        _ => return None,
+    })
+}
+
+/// CUDA expression (in `x`, `y`) of a binary op on f32 carriers.
+pub fn binary_expr(op: BinaryOp) -> Option<&'static str> {
+    Some(match op {
+        BinaryOp::Add => "x + y",
+        BinaryOp::Sub => "x - y",
+        BinaryOp::Mul => "x * y",
+        BinaryOp::Div => "x / y",
+        BinaryOp::Pow => "powf(x, y)",
+        BinaryOp::Max => "fmaxf(x, y)",
+        BinaryOp::Min => "fminf(x, y)",
+        BinaryOp::Equal => "(x == y ? 1.0f : 0.0f)",
+        BinaryOp::Less => "(x < y ? 1.0f : 0.0f)",
+        BinaryOp::LessOrEqual => "(x <= y ? 1.0f : 0.0f)",
+        BinaryOp::Greater => "(x > y ? 1.0f : 0.0f)",
+        BinaryOp::GreaterOrEqual => "(x >= y ? 1.0f : 0.0f)",
+        BinaryOp::And => "((x != 0.0f && y != 0.0f) ? 1.0f : 0.0f)",
+        BinaryOp::Or => "((x != 0.0f || y != 0.0f) ? 1.0f : 0.0f)",
+        BinaryOp::Xor => "(((x != 0.0f) != (y != 0.0f)) ? 1.0f : 0.0f)",
+        _ => return None,
+    })
+}
+
+/// Expressions for Clip and the Casts on f32 carriers.
+pub const EXTRA_UNARY: [&str; 4] = ["fminf(fmaxf(x, a), b)", "truncf(x)", "(x != 0.0f ? 1.0f : 0.0f)", "x"];
+
+/// Every unit the backend builds, for compile checks without a device.
+pub fn all_units() -> Vec<Unit> {
+    use BinaryOp::*;
+    use UnaryOp::*;
+    let unary = [Relu, Sigmoid, Tanh, Erf, Exp, Log, Sqrt, Neg, Abs, Reciprocal, Floor, Ceil, Sin, Cos, Softsign, Softplus, HardSwish, LeakyRelu(0.1), Elu(1.0), HardSigmoid { alpha: 0.2, beta: 0.5 }, Gelu { tanh: false }, Not];
+    let binary = [Add, Sub, Mul, Div, Pow, Max, Min, Equal, Less, LessOrEqual, Greater, GreaterOrEqual, And, Or, Xor];
+    let mut v: Vec<Unit> = unary.iter().filter_map(|&u| unary_expr(u)).chain(EXTRA_UNARY.iter().map(|s| s.to_string())).map(|op| Unit { file: "elementwise.cu", op, binary: false }).collect();
+    v.extend(binary.iter().filter_map(|&b| binary_expr(b)).map(|op| Unit { file: "elementwise.cu", op: op.into(), binary: true }));
+    v.push(Unit { file: "nn.cu", op: String::new(), binary: false });
+    v
+}
+
+static MEMORY: Mutex<Option<HashMap<(String, &'static str), String>>> = Mutex::new(None);
+
+/// Where compiled PTX is kept between runs: `$HETSCHED_CACHE_DIR`, else `~/.cache/hetsched`.
+fn cache_dir() -> Option<PathBuf> {
+    std::env::var_os("HETSCHED_CACHE_DIR").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/hetsched"))).map(|d| d.join("cuda"))
+}
+
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}
+
+/// PTX for `unit` on `arch` (e.g. `compute_90`), from memory, the disk cache, or NVRTC. The
+/// caller must have checked that libnvrtc loads ([`super::probe_libraries`]): cudarc panics
+/// otherwise.
+pub fn ptx(unit: &Unit, arch: &'static str) -> Result<String> {
+    let src = source(unit);
+    let key = (src.clone(), arch);
+    if let Some(p) = MEMORY.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).get(&key) {
+        return Ok(p.clone());
+    }
+    let file = cache_dir().map(|d| d.join(format!("{:016x}-{arch}.ptx", fnv1a(&src))));
+    let ptx = match file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()) {
+        Some(p) => p,
+        None => {
+            let opts = cudarc::nvrtc::CompileOptions { arch: Some(arch), use_fast_math: Some(false), ..Default::default() };
+            let p = cudarc::nvrtc::compile_ptx_with_opts(&src, opts)
+                .map_err(|e| Error::Tensor(format!("NVRTC failed on {} [{}] for {arch}: {e:?}", unit.file, unit.op)))?
+                .to_src();
+            if let Some(f) = &file {
+                // The cache is an optimisation: a read-only home just means compiling again.
+                let _ = std::fs::create_dir_all(f.parent().unwrap()).and_then(|_| std::fs::write(f, &p));
+            }
+            p
+        }
+    };
+    MEMORY.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).insert(key, ptx.clone());
+    Ok(ptx)
+}
