@@ -2,6 +2,8 @@
 //! compiles a bound graph (or a piece of one) into an [`Executable`].
 
 pub mod cpu;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub mod gpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 #[cfg(feature = "wgpu")]

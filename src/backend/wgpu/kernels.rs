@@ -1,79 +1,39 @@
 //! WGSL kernels: the sources in `shaders/wgsl`, the one place where they are specialised
 //! (workgroup size, the element-wise expression), and the expressions for each op.
 
+pub use crate::backend::gpu::{Elem, Kernel};
+use crate::backend::gpu::{OpSpec, BLOCK};
+use crate::error::{Error, Result};
 use crate::graph::{BinaryOp, UnaryOp};
 
 /// Threads per 1-D workgroup.
-pub const WG: u32 = 64;
+pub const WG: u32 = BLOCK;
 
 const COMMON: &str = include_str!("../../../shaders/wgsl/common.wgsl");
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Kernel {
-    Copy,
-    Unary,
-    Binary,
-    Where,
-    Matmul,
-    Conv2d,
-    Pool2d,
-    Rows,
-    Gather,
-}
-
-impl Kernel {
-    pub const ALL: [Kernel; 9] = [Kernel::Copy, Kernel::Unary, Kernel::Binary, Kernel::Where, Kernel::Matmul, Kernel::Conv2d, Kernel::Pool2d, Kernel::Rows, Kernel::Gather];
-
-    fn body(self) -> &'static str {
-        match self {
-            Kernel::Copy => include_str!("../../../shaders/wgsl/copy.wgsl"),
-            Kernel::Unary => include_str!("../../../shaders/wgsl/unary.wgsl"),
-            Kernel::Binary => include_str!("../../../shaders/wgsl/binary.wgsl"),
-            Kernel::Where => include_str!("../../../shaders/wgsl/where.wgsl"),
-            Kernel::Matmul => include_str!("../../../shaders/wgsl/matmul.wgsl"),
-            Kernel::Conv2d => include_str!("../../../shaders/wgsl/conv2d.wgsl"),
-            Kernel::Pool2d => include_str!("../../../shaders/wgsl/pool2d.wgsl"),
-            Kernel::Rows => include_str!("../../../shaders/wgsl/rows.wgsl"),
-            Kernel::Gather => include_str!("../../../shaders/wgsl/gather.wgsl"),
-        }
-    }
-
-    /// Storage bindings after the parameters (their element types are `B1`, `B2`, ...).
-    pub fn bindings(self) -> usize {
-        match self {
-            Kernel::Copy | Kernel::Unary | Kernel::Pool2d => 2,
-            Kernel::Binary | Kernel::Gather => 3,
-            Kernel::Where | Kernel::Matmul | Kernel::Conv2d | Kernel::Rows => 4,
-        }
-    }
-
-    /// Whether the kernel has an `{{OP}}` placeholder to fill.
-    pub fn templated(self) -> bool {
-        matches!(self, Kernel::Unary | Kernel::Binary)
+fn body(kernel: Kernel) -> &'static str {
+match kernel {
+        Kernel::Copy => include_str!("../../../shaders/wgsl/copy.wgsl"),
+        Kernel::Unary => include_str!("../../../shaders/wgsl/unary.wgsl"),
+        Kernel::Binary => include_str!("../../../shaders/wgsl/binary.wgsl"),
+        Kernel::Where => include_str!("../../../shaders/wgsl/where.wgsl"),
+        Kernel::Matmul => include_str!("../../../shaders/wgsl/matmul.wgsl"),
+        Kernel::Conv2d => include_str!("../../../shaders/wgsl/conv2d.wgsl"),
+        Kernel::Pool2d => include_str!("../../../shaders/wgsl/pool2d.wgsl"),
+        Kernel::Rows => include_str!("../../../shaders/wgsl/rows.wgsl"),
+        Kernel::Gather => include_str!("../../../shaders/wgsl/gather.wgsl"),
     }
 }
 
-/// Element type of a storage binding. Kernels compute in f32 and convert at loads and stores,
-/// so f16 halves memory and bandwidth without f16 accumulation error.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Elem {
-    F32,
-    F16,
-}
-
-impl Elem {
-    pub fn bytes(self) -> usize {
-        match self {
-            Elem::F32 => 4,
-            Elem::F16 => 2,
-        }
-    }
+/// Whether the kernel has an `{{OP}}` placeholder to fill.
+fn templated(kernel: Kernel) -> bool {
+    matches!(kernel, Kernel::Unary | Kernel::Binary)
 }
 
 /// Full WGSL source of `kernel` with `op` substituted for its `OP` placeholder and the element
 /// type of each storage binding (`types[i]` for binding `i + 1`).
 pub fn source(kernel: Kernel, op: &str, types: &[Elem]) -> String {
-    let body = if kernel.templated() { kernel.body().replace("{{OP}}", op) } else { kernel.body().to_string() };
+    let body = if templated(kernel) { body(kernel).replace("{{OP}}", op) } else { body(kernel).to_string() };
     let mut pre = String::new();
     if types.contains(&Elem::F16) {
         pre.push_str("enable f16;\n");
@@ -140,36 +100,31 @@ pub fn binary_expr(op: BinaryOp) -> Option<&'static str> {
     })
 }
 
+/// The WGSL expression of a launch's op ("" for kernels without one).
+pub fn op_expr(op: OpSpec) -> Result<String> {
+    let missing = || Error::Tensor(format!("{op:?} has no WGSL expression"));
+    Ok(match op {
+        OpSpec::None => String::new(),
+        OpSpec::Unary(u) => unary_expr(u).ok_or_else(missing)?,
+        OpSpec::Clip => CLIP.into(),
+        OpSpec::Cast(to) => cast_expr(to).into(),
+        OpSpec::Binary(b) => binary_expr(b).ok_or_else(missing)?.into(),
+    })
+}
+
 /// Every (kernel, op) specialisation the backend can build, for validation without a device.
 pub fn all_specialisations() -> Vec<(Kernel, String)> {
     let mut v = vec![];
     for k in Kernel::ALL {
         match k {
-            Kernel::Unary => {
-                let ops = [
-                    UnaryOp::Relu, UnaryOp::Sigmoid, UnaryOp::Tanh, UnaryOp::Erf, UnaryOp::Exp, UnaryOp::Log, UnaryOp::Sqrt, UnaryOp::Neg,
-                    UnaryOp::Abs, UnaryOp::Reciprocal, UnaryOp::Floor, UnaryOp::Ceil, UnaryOp::Sin, UnaryOp::Cos, UnaryOp::Softsign,
-                    UnaryOp::Softplus, UnaryOp::HardSwish, UnaryOp::LeakyRelu(0.1), UnaryOp::Elu(1.0),
-                    UnaryOp::HardSigmoid { alpha: 0.2, beta: 0.5 }, UnaryOp::Gelu { tanh: false }, UnaryOp::Not,
-                ];
-                v.extend(ops.iter().filter_map(|&o| unary_expr(o)).map(|e| (k, e)));
-                v.extend(extra_unary().into_iter().map(|e| (k, e.to_string())));
-            }
-            Kernel::Binary => {
-                use BinaryOp::*;
-                let ops = [Add, Sub, Mul, Div, Pow, Max, Min, Equal, Less, LessOrEqual, Greater, GreaterOrEqual, And, Or, Xor];
-                v.extend(ops.iter().filter_map(|&o| binary_expr(o)).map(|e| (k, e.to_string())));
-            }
+            Kernel::Unary => v.extend(crate::backend::gpu::all_ops().into_iter().filter(|o| !matches!(o, OpSpec::Binary(_))).map(|o| (k, op_expr(o).expect("every GPU unary op has an expression")))),
+            Kernel::Binary => v.extend(crate::backend::gpu::all_ops().into_iter().filter(|o| matches!(o, OpSpec::Binary(_))).map(|o| (k, op_expr(o).expect("every GPU binary op has an expression")))),
             _ => v.push((k, String::new())),
         }
     }
     v
 }
 
-/// Unary expressions used for Clip and Cast.
-pub fn extra_unary() -> [&'static str; 4] {
-    [CLIP, CAST_TRUNC, CAST_BOOL, IDENTITY]
-}
 pub const CLIP: &str = "clamp(x, a, b)";
 
 /// The conversion a Cast to `to` needs on f32 carriers.

@@ -4,15 +4,13 @@
 
 mod executable;
 pub mod kernels;
-mod plan;
 
 pub use executable::WgpuExecutable;
 
+use super::gpu::{self, Elem, Kernel};
 use super::{Backend, CompileOptions, DeviceInfo, Executable, Support};
 use crate::error::{Error, Result};
-use crate::graph::{Graph, Op, PoolKind};
-use crate::tensor::DType;
-use kernels::{Elem, Kernel};
+use crate::graph::Graph;
 use petgraph::stable_graph::NodeIndex;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -143,7 +141,7 @@ impl Backend for WgpuBackend {
     }
 
     fn supports(&self, graph: &Graph, n: NodeIndex) -> Support {
-        support(graph, n)
+        gpu::support(graph, n)
     }
 
     fn compile(&self, graph: Arc<Graph>, options: &CompileOptions) -> Result<Arc<dyn Executable>> {
@@ -154,52 +152,3 @@ impl Backend for WgpuBackend {
     }
 }
 
-/// Whether the wgpu kernels cover `n` with its inferred types (static shapes, rank <= 6,
-/// f32 data; integer and bool tensors only where f32 carries them exactly).
-pub fn support(graph: &Graph, n: NodeIndex) -> Support {
-    let node = &graph.g[n];
-    if matches!(node.op, Op::Input | Op::Constant { .. }) || node.outputs.iter().all(|v| v.value.is_some()) {
-        return Support::Yes;
-    }
-    let ins: Vec<Option<&crate::graph::Value>> = (0..node.num_inputs).map(|i| graph.input_value(n, i)).collect();
-    if node.outputs.iter().chain(ins.iter().flatten().copied()).any(|v| v.shape.is_none()) {
-        return Support::No("shapes known only at run time".into());
-    }
-    if node.outputs.iter().chain(ins.iter().flatten().copied()).any(|v| v.shape.as_ref().is_some_and(|s| s.len() > 6)) {
-        return Support::No("rank above 6".into());
-    }
-    let dt = |i: usize| ins.get(i).copied().flatten().and_then(|v| v.dtype);
-    // Integer constants are parameters (axes, shapes), not data the kernels read.
-    let all_f32 = ins.iter().flatten().filter(|v| v.value.is_none() || v.dtype.is_some_and(|d| d.is_float())).all(|v| v.dtype == Some(DType::F32));
-    let carried = |d: Option<DType>| matches!(d, Some(DType::F32 | DType::I64 | DType::I32 | DType::Bool | DType::I8 | DType::U8));
-    let ok = match &node.op {
-        Op::Identity | Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Transpose { .. } | Op::Slice | Op::Expand | Op::Concat { .. } => carried(dt(0)),
-        Op::Unary(u) => (all_f32 && kernels::unary_expr(*u).is_some()) || (*u == crate::graph::UnaryOp::Not && dt(0) == Some(DType::Bool)),
-        Op::Binary(b) => kernels::binary_expr(*b).is_some() && (all_f32 || ((b.is_comparison() || b.is_logical()) && carried(dt(0)))),
-        Op::Where => dt(0) == Some(DType::Bool) && carried(dt(1)),
-        Op::Clip { .. } => all_f32 && (1..3).all(|i| ins.get(i).copied().flatten().is_none_or(|v| v.value.is_some())),
-        Op::Cast { to } => carried(dt(0)) && carried(Some(*to)),
-        Op::CastLike => carried(dt(0)) && carried(dt(1)),
-        Op::ArgExtreme { .. } => all_f32,
-        Op::RmsNorm { .. } => all_f32 && plan::rms_len(graph, n).is_some(),
-        Op::Conv { .. } => all_f32 && matches!(ins[0].and_then(|v| v.shape.as_ref()).map(|s| s.len()), Some(3 | 4)),
-        Op::Pool { kind, .. } => all_f32 && !matches!(kind, PoolKind::Lp { .. }) && matches!(ins[0].and_then(|v| v.shape.as_ref()).map(|s| s.len()), Some(3 | 4)),
-        Op::GlobalPool { kind } => all_f32 && !matches!(kind, PoolKind::Lp { .. }),
-        Op::Reduce { .. } => all_f32 && plan::reduce_plan(graph, n).is_some(),
-        Op::Softmax { axis, legacy, .. } => {
-            let r = ins[0].and_then(|v| v.shape.as_ref()).map(|s| s.len()).unwrap_or(0) as i64;
-            all_f32 && (*legacy || *axis == -1 || *axis == r - 1)
-        }
-        Op::LayerNorm { .. } => all_f32 && node.outputs.iter().skip(1).all(|v| v.name.is_empty()),
-        Op::Gemm { .. } => all_f32,
-        Op::MatMul => all_f32 && plan::matmul_batches(graph, n).is_some(),
-        Op::Gather { .. } => carried(dt(0)) && matches!(dt(1), Some(DType::I64 | DType::I32)),
-        _ => false,
-    };
-    if ok {
-        Support::Yes
-    } else {
-        let types: Vec<String> = ins.iter().map(|v| v.and_then(|v| v.dtype).map(|d| d.to_string()).unwrap_or_else(|| "-".into())).collect();
-        Support::No(format!("{} with inputs ({}) has no wgpu kernel", node.op.name(), types.join(", ")))
-    }
-}

@@ -1,16 +1,16 @@
-//! Launch geometry and data layout for the wgpu kernels: dispatch grids, 6-D padded shapes and
+//! Launch geometry and data layout for the GPU kernels (wgpu and CUDA share the layouts): dispatch grids, 6-D padded shapes and
 //! strides, host <-> device element encoding, and which reductions and matmuls map onto the
 //! row and GEMM kernels.
 
-use super::kernels::{Elem, WG};
+use super::{Elem, BLOCK};
 use crate::graph::infer::reduce_axes;
 use crate::graph::{Activation, Graph, Op};
 use crate::tensor::{norm_axis, strides_of, Data, Tensor};
 use petgraph::stable_graph::NodeIndex;
 
-/// 1-D work of `n` items as a 2-D grid of WG-wide workgroups.
+/// 1-D work of `n` items as a 2-D grid of BLOCK-wide workgroups (thread blocks).
 pub fn grid(n: usize) -> [u32; 3] {
-    let groups = n.div_ceil(WG as usize).max(1);
+    let groups = n.div_ceil(BLOCK as usize).max(1);
     let x = groups.min(65535);
     [x as u32, groups.div_ceil(x) as u32, 1]
 }

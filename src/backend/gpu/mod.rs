@@ -1,0 +1,186 @@
+//! What the GPU backends share: the kernel set and its parameter layouts, the device-neutral
+//! lowering of a bound graph to buffers and launches ([`lower::lower`]), launch geometry, and
+//! which nodes the kernels cover ([`support`]). Each backend (wgpu, CUDA) only creates the
+//! resources and issues the launches.
+
+pub mod layout;
+pub mod lower;
+
+use super::Support;
+use crate::graph::{BinaryOp, Graph, Op, PoolKind, UnaryOp};
+use crate::tensor::{DType, Tensor};
+use petgraph::stable_graph::NodeIndex;
+use std::sync::Arc;
+
+/// Threads per 1-D workgroup / thread block.
+pub const BLOCK: u32 = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    Copy,
+    Unary,
+    Binary,
+    Where,
+    Matmul,
+    Conv2d,
+    Pool2d,
+    Rows,
+    Gather,
+}
+
+impl Kernel {
+    pub const ALL: [Kernel; 9] = [Kernel::Copy, Kernel::Unary, Kernel::Binary, Kernel::Where, Kernel::Matmul, Kernel::Conv2d, Kernel::Pool2d, Kernel::Rows, Kernel::Gather];
+
+    /// Storage bindings after the parameters (their element types are `B1`, `B2`, ...).
+    pub fn bindings(self) -> usize {
+        match self {
+            Kernel::Copy | Kernel::Unary | Kernel::Pool2d => 2,
+            Kernel::Binary | Kernel::Gather => 3,
+            Kernel::Where | Kernel::Matmul | Kernel::Conv2d | Kernel::Rows => 4,
+        }
+    }
+}
+
+/// Element type of a device buffer. Kernels compute in f32 and convert at loads and stores, so
+/// f16 halves memory and bandwidth without f16 accumulation error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Elem {
+    F32,
+    F16,
+}
+
+impl Elem {
+    pub fn bytes(self) -> usize {
+        match self {
+            Elem::F32 => 4,
+            Elem::F16 => 2,
+        }
+    }
+}
+
+/// The element-wise expression a Unary or Binary launch computes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OpSpec {
+    None,
+    Unary(UnaryOp),
+    /// clamp(x, a, b) with the bounds in the parameters.
+    Clip,
+    /// Cast to this dtype on f32 carriers.
+    Cast(DType),
+    Binary(BinaryOp),
+}
+
+/// A device buffer to create: its length, element type and, for constants, its contents.
+#[derive(Clone, Debug)]
+pub struct BufferSpec {
+    pub len: usize,
+    pub elem: Elem,
+    pub init: Option<Arc<Tensor>>,
+}
+
+/// One kernel launch: parameters (u32 words) and the buffers bound after them, in order.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    pub kernel: Kernel,
+    pub op: OpSpec,
+    pub params: Vec<u32>,
+    pub bufs: Vec<usize>,
+    pub grid: [u32; 3],
+}
+
+#[derive(Clone, Debug)]
+pub struct PlanInput {
+    pub buffer: usize,
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PlanOutput {
+    pub buffer: usize,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+}
+
+/// A bound graph as buffers and launches, in execution order.
+#[derive(Clone, Debug)]
+pub struct GpuPlan {
+    pub buffers: Vec<BufferSpec>,
+    pub launches: Vec<Launch>,
+    pub inputs: Vec<PlanInput>,
+    pub outputs: Vec<PlanOutput>,
+}
+
+/// Unary ops every GPU backend implements (each backend's expression table covers these).
+pub fn unary_supported(op: UnaryOp) -> bool {
+    use UnaryOp::*;
+    matches!(op, Relu | Sigmoid | Tanh | Erf | Exp | Log | Sqrt | Neg | Abs | Reciprocal | Floor | Ceil | Sin | Cos | Softsign | Softplus | HardSwish | LeakyRelu(_) | Elu(_) | HardSigmoid { .. } | Gelu { tanh: false } | Not)
+}
+
+/// Binary ops every GPU backend implements.
+pub fn binary_supported(op: BinaryOp) -> bool {
+    use BinaryOp::*;
+    matches!(op, Add | Sub | Mul | Div | Pow | Max | Min | Equal | Less | LessOrEqual | Greater | GreaterOrEqual | And | Or | Xor)
+}
+
+/// Every (unary or binary) op the GPU kernels are specialised for.
+pub fn all_ops() -> Vec<OpSpec> {
+    use BinaryOp::*;
+    use UnaryOp::*;
+    let unary = [Relu, Sigmoid, Tanh, Erf, Exp, Log, Sqrt, Neg, Abs, Reciprocal, Floor, Ceil, Sin, Cos, Softsign, Softplus, HardSwish, LeakyRelu(0.1), Elu(1.0), HardSigmoid { alpha: 0.2, beta: 0.5 }, Gelu { tanh: false }, Not];
+    let binary = [Add, Sub, Mul, Div, Pow, Max, Min, Equal, Less, LessOrEqual, Greater, GreaterOrEqual, And, Or, Xor];
+    let mut v: Vec<OpSpec> = unary.into_iter().map(OpSpec::Unary).collect();
+    v.extend([OpSpec::Clip, OpSpec::Cast(DType::F32), OpSpec::Cast(DType::I64), OpSpec::Cast(DType::Bool)]);
+    v.extend(binary.into_iter().map(OpSpec::Binary));
+    v
+}
+
+/// Whether the GPU kernels cover `n` with its inferred types (static shapes, rank <= 6,
+/// f32 data; integer and bool tensors only where f32 carries them exactly).
+pub fn support(graph: &Graph, n: NodeIndex) -> Support {
+    let node = &graph.g[n];
+    if matches!(node.op, Op::Input | Op::Constant { .. }) || node.outputs.iter().all(|v| v.value.is_some()) {
+        return Support::Yes;
+    }
+    let ins: Vec<Option<&crate::graph::Value>> = (0..node.num_inputs).map(|i| graph.input_value(n, i)).collect();
+    if node.outputs.iter().chain(ins.iter().flatten().copied()).any(|v| v.shape.is_none()) {
+        return Support::No("shapes known only at run time".into());
+    }
+    if node.outputs.iter().chain(ins.iter().flatten().copied()).any(|v| v.shape.as_ref().is_some_and(|s| s.len() > 6)) {
+        return Support::No("rank above 6".into());
+    }
+    let dt = |i: usize| ins.get(i).copied().flatten().and_then(|v| v.dtype);
+    // Integer constants are parameters (axes, shapes), not data the kernels read.
+    let all_f32 = ins.iter().flatten().filter(|v| v.value.is_none() || v.dtype.is_some_and(|d| d.is_float())).all(|v| v.dtype == Some(DType::F32));
+    let carried = |d: Option<DType>| matches!(d, Some(DType::F32 | DType::I64 | DType::I32 | DType::Bool | DType::I8 | DType::U8));
+    let ok = match &node.op {
+        Op::Identity | Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Transpose { .. } | Op::Slice | Op::Expand | Op::Concat { .. } => carried(dt(0)),
+        Op::Unary(u) => (all_f32 && unary_supported(*u)) || (*u == crate::graph::UnaryOp::Not && dt(0) == Some(DType::Bool)),
+        Op::Binary(b) => binary_supported(*b) && (all_f32 || ((b.is_comparison() || b.is_logical()) && carried(dt(0)))),
+        Op::Where => dt(0) == Some(DType::Bool) && carried(dt(1)),
+        Op::Clip { .. } => all_f32 && (1..3).all(|i| ins.get(i).copied().flatten().is_none_or(|v| v.value.is_some())),
+        Op::Cast { to } => carried(dt(0)) && carried(Some(*to)),
+        Op::CastLike => carried(dt(0)) && carried(dt(1)),
+        Op::ArgExtreme { .. } => all_f32,
+        Op::RmsNorm { .. } => all_f32 && layout::rms_len(graph, n).is_some(),
+        Op::Conv { .. } => all_f32 && matches!(ins[0].and_then(|v| v.shape.as_ref()).map(|s| s.len()), Some(3 | 4)),
+        Op::Pool { kind, .. } => all_f32 && !matches!(kind, PoolKind::Lp { .. }) && matches!(ins[0].and_then(|v| v.shape.as_ref()).map(|s| s.len()), Some(3 | 4)),
+        Op::GlobalPool { kind } => all_f32 && !matches!(kind, PoolKind::Lp { .. }),
+        Op::Reduce { .. } => all_f32 && layout::reduce_plan(graph, n).is_some(),
+        Op::Softmax { axis, legacy, .. } => {
+            let r = ins[0].and_then(|v| v.shape.as_ref()).map(|s| s.len()).unwrap_or(0) as i64;
+            all_f32 && (*legacy || *axis == -1 || *axis == r - 1)
+        }
+        Op::LayerNorm { .. } => all_f32 && node.outputs.iter().skip(1).all(|v| v.name.is_empty()),
+        Op::Gemm { .. } => all_f32,
+        Op::MatMul => all_f32 && layout::matmul_batches(graph, n).is_some(),
+        Op::Gather { .. } => carried(dt(0)) && matches!(dt(1), Some(DType::I64 | DType::I32)),
+        _ => false,
+    };
+    if ok {
+        Support::Yes
+    } else {
+        let types: Vec<String> = ins.iter().map(|v| v.and_then(|v| v.dtype).map(|d| d.to_string()).unwrap_or_else(|| "-".into())).collect();
+        Support::No(format!("{} with inputs ({}) has no GPU kernel", node.op.name(), types.join(", ")))
+    }
+}
