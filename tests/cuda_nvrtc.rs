@@ -27,7 +27,7 @@ fn every_kernel_unit_compiles_for_hopper() {
     assert!(failures.is_empty(), "{} of {} units failed:\n{}", failures.len(), units.len(), failures.join("\n"));
     // The PTX names the entry points the executor will launch.
     let ptx = kernels::ptx(&units[units.len() - 1], "compute_90").unwrap();
-    for f in ["conv2d_f32", "pool2d_f32", "rows_f32"] {
+    for f in ["conv2d_f32", "pool2d_f32", "rows_f32", "matmul_f32"] {
         assert!(ptx.contains(f), "{f} missing from PTX");
     }
 }

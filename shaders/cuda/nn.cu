@@ -117,3 +117,28 @@ extern "C" __global__ void rows_f32(const u32* p, const float* x, const float* s
         y[base + j] = v;
     }
 }
+
+// Batched GEMM with 16x16 shared-memory tiles (the WGSL matmul's layout): C[b] = alpha * A[b] *
+// B[b] + beta * bias, then the fused activation. Strides express transposes and batch
+// broadcasting. p: [M, N, K, a_batch, a_rs, a_cs, b_batch, b_rs, b_cs, has_bias, bias_rs,
+// bias_cs, alpha_bits, beta_bits, act, lo_bits, hi_bits]. Launch with 16x16 blocks.
+extern "C" __global__ void matmul_f32(const u32* p, const float* a, const float* bm, const float* bias, float* c) {
+    __shared__ float ta[16][16];
+    __shared__ float tb[16][16];
+    u32 m = p[0], n = p[1], k = p[2];
+    u32 row = blockIdx.y * 16 + threadIdx.y, col = blockIdx.x * 16 + threadIdx.x, batch = blockIdx.z;
+    u32 a0 = batch * p[3], b0 = batch * p[6];
+    float acc = 0.0f;
+    for (u32 t = 0; t < (k + 15) / 16; ++t) {
+        u32 ka = t * 16 + threadIdx.x, kb = t * 16 + threadIdx.y;
+        ta[threadIdx.y][threadIdx.x] = (row < m && ka < k) ? a[a0 + row * p[4] + ka * p[5]] : 0.0f;
+        tb[threadIdx.y][threadIdx.x] = (kb < k && col < n) ? bm[b0 + kb * p[7] + col * p[8]] : 0.0f;
+        __syncthreads();
+        for (int i = 0; i < 16; ++i) acc += ta[threadIdx.y][i] * tb[i][threadIdx.x];
+        __syncthreads();
+    }
+    if (row >= m || col >= n) return;
+    float v = pf(p, 12) * acc;
+    if (p[9] == 1u) v += pf(p, 13) * bias[row * p[10] + col * p[11]];
+    c[batch * m * n + row * n + col] = activate(v, p[14], pf(p, 15), pf(p, 16));
+}

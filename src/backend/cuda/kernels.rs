@@ -84,6 +84,16 @@ pub fn binary_expr(op: BinaryOp) -> Option<&'static str> {
     })
 }
 
+/// The conversion a Cast to `to` needs on f32 carriers.
+pub fn cast_expr(to: crate::tensor::DType) -> &'static str {
+    use crate::tensor::DType;
+    match to {
+        DType::F32 | DType::F16 | DType::F64 | DType::BF16 => EXTRA_UNARY[3],
+        DType::Bool => EXTRA_UNARY[2],
+        _ => EXTRA_UNARY[1],
+    }
+}
+
 /// Expressions for Clip and the Casts on f32 carriers.
 pub const EXTRA_UNARY: [&str; 4] = ["fminf(fmaxf(x, a), b)", "truncf(x)", "(x != 0.0f ? 1.0f : 0.0f)", "x"];
 

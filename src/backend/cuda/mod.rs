@@ -2,13 +2,22 @@
 //! CUDA toolkit. Every library cudarc would open is probed first with the same file names, since
 //! cudarc panics on a missing one. Kernels are CUDA C in `shaders/cuda`, compiled with NVRTC.
 //!
-//! Status: probing, kernel sources and their NVRTC compilation are in place and tested; the
-//! executor (device buffers, launches, cuBLAS GEMMs, streams, graph capture) is the next step, so
-//! the device reports itself unavailable with that reason.
+//! The executor realises the shared GPU plan (`backend::gpu`) with cudarc. Status: probing and
+//! the NVRTC compilation of every kernel are tested here without a GPU; the executor compiles but
+//! has not yet run on a device (cuBLAS, a copy stream with pinned staging and CUDA graphs are the
+//! next steps).
 
+mod executable;
 pub mod kernels;
 
+pub use executable::CudaExecutable;
+
+use super::{Backend, CompileOptions, DeviceInfo, Executable, Support};
 use crate::error::{Error, Result};
+use crate::graph::Graph;
+use petgraph::stable_graph::NodeIndex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The libraries the backend needs, as cudarc names them.
 pub const LIBRARIES: [&str; 3] = ["cuda", "nvrtc", "cublas"];
@@ -28,18 +37,91 @@ pub fn probe_libraries(names: &[&str]) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Why the CUDA device cannot be used on this machine, if it cannot.
-pub fn unavailable_reason() -> String {
-    if let Err(e) = probe_libraries(&LIBRARIES) {
-        return e;
-    }
-    match cudarc::driver::CudaContext::device_count() {
-        Ok(0) => "no CUDA device found".into(),
-        Err(e) => format!("the CUDA driver failed to initialise: {e:?}"),
-        Ok(n) => format!("{n} CUDA device(s) found, but hetsched's CUDA executor is not built yet (kernels compile; see issue notes)"),
+/// Device 0 with its stream, architecture and loaded kernel modules.
+pub struct Device {
+    pub ctx: Arc<cudarc::driver::CudaContext>,
+    pub stream: Arc<cudarc::driver::CudaStream>,
+    pub name: String,
+    /// NVRTC virtual architecture of the device, e.g. `compute_90`.
+    pub arch: &'static str,
+    pub max_buffer_bytes: u64,
+    modules: Mutex<HashMap<kernels::Unit, Arc<cudarc::driver::CudaModule>>>,
+}
+
+impl Device {
+    /// The entry point `name` of `unit`, compiling and loading the module on first use.
+    pub fn function(&self, unit: &kernels::Unit, name: &str) -> Result<cudarc::driver::CudaFunction> {
+        let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        let module = match modules.get(unit) {
+            Some(m) => m.clone(),
+            None => {
+                let ptx = kernels::ptx(unit, self.arch)?;
+                let m = self.ctx.load_module(cudarc::nvrtc::Ptx::from_src(ptx)).map_err(|e| Error::Tensor(format!("loading {}: {e:?}", unit.file)))?;
+                modules.insert(unit.clone(), m.clone());
+                m
+            }
+        };
+        module.load_function(name).map_err(|e| Error::Tensor(format!("kernel {name}: {e:?}")))
     }
 }
 
-pub fn open() -> Result<std::sync::Arc<dyn super::Backend>> {
-    Err(Error::DeviceUnavailable { device: "cuda".into(), reason: unavailable_reason() })
+static DEVICE: OnceLock<std::result::Result<Arc<Device>, String>> = OnceLock::new();
+
+/// NVRTC virtual architectures this build names, newest first.
+const ARCHES: [(i32, &str); 5] = [(100, "compute_100"), (90, "compute_90"), (89, "compute_89"), (86, "compute_86"), (80, "compute_80")];
+
+/// Opens device 0 once per process, after probing every library cudarc will load.
+pub fn device() -> Result<Arc<Device>> {
+    DEVICE
+        .get_or_init(|| {
+            probe_libraries(&LIBRARIES)?;
+            match cudarc::driver::CudaContext::device_count() {
+                Ok(0) => return Err("no CUDA device found".into()),
+                Err(e) => return Err(format!("the CUDA driver failed to initialise: {e:?}")),
+                Ok(_) => {}
+            }
+            let ctx = cudarc::driver::CudaContext::new(0).map_err(|e| format!("opening device 0: {e:?}"))?;
+            let (major, minor) = ctx.compute_capability().map_err(|e| format!("{e:?}"))?;
+            let cc = major * 10 + minor;
+            let arch = ARCHES.iter().find(|(v, _)| *v <= cc).map(|(_, a)| *a).ok_or_else(|| format!("compute capability {major}.{minor} is older than sm_80"))?;
+            let name = ctx.name().unwrap_or_else(|_| "CUDA device".into());
+            let stream = ctx.default_stream();
+            Ok(Arc::new(Device { ctx, stream, name, arch, max_buffer_bytes: 1 << 34, modules: Mutex::new(HashMap::new()) }))
+        })
+        .clone()
+        .map_err(|reason| Error::DeviceUnavailable { device: "cuda".into(), reason })
+}
+
+pub struct CudaBackend {
+    dev: Arc<Device>,
+}
+
+pub fn open() -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(CudaBackend { dev: device()? }))
+}
+
+impl Backend for CudaBackend {
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn info(&self) -> DeviceInfo {
+        DeviceInfo {
+            name: "cuda".into(),
+            kind: "gpu".into(),
+            available: true,
+            details: vec![("device".into(), self.dev.name.clone()), ("arch".into(), self.dev.arch.into())],
+        }
+    }
+
+    fn supports(&self, graph: &Graph, n: NodeIndex) -> Support {
+        super::gpu::support(graph, n)
+    }
+
+    fn compile(&self, graph: Arc<Graph>, options: &CompileOptions) -> Result<Arc<dyn Executable>> {
+        if options.f16 {
+            return Err(Error::Unsupported { node: String::new(), op: String::new(), what: "f16 storage on cuda".into() });
+        }
+        Ok(Arc::new(CudaExecutable::new(self.dev.clone(), graph)?))
+    }
 }

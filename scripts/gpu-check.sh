@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# One-shot check on the GPU machine (CUDA driver and libraries present, no cargo, no network).
+# Build elsewhere and bring the binaries: ../shared/scripts/gpu-bundle.sh squeezenet1_1 mobilenet_v2
+# shufflenet_v2_x1_0 bert_tiny  (packs release, example and test binaries built with
+# --features cuda, plus the models, into .gpu-bundle/), then run this from the repository root:
+#   bash scripts/gpu-check.sh [.gpu-bundle]
+# Writes everything it measures under ${OUT:-gpu-check-out}/.
+set -uo pipefail
+BUNDLE=${1:-.gpu-bundle}
+OUT=${OUT:-gpu-check-out}
+mkdir -p "$OUT"
+BIN=$(find "$BUNDLE" -type f -name hetsched -perm -u+x | head -n 1)
+MODELS=$(dirname "$(find "$BUNDLE" -name model.onnx -path '*squeezenet1_1*' | head -n 1)")/..
+[ -x "$BIN" ] || { echo "no hetsched binary under $BUNDLE" >&2; exit 1; }
+status=0
+
+echo "== devices" | tee "$OUT/summary.txt"
+"$BIN" devices 2>&1 | tee -a "$OUT/summary.txt"
+
+echo "== models on cuda against the references (rel L2 <= 1e-4)" | tee -a "$OUT/summary.txt"
+for m in squeezenet1_1 mobilenet_v2 shufflenet_v2_x1_0 bert_tiny; do
+  for set in 0 1; do
+    dir="$MODELS/$m"
+    [ -d "$dir/test_data_set_$set" ] || continue
+    if ! "$BIN" run "$dir" --device cuda --inputs "$dir/test_data_set_$set" --check 2>&1 | tee -a "$OUT/summary.txt"; then status=1; fi
+  done
+done
+
+echo "== conformance on cuda" | tee -a "$OUT/summary.txt"
+if [ -d "$BUNDLE/onnx-node" ]; then
+  "$BIN" conformance "$BUNDLE/onnx-node" --device cuda --json > "$OUT/conformance-cuda.json" 2>&1 || status=1
+  python3 -c "import json;d=json.load(open('$OUT/conformance-cuda.json'));print({k:d[k] for k in ('total','pass','fail','unsupported','error')})" | tee -a "$OUT/summary.txt"
+fi
+
+echo "== test binaries (GPU tests)" | tee -a "$OUT/summary.txt"
+for t in $(find "$BUNDLE" -type f -perm -u+x -name '*-*' | grep -v '\.d$'); do
+  HETSCHED_SHARED="$MODELS/.." "$t" --test-threads 1 > "$OUT/$(basename "$t").log" 2>&1 || status=1
+  tail -n 3 "$OUT/$(basename "$t").log" | tee -a "$OUT/summary.txt"
+done
+
+echo "== timing: hetsched cuda vs PyTorch eager fp32 and CUDA-graph replay (same run)" | tee -a "$OUT/summary.txt"
+for m in squeezenet1_1 mobilenet_v2 shufflenet_v2_x1_0 bert_tiny; do
+  for b in 1 8 32; do
+    printf '%s b%s hetsched cuda: ' "$m" "$b" | tee -a "$OUT/summary.txt"
+    "$BIN" run "$MODELS/$m" --device cuda --batch "$b" --repeat 50 2>&1 | grep median | tee -a "$OUT/summary.txt" || status=1
+  done
+done
+python3 "$(dirname "$0")/torch_baseline.py" --batch 1,8,32 2>&1 | tee -a "$OUT/summary.txt" || status=1
+exit $status
