@@ -60,20 +60,24 @@ pub fn conv(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, window: &Window, gro
     let mut y = vec![0f32; n * g.m * plane];
     let pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.oh == g.h && g.ow == g.w;
     let depthwise = g.group == g.c && g.group > 1 && g.m % g.c == 0;
-    for img in 0..n {
+    let image = |img: usize, yi: &mut [f32]| {
         let xi = &xv[img * g.c * g.h * g.w..(img + 1) * g.c * g.h * g.w];
-        let yi = &mut y[img * g.m * plane..(img + 1) * g.m * plane];
-        if depthwise && g.sh == 1 && g.sw == 1 {
-            depthwise_unit_stride(xi, wv, yi, &g);
-        } else if depthwise {
+        if depthwise {
             depthwise_image(xi, wv, yi, &g);
         } else if pointwise && g.group == 1 {
             sgemm(g.m, plane, g.c, Mat::row_major(wv, g.c), Mat::row_major(xi, plane), yi, false, 1.0);
         } else {
             grouped_im2col_image(xi, wv, yi, &g);
         }
+        // While this image's output is still warm in cache.
+        bias_activation(yi, bv, act, g.m, plane);
+    };
+    if n > 1 && g.m * plane > 0 {
+        // One image per task: coarser work than splitting each image's GEMM, fewer hand-offs.
+        y.par_chunks_mut(g.m * plane).enumerate().for_each(|(img, yi)| image(img, yi));
+    } else if n == 1 {
+        image(0, &mut y);
     }
-    bias_activation(&mut y, bv, act, g.m, plane);
     Tensor::from_f32(out_shape, y)
 }
 
@@ -152,75 +156,71 @@ fn valid_range(out: usize, stride: usize, pad: usize, offset: usize, size: usize
     (lo.min(out), hi.max(lo.min(out)))
 }
 
-/// Direct depthwise convolution (group == C, M = C * multiplier), parallel over output channels.
-/// Loops run output row by output row so the row being accumulated stays in L1.
+/// Direct depthwise convolution (group == C, M = C * multiplier), parallel over channels. Each
+/// plane is copied once into a zero-padded buffer so the tap loops need no bounds tests; the
+/// whole per-plane kernel is compiled with AVX2+FMA where the CPU has it, so the short row loops
+/// inline and vectorise instead of calling a helper per row and tap.
 fn depthwise_image(xi: &[f32], wv: &[f32], yi: &mut [f32], g: &Geom) {
     let plane = g.oh * g.ow;
     let mult = g.m / g.c;
     let kplane = g.kh * g.kw;
-    let xr: Vec<(usize, usize)> = (0..g.kw).map(|kx| valid_range(g.ow, g.sw, g.pl, kx * g.dw, g.w)).collect();
-    yi.par_chunks_mut(plane).enumerate().with_min_len(min_tasks(plane * g.kh * g.kw)).for_each(|(oc, out)| {
-        let src = &xi[(oc / mult) * g.h * g.w..(oc / mult + 1) * g.h * g.w];
-        let wk = &wv[oc * kplane..(oc + 1) * kplane];
-        for (oy, orow) in out.chunks_mut(g.ow).enumerate() {
-            for ky in 0..g.kh {
-                let iy = (oy * g.sh + ky * g.dh) as isize - g.pt as isize;
-                if iy < 0 || iy >= g.h as isize {
-                    continue;
-                }
-                let srow = &src[iy as usize * g.w..(iy as usize + 1) * g.w];
-                for kx in 0..g.kw {
-                    let (xlo, xhi) = xr[kx];
-                    if xlo >= xhi {
-                        continue;
-                    }
-                    let wgt = wk[ky * g.kw + kx];
-                    let x0 = xlo * g.sw + kx * g.dw - g.pl;
-                    simd::axpy(&mut orow[xlo..xhi], &srow[x0..], g.sw, wgt);
-                }
-            }
-        }
-    });
-}
-
-/// Depthwise convolution at stride 1 over a zero-padded copy of each plane. Computing rows of the
-/// padded width makes every tap one long contiguous axpy over the whole plane (9 calls for a 3x3
-/// kernel, whatever the plane size), instead of one short call per row; the few extra columns are
-/// dropped when copying out.
-fn depthwise_unit_stride(xi: &[f32], wv: &[f32], yi: &mut [f32], g: &Geom) {
-    let plane = g.oh * g.ow;
-    let mult = g.m / g.c;
-    let kplane = g.kh * g.kw;
-    // Padded width/height: enough for every tap of every output position.
-    let wp = (g.ow - 1) + (g.kw - 1) * g.dw + 1;
-    let hp = (g.oh - 1) + (g.kh - 1) * g.dh + 1;
-    yi.par_chunks_mut(plane).enumerate().with_min_len(min_tasks(plane * g.kh * g.kw)).for_each_init(
-        || (vec![0f32; hp * wp + wp], vec![0f32; g.oh * wp]),
-        |(padded, acc), (oc, out)| {
+    let wp = (g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1;
+    let hp = (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1;
+    yi.par_chunks_mut(plane).enumerate().with_min_len(min_tasks(plane * kplane)).for_each_init(
+        || vec![0f32; hp * wp],
+        |padded, (oc, out)| {
             let src = &xi[(oc / mult) * g.h * g.w..(oc / mult + 1) * g.h * g.w];
             padded.fill(0.0);
             for y in 0..g.h {
                 let py = y + g.pt;
-                if py >= hp {
-                    break;
+                if py >= hp || g.pl >= wp {
+                    continue;
                 }
-                let n = g.w.min(wp.saturating_sub(g.pl));
+                let n = g.w.min(wp - g.pl);
                 padded[py * wp + g.pl..py * wp + g.pl + n].copy_from_slice(&src[y * g.w..y * g.w + n]);
             }
-            acc.fill(0.0);
             let wk = &wv[oc * kplane..(oc + 1) * kplane];
-            let len = g.oh * wp;
-            for ky in 0..g.kh {
-                for kx in 0..g.kw {
-                    let off = ky * g.dh * wp + kx * g.dw;
-                    simd::axpy(&mut acc[..len], &padded[off..off + len], 1, wk[ky * g.kw + kx]);
-                }
-            }
-            for (oy, row) in out.chunks_mut(g.ow).enumerate() {
-                row.copy_from_slice(&acc[oy * wp..oy * wp + g.ow]);
-            }
+            depthwise_plane(padded, wp, wk, out, g);
         },
     );
+}
+
+fn depthwise_plane(padded: &[f32], wp: usize, wk: &[f32], out: &mut [f32], g: &Geom) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        return unsafe { depthwise_plane_avx2(padded, wp, wk, out, g) };
+    }
+    depthwise_plane_generic(padded, wp, wk, out, g)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn depthwise_plane_avx2(padded: &[f32], wp: usize, wk: &[f32], out: &mut [f32], g: &Geom) {
+    depthwise_plane_generic(padded, wp, wk, out, g)
+}
+
+#[inline(always)]
+fn depthwise_plane_generic(padded: &[f32], wp: usize, wk: &[f32], out: &mut [f32], g: &Geom) {
+    for (oy, orow) in out.chunks_mut(g.ow).enumerate() {
+        orow.fill(0.0);
+        for ky in 0..g.kh {
+            let row = &padded[(oy * g.sh + ky * g.dh) * wp..];
+            for kx in 0..g.kw {
+                let w = wk[ky * g.kw + kx];
+                let s = &row[kx * g.dw..];
+                if g.sw == 1 {
+                    for (o, &v) in orow.iter_mut().zip(&s[..g.ow]) {
+                        *o = w.mul_add(v, *o);
+                    }
+                } else {
+                    for (x, o) in orow.iter_mut().enumerate() {
+                        *o = w.mul_add(s[x * g.sw], *o);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// ConvTranspose (1-D and 2-D): per image and group, `col = W_g^T * X_g` by GEMM, then col2im

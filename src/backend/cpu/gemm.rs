@@ -41,7 +41,9 @@ pub fn sgemm(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], accumu
     assert!((k - 1) * b.rs + (n - 1) * b.cs < b.data.len(), "sgemm rhs out of range");
     let threads = rayon::current_num_threads();
     // Below ~4M MACs a second thread costs more in wake-up than it saves.
-    let par = if m * n * k >= 1 << 22 && threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // Inside a rayon task (e.g. one image of a batch) the other threads are already busy.
+    let nested = rayon::current_thread_index().is_some();
+    let par = if m * n * k >= 1 << 22 && threads > 1 && !nested { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     // SAFETY: the asserts above keep every index the views describe inside their slices, and
     // `c` is exclusively borrowed with room for m*n row-major elements.
     unsafe {
