@@ -7,6 +7,10 @@
 //! lavapipe, a CPU rasteriser: those numbers check the plumbing, not GPU speed.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+
+// The same allocator as the hetsched binary, so the figures match what `hetsched run` sees.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use hetsched::{Session, SessionOptions, Tensor};
 use std::path::PathBuf;
 use std::time::Duration;

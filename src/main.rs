@@ -2,6 +2,11 @@
 
 mod cli;
 
+// Activation buffers are allocated and freed on every run; mimalloc keeps freed pages for reuse
+// instead of returning them to the OS, which saves a page fault per 4 KiB on each run.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use std::process::ExitCode;
 
