@@ -8,17 +8,7 @@
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
     if (i >= p[0]) { return; }
-    var rem = i;
-    var ia = 0u;
-    var ib = 0u;
-    for (var k = 0u; k < 6u; k++) {
-        let ax = 5u - k;
-        let c = rem % p[1u + ax];
-        rem = rem / p[1u + ax];
-        ia += c * p[7u + ax];
-        ib += c * p[13u + ax];
-    }
-    let x = f32(lhs[ia]);
-    let y = f32(rhs[ib]);
+    let x = f32(lhs[strided_offset(i, 1u, 7u)]);
+    let y = f32(rhs[strided_offset(i, 1u, 13u)]);
     dst[i] = B3({{OP}});
 }

@@ -7,6 +7,20 @@ fn flat_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
 }
 
+// Offset of flat output index `i` in a tensor whose row-major output shape sits at p[shape_at..+6]
+// and whose per-axis element strides sit at p[stride_at..+6] (6-D, left-padded).
+fn strided_offset(i: u32, shape_at: u32, stride_at: u32) -> u32 {
+    var rem = i;
+    var off = 0u;
+    for (var k = 0u; k < 6u; k++) {
+        let ax = 5u - k;
+        let c = rem % p[shape_at + ax];
+        rem = rem / p[shape_at + ax];
+        off += c * p[stride_at + ax];
+    }
+    return off;
+}
+
 fn pf(i: u32) -> f32 {
     return bitcast<f32>(p[i]);
 }

@@ -9,17 +9,8 @@
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
     if (i >= p[0]) { return; }
-    var rem = i;
-    var ic = 0u;
-    var ix = 0u;
-    var iy = 0u;
-    for (var k = 0u; k < 6u; k++) {
-        let ax = 5u - k;
-        let c = rem % p[1u + ax];
-        rem = rem / p[1u + ax];
-        ic += c * p[7u + ax];
-        ix += c * p[13u + ax];
-        iy += c * p[19u + ax];
-    }
+    let ic = strided_offset(i, 1u, 7u);
+    let ix = strided_offset(i, 1u, 13u);
+    let iy = strided_offset(i, 1u, 19u);
     dst[i] = B4(select(f32(ys[iy]), f32(xs[ix]), f32(cond[ic]) != 0.0));
 }

@@ -128,7 +128,14 @@ pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
         (UnaryOp::BitwiseNot, Data::Bool(_)) | (UnaryOp::BitwiseNot, Data::F32(_) | Data::F64(_) | Data::F16(_) | Data::BF16(_)) => {
             crate::unsupported!("BitwiseNot of {}", x.dtype())
         }
-        (UnaryOp::BitwiseNot, d) => crate::map_data!(d, v => v.iter().map(|&e| bitnot(e)).collect()),
+        (UnaryOp::BitwiseNot, Data::I8(v)) => Data::I8(v.iter().map(|x| !x).collect()),
+        (UnaryOp::BitwiseNot, Data::U8(v)) => Data::U8(v.iter().map(|x| !x).collect()),
+        (UnaryOp::BitwiseNot, Data::I16(v)) => Data::I16(v.iter().map(|x| !x).collect()),
+        (UnaryOp::BitwiseNot, Data::U16(v)) => Data::U16(v.iter().map(|x| !x).collect()),
+        (UnaryOp::BitwiseNot, Data::I32(v)) => Data::I32(v.iter().map(|x| !x).collect()),
+        (UnaryOp::BitwiseNot, Data::U32(v)) => Data::U32(v.iter().map(|x| !x).collect()),
+        (UnaryOp::BitwiseNot, Data::I64(v)) => Data::I64(v.iter().map(|x| !x).collect()),
+        (UnaryOp::BitwiseNot, Data::U64(v)) => Data::U64(v.iter().map(|x| !x).collect()),
         (UnaryOp::Not, Data::Bool(v)) => Data::Bool(v.iter().map(|b| !b).collect()),
         (UnaryOp::Not, d) => bail!("Not needs bool input, got {}", d.dtype()),
         (_, Data::F32(v)) => Data::F32(unary_f32(op, v)),
@@ -151,15 +158,6 @@ pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
         (op, d) => crate::unsupported!("{op:?} is not implemented for {}", d.dtype()),
     };
     Tensor::new(x.shape().to_vec(), data)
-}
-
-/// Bitwise complement through the integer's own width (bools and floats never reach here).
-fn bitnot<T: Copy + 'static>(e: T) -> T {
-    use std::any::Any;
-    let any = &e as &dyn Any;
-    macro_rules! try_int { ($($t:ty),*) => { $(if let Some(v) = any.downcast_ref::<$t>() { return *(&!*v as &dyn Any).downcast_ref::<T>().unwrap(); })* }; }
-    try_int!(i8, u8, i16, u16, i32, u32, i64, u64);
-    e
 }
 
 fn unary_f64(op: UnaryOp, x: f64) -> Option<f64> {

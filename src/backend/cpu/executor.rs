@@ -131,11 +131,7 @@ impl Executable for CpuExecutable {
                 slots[f] = None;
             }
             if let Some(t0) = t0 {
-                let kind = match &step.node.op {
-                    Op::Conv { group, .. } if *group > 1 => "/grouped",
-                    Op::Conv { .. } if step.node.outputs[0].shape.as_ref().is_some_and(|_| true) => "",
-                    _ => "",
-                };
+                let kind = if matches!(step.node.op, Op::Conv { group, .. } if group > 1) { "/grouped" } else { "" };
                 let e = times.entry(format!("{}{kind}", step.node.op.name())).or_default();
                 e.0 += t0.elapsed().as_secs_f64() * 1e3;
                 e.1 += 1;

@@ -4,7 +4,7 @@
 use crate::error::Result;
 use crate::graph::infer::SliceAxis;
 use crate::tensor::{norm_axis, strides_of, Data, Tensor};
-use crate::{bail, map_data, with_data};
+use crate::{bail, map_data};
 
 pub fn transpose(x: &Tensor, perm: &[usize], out_shape: &[usize]) -> Result<Tensor> {
     let ins = strides_of(x.shape());
@@ -195,5 +195,8 @@ pub fn constant_of_shape(value: &Tensor, out_shape: &[usize]) -> Result<Tensor> 
 
 /// Elements of a 0-D or 1-element tensor as f64 (Clip bounds and similar scalars).
 pub fn scalar_f64(t: &Tensor) -> Result<f64> {
-    with_data!(t.data(), v => if v.len() == 1 { Ok(t.to_f64_vec()[0]) } else { bail!("expected a scalar, got shape {:?}", t.shape()) })
+    if t.numel() != 1 {
+        bail!("expected a scalar, got shape {:?}", t.shape());
+    }
+    Ok(t.to_f64_vec()[0])
 }
