@@ -1,8 +1,12 @@
-//! CPU convolution, NCHW f32. Three paths: pointwise (1x1, stride 1, no pad) is one GEMM per
-//! image; depthwise runs a direct kernel per channel; everything else is im2col + GEMM per group.
-//! Bias and the fused activation are applied in one pass over the output.
+//! CPU convolution, NCHW f32. Depthwise convolutions run a direct kernel (`depthwise.rs`);
+//! everything else is a GEMM per group: straight on the input for pointwise (1x1, stride 1, no
+//! pad) convolutions, on an im2col unfolding otherwise. A batch runs one task per image; a
+//! single image splits its output columns across threads, each task unfolding, multiplying and
+//! applying bias + activation to its own columns while they are in cache, so one convolution is
+//! one parallel region.
 
-use super::gemm::{sgemm, Mat};
+use super::depthwise::depthwise_image;
+use super::gemm::{sgemm, sgemm_into, Mat};
 use super::simd;
 use crate::error::Result;
 use crate::graph::infer::resolve_pads;
@@ -13,22 +17,52 @@ use rayon::prelude::*;
 
 /// Geometry of a 2-D convolution (1-D convs run as H = 1).
 #[derive(Clone, Copy, Debug)]
-struct Geom {
-    c: usize,
-    h: usize,
-    w: usize,
-    m: usize,
-    kh: usize,
-    kw: usize,
-    oh: usize,
-    ow: usize,
-    sh: usize,
-    sw: usize,
-    dh: usize,
-    dw: usize,
-    pt: usize,
-    pl: usize,
-    group: usize,
+pub(super) struct Geom {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub m: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub dh: usize,
+    pub dw: usize,
+    pub pt: usize,
+    pub pl: usize,
+    pub group: usize,
+}
+
+/// What every convolution output goes through last: the per-channel bias, then the fused
+/// activation as a clamp (Relu is `[0, inf)`, Clip its bounds, none `(-inf, inf)`).
+pub(super) struct Epilogue<'a> {
+    bias: Option<&'a [f32]>,
+    pub lo: f32,
+    pub hi: f32,
+}
+
+impl<'a> Epilogue<'a> {
+    pub fn new(bias: Option<&'a [f32]>, act: Option<Activation>) -> Self {
+        let (lo, hi) = match act {
+            None => (f32::NEG_INFINITY, f32::INFINITY),
+            Some(Activation::Relu) => (0.0, f32::INFINITY),
+            Some(Activation::Clip { min, max }) => (min, max),
+        };
+        Epilogue { bias, lo, hi }
+    }
+    pub fn bias(&self, channel: usize) -> f32 {
+        self.bias.map_or(0.0, |b| b[channel])
+    }
+    fn is_identity(&self) -> bool {
+        self.bias.is_none() && self.lo == f32::NEG_INFINITY && self.hi == f32::INFINITY
+    }
+    fn apply(&self, row: &mut [f32], channel: usize) {
+        if !self.is_identity() {
+            simd::bias_act(row, self.bias(channel), self.lo, self.hi);
+        }
+    }
 }
 
 pub fn conv(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, window: &Window, group: usize, act: Option<Activation>, out_shape: &[usize]) -> Result<Tensor> {
@@ -56,27 +90,24 @@ pub fn conv(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, window: &Window, gro
     let n = xs[0];
     let (xv, wv) = (x.as_f32()?, wt.as_f32()?);
     let bv = bias.map(|b| b.as_f32()).transpose()?;
+    let epi = Epilogue::new(bv, act);
     let plane = g.oh * g.ow;
     let mut y = vec![0f32; n * g.m * plane];
-    let pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.oh == g.h && g.ow == g.w;
     let depthwise = g.group == g.c && g.group > 1 && g.m % g.c == 0;
-    let image = |img: usize, yi: &mut [f32]| {
+    let image = |img: usize, yi: &mut [f32], tasks: usize| {
         let xi = &xv[img * g.c * g.h * g.w..(img + 1) * g.c * g.h * g.w];
         if depthwise {
-            depthwise_image(xi, wv, yi, &g);
-        } else if pointwise && g.group == 1 {
-            sgemm(g.m, plane, g.c, Mat::row_major(wv, g.c), Mat::row_major(xi, plane), yi, false, 1.0);
+            depthwise_image(xi, wv, &epi, yi, &g);
         } else {
-            grouped_im2col_image(xi, wv, yi, &g);
+            gemm_conv_image(xi, wv, &epi, yi, &g, tasks);
         }
-        // While this image's output is still warm in cache.
-        bias_activation(yi, bv, act, g.m, plane);
     };
-    if n > 1 && g.m * plane > 0 {
+    if g.m * plane == 0 {
+    } else if n > 1 {
         // One image per task: coarser work than splitting each image's GEMM, fewer hand-offs.
-        y.par_chunks_mut(g.m * plane).enumerate().for_each(|(img, yi)| image(img, yi));
+        y.par_chunks_mut(g.m * plane).enumerate().for_each(|(img, yi)| image(img, yi, 1));
     } else if n == 1 {
-        image(0, &mut y);
+        image(0, &mut y, rayon::current_num_threads());
     }
     Tensor::from_f32(out_shape, y)
 }
@@ -87,65 +118,95 @@ pub fn min_tasks(work_per_plane: usize) -> usize {
     (16384 / work_per_plane.max(1)).max(1)
 }
 
-/// Adds the per-channel bias and applies the activation, parallel over (image, channel) planes.
-fn bias_activation(y: &mut [f32], bias: Option<&[f32]>, act: Option<Activation>, m: usize, plane: usize) {
-    if bias.is_none() && act.is_none() || plane == 0 {
-        return;
-    }
-    y.par_chunks_mut(plane).enumerate().with_min_len(min_tasks(plane)).for_each(|(i, p)| {
-        let b = bias.map(|b| b[i % m]).unwrap_or(0.0);
-        let (lo, hi) = match act {
-            None => (f32::NEG_INFINITY, f32::INFINITY),
-            Some(Activation::Relu) => (0.0, f32::INFINITY),
-            Some(Activation::Clip { min, max }) => (min, max),
-        };
-        simd::bias_act(p, b, lo, hi);
-    });
-}
+/// A destination shared by tasks that write disjoint parts of it.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: tasks only write disjoint column blocks (see `gemm_conv_image`).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
 
-fn grouped_im2col_image(xi: &[f32], wv: &[f32], yi: &mut [f32], g: &Geom) {
+/// One image by GEMM: `yi[M, OH*OW] = W[M, C/g*KH*KW] * unfold(xi)` per group, then the epilogue,
+/// with the output columns split over up to `tasks` parallel tasks.
+fn gemm_conv_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [f32], g: &Geom, tasks: usize) {
     let (cg, mg) = (g.c / g.group, g.m / g.group);
     let kk = cg * g.kh * g.kw;
     let plane = g.oh * g.ow;
-    let mut col = vec![0f32; kk * plane];
-    for grp in 0..g.group {
-        let xg = &xi[grp * cg * g.h * g.w..(grp + 1) * cg * g.h * g.w];
-        im2col(xg, &mut col, cg, g);
-        let wg = &wv[grp * mg * kk..(grp + 1) * mg * kk];
-        sgemm(mg, plane, kk, Mat::row_major(wg, kk), Mat::row_major(&col, plane), &mut yi[grp * mg * plane..(grp + 1) * mg * plane], false, 1.0);
+    let pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.oh == g.h && g.ow == g.w;
+    // Below ~1M MACs a task is too small to hand to another thread; column blocks stay multiples
+    // of the GEMM micro-tile width.
+    let tasks = if g.m * kk * plane >= 1 << 20 { tasks.clamp(1, plane.div_ceil(64)) } else { 1 };
+    let cols = plane.div_ceil(tasks).div_ceil(16) * 16;
+    let out = SharedOut(yi.as_mut_ptr());
+    let task = |t: usize, col: &mut Vec<f32>| {
+        let out = out;
+        let (n0, n1) = (t * cols, ((t + 1) * cols).min(plane));
+        if n0 >= n1 {
+            return;
+        }
+        let nc = n1 - n0;
+        for grp in 0..g.group {
+            let xg = &xi[grp * cg * g.h * g.w..(grp + 1) * cg * g.h * g.w];
+            let b = if pointwise {
+                Mat { data: &xg[n0..], rs: plane, cs: 1 }
+            } else {
+                col.resize(kk * nc, 0.0);
+                im2col(xg, col, g, n0, n1);
+                Mat::row_major(col, nc)
+            };
+            let a = Mat::row_major(&wv[grp * mg * kk..(grp + 1) * mg * kk], kk);
+            let first = grp * mg * plane + n0;
+            // SAFETY: rows grp*mg.. of columns n0..n1 lie inside `yi` (M x plane) and belong to
+            // this task alone; `yi` is exclusively borrowed for the whole parallel loop.
+            unsafe { sgemm_into(mg, nc, kk, a, b, out.0.add(first), plane, false, 1.0, false) };
+            for r in 0..mg {
+                // SAFETY: as above, one row of this task's block.
+                let row = unsafe { std::slice::from_raw_parts_mut(out.0.add(first + r * plane), nc) };
+                epi.apply(row, grp * mg + r);
+            }
+        }
+    };
+    if tasks == 1 {
+        task(0, &mut Vec::new());
+    } else {
+        (0..tasks).into_par_iter().for_each_init(Vec::new, |col, t| task(t, col));
     }
 }
 
-/// Unfolds `channels` input planes into rows of (c, ky, kx) x output positions; out-of-image taps are 0.
-fn im2col(x: &[f32], col: &mut [f32], channels: usize, g: &Geom) {
-    let plane = g.oh * g.ow;
-    col.par_chunks_mut(plane).enumerate().with_min_len(min_tasks(plane)).for_each(|(row, dst)| {
+/// Unfolds output columns `[n0, n1)` of one group's input planes into `col`, rows of
+/// (c, ky, kx) x columns; out-of-image taps are 0.
+fn im2col(x: &[f32], col: &mut [f32], g: &Geom, n0: usize, n1: usize) {
+    let nc = n1 - n0;
+    for (row, dst) in col.chunks_mut(nc).enumerate() {
         let c = row / (g.kh * g.kw);
         let ky = (row / g.kw) % g.kh;
         let kx = row % g.kw;
         let src = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
-        let _ = channels;
         let (lo, hi) = valid_range(g.ow, g.sw, g.pl, kx * g.dw, g.w);
-        for oy in 0..g.oh {
-            let d = &mut dst[oy * g.ow..(oy + 1) * g.ow];
+        let mut p = n0;
+        while p < n1 {
+            let (oy, ox0) = (p / g.ow, p % g.ow);
+            let ox1 = (g.ow).min(ox0 + n1 - p);
+            let d = &mut dst[p - n0..p - n0 + ox1 - ox0];
+            p += ox1 - ox0;
             let iy = (oy * g.sh + ky * g.dh) as isize - g.pt as isize;
-            if iy < 0 || iy >= g.h as isize || lo >= hi {
+            let (a, b) = (lo.clamp(ox0, ox1), hi.clamp(ox0, ox1));
+            if iy < 0 || iy >= g.h as isize || a >= b {
                 d.fill(0.0);
                 continue;
             }
             let srow = &src[iy as usize * g.w..(iy as usize + 1) * g.w];
-            d[..lo].fill(0.0);
-            d[hi..].fill(0.0);
+            d[..a - ox0].fill(0.0);
+            d[b - ox0..].fill(0.0);
             if g.sw == 1 {
-                let start = lo + kx * g.dw - g.pl;
-                d[lo..hi].copy_from_slice(&srow[start..start + hi - lo]);
+                let start = a + kx * g.dw - g.pl;
+                d[a - ox0..b - ox0].copy_from_slice(&srow[start..start + b - a]);
             } else {
-                for (ox, v) in d[lo..hi].iter_mut().enumerate() {
-                    *v = srow[(ox + lo) * g.sw + kx * g.dw - g.pl];
+                for (i, v) in d[a - ox0..b - ox0].iter_mut().enumerate() {
+                    *v = srow[(a + i) * g.sw + kx * g.dw - g.pl];
                 }
             }
         }
-    });
+    }
 }
 
 /// Output positions `[lo, hi)` along one axis whose tap `o * stride + offset - pad` lands inside `[0, size)`.
@@ -154,73 +215,6 @@ fn valid_range(out: usize, stride: usize, pad: usize, offset: usize, size: usize
     let lo = if offset >= pad { 0 } else { (pad - offset).div_ceil(stride) };
     let hi = if pad + size > offset { ((pad + size - offset).div_ceil(stride)).min(out) } else { 0 };
     (lo.min(out), hi.max(lo.min(out)))
-}
-
-/// Direct depthwise convolution (group == C, M = C * multiplier), parallel over channels. Each
-/// plane is copied once into a zero-padded buffer so the tap loops need no bounds tests; the
-/// whole per-plane kernel is compiled with AVX2+FMA where the CPU has it, so the short row loops
-/// inline and vectorise instead of calling a helper per row and tap.
-fn depthwise_image(xi: &[f32], wv: &[f32], yi: &mut [f32], g: &Geom) {
-    let plane = g.oh * g.ow;
-    let mult = g.m / g.c;
-    let kplane = g.kh * g.kw;
-    let wp = (g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1;
-    let hp = (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1;
-    yi.par_chunks_mut(plane).enumerate().with_min_len(min_tasks(plane * kplane)).for_each_init(
-        || vec![0f32; hp * wp],
-        |padded, (oc, out)| {
-            let src = &xi[(oc / mult) * g.h * g.w..(oc / mult + 1) * g.h * g.w];
-            padded.fill(0.0);
-            for y in 0..g.h {
-                let py = y + g.pt;
-                if py >= hp || g.pl >= wp {
-                    continue;
-                }
-                let n = g.w.min(wp - g.pl);
-                padded[py * wp + g.pl..py * wp + g.pl + n].copy_from_slice(&src[y * g.w..y * g.w + n]);
-            }
-            let wk = &wv[oc * kplane..(oc + 1) * kplane];
-            depthwise_plane(padded, wp, wk, out, g);
-        },
-    );
-}
-
-fn depthwise_plane(padded: &[f32], wp: usize, wk: &[f32], out: &mut [f32], g: &Geom) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports the features the function is compiled for.
-        return unsafe { depthwise_plane_avx2(padded, wp, wk, out, g) };
-    }
-    depthwise_plane_generic(padded, wp, wk, out, g)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn depthwise_plane_avx2(padded: &[f32], wp: usize, wk: &[f32], out: &mut [f32], g: &Geom) {
-    depthwise_plane_generic(padded, wp, wk, out, g)
-}
-
-#[inline(always)]
-fn depthwise_plane_generic(padded: &[f32], wp: usize, wk: &[f32], out: &mut [f32], g: &Geom) {
-    for (oy, orow) in out.chunks_mut(g.ow).enumerate() {
-        orow.fill(0.0);
-        for ky in 0..g.kh {
-            let row = &padded[(oy * g.sh + ky * g.dh) * wp..];
-            for kx in 0..g.kw {
-                let w = wk[ky * g.kw + kx];
-                let s = &row[kx * g.dw..];
-                if g.sw == 1 {
-                    for (o, &v) in orow.iter_mut().zip(&s[..g.ow]) {
-                        *o = w.mul_add(v, *o);
-                    }
-                } else {
-                    for (x, o) in orow.iter_mut().enumerate() {
-                        *o = w.mul_add(s[x * g.sw], *o);
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// ConvTranspose (1-D and 2-D): per image and group, `col = W_g^T * X_g` by GEMM, then col2im

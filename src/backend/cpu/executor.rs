@@ -85,6 +85,19 @@ impl CpuExecutable {
 
 impl Executable for CpuExecutable {
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        // Run the steps on a pool worker: each kernel's parallel loop then splits work with this
+        // thread instead of handing the whole loop to the pool and sleeping until it is done
+        // (two thread wake-ups per op, which cost more than many small ops compute).
+        if rayon::current_thread_index().is_some() {
+            self.run_steps(inputs)
+        } else {
+            rayon::scope(|_| self.run_steps(inputs))
+        }
+    }
+}
+
+impl CpuExecutable {
+    fn run_steps(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
         if inputs.len() != self.inputs.len() {
             return Err(Error::Input(format!("expected {} inputs, got {}", self.inputs.len(), inputs.len())));
         }

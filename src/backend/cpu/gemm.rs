@@ -24,15 +24,33 @@ impl<'a> Mat<'a> {
     }
 }
 
-/// `c (m x n, row-major) = (accumulate ? c : 0) + scale * a (m x k) * b (k x n)`.
+/// `c (m x n, row-major) = (accumulate ? c : 0) + scale * a (m x k) * b (k x n)`, on all
+/// threads when the product is big enough to pay for them.
 pub fn sgemm(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], accumulate: bool, scale: f32) {
     assert!(c.len() >= m * n, "sgemm output too small");
+    // Below ~4M MACs a second thread costs more in wake-up than it saves.
+    let par = m * n * k >= 1 << 22;
+    // SAFETY: `c` is exclusively borrowed with room for m*n row-major elements.
+    unsafe { sgemm_into(m, n, k, a, b, c.as_mut_ptr(), n, accumulate, scale, par) }
+}
+
+/// [`sgemm`] into a raw destination with row stride `ldc`, so that parallel tasks can each write
+/// a disjoint block of columns of one output.
+///
+/// # Safety
+/// `c` must be valid for writes of `(m - 1) * ldc + n` elements, and no other thread may access
+/// the `m x n` block it describes during the call.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_into(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: *mut f32, ldc: usize, accumulate: bool, scale: f32, par: bool) {
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            c[..m * n].fill(0.0);
+            for i in 0..m {
+                // SAFETY: row i of the block is inside the region the caller vouches for.
+                unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), n) }.fill(0.0);
+            }
         }
         return;
     }
@@ -40,16 +58,13 @@ pub fn sgemm(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], accumu
     assert!((m - 1) * a.rs + (k - 1) * a.cs < a.data.len(), "sgemm lhs out of range");
     assert!((k - 1) * b.rs + (n - 1) * b.cs < b.data.len(), "sgemm rhs out of range");
     let threads = rayon::current_num_threads();
-    // Below ~4M MACs a second thread costs more in wake-up than it saves.
-    // Inside a rayon task (e.g. one image of a batch) the other threads are already busy.
-    let nested = rayon::current_thread_index().is_some();
-    let par = if m * n * k >= 1 << 22 && threads > 1 && !nested { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-    // SAFETY: the asserts above keep every index the views describe inside their slices, and
-    // `c` is exclusively borrowed with room for m*n row-major elements.
+    let par = if par && threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // SAFETY: the asserts above keep every index the input views describe inside their slices;
+    // the caller vouches for the destination.
     unsafe {
         gemm::gemm(
             m, n, k,
-            c.as_mut_ptr(), 1, n as isize,
+            c, 1, ldc as isize,
             accumulate,
             a.data.as_ptr(), a.cs as isize, a.rs as isize,
             b.data.as_ptr(), b.cs as isize, b.rs as isize,

@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod conv;
+mod depthwise;
 pub mod einsum;
 pub mod elementwise;
 pub mod gemm;

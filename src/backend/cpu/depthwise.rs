@@ -1,0 +1,146 @@
+//! Direct depthwise convolution (group == C, M = C * multiplier), NCHW f32, with the bias and
+//! fused activation applied in registers.
+//!
+//! Each input plane is copied once into a zero-padded scratch, split by column phase
+//! (`column % stride_w`), so that every tap of every output row reads a contiguous run and the
+//! inner loop is plain vector FMAs: a strided read costs a gather, and accumulating each tap
+//! into memory costs a store-to-load chain per element, which dominated the earlier kernel.
+
+use super::conv::{min_tasks, Epilogue, Geom};
+use rayon::prelude::*;
+
+/// Output columns computed per register block; rows are padded to a multiple of it in scratch.
+const LANES: usize = 8;
+
+/// Scratch layout for one plane: `phases` planes of `rows x width`, where phase `p` holds padded
+/// columns `p, p + sw, p + 2 sw, ...`.
+#[derive(Clone, Copy)]
+struct Scratch {
+    rows: usize,
+    width: usize,
+    phases: usize,
+}
+
+impl Scratch {
+    fn for_geom(g: &Geom) -> Scratch {
+        let rows = (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1;
+        let blocks = g.ow.div_ceil(LANES) * LANES;
+        // The widest tap offset within a phase, plus a full block past the last output.
+        let width = blocks + (g.kw - 1) * g.dw / g.sw + 1;
+        Scratch { rows, width, phases: g.sw }
+    }
+    fn len(&self) -> usize {
+        self.rows * self.width * self.phases
+    }
+}
+
+/// One image: `xi` is [C, H, W], `yi` is [M, OH, OW].
+pub fn depthwise_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [f32], g: &Geom) {
+    let plane = g.oh * g.ow;
+    if plane == 0 {
+        return;
+    }
+    let mult = g.m / g.c;
+    let kplane = g.kh * g.kw;
+    let sc = Scratch::for_geom(g);
+    yi.par_chunks_mut(plane).enumerate().with_min_len(min_tasks(plane * kplane)).for_each_init(
+        || vec![0f32; sc.len()],
+        |scratch, (oc, out)| {
+            let src = &xi[(oc / mult) * g.h * g.w..(oc / mult + 1) * g.h * g.w];
+            let wk = &wv[oc * kplane..(oc + 1) * kplane];
+            plane_kernel(src, scratch, sc, wk, epi.bias(oc), epi, out, g);
+        },
+    );
+}
+
+#[inline(always)]
+/// Copies one input plane into the phase-split, zero-padded scratch, zeroing only the border.
+fn fill_scratch(src: &[f32], scratch: &mut [f32], sc: Scratch, g: &Geom) {
+    for (p, phase) in scratch.chunks_mut(sc.rows * sc.width).enumerate() {
+        // Scratch columns of this phase whose padded column `col * sw + p` is inside the image.
+        let lo = g.pl.saturating_sub(p).div_ceil(g.sw).min(sc.width);
+        let hi = (g.pl + g.w).saturating_sub(p).div_ceil(g.sw).clamp(lo, sc.width);
+        for (py, row) in phase.chunks_mut(sc.width).enumerate() {
+            let y = py.wrapping_sub(g.pt);
+            if py < g.pt || y >= g.h {
+                row.fill(0.0);
+                continue;
+            }
+            row[..lo].fill(0.0);
+            row[hi..].fill(0.0);
+            let srow = &src[y * g.w..(y + 1) * g.w];
+            let first = lo * g.sw + p - g.pl;
+            if g.sw == 1 {
+                row[lo..hi].copy_from_slice(&srow[first..first + hi - lo]);
+            } else {
+                strided_copy(&mut row[lo..hi], &srow[first..], g.sw);
+            }
+        }
+    }
+}
+
+/// `dst[i] = src[i * stride]`, in blocks the vectoriser turns into shuffles when stride is 2.
+#[inline(always)]
+fn strided_copy(dst: &mut [f32], src: &[f32], stride: usize) {
+    let mut i = 0;
+    if stride == 2 {
+        while i + LANES <= dst.len() && 2 * (i + LANES) <= src.len() {
+            let s: &[f32; 2 * LANES] = src[2 * i..2 * (i + LANES)].try_into().unwrap();
+            let d: &mut [f32; LANES] = (&mut dst[i..i + LANES]).try_into().unwrap();
+            for j in 0..LANES {
+                d[j] = s[2 * j];
+            }
+            i += LANES;
+        }
+    }
+    for (d, &v) in dst[i..].iter_mut().zip(src[i * stride..].iter().step_by(stride)) {
+        *d = v;
+    }
+}
+
+fn plane_kernel(src: &[f32], scratch: &mut [f32], sc: Scratch, wk: &[f32], bias: f32, epi: &Epilogue, out: &mut [f32], g: &Geom) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        return unsafe { plane_kernel_avx2(src, scratch, sc, wk, bias, epi, out, g) };
+    }
+    plane_kernel_generic(src, scratch, sc, wk, bias, epi, out, g)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn plane_kernel_avx2(src: &[f32], scratch: &mut [f32], sc: Scratch, wk: &[f32], bias: f32, epi: &Epilogue, out: &mut [f32], g: &Geom) {
+    plane_kernel_generic(src, scratch, sc, wk, bias, epi, out, g)
+}
+
+#[inline(always)]
+fn plane_kernel_generic(src: &[f32], scratch: &mut [f32], sc: Scratch, wk: &[f32], bias: f32, epi: &Epilogue, out: &mut [f32], g: &Geom) {
+    fill_scratch(src, scratch, sc, g);
+    let scratch = &*scratch;
+    let phase_len = sc.rows * sc.width;
+    // Where each tap's run starts relative to the output block, in scratch coordinates.
+    let taps: Vec<(usize, f32)> = (0..g.kh * g.kw)
+        .map(|t| {
+            let (ky, kx) = (t / g.kw, t % g.kw);
+            let off = kx * g.dw;
+            ((off % g.sw) * phase_len + ky * g.dh * sc.width + off / g.sw, wk[t])
+        })
+        .collect();
+    for (oy, orow) in out.chunks_mut(g.ow).enumerate() {
+        let base = oy * g.sh * sc.width;
+        for x0 in (0..g.ow).step_by(LANES) {
+            let mut acc = [bias; LANES];
+            for &(off, w) in &taps {
+                let s: &[f32; LANES] = scratch[base + off + x0..base + off + x0 + LANES].try_into().unwrap();
+                for i in 0..LANES {
+                    acc[i] = w.mul_add(s[i], acc[i]);
+                }
+            }
+            for v in acc.iter_mut() {
+                *v = v.max(epi.lo).min(epi.hi);
+            }
+            let n = LANES.min(g.ow - x0);
+            orow[x0..x0 + n].copy_from_slice(&acc[..n]);
+        }
+    }
+}
