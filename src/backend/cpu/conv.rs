@@ -14,6 +14,8 @@ use crate::graph::{Activation, Window};
 use crate::tensor::Tensor;
 use crate::bail;
 use rayon::prelude::*;
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 /// Geometry of a 2-D convolution (1-D convs run as H = 1).
 #[derive(Clone, Copy, Debug)]
@@ -92,9 +94,13 @@ pub fn conv(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, window: &Window, gro
     let bv = bias.map(|b| b.as_f32()).transpose()?;
     let epi = Epilogue::new(bv, act);
     let plane = g.oh * g.ow;
-    let mut y = vec![0f32; n * g.m * plane];
+    let total = n * g.m * plane;
+    let mut y: Vec<f32> = Vec::with_capacity(total);
+    let yu = &mut y.spare_capacity_mut()[..total];
     let depthwise = g.group == g.c && g.group > 1 && g.m % g.c == 0;
-    let image = |img: usize, yi: &mut [f32], tasks: usize| {
+    // Every path below writes each output element exactly once, so the output starts
+    // uninitialised rather than zeroed (a full extra pass over memory).
+    let image = |img: usize, yi: &mut [MaybeUninit<f32>], tasks: usize| {
         let xi = &xv[img * g.c * g.h * g.w..(img + 1) * g.c * g.h * g.w];
         if depthwise {
             depthwise_image(xi, wv, &epi, yi, &g);
@@ -105,10 +111,12 @@ pub fn conv(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, window: &Window, gro
     if g.m * plane == 0 {
     } else if n > 1 {
         // One image per task: coarser work than splitting each image's GEMM, fewer hand-offs.
-        y.par_chunks_mut(g.m * plane).enumerate().for_each(|(img, yi)| image(img, yi, 1));
+        yu.par_chunks_mut(g.m * plane).enumerate().for_each(|(img, yi)| image(img, yi, 1));
     } else if n == 1 {
-        image(0, &mut y, rayon::current_num_threads());
+        image(0, yu, rayon::current_num_threads());
     }
+    // SAFETY: the loops above initialised all `total` elements.
+    unsafe { y.set_len(total) };
     Tensor::from_f32(out_shape, y)
 }
 
@@ -117,6 +125,15 @@ pub fn conv(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, window: &Window, gro
 pub fn min_tasks(work_per_plane: usize) -> usize {
     (16384 / work_per_plane.max(1)).max(1)
 }
+
+thread_local! {
+    /// Each thread's im2col buffer, kept between convolutions: it only ever grows, to the
+    /// largest unfolding that thread has made.
+    static IM2COL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Bigger im2col buffers (in elements; 64 MiB) are freed after use rather than kept.
+const KEEP_IM2COL: usize = 1 << 24;
 
 /// A destination shared by tasks that write disjoint parts of it.
 #[derive(Clone, Copy)]
@@ -127,7 +144,7 @@ unsafe impl Sync for SharedOut {}
 
 /// One image by GEMM: `yi[M, OH*OW] = W[M, C/g*KH*KW] * unfold(xi)` per group, then the epilogue,
 /// with the output columns split over up to `tasks` parallel tasks.
-fn gemm_conv_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [f32], g: &Geom, tasks: usize) {
+fn gemm_conv_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [MaybeUninit<f32>], g: &Geom, tasks: usize) {
     let (cg, mg) = (g.c / g.group, g.m / g.group);
     let kk = cg * g.kh * g.kw;
     let plane = g.oh * g.ow;
@@ -136,8 +153,8 @@ fn gemm_conv_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [f32], g: &G
     // of the GEMM micro-tile width.
     let tasks = if g.m * kk * plane >= 1 << 20 { tasks.clamp(1, plane.div_ceil(64)) } else { 1 };
     let cols = plane.div_ceil(tasks).div_ceil(16) * 16;
-    let out = SharedOut(yi.as_mut_ptr());
-    let task = |t: usize, col: &mut Vec<f32>| {
+    let out = SharedOut(yi.as_mut_ptr().cast::<f32>());
+    let task = |t: usize| {
         let out = out;
         let (n0, n1) = (t * cols, ((t + 1) * cols).min(plane));
         if n0 >= n1 {
@@ -146,18 +163,28 @@ fn gemm_conv_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [f32], g: &G
         let nc = n1 - n0;
         for grp in 0..g.group {
             let xg = &xi[grp * cg * g.h * g.w..(grp + 1) * cg * g.h * g.w];
-            let b = if pointwise {
-                Mat { data: &xg[n0..], rs: plane, cs: 1 }
-            } else {
-                col.resize(kk * nc, 0.0);
-                im2col(xg, col, g, n0, n1);
-                Mat::row_major(col, nc)
-            };
             let a = Mat::row_major(&wv[grp * mg * kk..(grp + 1) * mg * kk], kk);
             let first = grp * mg * plane + n0;
             // SAFETY: rows grp*mg.. of columns n0..n1 lie inside `yi` (M x plane) and belong to
             // this task alone; `yi` is exclusively borrowed for the whole parallel loop.
-            unsafe { sgemm_into(mg, nc, kk, a, b, out.0.add(first), plane, false, 1.0, false) };
+            let c = unsafe { out.0.add(first) };
+            if pointwise {
+                let b = Mat { data: &xg[n0..], rs: plane, cs: 1 };
+                // SAFETY: as above.
+                unsafe { sgemm_into(mg, nc, kk, a, b, c, plane, false, 1.0, false) };
+            } else {
+                IM2COL.with_borrow_mut(|col| {
+                    if col.len() < kk * nc {
+                        col.resize(kk * nc, 0.0);
+                    }
+                    im2col(xg, &mut col[..kk * nc], g, n0, n1);
+                    // SAFETY: as above.
+                    unsafe { sgemm_into(mg, nc, kk, a, Mat::row_major(col, nc), c, plane, false, 1.0, false) };
+                    if col.len() > KEEP_IM2COL {
+                        *col = Vec::new();
+                    }
+                });
+            }
             for r in 0..mg {
                 // SAFETY: as above, one row of this task's block.
                 let row = unsafe { std::slice::from_raw_parts_mut(out.0.add(first + r * plane), nc) };
@@ -166,9 +193,9 @@ fn gemm_conv_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [f32], g: &G
         }
     };
     if tasks == 1 {
-        task(0, &mut Vec::new());
+        task(0);
     } else {
-        (0..tasks).into_par_iter().for_each_init(Vec::new, |col, t| task(t, col));
+        (0..tasks).into_par_iter().for_each(task);
     }
 }
 

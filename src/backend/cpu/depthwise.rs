@@ -8,6 +8,7 @@
 
 use super::conv::{min_tasks, Epilogue, Geom};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Output columns computed per register block; rows are padded to a multiple of it in scratch.
 const LANES: usize = 8;
@@ -35,7 +36,7 @@ impl Scratch {
 }
 
 /// One image: `xi` is [C, H, W], `yi` is [M, OH, OW].
-pub fn depthwise_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [f32], g: &Geom) {
+pub fn depthwise_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [MaybeUninit<f32>], g: &Geom) {
     let plane = g.oh * g.ow;
     if plane == 0 {
         return;
@@ -98,7 +99,7 @@ fn strided_copy(dst: &mut [f32], src: &[f32], stride: usize) {
     }
 }
 
-fn plane_kernel(src: &[f32], scratch: &mut [f32], sc: Scratch, wk: &[f32], bias: f32, epi: &Epilogue, out: &mut [f32], g: &Geom) {
+fn plane_kernel(src: &[f32], scratch: &mut [f32], sc: Scratch, wk: &[f32], bias: f32, epi: &Epilogue, out: &mut [MaybeUninit<f32>], g: &Geom) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports the features the function is compiled for.
@@ -109,12 +110,12 @@ fn plane_kernel(src: &[f32], scratch: &mut [f32], sc: Scratch, wk: &[f32], bias:
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn plane_kernel_avx2(src: &[f32], scratch: &mut [f32], sc: Scratch, wk: &[f32], bias: f32, epi: &Epilogue, out: &mut [f32], g: &Geom) {
+unsafe fn plane_kernel_avx2(src: &[f32], scratch: &mut [f32], sc: Scratch, wk: &[f32], bias: f32, epi: &Epilogue, out: &mut [MaybeUninit<f32>], g: &Geom) {
     plane_kernel_generic(src, scratch, sc, wk, bias, epi, out, g)
 }
 
 #[inline(always)]
-fn plane_kernel_generic(src: &[f32], scratch: &mut [f32], sc: Scratch, wk: &[f32], bias: f32, epi: &Epilogue, out: &mut [f32], g: &Geom) {
+fn plane_kernel_generic(src: &[f32], scratch: &mut [f32], sc: Scratch, wk: &[f32], bias: f32, epi: &Epilogue, out: &mut [MaybeUninit<f32>], g: &Geom) {
     fill_scratch(src, scratch, sc, g);
     let scratch = &*scratch;
     let phase_len = sc.rows * sc.width;
@@ -140,7 +141,9 @@ fn plane_kernel_generic(src: &[f32], scratch: &mut [f32], sc: Scratch, wk: &[f32
                 *v = v.max(epi.lo).min(epi.hi);
             }
             let n = LANES.min(g.ow - x0);
-            orow[x0..x0 + n].copy_from_slice(&acc[..n]);
+            for (o, &v) in orow[x0..x0 + n].iter_mut().zip(&acc) {
+                o.write(v);
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ use crate::graph::{Graph, Node, Op};
 use crate::tensor::Tensor;
 use petgraph::stable_graph::NodeIndex;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 struct Step {
@@ -88,11 +89,25 @@ impl Executable for CpuExecutable {
         // Run the steps on a pool worker: each kernel's parallel loop then splits work with this
         // thread instead of handing the whole loop to the pool and sleeping until it is done
         // (two thread wake-ups per op, which cost more than many small ops compute).
-        if rayon::current_thread_index().is_some() {
-            self.run_steps(inputs)
-        } else {
-            rayon::scope(|_| self.run_steps(inputs))
+        if rayon::current_thread_index().is_some() || rayon::current_num_threads() < 2 {
+            return self.run_steps(inputs);
         }
+        let done = AtomicBool::new(false);
+        rayon::scope(|s| {
+            // Keeps one other worker awake for the length of the run, taking each parallel
+            // loop's jobs as soon as they are queued, as ONNX Runtime's spinning pool does: a
+            // sleeping worker takes tens of microseconds to wake, longer than many ops last.
+            s.spawn(|_| {
+                while !done.load(Ordering::Acquire) {
+                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+            let result = self.run_steps(inputs);
+            done.store(true, Ordering::Release);
+            result
+        })
     }
 }
 

@@ -37,6 +37,8 @@ pub fn sgemm(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], accumu
 /// [`sgemm`] into a raw destination with row stride `ldc`, so that parallel tasks can each write
 /// a disjoint block of columns of one output.
 ///
+/// Without `accumulate` the destination is only written, so it may be uninitialised.
+///
 /// # Safety
 /// `c` must be valid for writes of `(m - 1) * ldc + n` elements, and no other thread may access
 /// the `m x n` block it describes during the call.
@@ -48,8 +50,9 @@ pub unsafe fn sgemm_into(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: *mut f
     if k == 0 {
         if !accumulate {
             for i in 0..m {
-                // SAFETY: row i of the block is inside the region the caller vouches for.
-                unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), n) }.fill(0.0);
+                // SAFETY: row i of the block is inside the region the caller vouches for (which
+                // may be uninitialised, hence no slice).
+                unsafe { std::ptr::write_bytes(c.add(i * ldc), 0, n) };
             }
         }
         return;

@@ -30,55 +30,76 @@ pub fn pool(x: &Tensor, kind: PoolKind, window: &Window, out_shape: &[usize]) ->
     // bounds tests.
     let cols = axis_taps(ow, sw, dw, pl, pr, kw, w);
     let rows = axis_taps(oh, sh, dh, pt, pb, kh, h);
-    let separable = !matches!(kind, PoolKind::Lp { .. });
+    // All taps of output columns [full_lo, full_hi) are inside the row: no tap lists needed.
+    let full_lo = pl.div_ceil(sw).min(ow);
+    let full_hi = if w + pl >= (kw - 1) * dw + 1 { ((w + pl - (kw - 1) * dw - 1) / sw + 1).clamp(full_lo, ow) } else { full_lo };
+    let geom = RowPool { w, ow, sw, dw, pl, kw, full: full_lo..full_hi };
     y.par_chunks_mut(oh * ow).enumerate().with_min_len(super::conv::min_tasks(oh * ow * kh * kw)).for_each_init(
-        || vec![0f32; h * ow],
-        |hbuf, (p, out)| {
+        || vec![0f32; w],
+        |vrow, (p, out)| {
             let src = &xv[p * h * w..(p + 1) * h * w];
-            if separable {
-                // Max and sum are separable: reduce along each row first, then across rows, so the
-                // second step is an element-wise pass over whole output rows.
-                let is_max = matches!(kind, PoolKind::Max);
-                for (iy, hrow) in hbuf.chunks_mut(ow).enumerate() {
-                    let r = &src[iy * w..(iy + 1) * w];
-                    for (hv, (ixs, _)) in hrow.iter_mut().zip(&cols) {
-                        *hv = if is_max { ixs.iter().fold(f32::NEG_INFINITY, |m, &ix| m.max(r[ix])) } else { ixs.iter().map(|&ix| r[ix]).sum() };
-                    }
-                }
-                for (oy, (iys, prow)) in rows.iter().enumerate() {
-                    let orow = &mut out[oy * ow..(oy + 1) * ow];
-                    orow.fill(if is_max { f32::NEG_INFINITY } else { 0.0 });
-                    for &iy in iys {
-                        let hrow = &hbuf[iy * ow..(iy + 1) * ow];
-                        if is_max {
-                            orow.iter_mut().zip(hrow).for_each(|(o, &v)| *o = o.max(v));
-                        } else {
-                            orow.iter_mut().zip(hrow).for_each(|(o, &v)| *o += v);
-                        }
-                    }
-                    if let PoolKind::Average { count_include_pad } = kind {
+            match kind {
+                // Max and sum are separable: reduce the window's rows element-wise (vectorised
+                // over whole rows), then along the row.
+                PoolKind::Max => separable_plane(src, out, vrow, &rows, &cols, &geom, f32::NEG_INFINITY, f32::max),
+                PoolKind::Average { count_include_pad } => {
+                    separable_plane(src, out, vrow, &rows, &cols, &geom, 0.0, |a, b| a + b);
+                    for (orow, (iys, prow)) in out.chunks_mut(ow).zip(&rows) {
                         for (o, (ixs, pcol)) in orow.iter_mut().zip(&cols) {
                             let n = if count_include_pad { prow * pcol } else { iys.len() * ixs.len() };
                             *o /= n.max(1) as f32;
                         }
                     }
                 }
-                return;
-            }
-            for (oy, (iys, _)) in rows.iter().enumerate() {
-                for (ox, (ixs, _)) in cols.iter().enumerate() {
-                    let PoolKind::Lp { p } = kind else { unreachable!() };
-                    let mut acc = 0.0f32;
-                    for &iy in iys {
-                        let r = &src[iy * w..(iy + 1) * w];
-                        acc += ixs.iter().map(|&ix| r[ix].abs().powi(p as i32)).sum::<f32>();
+                PoolKind::Lp { p } => {
+                    for (oy, (iys, _)) in rows.iter().enumerate() {
+                        for (ox, (ixs, _)) in cols.iter().enumerate() {
+                            let mut acc = 0.0f32;
+                            for &iy in iys {
+                                let r = &src[iy * w..(iy + 1) * w];
+                                acc += ixs.iter().map(|&ix| r[ix].abs().powi(p as i32)).sum::<f32>();
+                            }
+                            out[oy * ow + ox] = acc.powf(1.0 / p as f32);
+                        }
                     }
-                    out[oy * ow + ox] = acc.powf(1.0 / p as f32);
                 }
             }
         },
     );
     Tensor::from_f32(out_shape, y)
+}
+
+/// Row geometry of a 2-D pooling window.
+struct RowPool {
+    w: usize,
+    ow: usize,
+    sw: usize,
+    dw: usize,
+    pl: usize,
+    kw: usize,
+    full: std::ops::Range<usize>,
+}
+
+/// One plane of a separable pooling (`reduce` is max or add, `init` its identity).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn separable_plane(src: &[f32], out: &mut [f32], vrow: &mut [f32], rows: &[(Vec<usize>, usize)], cols: &[(Vec<usize>, usize)], g: &RowPool, init: f32, reduce: impl Fn(f32, f32) -> f32 + Copy) {
+    for ((iys, _), orow) in rows.iter().zip(out.chunks_mut(g.ow)) {
+        vrow.fill(init);
+        for &iy in iys {
+            for (a, &b) in vrow.iter_mut().zip(&src[iy * g.w..(iy + 1) * g.w]) {
+                *a = reduce(*a, b);
+            }
+        }
+        for (ox, o) in orow.iter_mut().enumerate() {
+            *o = if g.full.contains(&ox) {
+                let base = ox * g.sw - g.pl;
+                (1..g.kw).fold(vrow[base], |acc, t| reduce(acc, vrow[base + t * g.dw]))
+            } else {
+                cols[ox].0.iter().fold(init, |acc, &ix| reduce(acc, vrow[ix]))
+            };
+        }
+    }
 }
 
 pub fn global_pool(x: &Tensor, kind: PoolKind, out_shape: &[usize]) -> Result<Tensor> {
