@@ -6,7 +6,8 @@
 //! one parallel region.
 
 use super::depthwise::depthwise_image;
-use super::gemm::{sgemm, sgemm_into, Mat};
+use super::fused_gemm::gemm_epilogue;
+use super::gemm::{sgemm, Mat};
 use super::simd;
 use crate::error::Result;
 use crate::graph::infer::resolve_pads;
@@ -60,7 +61,7 @@ impl<'a> Epilogue<'a> {
     fn is_identity(&self) -> bool {
         self.bias.is_none() && self.lo == f32::NEG_INFINITY && self.hi == f32::INFINITY
     }
-    fn apply(&self, row: &mut [f32], channel: usize) {
+    pub fn apply(&self, row: &mut [f32], channel: usize) {
         if !self.is_identity() {
             simd::bias_act(row, self.bias(channel), self.lo, self.hi);
         }
@@ -143,53 +144,74 @@ unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
 /// One image by GEMM: `yi[M, OH*OW] = W[M, C/g*KH*KW] * unfold(xi)` per group, then the epilogue,
-/// with the output columns split over up to `tasks` parallel tasks.
+/// split over up to `tasks` parallel tasks by output columns, or by output channels when there
+/// are too few columns to share (the small feature maps late in a network).
 fn gemm_conv_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [MaybeUninit<f32>], g: &Geom, tasks: usize) {
     let (cg, mg) = (g.c / g.group, g.m / g.group);
     let kk = cg * g.kh * g.kw;
     let plane = g.oh * g.ow;
     let pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.oh == g.h && g.ow == g.w;
-    // Below ~1M MACs a task is too small to hand to another thread; column blocks stay multiples
-    // of the GEMM micro-tile width.
-    let tasks = if g.m * kk * plane >= 1 << 20 { tasks.clamp(1, plane.div_ceil(64)) } else { 1 };
-    let cols = plane.div_ceil(tasks).div_ceil(16) * 16;
+    // Below ~1M MACs a task is too small to hand to another thread.
+    let tasks = if g.m * kk * plane >= 1 << 20 { tasks.max(1) } else { 1 };
     let out = SharedOut(yi.as_mut_ptr().cast::<f32>());
-    let task = |t: usize| {
+    // Output rows [r0, r1) of group `grp` over columns [n0, n1), from the unfolded input `b`.
+    let gemm_block = |grp: usize, (r0, r1): (usize, usize), (n0, n1): (usize, usize), b: Mat| {
         let out = out;
+        let a = Mat::row_major(&wv[(grp * mg + r0) * kk..(grp * mg + r1) * kk], kk);
+        let first = (grp * mg + r0) * plane + n0;
+        // SAFETY: the block lies inside `yi` (M x plane) and belongs to this task alone (tasks
+        // take disjoint rows or columns); `yi` is exclusively borrowed for the whole call.
+        unsafe { gemm_epilogue(r1 - r0, n1 - n0, kk, a, b, out.0.add(first), plane, epi, grp * mg + r0) };
+    };
+    if tasks > 1 && plane < 64 * tasks && g.group == 1 {
+        let unfolded;
+        let b = if pointwise {
+            Mat::row_major(xi, plane)
+        } else {
+            unfolded = {
+                let mut col = vec![0f32; kk * plane];
+                im2col(xi, &mut col, g, 0, plane);
+                col
+            };
+            Mat::row_major(&unfolded, plane)
+        };
+        // Row blocks stay multiples of the GEMM micro-tile height.
+        let rows = mg.div_ceil(tasks).div_ceil(8) * 8;
+        (0..tasks).into_par_iter().for_each(|t| {
+            let (r0, r1) = (t * rows, ((t + 1) * rows).min(mg));
+            if r0 < r1 {
+                gemm_block(0, (r0, r1), (0, plane), b);
+            }
+        });
+        return;
+    }
+    let tasks = tasks.min(plane.div_ceil(64));
+    // Column blocks stay multiples of the GEMM micro-tile width.
+    let cols = plane.div_ceil(tasks).div_ceil(16) * 16;
+    let task = |t: usize| {
         let (n0, n1) = (t * cols, ((t + 1) * cols).min(plane));
         if n0 >= n1 {
             return;
         }
-        let nc = n1 - n0;
         for grp in 0..g.group {
             let xg = &xi[grp * cg * g.h * g.w..(grp + 1) * cg * g.h * g.w];
-            let a = Mat::row_major(&wv[grp * mg * kk..(grp + 1) * mg * kk], kk);
-            let first = grp * mg * plane + n0;
-            // SAFETY: rows grp*mg.. of columns n0..n1 lie inside `yi` (M x plane) and belong to
-            // this task alone; `yi` is exclusively borrowed for the whole parallel loop.
-            let c = unsafe { out.0.add(first) };
             if pointwise {
-                let b = Mat { data: &xg[n0..], rs: plane, cs: 1 };
-                // SAFETY: as above.
-                unsafe { sgemm_into(mg, nc, kk, a, b, c, plane, false, 1.0, false) };
-            } else {
-                IM2COL.with_borrow_mut(|col| {
-                    if col.len() < kk * nc {
-                        col.resize(kk * nc, 0.0);
-                    }
-                    im2col(xg, &mut col[..kk * nc], g, n0, n1);
-                    // SAFETY: as above.
-                    unsafe { sgemm_into(mg, nc, kk, a, Mat::row_major(col, nc), c, plane, false, 1.0, false) };
-                    if col.len() > KEEP_IM2COL {
-                        *col = Vec::new();
-                    }
-                });
+                gemm_block(grp, (0, mg), (n0, n1), Mat { data: &xg[n0..], rs: plane, cs: 1 });
+                continue;
             }
-            for r in 0..mg {
-                // SAFETY: as above, one row of this task's block.
-                let row = unsafe { std::slice::from_raw_parts_mut(out.0.add(first + r * plane), nc) };
-                epi.apply(row, grp * mg + r);
-            }
+            // No rayon call runs while the buffer is borrowed (the GEMM is single-threaded), so
+            // this thread cannot re-enter here from a stolen task.
+            IM2COL.with_borrow_mut(|col| {
+                let len = kk * (n1 - n0);
+                if col.len() < len {
+                    col.resize(len, 0.0);
+                }
+                im2col(xg, &mut col[..len], g, n0, n1);
+                gemm_block(grp, (0, mg), (n0, n1), Mat::row_major(col, n1 - n0));
+                if col.len() > KEEP_IM2COL {
+                    *col = Vec::new();
+                }
+            });
         }
     };
     if tasks == 1 {

@@ -12,6 +12,8 @@ use std::mem::MaybeUninit;
 
 /// Output columns computed per register block; rows are padded to a multiple of it in scratch.
 const LANES: usize = 8;
+/// Output blocks computed together, each with its own accumulators.
+const GROUP: usize = 4;
 
 /// Scratch layout for one plane: `phases` planes of `rows x width`, where phase `p` holds padded
 /// columns `p, p + sw, p + 2 sw, ...`.
@@ -44,12 +46,21 @@ pub fn depthwise_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [MaybeUn
     let mult = g.m / g.c;
     let kplane = g.kh * g.kw;
     let sc = Scratch::for_geom(g);
+    // Where each tap's run starts relative to an output block, in scratch coordinates.
+    let phase_len = sc.rows * sc.width;
+    let offsets: Vec<usize> = (0..kplane)
+        .map(|t| {
+            let (ky, kx) = (t / g.kw, t % g.kw);
+            let off = kx * g.dw;
+            (off % g.sw) * phase_len + ky * g.dh * sc.width + off / g.sw
+        })
+        .collect();
     yi.par_chunks_mut(plane).enumerate().with_min_len(min_tasks(plane * kplane)).for_each_init(
         || vec![0f32; sc.len()],
         |scratch, (oc, out)| {
             let src = &xi[(oc / mult) * g.h * g.w..(oc / mult + 1) * g.h * g.w];
             let wk = &wv[oc * kplane..(oc + 1) * kplane];
-            plane_kernel(src, scratch, sc, wk, epi.bias(oc), epi, out, g);
+            plane_kernel(src, scratch, sc, &offsets, wk, epi.bias(oc), epi, out, g);
         },
     );
 }
@@ -99,51 +110,68 @@ fn strided_copy(dst: &mut [f32], src: &[f32], stride: usize) {
     }
 }
 
-fn plane_kernel(src: &[f32], scratch: &mut [f32], sc: Scratch, wk: &[f32], bias: f32, epi: &Epilogue, out: &mut [MaybeUninit<f32>], g: &Geom) {
+fn plane_kernel(src: &[f32], scratch: &mut [f32], sc: Scratch, offsets: &[usize], wk: &[f32], bias: f32, epi: &Epilogue, out: &mut [MaybeUninit<f32>], g: &Geom) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports the features the function is compiled for.
-        return unsafe { plane_kernel_avx2(src, scratch, sc, wk, bias, epi, out, g) };
+        return unsafe { plane_kernel_avx2(src, scratch, sc, offsets, wk, bias, epi, out, g) };
     }
-    plane_kernel_generic(src, scratch, sc, wk, bias, epi, out, g)
+    plane_kernel_generic(src, scratch, sc, offsets, wk, bias, epi, out, g)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn plane_kernel_avx2(src: &[f32], scratch: &mut [f32], sc: Scratch, wk: &[f32], bias: f32, epi: &Epilogue, out: &mut [MaybeUninit<f32>], g: &Geom) {
-    plane_kernel_generic(src, scratch, sc, wk, bias, epi, out, g)
+unsafe fn plane_kernel_avx2(src: &[f32], scratch: &mut [f32], sc: Scratch, offsets: &[usize], wk: &[f32], bias: f32, epi: &Epilogue, out: &mut [MaybeUninit<f32>], g: &Geom) {
+    plane_kernel_generic(src, scratch, sc, offsets, wk, bias, epi, out, g)
 }
 
 #[inline(always)]
-fn plane_kernel_generic(src: &[f32], scratch: &mut [f32], sc: Scratch, wk: &[f32], bias: f32, epi: &Epilogue, out: &mut [MaybeUninit<f32>], g: &Geom) {
+fn plane_kernel_generic(src: &[f32], scratch: &mut [f32], sc: Scratch, offsets: &[usize], wk: &[f32], bias: f32, epi: &Epilogue, out: &mut [MaybeUninit<f32>], g: &Geom) {
     fill_scratch(src, scratch, sc, g);
-    let scratch = &*scratch;
-    let phase_len = sc.rows * sc.width;
-    // Where each tap's run starts relative to the output block, in scratch coordinates.
-    let taps: Vec<(usize, f32)> = (0..g.kh * g.kw)
-        .map(|t| {
-            let (ky, kx) = (t / g.kw, t % g.kw);
-            let off = kx * g.dw;
-            ((off % g.sw) * phase_len + ky * g.dh * sc.width + off / g.sw, wk[t])
-        })
-        .collect();
-    for (oy, orow) in out.chunks_mut(g.ow).enumerate() {
-        let base = oy * g.sh * sc.width;
-        for x0 in (0..g.ow).step_by(LANES) {
-            let mut acc = [bias; LANES];
-            for &(off, w) in &taps {
-                let s: &[f32; LANES] = scratch[base + off + x0..base + off + x0 + LANES].try_into().unwrap();
-                for i in 0..LANES {
-                    acc[i] = w.mul_add(s[i], acc[i]);
-                }
-            }
-            for v in acc.iter_mut() {
-                *v = v.max(epi.lo).min(epi.hi);
-            }
-            let n = LANES.min(g.ow - x0);
-            for (o, &v) in orow[x0..x0 + n].iter_mut().zip(&acc) {
-                o.write(v);
+    let blocks_per_row = g.ow.div_ceil(LANES);
+    let blocks = g.oh * blocks_per_row;
+    let last_base = (g.oh - 1) * g.sh * sc.width + (blocks_per_row - 1) * LANES;
+    let reach = offsets.iter().max().copied().unwrap_or(0) + LANES;
+    // Bounds every read below: the furthest block plus the furthest tap stays in scratch.
+    assert!(last_base + reach <= scratch.len() && offsets.len() == wk.len(), "depthwise scratch too small");
+    let clamp = |v: f32| {
+        let v = if v < epi.lo { epi.lo } else { v };
+        if v > epi.hi { epi.hi } else { v }
+    };
+    // Output blocks in row-major order, GROUP at a time: independent accumulators hide the FMA
+    // latency that a single chain of taps would wait on.
+    let (mut oy, mut bx) = (0, 0);
+    let mut b = 0;
+    while b < blocks {
+        let k = GROUP.min(blocks - b);
+        let mut pos = [(0usize, 0usize); GROUP];
+        for p in pos.iter_mut().take(k) {
+            *p = (oy * g.sh * sc.width + bx * LANES, oy * g.ow + bx * LANES);
+            bx += 1;
+            if bx == blocks_per_row {
+                (oy, bx) = (oy + 1, 0);
             }
         }
+        // Past the end: recompute the first block rather than branch in the tap loop.
+        for j in k..GROUP {
+            pos[j] = pos[0];
+        }
+        let mut acc = [[bias; LANES]; GROUP];
+        for (&off, &w) in offsets.iter().zip(wk) {
+            for (a, &(base, _)) in acc.iter_mut().zip(&pos) {
+                // SAFETY: base <= last_base and off + LANES <= reach, asserted in range above.
+                let s = unsafe { &*scratch.as_ptr().add(base + off).cast::<[f32; LANES]>() };
+                for i in 0..LANES {
+                    a[i] = w.mul_add(s[i], a[i]);
+                }
+            }
+        }
+        for (a, &(_, at)) in acc.iter().zip(&pos).take(k) {
+            let n = LANES.min(g.ow - at % g.ow);
+            for (o, &v) in out[at..at + n].iter_mut().zip(a) {
+                o.write(clamp(v));
+            }
+        }
+        b += k;
     }
 }
