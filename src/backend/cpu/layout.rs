@@ -1,6 +1,7 @@
 //! Data-movement kernels, generic over the element type: Transpose, Concat, Slice, Gather,
 //! GatherElements, Expand, Range, ConstantOfShape.
 
+use rayon::prelude::*;
 use crate::error::Result;
 use crate::graph::infer::SliceAxis;
 use crate::tensor::{norm_axis, strides_of, Data, Tensor};
@@ -66,14 +67,12 @@ pub fn concat(inputs: &[&Tensor], axis: usize, out_shape: &[usize]) -> Result<Te
     let data;
     macro_rules! go {
         ($out:ident, $variant:ident) => {{
-            let mut $out = Vec::with_capacity(out_shape.iter().product());
             let parts: Vec<&[_]> = inputs.iter().map(|t| match t.data() { Data::$variant(v) => Ok(v.as_slice()), d => Err(d.dtype()) }).collect::<std::result::Result<_, _>>().map_err(|d| crate::error::Error::Tensor(format!("Concat input of dtype {d}")))?;
-            for o in 0..outer {
-                for (t, p) in inputs.iter().zip(&parts) {
-                    let chunk = t.shape()[axis] * inner;
-                    $out.extend_from_slice(&p[o * chunk..(o + 1) * chunk]);
-                }
-            }
+            let pieces = (0..outer).flat_map(|o| inputs.iter().zip(&parts).map(move |(t, p)| {
+                let chunk = t.shape()[axis] * inner;
+                &p[o * chunk..(o + 1) * chunk]
+            }));
+            let $out = gather_pieces(pieces.collect(), out_shape.iter().product());
             data = Data::$variant($out);
         }};
     }
@@ -93,6 +92,35 @@ pub fn concat(inputs: &[&Tensor], axis: usize, out_shape: &[usize]) -> Result<Te
         Data::Bool(_) => go!(v, Bool),
     }
     Tensor::new(out_shape.to_vec(), data)
+}
+
+/// Concatenates `pieces` (which add up to `total` elements). Large outputs are copied by all
+/// threads: a copy of activations bigger than the caches is bound by memory bandwidth, which one
+/// core does not saturate.
+fn gather_pieces<T: Copy + Send + Sync>(pieces: Vec<&[T]>, total: usize) -> Vec<T> {
+    if total * std::mem::size_of::<T>() < 1 << 20 || rayon::current_num_threads() < 2 {
+        let mut out = Vec::with_capacity(total);
+        pieces.iter().for_each(|p| out.extend_from_slice(p));
+        return out;
+    }
+    let mut out: Vec<T> = Vec::with_capacity(total);
+    let mut rest = &mut out.spare_capacity_mut()[..total];
+    let mut jobs = Vec::with_capacity(pieces.len());
+    for p in &pieces {
+        let (dst, tail) = rest.split_at_mut(p.len());
+        jobs.push((dst, *p));
+        rest = tail;
+    }
+    assert!(rest.is_empty(), "concat pieces do not fill the output");
+    jobs.into_par_iter().for_each(|(dst, src)| {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            d.write(s);
+        }
+    });
+    // SAFETY: the pieces' lengths add up to `total` (asserted above) and each element was
+    // written once.
+    unsafe { out.set_len(total) };
+    out
 }
 
 pub fn slice(x: &Tensor, axes: &[SliceAxis]) -> Result<Tensor> {

@@ -41,7 +41,8 @@ pub fn pool(x: &Tensor, kind: PoolKind, window: &Window, out_shape: &[usize]) ->
             match kind {
                 // Max and sum are separable: reduce the window's rows element-wise (vectorised
                 // over whole rows), then along the row.
-                PoolKind::Max => separable_plane(src, out, vrow, &rows, &cols, &geom, f32::NEG_INFINITY, f32::max),
+                // `f32::max` would also skip NaN inputs, at the cost of a blend per element.
+                PoolKind::Max => separable_plane(src, out, vrow, &rows, &cols, &geom, f32::NEG_INFINITY, |a, b| if b > a { b } else { a }),
                 PoolKind::Average { count_include_pad } => {
                     separable_plane(src, out, vrow, &rows, &cols, &geom, 0.0, |a, b| a + b);
                     for (orow, (iys, prow)) in out.chunks_mut(ow).zip(&rows) {
@@ -80,10 +81,28 @@ struct RowPool {
     full: std::ops::Range<usize>,
 }
 
-/// One plane of a separable pooling (`reduce` is max or add, `init` its identity).
+/// One plane of a separable pooling (`reduce` is max or add, `init` its identity), with AVX2
+/// where the CPU has it.
+#[allow(clippy::too_many_arguments)]
+fn separable_plane(src: &[f32], out: &mut [f32], vrow: &mut [f32], rows: &[(Vec<usize>, usize)], cols: &[(Vec<usize>, usize)], g: &RowPool, init: f32, reduce: impl Fn(f32, f32) -> f32 + Copy) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        return unsafe { separable_plane_avx2(src, out, vrow, rows, cols, g, init, reduce) };
+    }
+    separable_plane_generic(src, out, vrow, rows, cols, g, init, reduce)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2")]
+unsafe fn separable_plane_avx2(src: &[f32], out: &mut [f32], vrow: &mut [f32], rows: &[(Vec<usize>, usize)], cols: &[(Vec<usize>, usize)], g: &RowPool, init: f32, reduce: impl Fn(f32, f32) -> f32 + Copy) {
+    separable_plane_generic(src, out, vrow, rows, cols, g, init, reduce)
+}
+
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn separable_plane(src: &[f32], out: &mut [f32], vrow: &mut [f32], rows: &[(Vec<usize>, usize)], cols: &[(Vec<usize>, usize)], g: &RowPool, init: f32, reduce: impl Fn(f32, f32) -> f32 + Copy) {
+fn separable_plane_generic(src: &[f32], out: &mut [f32], vrow: &mut [f32], rows: &[(Vec<usize>, usize)], cols: &[(Vec<usize>, usize)], g: &RowPool, init: f32, reduce: impl Fn(f32, f32) -> f32 + Copy) {
     for ((iys, _), orow) in rows.iter().zip(out.chunks_mut(g.ow)) {
         vrow.fill(init);
         for &iy in iys {
