@@ -19,14 +19,18 @@ fn map_par<T: Sync, U: Send + Default + Clone>(v: &[T], f: impl Fn(&T) -> U + Sy
     }
 }
 
-/// erf in f32 by Abramowitz & Stegun 7.1.26 (max abs error 1.5e-7, below f32 model tolerance
-/// and far cheaper than the series used for f64).
+/// erf in f32 as a ratio of polynomials in x (Eigen's `generic_fast_erf_float`; max abs error
+/// 4.2e-7 on [-6, 6]): only multiplies, adds and one divide, so loops over it vectorise, unlike
+/// forms that call `exp`. Beyond |x| = 4 erf is +-1 in f32.
 pub fn erf(x: f32) -> f32 {
-    let ax = x.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * ax);
-    let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152 + t * 1.061_405_4))));
-    let r = 1.0 - poly * (-ax * ax).exp();
-    if x < 0.0 { -r } else { r }
+    const ALPHA: [f32; 7] = [-2.726_142_3e-10, 2.770_681_4e-8, -2.101_024e-6, -5.692_506_4e-5, -7.349_906_3e-4, -2.954_600e-3, -1.609_603_3e-2];
+    const BETA: [f32; 5] = [-1.456_607_2e-5, -2.133_740_6e-4, -1.682_827e-3, -7.373_329e-3, -1.426_474e-2];
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    // Plain multiply-adds: `mul_add` is a libm call on targets without FMA.
+    let p = ALPHA[1..].iter().fold(ALPHA[0], |acc, &c| acc * x2 + c) * x;
+    let q = BETA[1..].iter().fold(BETA[0], |acc, &c| acc * x2 + c);
+    p / q
 }
 
 fn erf_f64(x: f64) -> f64 {
@@ -38,13 +42,14 @@ fn erf_f64(x: f64) -> f64 {
         let mut sum = ax;
         let mut term = ax;
         let x2 = ax * ax;
-        let mut n = 0.0;
-        loop {
-            n += 1.0;
+        // Converges in under 40 terms for |x| < 2; `<=` also ends it at x = 0, where every
+        // term is 0.
+        for n in 1..100 {
+            let n = n as f64;
             term *= -x2 / n;
             let t = term / (2.0 * n + 1.0);
             sum += t;
-            if t.abs() < 1e-17 * sum.abs() {
+            if t.abs() <= 1e-17 * sum.abs() {
                 break;
             }
         }
@@ -468,4 +473,19 @@ pub fn prelu(x: &Tensor, slope: &Tensor) -> Result<Tensor> {
         }
     };
     Tensor::new(out, data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_erf_is_within_its_bound() {
+        let worst = (-60_000..=60_000)
+            .map(|i| i as f64 / 10_000.0)
+            .map(|x| (erf(x as f32) as f64 - erf_f64(x)).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 6e-7, "max abs error {worst:e}");
+        assert!(erf(f32::NAN).is_nan());
+    }
 }

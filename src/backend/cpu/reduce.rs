@@ -141,24 +141,46 @@ pub fn layer_norm(x: &Tensor, scale: &Tensor, bias: Option<&Tensor>, axis: i64, 
         bail!("scale {:?} / bias do not match normalised shape {:?}", scale.shape(), &x.shape()[ax..]);
     }
     let xv = x.as_f32()?;
-    let rows = xv.len() / block.max(1);
+    let block = block.max(1);
+    let rows = xv.len() / block;
     let mut y = vec![0f32; xv.len()];
     let mut mean = vec![0f32; rows];
     let mut inv_std = vec![0f32; rows];
-    y.chunks_mut(block.max(1)).zip(xv.chunks(block.max(1))).zip(mean.iter_mut().zip(inv_std.iter_mut())).for_each(|((out, row), (m, is))| {
-        let mu = row.iter().map(|&v| v as f64).sum::<f64>() / block as f64;
-        let var = row.iter().map(|&v| (v as f64 - mu).powi(2)).sum::<f64>() / block as f64;
-        let inv = 1.0 / (var + eps as f64).sqrt();
-        for (i, (o, &v)) in out.iter_mut().zip(row).enumerate() {
-            let s = if sv.len() == 1 { sv[0] } else { sv[i] };
-            let b = bv.map(|b| if b.len() == 1 { b[0] } else { b[i] }).unwrap_or(0.0);
-            *o = ((v as f64 - mu) * inv) as f32 * s + b;
+    // Scale and bias as full rows, so the inner loop is a plain vectorisable multiply-add.
+    let full = |v: &[f32]| if v.len() == 1 { vec![v[0]; block] } else { v.to_vec() };
+    let (sv, bv) = (full(sv), bv.map(full).unwrap_or_else(|| vec![0.0; block]));
+    let normalise = |((out, row), (m, is)): ((&mut [f32], &[f32]), (&mut f32, &mut f32))| {
+        // Two passes (mean, then centred squares) keep f32 accurate without a wider type.
+        let mu = lane_sum(row, |v| v) / block as f32;
+        let var = lane_sum(row, |v| (v - mu) * (v - mu)) / block as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for (((o, &v), &s), &b) in out.iter_mut().zip(row).zip(&sv).zip(&bv) {
+            *o = (v - mu) * inv * s + b;
         }
-        *m = mu as f32;
-        *is = inv as f32;
-    });
+        (*m, *is) = (mu, inv);
+    };
+    if xv.len() >= 1 << 15 {
+        let work = y.par_chunks_mut(block).zip(xv.par_chunks(block)).zip(mean.par_iter_mut().zip(inv_std.par_iter_mut()));
+        work.with_min_len((1 << 13) / block + 1).for_each(normalise);
+    } else {
+        y.chunks_mut(block).zip(xv.chunks(block)).zip(mean.iter_mut().zip(inv_std.iter_mut())).for_each(normalise);
+    }
     let stat: Vec<usize> = (0..x.rank()).map(|d| if d < ax { x.shape()[d] } else { 1 }).collect();
     Ok(vec![Tensor::from_f32(x.shape(), y)?, Tensor::from_f32(&stat, mean)?, Tensor::from_f32(&stat, inv_std)?])
+}
+
+/// `sum f(v)` in eight interleaved lanes: vectorises (a single running sum cannot be
+/// reordered) and rounds less than one long chain.
+#[inline(always)]
+fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0f32; 8];
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l += f(x);
+        }
+    }
+    chunks.remainder().iter().map(|&x| f(x)).sum::<f32>() + lanes.iter().sum::<f32>()
 }
 
 /// Inference BatchNormalization: `(x - mean) / sqrt(var + eps) * scale + bias` per channel.
