@@ -167,9 +167,16 @@ fn plane_kernel_generic(src: &[f32], scratch: &mut [f32], sc: Scratch, offsets: 
             }
         }
         for (a, &(_, at)) in acc.iter().zip(&pos).take(k) {
+            let v: [f32; LANES] = std::array::from_fn(|i| clamp(a[i]));
             let n = LANES.min(g.ow - at % g.ow);
-            for (o, &v) in out[at..at + n].iter_mut().zip(a) {
-                o.write(clamp(v));
+            if n == LANES {
+                // A fixed-size store: one vector move rather than a loop of scalar ones.
+                let o: &mut [MaybeUninit<f32>; LANES] = (&mut out[at..at + LANES]).try_into().unwrap();
+                *o = v.map(MaybeUninit::new);
+            } else {
+                for (o, &x) in out[at..at + n].iter_mut().zip(&v) {
+                    o.write(x);
+                }
             }
         }
         b += k;

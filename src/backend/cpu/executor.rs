@@ -28,8 +28,10 @@ pub struct CpuExecutable {
     constants: Vec<(usize, Arc<Tensor>)>,
     inputs: Vec<(usize, String, Vec<usize>)>,
     outputs: Vec<usize>,
-    /// `HETSCHED_PROFILE=1`: print per-op-type time after each run (to stderr).
+    /// `HETSCHED_PROFILE=1`: print per-op-type time after each run (to stderr);
+    /// `HETSCHED_PROFILE=nodes`: per node, in execution order.
     profile: bool,
+    profile_nodes: bool,
 }
 
 impl CpuExecutable {
@@ -80,7 +82,7 @@ impl CpuExecutable {
                 steps[i].frees.push(x);
             }
         }
-        Ok(CpuExecutable { steps, num_slots, constants, inputs, outputs, profile: std::env::var_os("HETSCHED_PROFILE").is_some() })
+        Ok(CpuExecutable { steps, num_slots, constants, inputs, outputs, profile: std::env::var_os("HETSCHED_PROFILE").is_some(), profile_nodes: std::env::var("HETSCHED_PROFILE").is_ok_and(|v| v == "nodes") })
     }
 }
 
@@ -127,7 +129,7 @@ impl CpuExecutable {
             slots[*s] = Some(Arc::new(t));
         }
         let mut times: std::collections::BTreeMap<String, (f64, usize)> = Default::default();
-        for step in &self.steps {
+        for (index, step) in self.steps.iter().enumerate() {
             let t0 = self.profile.then(std::time::Instant::now);
             let outs = if step.alias && step.frees.contains(&step.inputs[0].unwrap_or(usize::MAX)) {
                 // Last reader of a layout-only op: reuse the buffer instead of copying it.
@@ -160,7 +162,8 @@ impl CpuExecutable {
             }
             if let Some(t0) = t0 {
                 let kind = if matches!(step.node.op, Op::Conv { group, .. } if group > 1) { "/grouped" } else { "" };
-                let e = times.entry(format!("{}{kind}", step.node.op.name())).or_default();
+                let key = if self.profile_nodes { format!("{:>4} {}{kind} {}", index, step.node.op.name(), step.node.name) } else { format!("{}{kind}", step.node.op.name()) };
+                let e = times.entry(key).or_default();
                 e.0 += t0.elapsed().as_secs_f64() * 1e3;
                 e.1 += 1;
             }
