@@ -7,7 +7,7 @@
 
 use super::depthwise::depthwise_image;
 use super::fused_gemm::gemm_epilogue;
-use super::gemm::{sgemm, Mat};
+use super::gemm::{sgemm, Mat, SharedOut};
 use super::simd;
 use crate::error::Result;
 use crate::graph::infer::resolve_pads;
@@ -136,12 +136,6 @@ thread_local! {
 /// Bigger im2col buffers (in elements; 64 MiB) are freed after use rather than kept.
 const KEEP_IM2COL: usize = 1 << 24;
 
-/// A destination shared by tasks that write disjoint parts of it.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: tasks only write disjoint column blocks (see `gemm_conv_image`).
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
 
 /// One image by GEMM: `yi[M, OH*OW] = W[M, C/g*KH*KW] * unfold(xi)` per group, then the epilogue,
 /// split over up to `tasks` parallel tasks by output columns, or by output channels when there

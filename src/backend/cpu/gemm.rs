@@ -6,6 +6,7 @@ use crate::graph::infer::matmul_shape;
 use crate::graph::Activation;
 use crate::tensor::{broadcast_shapes, strides_of, Tensor};
 use crate::bail;
+use rayon::prelude::*;
 
 /// A strided matrix view: element (i, j) is at `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -24,10 +25,34 @@ impl<'a> Mat<'a> {
     }
 }
 
+/// A destination shared by tasks that write disjoint parts of it.
+#[derive(Clone, Copy)]
+pub(super) struct SharedOut(pub *mut f32);
+// SAFETY: users only let tasks write disjoint parts (column or row blocks) through it.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
 /// `c (m x n, row-major) = (accumulate ? c : 0) + scale * a (m x k) * b (k x n)`, on all
 /// threads when the product is big enough to pay for them.
 pub fn sgemm(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], accumulate: bool, scale: f32) {
     assert!(c.len() >= m * n, "sgemm output too small");
+    let threads = rayon::current_num_threads();
+    if m < 16 && n >= 64 * threads && m * n * k >= 1 << 19 && threads > 1 {
+        // A thin product (a classifier at batch 1) is bound by reading B, and one core does not
+        // saturate memory: each thread streams its own columns of B.
+        let cols = n.div_ceil(threads);
+        let out = SharedOut(c.as_mut_ptr());
+        (0..threads).into_par_iter().for_each(|t| {
+            let out = out;
+            let (n0, n1) = (t * cols, ((t + 1) * cols).min(n));
+            if n0 < n1 {
+                let bt = Mat { data: &b.data[n0 * b.cs..], ..b };
+                // SAFETY: columns n0..n1 of every row of `c` belong to this task alone.
+                unsafe { sgemm_into(m, n1 - n0, k, a, bt, out.0.add(n0), n, accumulate, scale, false) };
+            }
+        });
+        return;
+    }
     // Below ~4M MACs a second thread costs more in wake-up than it saves.
     let par = m * n * k >= 1 << 22;
     // SAFETY: `c` is exclusively borrowed with room for m*n row-major elements.
