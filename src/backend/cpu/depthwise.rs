@@ -10,7 +10,8 @@ use super::conv::{min_tasks, Epilogue, Geom};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
-/// Output columns computed per register block; rows are padded to a multiple of it in scratch.
+/// Output columns per register block with AVX2 (AVX-512 blocks are twice as wide); scratch rows
+/// are padded to a multiple of the block.
 const LANES: usize = 8;
 /// Output blocks computed together, each with its own accumulators.
 const GROUP: usize = 4;
@@ -19,18 +20,20 @@ const GROUP: usize = 4;
 /// columns `p, p + sw, p + 2 sw, ...`.
 #[derive(Clone, Copy)]
 struct Scratch {
+    /// Output columns per block.
+    lanes: usize,
     rows: usize,
     width: usize,
     phases: usize,
 }
 
 impl Scratch {
-    fn for_geom(g: &Geom) -> Scratch {
+    fn for_geom(g: &Geom, lanes: usize) -> Scratch {
         let rows = (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1;
-        let blocks = g.ow.div_ceil(LANES) * LANES;
+        let blocks = g.ow.div_ceil(lanes) * lanes;
         // The widest tap offset within a phase, plus a full block past the last output.
         let width = blocks + (g.kw - 1) * g.dw / g.sw + 1;
-        Scratch { rows, width, phases: g.sw }
+        Scratch { lanes, rows, width, phases: g.sw }
     }
     fn len(&self) -> usize {
         self.rows * self.width * self.phases
@@ -45,7 +48,9 @@ pub fn depthwise_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [MaybeUn
     }
     let mult = g.m / g.c;
     let kplane = g.kh * g.kw;
-    let sc = Scratch::for_geom(g);
+    // Planes at least 14 wide fill most of a 16-lane block.
+    let lanes = if avx512() && g.ow >= 14 { 2 * LANES } else { LANES };
+    let sc = Scratch::for_geom(g, lanes);
     // Where each tap's run starts relative to an output block, in scratch coordinates.
     let phase_len = sc.rows * sc.width;
     let offsets: Vec<usize> = (0..kplane)
@@ -110,28 +115,56 @@ fn strided_copy(dst: &mut [f32], src: &[f32], stride: usize) {
     }
 }
 
+fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn plane_kernel(src: &[f32], scratch: &mut [f32], sc: Scratch, offsets: &[usize], wk: &[f32], bias: f32, epi: &Epilogue, out: &mut [MaybeUninit<f32>], g: &Geom) {
+    #[cfg(target_arch = "x86_64")]
+    if sc.lanes == 2 * LANES {
+        // SAFETY: 16-lane blocks are only chosen when the CPU has AVX-512F.
+        return unsafe { plane_kernel_avx512(src, scratch, sc, offsets, wk, bias, epi, out, g) };
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports the features the function is compiled for.
         return unsafe { plane_kernel_avx2(src, scratch, sc, offsets, wk, bias, epi, out, g) };
     }
-    plane_kernel_generic(src, scratch, sc, offsets, wk, bias, epi, out, g)
+    plane_kernel_generic::<LANES>(src, scratch, sc, offsets, wk, bias, epi, out, g)
 }
 
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn plane_kernel_avx2(src: &[f32], scratch: &mut [f32], sc: Scratch, offsets: &[usize], wk: &[f32], bias: f32, epi: &Epilogue, out: &mut [MaybeUninit<f32>], g: &Geom) {
-    plane_kernel_generic(src, scratch, sc, offsets, wk, bias, epi, out, g)
+    plane_kernel_generic::<LANES>(src, scratch, sc, offsets, wk, bias, epi, out, g)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn plane_kernel_avx512(src: &[f32], scratch: &mut [f32], sc: Scratch, offsets: &[usize], wk: &[f32], bias: f32, epi: &Epilogue, out: &mut [MaybeUninit<f32>], g: &Geom) {
+    plane_kernel_generic::<{ 2 * LANES }>(src, scratch, sc, offsets, wk, bias, epi, out, g)
+}
+
+/// One output plane in blocks of `L` columns (`L` = `sc.lanes`).
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn plane_kernel_generic(src: &[f32], scratch: &mut [f32], sc: Scratch, offsets: &[usize], wk: &[f32], bias: f32, epi: &Epilogue, out: &mut [MaybeUninit<f32>], g: &Geom) {
+fn plane_kernel_generic<const L: usize>(src: &[f32], scratch: &mut [f32], sc: Scratch, offsets: &[usize], wk: &[f32], bias: f32, epi: &Epilogue, out: &mut [MaybeUninit<f32>], g: &Geom) {
+    debug_assert_eq!(sc.lanes, L);
     fill_scratch(src, scratch, sc, g);
-    let blocks_per_row = g.ow.div_ceil(LANES);
+    let blocks_per_row = g.ow.div_ceil(L);
     let blocks = g.oh * blocks_per_row;
-    let last_base = (g.oh - 1) * g.sh * sc.width + (blocks_per_row - 1) * LANES;
-    let reach = offsets.iter().max().copied().unwrap_or(0) + LANES;
+    let last_base = (g.oh - 1) * g.sh * sc.width + (blocks_per_row - 1) * L;
+    let reach = offsets.iter().max().copied().unwrap_or(0) + L;
     // Bounds every read below: the furthest block plus the furthest tap stays in scratch.
     assert!(last_base + reach <= scratch.len() && offsets.len() == wk.len(), "depthwise scratch too small");
     let clamp = |v: f32| {
@@ -146,7 +179,7 @@ fn plane_kernel_generic(src: &[f32], scratch: &mut [f32], sc: Scratch, offsets: 
         let k = GROUP.min(blocks - b);
         let mut pos = [(0usize, 0usize); GROUP];
         for p in pos.iter_mut().take(k) {
-            *p = (oy * g.sh * sc.width + bx * LANES, oy * g.ow + bx * LANES);
+            *p = (oy * g.sh * sc.width + bx * L, oy * g.ow + bx * L);
             bx += 1;
             if bx == blocks_per_row {
                 (oy, bx) = (oy + 1, 0);
@@ -156,22 +189,22 @@ fn plane_kernel_generic(src: &[f32], scratch: &mut [f32], sc: Scratch, offsets: 
         for j in k..GROUP {
             pos[j] = pos[0];
         }
-        let mut acc = [[bias; LANES]; GROUP];
+        let mut acc = [[bias; L]; GROUP];
         for (&off, &w) in offsets.iter().zip(wk) {
             for (a, &(base, _)) in acc.iter_mut().zip(&pos) {
-                // SAFETY: base <= last_base and off + LANES <= reach, asserted in range above.
-                let s = unsafe { &*scratch.as_ptr().add(base + off).cast::<[f32; LANES]>() };
-                for i in 0..LANES {
+                // SAFETY: base <= last_base and off + L <= reach, asserted in range above.
+                let s = unsafe { &*scratch.as_ptr().add(base + off).cast::<[f32; L]>() };
+                for i in 0..L {
                     a[i] = w.mul_add(s[i], a[i]);
                 }
             }
         }
         for (a, &(_, at)) in acc.iter().zip(&pos).take(k) {
-            let v: [f32; LANES] = std::array::from_fn(|i| clamp(a[i]));
-            let n = LANES.min(g.ow - at % g.ow);
-            if n == LANES {
+            let v: [f32; L] = std::array::from_fn(|i| clamp(a[i]));
+            let n = L.min(g.ow - at % g.ow);
+            if n == L {
                 // A fixed-size store: one vector move rather than a loop of scalar ones.
-                let o: &mut [MaybeUninit<f32>; LANES] = (&mut out[at..at + LANES]).try_into().unwrap();
+                let o: &mut [MaybeUninit<f32>; L] = (&mut out[at..at + L]).try_into().unwrap();
                 *o = v.map(MaybeUninit::new);
             } else {
                 for (o, &x) in out[at..at + n].iter_mut().zip(&v) {
