@@ -6,7 +6,7 @@
 //! one parallel region.
 
 use super::depthwise::depthwise_image;
-use super::fused_gemm::gemm_epilogue;
+use super::fused_gemm::{gemm_epilogue, Rhs};
 use super::gemm::{sgemm, Mat, SharedOut};
 use super::simd;
 use crate::error::Result;
@@ -15,7 +15,6 @@ use crate::graph::{Activation, Window};
 use crate::tensor::Tensor;
 use crate::bail;
 use rayon::prelude::*;
-use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
 /// Geometry of a 2-D convolution (1-D convs run as H = 1).
@@ -127,14 +126,6 @@ pub fn min_tasks(work_per_plane: usize) -> usize {
     (16384 / work_per_plane.max(1)).max(1)
 }
 
-thread_local! {
-    /// Each thread's im2col buffer, kept between convolutions: it only ever grows, to the
-    /// largest unfolding that thread has made.
-    static IM2COL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Bigger im2col buffers (in elements; 64 MiB) are freed after use rather than kept.
-const KEEP_IM2COL: usize = 1 << 24;
 
 
 /// One image by GEMM: `yi[M, OH*OW] = W[M, C/g*KH*KW] * unfold(xi)` per group, then the epilogue,
@@ -149,7 +140,7 @@ fn gemm_conv_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [MaybeUninit
     let tasks = if g.m * kk * plane >= 1 << 20 { tasks.max(1) } else { 1 };
     let out = SharedOut(yi.as_mut_ptr().cast::<f32>());
     // Output rows [r0, r1) of group `grp` over columns [n0, n1), from the unfolded input `b`.
-    let gemm_block = |grp: usize, (r0, r1): (usize, usize), (n0, n1): (usize, usize), b: Mat| {
+    let gemm_block = |grp: usize, (r0, r1): (usize, usize), (n0, n1): (usize, usize), b: Rhs| {
         let out = out;
         let a = Mat::row_major(&wv[(grp * mg + r0) * kk..(grp * mg + r1) * kk], kk);
         let first = (grp * mg + r0) * plane + n0;
@@ -158,17 +149,8 @@ fn gemm_conv_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [MaybeUninit
         unsafe { gemm_epilogue(r1 - r0, n1 - n0, kk, a, b, out.0.add(first), plane, epi, grp * mg + r0) };
     };
     if tasks > 1 && plane < 64 * tasks && g.group == 1 {
-        let unfolded;
-        let b = if pointwise {
-            Mat::row_major(xi, plane)
-        } else {
-            unfolded = {
-                let mut col = vec![0f32; kk * plane];
-                im2col(xi, &mut col, g, 0, plane);
-                col
-            };
-            Mat::row_major(&unfolded, plane)
-        };
+        let unfold = |p: usize, j0: usize, j1: usize, dst: &mut [f32]| unfold_row(xi, g, p, j0, j1, dst);
+        let b = if pointwise { Rhs::Matrix(Mat::row_major(xi, plane)) } else { Rhs::Rows(&unfold) };
         // Row blocks stay multiples of the GEMM micro-tile height.
         let rows = mg.div_ceil(tasks).div_ceil(8) * 8;
         (0..tasks).into_par_iter().for_each(|t| {
@@ -190,22 +172,12 @@ fn gemm_conv_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [MaybeUninit
         for grp in 0..g.group {
             let xg = &xi[grp * cg * g.h * g.w..(grp + 1) * cg * g.h * g.w];
             if pointwise {
-                gemm_block(grp, (0, mg), (n0, n1), Mat { data: &xg[n0..], rs: plane, cs: 1 });
-                continue;
+                gemm_block(grp, (0, mg), (n0, n1), Rhs::Matrix(Mat { data: &xg[n0..], rs: plane, cs: 1 }));
+            } else {
+                // The GEMM packs its B straight from the image (implicit im2col).
+                let unfold = |p: usize, j0: usize, j1: usize, dst: &mut [f32]| unfold_row(xg, g, p, n0 + j0, n0 + j1, dst);
+                gemm_block(grp, (0, mg), (n0, n1), Rhs::Rows(&unfold));
             }
-            // No rayon call runs while the buffer is borrowed (the GEMM is single-threaded), so
-            // this thread cannot re-enter here from a stolen task.
-            IM2COL.with_borrow_mut(|col| {
-                let len = kk * (n1 - n0);
-                if col.len() < len {
-                    col.resize(len, 0.0);
-                }
-                im2col(xg, &mut col[..len], g, n0, n1);
-                gemm_block(grp, (0, mg), (n0, n1), Mat::row_major(col, n1 - n0));
-                if col.len() > KEEP_IM2COL {
-                    *col = Vec::new();
-                }
-            });
         }
     };
     if tasks == 1 {
@@ -215,38 +187,34 @@ fn gemm_conv_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [MaybeUninit
     }
 }
 
-/// Unfolds output columns `[n0, n1)` of one group's input planes into `col`, rows of
-/// (c, ky, kx) x columns; out-of-image taps are 0.
-fn im2col(x: &[f32], col: &mut [f32], g: &Geom, n0: usize, n1: usize) {
-    let nc = n1 - n0;
-    for (row, dst) in col.chunks_mut(nc).enumerate() {
-        let c = row / (g.kh * g.kw);
-        let ky = (row / g.kw) % g.kh;
-        let kx = row % g.kw;
-        let src = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
-        let (lo, hi) = valid_range(g.ow, g.sw, g.pl, kx * g.dw, g.w);
-        let mut p = n0;
-        while p < n1 {
-            let (oy, ox0) = (p / g.ow, p % g.ow);
-            let ox1 = (g.ow).min(ox0 + n1 - p);
-            let d = &mut dst[p - n0..p - n0 + ox1 - ox0];
-            p += ox1 - ox0;
-            let iy = (oy * g.sh + ky * g.dh) as isize - g.pt as isize;
-            let (a, b) = (lo.clamp(ox0, ox1), hi.clamp(ox0, ox1));
-            if iy < 0 || iy >= g.h as isize || a >= b {
-                d.fill(0.0);
-                continue;
-            }
-            let srow = &src[iy as usize * g.w..(iy as usize + 1) * g.w];
-            d[..a - ox0].fill(0.0);
-            d[b - ox0..].fill(0.0);
-            if g.sw == 1 {
-                let start = a + kx * g.dw - g.pl;
-                d[a - ox0..b - ox0].copy_from_slice(&srow[start..start + b - a]);
-            } else {
-                for (i, v) in d[a - ox0..b - ox0].iter_mut().enumerate() {
-                    *v = srow[(a + i) * g.sw + kx * g.dw - g.pl];
-                }
+/// Row `row` = (c, ky, kx) of the unfolding, output columns `[n0, n1)`, into `dst`.
+pub(super) fn unfold_row(x: &[f32], g: &Geom, row: usize, n0: usize, n1: usize, dst: &mut [f32]) {
+    let c = row / (g.kh * g.kw);
+    let ky = (row / g.kw) % g.kh;
+    let kx = row % g.kw;
+    let src = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+    let (lo, hi) = valid_range(g.ow, g.sw, g.pl, kx * g.dw, g.w);
+    let mut p = n0;
+    while p < n1 {
+        let (oy, ox0) = (p / g.ow, p % g.ow);
+        let ox1 = (g.ow).min(ox0 + n1 - p);
+        let d = &mut dst[p - n0..p - n0 + ox1 - ox0];
+        p += ox1 - ox0;
+        let iy = (oy * g.sh + ky * g.dh) as isize - g.pt as isize;
+        let (a, b) = (lo.clamp(ox0, ox1), hi.clamp(ox0, ox1));
+        if iy < 0 || iy >= g.h as isize || a >= b {
+            d.fill(0.0);
+            continue;
+        }
+        let srow = &src[iy as usize * g.w..(iy as usize + 1) * g.w];
+        d[..a - ox0].fill(0.0);
+        d[b - ox0..].fill(0.0);
+        if g.sw == 1 {
+            let start = a + kx * g.dw - g.pl;
+            d[a - ox0..b - ox0].copy_from_slice(&srow[start..start + b - a]);
+        } else {
+            for (i, v) in d[a - ox0..b - ox0].iter_mut().enumerate() {
+                *v = srow[(a + i) * g.sw + kx * g.dw - g.pl];
             }
         }
     }

@@ -19,8 +19,18 @@ const KC: usize = 256;
 const NC: usize = 1024;
 
 thread_local! {
-    /// Per-thread packing buffer for B, kept between calls.
-    static PACK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Per-thread packing buffers for B (and one row of it), kept between calls.
+    static PACK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// The right-hand operand: a matrix in memory, or rows made on demand. A convolution's
+/// unfolding (im2col) is the second kind: packing B straight from the input image saves
+/// writing the whole unfolded matrix out and reading it back.
+#[derive(Clone, Copy)]
+pub enum Rhs<'a> {
+    Matrix(Mat<'a>),
+    /// `fill(p, j0, j1, dst)` writes B[p][j0..j1] into `dst[..j1 - j0]`.
+    Rows(&'a (dyn Fn(usize, usize, usize, &mut [f32]) + Sync)),
 }
 
 /// Whether the fused kernel runs on this CPU.
@@ -41,7 +51,7 @@ pub fn available() -> bool {
 /// `c` must be valid for writes of `(m - 1) * ldc + n` elements (it may be uninitialised), and
 /// no other thread may access the block it describes during the call.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm_epilogue(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: *mut f32, ldc: usize, epi: &Epilogue, channel0: usize) {
+pub unsafe fn gemm_epilogue(m: usize, n: usize, k: usize, a: Mat, b: Rhs, c: *mut f32, ldc: usize, epi: &Epilogue, channel0: usize) {
     // SAFETY: forwarded from the caller.
     unsafe { gemm_epilogue_on(available(), m, n, k, a, b, c, ldc, epi, channel0) }
 }
@@ -49,22 +59,38 @@ pub unsafe fn gemm_epilogue(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: *mu
 /// [`gemm_epilogue`] with the choice of kernel explicit (`fused` needs AVX-512F), so tests can
 /// check both against each other.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_epilogue_on(fused: bool, m: usize, n: usize, k: usize, a: Mat, b: Mat, c: *mut f32, ldc: usize, epi: &Epilogue, channel0: usize) {
+unsafe fn gemm_epilogue_on(fused: bool, m: usize, n: usize, k: usize, a: Mat, b: Rhs, c: *mut f32, ldc: usize, epi: &Epilogue, channel0: usize) {
     if m == 0 || n == 0 {
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if fused && k > 0 && a.cs == 1 {
         assert!((m - 1) * a.rs + (k - 1) * a.cs < a.data.len(), "gemm lhs out of range");
-        assert!((k - 1) * b.rs + (n - 1) * b.cs < b.data.len(), "gemm rhs out of range");
+        if let Rhs::Matrix(b) = b {
+            assert!((k - 1) * b.rs + (n - 1) * b.cs < b.data.len(), "gemm rhs out of range");
+        }
         let bias: Vec<f32> = (0..m.div_ceil(MR) * MR).map(|i| if i < m { epi.bias(channel0 + i) } else { 0.0 }).collect();
         // Packing happens on this thread and calls no rayon code, so the borrow cannot be
         // re-entered.
-        return PACK.with_borrow_mut(|bpack| {
+        return PACK.with_borrow_mut(|(bpack, row)| {
             // SAFETY: the CPU has AVX-512F (checked above); the caller vouches for `c`.
-            unsafe { blocked(m, n, k, a, b, c, ldc, &bias, epi.lo, epi.hi, bpack) }
+            unsafe { blocked(m, n, k, a, b, c, ldc, &bias, epi.lo, epi.hi, bpack, row) }
         });
     }
+    let made;
+    let b = match b {
+        Rhs::Matrix(b) => b,
+        Rhs::Rows(fill) => {
+            made = {
+                let mut v = vec![0f32; k * n];
+                for (p, row) in v.chunks_mut(n.max(1)).enumerate() {
+                    fill(p, 0, n, row);
+                }
+                v
+            };
+            Mat::row_major(&made, n)
+        }
+    };
     // SAFETY: forwarded from the caller.
     unsafe { sgemm_into(m, n, k, a, b, c, ldc, false, 1.0, false) };
     for i in 0..m {
@@ -75,12 +101,27 @@ unsafe fn gemm_epilogue_on(fused: bool, m: usize, n: usize, k: usize, a: Mat, b:
 }
 
 /// Packs rows `[p0, p0 + kc)` and columns `[j0, j0 + nc)` of `b` into micro-panels of NR
-/// columns: `[nc / NR][kc][NR]`, columns past the end zero.
-fn pack_b(b: Mat, p0: usize, kc: usize, j0: usize, nc: usize, out: &mut Vec<f32>) {
+/// columns: `[nc / NR][kc][NR]`, columns past the end zero. `row` is scratch for made rows.
+fn pack_b(b: Rhs, p0: usize, kc: usize, j0: usize, nc: usize, out: &mut Vec<f32>, row: &mut Vec<f32>) {
     let panels = nc.div_ceil(NR);
     if out.len() < panels * kc * NR {
         out.resize(panels * kc * NR, 0.0);
     }
+    let b = match b {
+        Rhs::Matrix(b) => b,
+        Rhs::Rows(fill) => {
+            row.resize(panels * NR, 0.0);
+            for p in 0..kc {
+                fill(p0 + p, j0, j0 + nc, &mut row[..nc]);
+                row[nc..].fill(0.0);
+                for (panel, src) in row.chunks_exact(NR).enumerate() {
+                    let d: &mut [f32; NR] = (&mut out[(panel * kc + p) * NR..(panel * kc + p + 1) * NR]).try_into().unwrap();
+                    d.copy_from_slice(src);
+                }
+            }
+            return;
+        }
+    };
     for panel in 0..panels {
         let cols = NR.min(nc - panel * NR);
         let dst = &mut out[panel * kc * NR..(panel + 1) * kc * NR];
@@ -108,12 +149,12 @@ fn pack_b(b: Mat, p0: usize, kc: usize, j0: usize, nc: usize, out: &mut Vec<f32>
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
-unsafe fn blocked(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: *mut f32, ldc: usize, bias: &[f32], lo: f32, hi: f32, bpack: &mut Vec<f32>) {
+unsafe fn blocked(m: usize, n: usize, k: usize, a: Mat, b: Rhs, c: *mut f32, ldc: usize, bias: &[f32], lo: f32, hi: f32, bpack: &mut Vec<f32>, row: &mut Vec<f32>) {
     for j0 in (0..n).step_by(NC) {
         let nc = NC.min(n - j0);
         for p0 in (0..k).step_by(KC) {
             let kc = KC.min(k - p0);
-            pack_b(b, p0, kc, j0, nc, bpack);
+            pack_b(b, p0, kc, j0, nc, bpack, row);
             let (first, last) = (p0 == 0, p0 + kc == k);
             for panel in 0..m.div_ceil(MR) {
                 let rows = MR.min(m - panel * MR);
@@ -218,10 +259,12 @@ mod tests {
                     want[i * ldc + j] = (dot + bias[i + 3]).clamp(-0.5, 0.75);
                 }
             }
-            for fused in [false, available()] {
+            let rows = |p: usize, j0: usize, j1: usize, dst: &mut [f32]| dst[..j1 - j0].copy_from_slice(&b[p * n + j0..p * n + j1]);
+            for (fused, made) in [(false, false), (false, true), (available(), false), (available(), true)] {
+                let rhs = if made { Rhs::Rows(&rows) } else { Rhs::Matrix(Mat::row_major(&b, n)) };
                 let mut got = vec![f32::NAN; m * ldc];
                 // SAFETY: `got` holds m rows of ldc >= n elements.
-                unsafe { gemm_epilogue_on(fused, m, n, k, Mat::row_major(&a, k), Mat::row_major(&b, n), got.as_mut_ptr(), ldc, &epi, 3) };
+                unsafe { gemm_epilogue_on(fused, m, n, k, Mat::row_major(&a, k), rhs, got.as_mut_ptr(), ldc, &epi, 3) };
                 for i in 0..m {
                     for j in 0..ldc {
                         let (g, w) = (got[i * ldc + j], want[i * ldc + j]);
