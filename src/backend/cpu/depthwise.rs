@@ -101,18 +101,26 @@ fn fill_scratch(src: &[f32], scratch: &mut [f32], sc: Scratch, g: &Geom) {
 fn strided_copy(dst: &mut [f32], src: &[f32], stride: usize) {
     let mut i = 0;
     if stride == 2 {
-        while i + LANES <= dst.len() && 2 * (i + LANES) <= src.len() {
-            let s: &[f32; 2 * LANES] = src[2 * i..2 * (i + LANES)].try_into().unwrap();
-            let d: &mut [f32; LANES] = (&mut dst[i..i + LANES]).try_into().unwrap();
-            for j in 0..LANES {
-                d[j] = s[2 * j];
-            }
-            i += LANES;
-        }
+        i = every_other::<{ 2 * LANES }>(dst, src, i);
+        i = every_other::<LANES>(dst, src, i);
     }
     for (d, &v) in dst[i..].iter_mut().zip(src[i * stride..].iter().step_by(stride)) {
         *d = v;
     }
+}
+
+/// `dst[i] = src[2 i]` in whole blocks of `N` from `i`; returns where it stopped.
+#[inline(always)]
+fn every_other<const N: usize>(dst: &mut [f32], src: &[f32], mut i: usize) -> usize {
+    while i + N <= dst.len() && 2 * (i + N) <= src.len() {
+        let s = &src[2 * i..2 * (i + N)];
+        let d: &mut [f32; N] = (&mut dst[i..i + N]).try_into().unwrap();
+        for j in 0..N {
+            d[j] = s[2 * j];
+        }
+        i += N;
+    }
+    i
 }
 
 fn avx512() -> bool {
