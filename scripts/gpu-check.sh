@@ -44,6 +44,9 @@ for m in squeezenet1_1 mobilenet_v2 shufflenet_v2_x1_0 bert_tiny; do
     printf '%s b%s hetsched cuda: ' "$m" "$b" | tee -a "$OUT/summary.txt"
     "$BIN" run "$MODELS/$m" --device cuda --batch "$b" --repeat 50 2>&1 | grep median | tee -a "$OUT/summary.txt" || status=1
   done
+  # The same at batch 1 without graph replay: what one launch per kernel costs.
+  printf '%s b1 hetsched cuda, no graphs: ' "$m" | tee -a "$OUT/summary.txt"
+  HETSCHED_CUDA_GRAPHS=0 "$BIN" run "$MODELS/$m" --device cuda --batch 1 --repeat 50 2>&1 | grep median | tee -a "$OUT/summary.txt" || status=1
 done
 python3 "$(dirname "$0")/torch_baseline.py" --batch 1,8,32 2>&1 | tee -a "$OUT/summary.txt" || status=1
 exit $status

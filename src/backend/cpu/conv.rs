@@ -141,12 +141,11 @@ fn gemm_conv_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [MaybeUninit
     let out = SharedOut(yi.as_mut_ptr().cast::<f32>());
     // Output rows [r0, r1) of group `grp` over columns [n0, n1), from the unfolded input `b`.
     let gemm_block = |grp: usize, (r0, r1): (usize, usize), (n0, n1): (usize, usize), b: Rhs| {
-        let out = out;
         let a = Mat::row_major(&wv[(grp * mg + r0) * kk..(grp * mg + r1) * kk], kk);
         let first = (grp * mg + r0) * plane + n0;
         // SAFETY: the block lies inside `yi` (M x plane) and belongs to this task alone (tasks
         // take disjoint rows or columns); `yi` is exclusively borrowed for the whole call.
-        unsafe { gemm_epilogue(r1 - r0, n1 - n0, kk, a, b, out.0.add(first), plane, epi, grp * mg + r0) };
+        unsafe { gemm_epilogue(r1 - r0, n1 - n0, kk, a, b, out.ptr().add(first), plane, epi, grp * mg + r0) };
     };
     if tasks > 1 && plane < 64 * tasks && g.group == 1 {
         let unfold = |p: usize, j0: usize, j1: usize, dst: &mut [f32]| unfold_row(xi, g, p, j0, j1, dst);
@@ -228,6 +227,7 @@ fn valid_range(out: usize, stride: usize, pad: usize, offset: usize, size: usize
     (lo.min(out), hi.max(lo.min(out)))
 }
 
+#[allow(clippy::too_many_arguments)]
 /// ConvTranspose (1-D and 2-D): per image and group, `col = W_g^T * X_g` by GEMM, then col2im
 /// scatters each column entry to its output position.
 pub fn conv_transpose(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, window: &Window, group: usize, output_padding: &[usize], output_shape: &[usize], out_shape: &[usize]) -> Result<Tensor> {
@@ -284,3 +284,7 @@ pub fn conv_transpose(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, window: &W
     }
     Tensor::from_f32(out_shape, y)
 }
+
+#[cfg(test)]
+#[path = "conv_tests.rs"]
+mod tests;

@@ -23,7 +23,9 @@ fn map_par<T: Sync, U: Send + Default + Clone>(v: &[T], f: impl Fn(&T) -> U + Sy
 /// 4.2e-7 on [-6, 6]): only multiplies, adds and one divide, so loops over it vectorise, unlike
 /// forms that call `exp`. Beyond |x| = 4 erf is +-1 in f32.
 pub fn erf(x: f32) -> f32 {
+    #[allow(clippy::excessive_precision)]
     const ALPHA: [f32; 7] = [-2.726_142_3e-10, 2.770_681_4e-8, -2.101_024e-6, -5.692_506_4e-5, -7.349_906_3e-4, -2.954_600e-3, -1.609_603_3e-2];
+    #[allow(clippy::excessive_precision)]
     const BETA: [f32; 5] = [-1.456_607_2e-5, -2.133_740_6e-4, -1.682_827e-3, -7.373_329e-3, -1.426_474e-2];
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;

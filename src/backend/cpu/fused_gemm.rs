@@ -29,9 +29,11 @@ thread_local! {
 #[derive(Clone, Copy)]
 pub enum Rhs<'a> {
     Matrix(Mat<'a>),
-    /// `fill(p, j0, j1, dst)` writes B[p][j0..j1] into `dst[..j1 - j0]`.
-    Rows(&'a (dyn Fn(usize, usize, usize, &mut [f32]) + Sync)),
+    Rows(RowFill<'a>),
 }
+
+/// `fill(p, j0, j1, dst)` writes B[p][j0..j1] into `dst[..j1 - j0]`.
+pub type RowFill<'a> = &'a (dyn Fn(usize, usize, usize, &mut [f32]) + Sync);
 
 /// Whether the fused kernel runs on this CPU.
 pub fn available() -> bool {

@@ -32,6 +32,13 @@ pub(super) struct SharedOut(pub *mut f32);
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
+impl SharedOut {
+    /// The pointer (a method, so closures capture the whole `Send` wrapper, not its field).
+    pub fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// `c (m x n, row-major) = (accumulate ? c : 0) + scale * a (m x k) * b (k x n)`, on all
 /// threads when the product is big enough to pay for them.
 pub fn sgemm(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], accumulate: bool, scale: f32) {
@@ -43,12 +50,11 @@ pub fn sgemm(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], accumu
         let cols = n.div_ceil(threads);
         let out = SharedOut(c.as_mut_ptr());
         (0..threads).into_par_iter().for_each(|t| {
-            let out = out;
             let (n0, n1) = (t * cols, ((t + 1) * cols).min(n));
             if n0 < n1 {
                 let bt = Mat { data: &b.data[n0 * b.cs..], ..b };
                 // SAFETY: columns n0..n1 of every row of `c` belong to this task alone.
-                unsafe { sgemm_into(m, n1 - n0, k, a, bt, out.0.add(n0), n, accumulate, scale, false) };
+                unsafe { sgemm_into(m, n1 - n0, k, a, bt, out.ptr().add(n0), n, accumulate, scale, false) };
             }
         });
         return;

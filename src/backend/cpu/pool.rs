@@ -32,7 +32,7 @@ pub fn pool(x: &Tensor, kind: PoolKind, window: &Window, out_shape: &[usize]) ->
     let rows = axis_taps(oh, sh, dh, pt, pb, kh, h);
     // All taps of output columns [full_lo, full_hi) are inside the row: no tap lists needed.
     let full_lo = pl.div_ceil(sw).min(ow);
-    let full_hi = if w + pl >= (kw - 1) * dw + 1 { ((w + pl - (kw - 1) * dw - 1) / sw + 1).clamp(full_lo, ow) } else { full_lo };
+    let full_hi = if w + pl > (kw - 1) * dw { ((w + pl - (kw - 1) * dw - 1) / sw + 1).clamp(full_lo, ow) } else { full_lo };
     let geom = RowPool { w, ow, sw, dw, pl, kw, full: full_lo..full_hi };
     y.par_chunks_mut(oh * ow).enumerate().with_min_len(super::conv::min_tasks(oh * ow * kh * kw)).for_each_init(
         || vec![0f32; w],

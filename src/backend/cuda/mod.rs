@@ -3,9 +3,9 @@
 //! cudarc panics on a missing one. Kernels are CUDA C in `shaders/cuda`, compiled with NVRTC.
 //!
 //! The executor realises the shared GPU plan (`backend::gpu`) with cudarc. Status: probing and
-//! the NVRTC compilation of every kernel are tested here without a GPU; the executor compiles but
-//! has not yet run on a device (cuBLAS, a copy stream with pinned staging and CUDA graphs are the
-//! next steps).
+//! the NVRTC compilation of every kernel are tested here without a GPU; the executor (pinned
+//! staging, CUDA-graph replay) compiles but has not yet run on a device (cuBLAS and a separate
+//! copy stream are the next steps).
 
 mod executable;
 pub mod kernels;
@@ -85,7 +85,12 @@ pub fn device() -> Result<Arc<Device>> {
             let cc = major * 10 + minor;
             let arch = ARCHES.iter().find(|(v, _)| *v <= cc).map(|(_, a)| *a).ok_or_else(|| format!("compute capability {major}.{minor} is older than sm_80"))?;
             let name = ctx.name().unwrap_or_else(|_| "CUDA device".into());
-            let stream = ctx.default_stream();
+            // One stream, ordered by us: cudarc's per-buffer event tracking would put event
+            // waits into captured graphs. Turned off before any buffer exists, as it requires.
+            // SAFETY: every buffer of this context is used on `stream` alone.
+            unsafe { ctx.disable_event_tracking() };
+            // A created stream, not the legacy default one, which cannot be captured into graphs.
+            let stream = ctx.new_stream().map_err(|e| format!("creating a stream: {e:?}"))?;
             Ok(Arc::new(Device { ctx, stream, name, arch, max_buffer_bytes: 1 << 34, modules: Mutex::new(HashMap::new()) }))
         })
         .clone()

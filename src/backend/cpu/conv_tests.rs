@@ -1,0 +1,158 @@
+//! Every convolution path (depthwise at 8 and 16 lanes, pointwise and implicit-im2col GEMM,
+//! column- and channel-split tasks, per-image batches, groups, 1-D) against a direct loop.
+
+use super::conv;
+use crate::graph::geometry::window_output;
+use crate::graph::{Activation, AutoPad, Window};
+use crate::tensor::Tensor;
+
+struct Case {
+    n: usize,
+    c: usize,
+    m: usize,
+    spatial: Vec<usize>,
+    kernel: Vec<usize>,
+    strides: Vec<usize>,
+    dilations: Vec<usize>,
+    /// Begins then ends.
+    pads: Vec<usize>,
+    group: usize,
+    bias: bool,
+    act: Option<Activation>,
+}
+
+fn values(len: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s >> 8) as f32 / (1 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+/// Direct convolution over 2-D geometry (1-D as H = 1), the definition written out.
+fn reference(case: &Case, x: &[f32], w: &[f32], b: Option<&[f32]>, out: &[usize]) -> Vec<f32> {
+    let two = |v: &[usize], i: usize, one: usize| if v.len() == 2 { v[i] } else if i == 0 { one } else { v[0] };
+    let (h, wd) = (two(&case.spatial, 0, 1), two(&case.spatial, 1, 1));
+    let (kh, kw) = (two(&case.kernel, 0, 1), two(&case.kernel, 1, 1));
+    let (sh, sw) = (two(&case.strides, 0, 1), two(&case.strides, 1, 1));
+    let (dh, dw) = (two(&case.dilations, 0, 1), two(&case.dilations, 1, 1));
+    let nd = case.spatial.len();
+    let (pt, pl) = if nd == 2 { (case.pads[0], case.pads[1]) } else { (0, case.pads[0]) };
+    let (oh, ow) = (two(out, 0, 1), two(out, 1, 1));
+    let (cg, mg) = (case.c / case.group, case.m / case.group);
+    let mut y = vec![0f32; case.n * case.m * oh * ow];
+    for img in 0..case.n {
+        for oc in 0..case.m {
+            let grp = oc / mg;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = b.map_or(0.0, |b| b[oc]);
+                    for ic in 0..cg {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * sh + ky * dh) as isize - pt as isize;
+                                let ix = (ox * sw + kx * dw) as isize - pl as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                    continue;
+                                }
+                                let xi = ((img * case.c + grp * cg + ic) * h + iy as usize) * wd + ix as usize;
+                                acc += x[xi] * w[((oc * cg + ic) * kh + ky) * kw + kx];
+                            }
+                        }
+                    }
+                    y[((img * case.m + oc) * oh + oy) * ow + ox] = case.act.map_or(acc, |a| a.apply(acc));
+                }
+            }
+        }
+    }
+    y
+}
+
+fn check(case: &Case) {
+    let window = Window {
+        kernel_shape: vec![],
+        strides: case.strides.clone(),
+        pads: case.pads.clone(),
+        dilations: case.dilations.clone(),
+        auto_pad: AutoPad::NotSet,
+        ceil_mode: false,
+    };
+    let spatial_out = window_output(&window, &case.spatial, &case.kernel, false).unwrap();
+    let mut xs = vec![case.n, case.c];
+    xs.extend(&case.spatial);
+    let mut ws = vec![case.m, case.c / case.group];
+    ws.extend(&case.kernel);
+    let mut out_shape = vec![case.n, case.m];
+    out_shape.extend(&spatial_out);
+    let xv = values(xs.iter().product(), 1);
+    let wv = values(ws.iter().product(), 2);
+    let bv = values(case.m, 3);
+    let x = Tensor::from_f32(&xs, xv.clone()).unwrap();
+    let w = Tensor::from_f32(&ws, wv.clone()).unwrap();
+    let b = Tensor::from_f32(&[case.m], bv.clone()).unwrap();
+    let got = conv(&x, &w, case.bias.then_some(&b), &window, case.group, case.act, &out_shape).unwrap();
+    let want = reference(case, &xv, &wv, case.bias.then_some(&bv[..]), &spatial_out);
+    assert_eq!(got.shape(), &out_shape[..]);
+    let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.as_f32().unwrap().iter().zip(&want).enumerate() {
+        assert!((g - w).abs() <= 1e-5 * scale + 1e-5 * w.abs(), "{xs:?} * {ws:?} group {} at {i}: got {g}, want {w}", case.group);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn case2(n: usize, c: usize, m: usize, hw: [usize; 2], k: [usize; 2], s: [usize; 2], d: [usize; 2], pads: [usize; 4], group: usize) -> Case {
+    Case { n, c, m, spatial: hw.to_vec(), kernel: k.to_vec(), strides: s.to_vec(), dilations: d.to_vec(), pads: pads.to_vec(), group, bias: true, act: None }
+}
+
+#[test]
+fn depthwise_matches_reference() {
+    let relu6 = Some(Activation::Clip { min: 0.0, max: 6.0 });
+    // 16-lane planes (output width >= 14) and 8-lane ones; strides 1-3, dilation, asymmetric
+    // pads, channel multiplier 2, batch.
+    for mut case in [
+        case2(1, 5, 5, [9, 20], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 5),
+        case2(2, 4, 4, [11, 33], [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], 4),
+        case2(1, 3, 6, [8, 7], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 3),
+        case2(1, 3, 3, [13, 17], [5, 5], [1, 2], [2, 1], [2, 3, 1, 0], 3),
+        case2(1, 2, 2, [10, 40], [3, 2], [3, 3], [1, 2], [0, 1, 2, 1], 2),
+    ] {
+        case.act = relu6;
+        check(&case);
+        case.bias = false;
+        case.act = None;
+        check(&case);
+    }
+}
+
+#[test]
+fn gemm_paths_match_reference() {
+    let relu = Some(Activation::Relu);
+    let mut cases = vec![
+        // Pointwise, one task (small), then split by output columns (>= 1M MACs).
+        case2(1, 7, 13, [10, 10], [1, 1], [1, 1], [1, 1], [0, 0, 0, 0], 1),
+        case2(1, 64, 64, [15, 20], [1, 1], [1, 1], [1, 1], [0, 0, 0, 0], 1),
+        // A small feature map with many channels: split by output channels, pointwise and 3x3.
+        case2(1, 128, 96, [9, 9], [1, 1], [1, 1], [1, 1], [0, 0, 0, 0], 1),
+        case2(1, 24, 100, [8, 9], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1),
+        // Implicit im2col: padding, stride 2, dilation, more than one 256-deep block.
+        case2(1, 16, 40, [23, 31], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1),
+        case2(1, 3, 32, [33, 35], [3, 3], [2, 2], [1, 1], [0, 1, 1, 0], 1),
+        case2(1, 40, 24, [17, 19], [3, 3], [1, 2], [2, 2], [2, 2, 2, 2], 1),
+        // Groups that are not depthwise, and a batch (one task per image).
+        case2(1, 8, 12, [12, 14], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 4),
+        case2(3, 16, 32, [20, 21], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1),
+        case2(3, 32, 48, [14, 14], [1, 1], [1, 1], [1, 1], [0, 0, 0, 0], 2),
+    ];
+    // 1-D convolution.
+    cases.push(Case { n: 2, c: 6, m: 10, spatial: vec![50], kernel: vec![5], strides: vec![2], dilations: vec![1], pads: vec![2, 1], group: 1, bias: true, act: None });
+    for mut case in cases {
+        check(&case);
+        case.act = relu;
+        case.bias = false;
+        check(&case);
+    }
+}
