@@ -2,6 +2,7 @@
 //! past key/value concatenation, boolean or additive masks, causal masking, softcap, and the
 //! optional QK-matmul output. Computed in f32.
 
+use super::fastmath::exp;
 use super::elementwise::cast;
 use super::layout::{concat, transpose};
 use crate::error::Result;
@@ -121,7 +122,7 @@ pub fn attention(at: &AttentionAttrs, inputs: &[Option<&Tensor>]) -> Result<Vec<
                     let mx = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                     let mut sum = 0.0;
                     row.iter_mut().for_each(|r| {
-                        *r = (*r - mx).exp();
+                        *r = exp(*r - mx);
                         sum += *r;
                     });
                     row.iter_mut().for_each(|r| *r /= sum);

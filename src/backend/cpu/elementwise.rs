@@ -7,35 +7,47 @@ use crate::tensor::{broadcast_shapes, strides_of, DType, Data, Tensor};
 use crate::bail;
 use half::f16;
 use rayon::prelude::*;
+use super::fastmath::{erf, exp};
 
 /// Below this many elements a second thread costs more (wake-up) than it saves.
 const PAR_MIN: usize = 1 << 15;
 
 fn map_par<T: Sync, U: Send + Default + Clone>(v: &[T], f: impl Fn(&T) -> U + Sync + Send) -> Vec<U> {
+    let mut out = vec![U::default(); v.len()];
     if v.len() >= PAR_MIN {
-        v.par_iter().map(f).collect()
+        out.par_chunks_mut(PAR_MIN / 4).zip(v.par_chunks(PAR_MIN / 4)).for_each(|(d, s)| map_into(s, d, &f));
     } else {
-        v.iter().map(f).collect()
+        map_into(v, &mut out, &f);
+    }
+    out
+}
+
+/// `dst[i] = f(src[i])`, with AVX2 where the CPU has it: `f` is inlined into the loop, so the
+/// math approximations in `fastmath` vectorise 8 wide instead of 4 (and the integer steps in
+/// them at all).
+fn map_into<T, U>(src: &[T], dst: &mut [U], f: &impl Fn(&T) -> U) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        return unsafe { map_into_avx2(src, dst, f) };
+    }
+    map_into_generic(src, dst, f)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn map_into_avx2<T, U>(src: &[T], dst: &mut [U], f: &impl Fn(&T) -> U) {
+    map_into_generic(src, dst, f)
+}
+
+#[inline(always)]
+fn map_into_generic<T, U>(src: &[T], dst: &mut [U], f: &impl Fn(&T) -> U) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = f(s);
     }
 }
 
-/// erf in f32 as a ratio of polynomials in x (Eigen's `generic_fast_erf_float`; max abs error
-/// 4.2e-7 on [-6, 6]): only multiplies, adds and one divide, so loops over it vectorise, unlike
-/// forms that call `exp`. Beyond |x| = 4 erf is +-1 in f32.
-pub fn erf(x: f32) -> f32 {
-    #[allow(clippy::excessive_precision)]
-    const ALPHA: [f32; 7] = [-2.726_142_3e-10, 2.770_681_4e-8, -2.101_024e-6, -5.692_506_4e-5, -7.349_906_3e-4, -2.954_600e-3, -1.609_603_3e-2];
-    #[allow(clippy::excessive_precision)]
-    const BETA: [f32; 5] = [-1.456_607_2e-5, -2.133_740_6e-4, -1.682_827e-3, -7.373_329e-3, -1.426_474e-2];
-    let x = x.clamp(-4.0, 4.0);
-    let x2 = x * x;
-    // Plain multiply-adds: `mul_add` is a libm call on targets without FMA.
-    let p = ALPHA[1..].iter().fold(ALPHA[0], |acc, &c| acc * x2 + c) * x;
-    let q = BETA[1..].iter().fold(BETA[0], |acc, &c| acc * x2 + c);
-    p / q
-}
-
-fn erf_f64(x: f64) -> f64 {
+pub(super) fn erf_f64(x: f64) -> f64 {
     // W. J. Cody's rational approximations via libm-quality expansion (max rel error ~1e-15 in f64 here is
     // unnecessary; this keeps ~1e-12): erf(x) = 1 - erfc(x), erfc by continued fraction for |x| > 2.
     let ax = x.abs();
@@ -85,10 +97,10 @@ fn unary_f32(op: UnaryOp, v: &[f32]) -> Vec<f32> {
     }
     match op {
         UnaryOp::Relu => m!(x => x.max(0.0)),
-        UnaryOp::Sigmoid => m!(x => 1.0 / (1.0 + (-x).exp())),
+        UnaryOp::Sigmoid => m!(x => 1.0 / (1.0 + exp(-x))),
         UnaryOp::Tanh => m!(x => x.tanh()),
         UnaryOp::Erf => m!(x => erf(x)),
-        UnaryOp::Exp => m!(x => x.exp()),
+        UnaryOp::Exp => m!(x => exp(x)),
         UnaryOp::Log => m!(x => x.ln()),
         UnaryOp::Sqrt => m!(x => x.sqrt()),
         UnaryOp::Neg => m!(x => -x),
@@ -110,15 +122,15 @@ fn unary_f32(op: UnaryOp, v: &[f32]) -> Vec<f32> {
         UnaryOp::Asinh => m!(x => x.asinh()),
         UnaryOp::Acosh => m!(x => x.acosh()),
         UnaryOp::Atanh => m!(x => x.atanh()),
-        UnaryOp::Celu(a) => m!(x => x.max(0.0) + (a * ((x / a).exp() - 1.0)).min(0.0)),
-        UnaryOp::Swish(a) => m!(x => x / (1.0 + (-a * x).exp())),
-        UnaryOp::Softplus => m!(x => if x > 20.0 { x } else { x.exp().ln_1p() }),
+        UnaryOp::Celu(a) => m!(x => x.max(0.0) + (a * (exp(x / a) - 1.0)).min(0.0)),
+        UnaryOp::Swish(a) => m!(x => x / (1.0 + exp(-a * x))),
+        UnaryOp::Softplus => m!(x => if x > 20.0 { x } else { exp(x).ln_1p() }),
         UnaryOp::Softsign => m!(x => x / (1.0 + x.abs())),
         UnaryOp::HardSwish => m!(x => x * (x / 6.0 + 0.5).clamp(0.0, 1.0)),
-        UnaryOp::Mish => m!(x => x * (if x > 20.0 { x } else { x.exp().ln_1p() }).tanh()),
+        UnaryOp::Mish => m!(x => x * (if x > 20.0 { x } else { exp(x).ln_1p() }).tanh()),
         UnaryOp::LeakyRelu(a) => m!(x => if x < 0.0 { a * x } else { x }),
-        UnaryOp::Elu(a) => m!(x => if x < 0.0 { a * (x.exp() - 1.0) } else { x }),
-        UnaryOp::Selu { alpha, gamma } => m!(x => gamma * if x > 0.0 { x } else { alpha * (x.exp() - 1.0) }),
+        UnaryOp::Elu(a) => m!(x => if x < 0.0 { a * (exp(x) - 1.0) } else { x }),
+        UnaryOp::Selu { alpha, gamma } => m!(x => gamma * if x > 0.0 { x } else { alpha * (exp(x) - 1.0) }),
         UnaryOp::HardSigmoid { alpha, beta } => m!(x => (alpha * x + beta).clamp(0.0, 1.0)),
         UnaryOp::ThresholdedRelu(a) => m!(x => if x > a { x } else { 0.0 }),
         UnaryOp::Gelu { tanh: false } => m!(x => 0.5 * x * (1.0 + erf(x / std::f32::consts::SQRT_2))),
@@ -475,19 +487,4 @@ pub fn prelu(x: &Tensor, slope: &Tensor) -> Result<Tensor> {
         }
     };
     Tensor::new(out, data)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fast_erf_is_within_its_bound() {
-        let worst = (-60_000..=60_000)
-            .map(|i| i as f64 / 10_000.0)
-            .map(|x| (erf(x as f32) as f64 - erf_f64(x)).abs())
-            .fold(0.0, f64::max);
-        assert!(worst < 6e-7, "max abs error {worst:e}");
-        assert!(erf(f32::NAN).is_nan());
-    }
 }

@@ -5,6 +5,7 @@ pub mod attention;
 pub mod conv;
 mod depthwise;
 pub mod einsum;
+mod fastmath;
 mod fused_gemm;
 pub mod elementwise;
 pub mod gemm;

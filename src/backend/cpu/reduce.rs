@@ -8,6 +8,7 @@ use crate::graph::infer::{reduce_axes, reduced_shape};
 use crate::graph::ReduceOp;
 use crate::tensor::{norm_axis, Data, DType, Tensor};
 use crate::bail;
+use super::fastmath::exp;
 use rayon::prelude::*;
 
 /// Moves `axes` to the end so each reduction is over one contiguous block; returns the data as
@@ -113,12 +114,12 @@ pub fn softmax(x: &Tensor, axis: i64, log: bool, legacy: bool) -> Result<Tensor>
         let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         if log {
             // x - m - log(sum) stays accurate where exp(x - m) underflows.
-            let ls = row.iter().map(|&v| (v - m).exp()).sum::<f32>().ln();
+            let ls = row.iter().map(|&v| exp(v - m)).sum::<f32>().ln();
             row.iter_mut().for_each(|v| *v = *v - m - ls);
         } else {
             let mut s = 0.0f32;
             for v in row.iter_mut() {
-                *v = (*v - m).exp();
+                *v = exp(*v - m);
                 s += *v;
             }
             let inv = 1.0 / s;
