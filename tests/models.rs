@@ -75,11 +75,11 @@ fn each_pass_preserves_outputs() {
             }
         }
     }
-    // The shared models were exported with BatchNormalization already folded, and their
-    // Identity nodes only forward weights (constant folding takes them); the synthetic test
-    // below covers those two passes.
+    // The shared models were exported with BatchNormalization already folded, their Identity
+    // nodes only forward weights (constant folding takes them), and none uses SiLU; the
+    // synthetic tests below cover those three passes.
     for (p, c) in all.iter().zip(changed_somewhere) {
-        assert!(c || matches!(p.name(), "fold-batchnorm" | "remove-identity"), "pass {} changed none of the shared models", p.name());
+        assert!(c || matches!(p.name(), "fold-batchnorm" | "remove-identity" | "fuse-swish"), "pass {} changed none of the shared models", p.name());
     }
 }
 
@@ -113,6 +113,37 @@ fn batchnorm_folding_and_fusion_preserve_outputs() {
     let bindings = opt.bindings_for(&[("x".into(), Tensor::zeros(hetsched::DType::F32, &[2, 3, 10, 10]).unwrap())]).unwrap();
     let ops: Vec<String> = opt.prepare(&bindings).unwrap().graph.g.node_weights().map(|n| n.op.name()).collect();
     assert!(ops.contains(&"Conv+Relu".to_string()) && !ops.iter().any(|o| o == "BatchNormalization" || o == "Identity"), "{ops:?}");
+}
+
+/// `x * Sigmoid(x)` in both operand orders fuses into one Swish; a Sigmoid that something else
+/// also reads stays. Outputs match the unfused graph.
+#[test]
+fn swish_fusion_preserves_outputs() {
+    use common::builder::*;
+    use hetsched::Tensor;
+    let mut b = ModelBuilder::new();
+    b.input("x", 1, &["N", "4", "9"]).output("y").output("z");
+    b.node("Sigmoid", &["x"], &["s1"], vec![]);
+    b.node("Mul", &["x", "s1"], &["a"], vec![]);
+    b.node("Sigmoid", &["a"], &["s2"], vec![]);
+    b.node("Mul", &["s2", "a"], &["y"], vec![]);
+    // s3 has two readers: not fused.
+    b.node("Sigmoid", &["y"], &["s3"], vec![]);
+    b.node("Mul", &["y", "s3"], &["m"], vec![]);
+    b.node("Add", &["m", "s3"], &["z"], vec![]);
+    let bytes = b.bytes();
+    let plain = Session::from_bytes(&bytes, SessionOptions { optimize: false, ..Default::default() }).unwrap();
+    let opt = Session::from_bytes(&bytes, SessionOptions::default()).unwrap();
+    let x = Tensor::from_f32(&[2, 4, 9], rand_vec(72, 9).iter().map(|v| v * 12.0).collect()).unwrap();
+    let want = plain.run(vec![("x".into(), x.clone())]).unwrap();
+    let got = opt.run(vec![("x".into(), x.clone())]).unwrap();
+    for (g, w) in got.iter().zip(&want) {
+        assert_close("swish", &g.1, &w.1);
+    }
+    let bindings = opt.bindings_for(&[("x".into(), x)]).unwrap();
+    let ops: Vec<String> = opt.prepare(&bindings).unwrap().graph.g.node_weights().map(|n| n.op.name()).collect();
+    assert_eq!(ops.iter().filter(|o| o.as_str() == "Sigmoid").count(), 1, "{ops:?}");
+    assert_eq!(ops.iter().filter(|o| o.as_str() == "Swish").count(), 2, "{ops:?}");
 }
 
 /// A Session is Send + Sync: many threads run one session at once and all get the reference.

@@ -1,4 +1,5 @@
-//! Fusions: BatchNormalization into the preceding Conv, and Relu/Clip into Conv or Gemm.
+//! Fusions: BatchNormalization into the preceding Conv, Relu/Clip into Conv or Gemm, and
+//! `x * Sigmoid(x)` into one Swish (SiLU) op.
 
 use super::Pass;
 use crate::error::Result;
@@ -100,6 +101,43 @@ impl Pass for FuseActivation {
             g.g[p].outputs[0].name = out.name;
             g.replace_uses((c, 0), (p, 0));
             g.g.remove_node(c);
+            changed = true;
+        }
+        Ok(changed)
+    }
+}
+
+/// `Mul(x, Sigmoid(x))` (either operand order; SiLU, as exported by PyTorch for EfficientNet,
+/// YOLO and the like) becomes one `Swish` op: one pass over the tensor instead of two, and no
+/// intermediate.
+pub struct FuseSwish;
+
+impl Pass for FuseSwish {
+    fn name(&self) -> &'static str {
+        "fuse-swish"
+    }
+    fn run(&self, g: &mut Graph) -> Result<bool> {
+        let mut changed = false;
+        let sigmoids: Vec<_> = g.g.node_indices().filter(|&n| matches!(g.g[n].op, Op::Unary(UnaryOp::Sigmoid))).collect();
+        for sg in sigmoids {
+            let Some(x) = g.sources(sg).first().copied().flatten() else { continue };
+            let consumers = g.consumers(sg, 0);
+            let [(mul, slot)] = consumers[..] else { continue };
+            if g.is_graph_output(sg, 0) || !matches!(g.g[mul].op, Op::Binary(crate::graph::BinaryOp::Mul)) {
+                continue;
+            }
+            // The other operand must be the Sigmoid's own input.
+            if g.sources(mul).get(1 - slot).copied().flatten() != Some(x) {
+                continue;
+            }
+            let incoming: Vec<_> = g.g.edges_directed(mul, petgraph::Direction::Incoming).map(|e| petgraph::visit::EdgeRef::id(&e)).collect();
+            for e in incoming {
+                g.g.remove_edge(e);
+            }
+            g.connect(x.0, x.1, mul, 0);
+            g.g[mul].num_inputs = 1;
+            g.g[mul].op = Op::Unary(UnaryOp::Swish(1.0));
+            g.g.remove_node(sg);
             changed = true;
         }
         Ok(changed)

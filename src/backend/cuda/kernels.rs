@@ -53,6 +53,7 @@ pub fn unary_expr(op: UnaryOp) -> Option<String> {
         UnaryOp::Softsign => "x / (1.0f + fabsf(x))".into(),
         UnaryOp::Softplus => "(x > 20.0f ? x : log1pf(expf(x)))".into(),
         UnaryOp::HardSwish => "x * fminf(fmaxf(x / 6.0f + 0.5f, 0.0f), 1.0f)".into(),
+        UnaryOp::Swish(al) => format!("x / (1.0f + expf(-({al:?}f) * x))"),
         UnaryOp::LeakyRelu(al) => format!("(x < 0.0f ? {al:?}f * x : x)"),
         UnaryOp::Elu(al) => format!("(x < 0.0f ? {al:?}f * (expf(x) - 1.0f) : x)"),
         UnaryOp::HardSigmoid { alpha, beta } => format!("fminf(fmaxf({alpha:?}f * x + {beta:?}f, 0.0f), 1.0f)"),
@@ -101,7 +102,7 @@ pub const EXTRA_UNARY: [&str; 4] = ["fminf(fmaxf(x, a), b)", "truncf(x)", "(x !=
 pub fn all_units() -> Vec<Unit> {
     use BinaryOp::*;
     use UnaryOp::*;
-    let unary = [Relu, Sigmoid, Tanh, Erf, Exp, Log, Sqrt, Neg, Abs, Reciprocal, Floor, Ceil, Sin, Cos, Softsign, Softplus, HardSwish, LeakyRelu(0.1), Elu(1.0), HardSigmoid { alpha: 0.2, beta: 0.5 }, Gelu { tanh: false }, Not];
+    let unary = [Relu, Sigmoid, Tanh, Erf, Exp, Log, Sqrt, Neg, Abs, Reciprocal, Floor, Ceil, Sin, Cos, Softsign, Softplus, HardSwish, Swish(1.0), LeakyRelu(0.1), Elu(1.0), HardSigmoid { alpha: 0.2, beta: 0.5 }, Gelu { tanh: false }, Not];
     let binary = [Add, Sub, Mul, Div, Pow, Max, Min, Equal, Less, LessOrEqual, Greater, GreaterOrEqual, And, Or, Xor];
     let mut v: Vec<Unit> = unary.iter().filter_map(|&u| unary_expr(u)).chain(EXTRA_UNARY.iter().map(|s| s.to_string())).map(|op| Unit { file: "elementwise.cu", op, binary: false }).collect();
     v.extend(binary.iter().filter_map(|&b| binary_expr(b)).map(|op| Unit { file: "elementwise.cu", op: op.into(), binary: true }));

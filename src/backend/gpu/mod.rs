@@ -114,7 +114,7 @@ pub struct GpuPlan {
 /// Unary ops every GPU backend implements (each backend's expression table covers these).
 pub fn unary_supported(op: UnaryOp) -> bool {
     use UnaryOp::*;
-    matches!(op, Relu | Sigmoid | Tanh | Erf | Exp | Log | Sqrt | Neg | Abs | Reciprocal | Floor | Ceil | Sin | Cos | Softsign | Softplus | HardSwish | LeakyRelu(_) | Elu(_) | HardSigmoid { .. } | Gelu { tanh: false } | Not)
+    matches!(op, Relu | Sigmoid | Tanh | Erf | Exp | Log | Sqrt | Neg | Abs | Reciprocal | Floor | Ceil | Sin | Cos | Softsign | Softplus | HardSwish | Swish(_) | LeakyRelu(_) | Elu(_) | HardSigmoid { .. } | Gelu { tanh: false } | Not)
 }
 
 /// Binary ops every GPU backend implements.
@@ -127,7 +127,7 @@ pub fn binary_supported(op: BinaryOp) -> bool {
 pub fn all_ops() -> Vec<OpSpec> {
     use BinaryOp::*;
     use UnaryOp::*;
-    let unary = [Relu, Sigmoid, Tanh, Erf, Exp, Log, Sqrt, Neg, Abs, Reciprocal, Floor, Ceil, Sin, Cos, Softsign, Softplus, HardSwish, LeakyRelu(0.1), Elu(1.0), HardSigmoid { alpha: 0.2, beta: 0.5 }, Gelu { tanh: false }, Not];
+    let unary = [Relu, Sigmoid, Tanh, Erf, Exp, Log, Sqrt, Neg, Abs, Reciprocal, Floor, Ceil, Sin, Cos, Softsign, Softplus, HardSwish, Swish(1.0), LeakyRelu(0.1), Elu(1.0), HardSigmoid { alpha: 0.2, beta: 0.5 }, Gelu { tanh: false }, Not];
     let binary = [Add, Sub, Mul, Div, Pow, Max, Min, Equal, Less, LessOrEqual, Greater, GreaterOrEqual, And, Or, Xor];
     let mut v: Vec<OpSpec> = unary.into_iter().map(OpSpec::Unary).collect();
     v.extend([OpSpec::Clip, OpSpec::Cast(DType::F32), OpSpec::Cast(DType::I64), OpSpec::Cast(DType::Bool)]);

@@ -69,6 +69,7 @@ pub fn unary_expr(op: UnaryOp) -> Option<String> {
         // log1p by its series where exp(-|x|) is tiny: log(1 + e) in f32 loses e's digits there.
         UnaryOp::Softplus => "max(x, 0.0) + select(log(1.0 + exp(-abs(x))), exp(-abs(x)) * (1.0 - exp(-abs(x)) * (0.5 - exp(-abs(x)) / 3.0)), exp(-abs(x)) < 1e-3)".into(),
         UnaryOp::HardSwish => "x * clamp(x / 6.0 + 0.5, 0.0, 1.0)".into(),
+        UnaryOp::Swish(al) => format!("x / (1.0 + exp(-({al:?}) * x))"),
         UnaryOp::LeakyRelu(al) => format!("select(x, {al:?} * x, x < 0.0)"),
         UnaryOp::Elu(al) => format!("select(x, {al:?} * (exp(x) - 1.0), x < 0.0)"),
         UnaryOp::HardSigmoid { alpha, beta } => format!("clamp({alpha:?} * x + {beta:?}, 0.0, 1.0)"),
