@@ -76,6 +76,13 @@ pub fn node_cost(g: &Graph, n: NodeIndex) -> NodeCost {
         Op::BatchNorm { .. } => (0, 2 * out_numel),
         Op::Softmax { .. } => (0, 5 * out_numel),
         Op::LayerNorm { .. } => (0, 8 * out_numel + 2 * in_numel(1)),
+        Op::Recurrent(r) => {
+            // Per step, direction and sequence: gates x (input + hidden) MACs.
+            let x = in_shape(0);
+            let (steps_batch, input) = (x.iter().take(2).product::<usize>() as u64, x.get(2).copied().unwrap_or(0) as u64);
+            let (h, gates) = (r.hidden as u64, r.kind.gates() as u64);
+            (steps_batch * r.directions as u64 * gates * h * (input + h), steps_batch * r.directions as u64 * gates * h * 4)
+        }
         _ => (0, 0),
     };
     let bytes_read: u64 = ins.iter().flatten().map(|v| v.nbytes() as u64).sum();

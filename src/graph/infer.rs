@@ -417,6 +417,21 @@ fn rule(node: &Node, ins: &[Option<In>]) -> Result<Out> {
             v
         }
         Attention(at) => attention_shapes(at, ins)?,
+        Recurrent(r) => {
+            let xi = x()?;
+            if xi.shape.len() != 3 {
+                return Err(Error::Tensor(format!("X must be rank 3, got {:?}", xi.shape)));
+            }
+            let (seq, batch) = if r.batch_first { (xi.shape[1], xi.shape[0]) } else { (xi.shape[0], xi.shape[1]) };
+            let (d, h) = (r.directions, r.hidden);
+            let w = ins.get(1).and_then(|w| w.as_ref()).ok_or_else(|| Error::Tensor("W is required".into()))?;
+            if w.shape != [d, r.kind.gates() * h, xi.shape[2]] {
+                return Err(Error::Tensor(format!("W has shape {:?}, expected {:?}", w.shape, [d, r.kind.gates() * h, xi.shape[2]])));
+            }
+            let y = if r.batch_first { vec![batch, seq, d, h] } else { vec![seq, d, batch, h] };
+            let state = if r.batch_first { vec![batch, d, h] } else { vec![d, batch, h] };
+            vec![(xi.dtype, y), (xi.dtype, state.clone()), (xi.dtype, state)]
+        }
         Rotary { .. } => vec![(x()?.dtype, x()?.shape.to_vec())],
         Unique { .. } => return Err(Error::DataDependent("Unique's size depends on values".into())),
         Einsum { equation } => {

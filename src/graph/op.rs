@@ -221,6 +221,8 @@ pub enum Op {
     /// returns the log-probabilities as an optional second output).
     Loss { softmax: bool, reduction: LossReduction, ignore_index: Option<i64> },
     Attention(AttentionAttrs),
+    /// RNN, GRU and LSTM.
+    Recurrent(RnnAttrs),
     Prelu,
     Shrink { bias: f32, lambd: f32 },
     /// Resize, and Upsample (`upsample: true`: scales are input 1, asymmetric coordinates).
@@ -271,6 +273,85 @@ pub struct AttentionAttrs {
     /// Sliding window around each query's absolute position; -1 leaves a side unbounded.
     pub left_window: i64,
     pub right_window: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum RnnKind {
+    Rnn,
+    Gru,
+    Lstm,
+}
+
+impl RnnKind {
+    /// Gates per cell: the row blocks of W and R.
+    pub fn gates(self) -> usize {
+        match self {
+            RnnKind::Rnn => 1,
+            RnnKind::Gru => 3,
+            RnnKind::Lstm => 4,
+        }
+    }
+    /// Activation functions per direction (f; f, g; f, g, h).
+    pub fn activations(self) -> usize {
+        match self {
+            RnnKind::Rnn => 1,
+            RnnKind::Gru => 2,
+            RnnKind::Lstm => 3,
+        }
+    }
+}
+
+/// The activation functions the recurrent ops name in their `activations` attribute.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub enum RnnActivation {
+    Relu,
+    Tanh,
+    Sigmoid,
+    Affine(f32, f32),
+    LeakyRelu(f32),
+    ThresholdedRelu(f32),
+    ScaledTanh(f32, f32),
+    HardSigmoid(f32, f32),
+    Elu(f32),
+    Softsign,
+    Softplus,
+}
+
+impl RnnActivation {
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            RnnActivation::Relu => x.max(0.0),
+            RnnActivation::Tanh => x.tanh(),
+            RnnActivation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            RnnActivation::Affine(a, b) => a * x + b,
+            RnnActivation::LeakyRelu(a) => if x < 0.0 { a * x } else { x },
+            RnnActivation::ThresholdedRelu(a) => if x > a { x } else { 0.0 },
+            RnnActivation::ScaledTanh(a, b) => a * (b * x).tanh(),
+            RnnActivation::HardSigmoid(a, b) => (a * x + b).clamp(0.0, 1.0),
+            RnnActivation::Elu(a) => if x < 0.0 { a * (x.exp() - 1.0) } else { x },
+            RnnActivation::Softsign => x / (1.0 + x.abs()),
+            RnnActivation::Softplus => if x > 20.0 { x } else { x.exp().ln_1p() },
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct RnnAttrs {
+    pub kind: RnnKind,
+    pub hidden: usize,
+    /// 1 (forward or reverse) or 2 (bidirectional).
+    pub directions: usize,
+    /// Single direction running backwards in time.
+    pub reverse: bool,
+    /// 0: X is [seq, batch, input]; 1: [batch, seq, input] (and the outputs likewise).
+    pub batch_first: bool,
+    pub clip: Option<f32>,
+    /// `kind.activations()` per direction, forward first.
+    pub activations: Vec<RnnActivation>,
+    /// GRU: apply the reset gate after the recurrent product.
+    pub linear_before_reset: bool,
+    /// LSTM: couple the input and forget gates (f = 1 - i).
+    pub input_forget: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -369,6 +450,12 @@ impl Op {
             Op::ConvTranspose { .. } => "ConvTranspose".into(),
             Op::Loss { softmax, .. } => if *softmax { "SoftmaxCrossEntropyLoss" } else { "NegativeLogLikelihoodLoss" }.into(),
             Op::Attention(_) => "Attention".into(),
+            Op::Recurrent(r) => match r.kind {
+                RnnKind::Rnn => "RNN",
+                RnnKind::Gru => "GRU",
+                RnnKind::Lstm => "LSTM",
+            }
+            .into(),
             Op::Prelu => "PRelu".into(),
             Op::Shrink { .. } => "Shrink".into(),
             Op::Resize(_) => "Resize".into(),

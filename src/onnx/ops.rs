@@ -3,7 +3,7 @@
 use super::proto::{attr_type, AttributeProto, NodeProto};
 use super::tensor_from_proto;
 use crate::error::{Error, Result};
-use crate::graph::{ResizeAttrs, ResizeMode, AttentionAttrs, AutoPad, BinaryOp, LossReduction, Op, PadMode, PoolKind, ReduceOp, Reduction, UnaryOp, Window};
+use crate::graph::{RnnActivation, RnnAttrs, RnnKind, ResizeAttrs, ResizeMode, AttentionAttrs, AutoPad, BinaryOp, LossReduction, Op, PadMode, PoolKind, ReduceOp, Reduction, UnaryOp, Window};
 use crate::tensor::{DType, Tensor};
 use std::sync::Arc;
 
@@ -57,6 +57,20 @@ impl<'a> Attrs<'a> {
             None => Ok(None),
             Some(a) if a.r#type == attr_type::STRING || a.r#type == 0 => Ok(Some(String::from_utf8_lossy(&a.s).into_owned())),
             Some(a) => Err(self.err(format!("attribute '{key}' should be a string, has type {}", a.r#type))),
+        }
+    }
+    fn strings(&self, key: &str) -> Result<Option<Vec<String>>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(a) if a.r#type == attr_type::STRINGS || a.r#type == 0 => Ok(Some(a.strings.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect())),
+            Some(a) => Err(self.err(format!("attribute '{key}' should be strings, has type {}", a.r#type))),
+        }
+    }
+    fn floats(&self, key: &str) -> Result<Option<Vec<f32>>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(a) if a.r#type == attr_type::FLOATS || a.r#type == 0 => Ok(Some(a.floats.clone())),
+            Some(a) => Err(self.err(format!("attribute '{key}' should be floats, has type {}", a.r#type))),
         }
     }
     fn tensor(&self, key: &str) -> Result<Option<Tensor>> {
@@ -202,6 +216,7 @@ pub fn parse(np: &NodeProto, name: &str, opset: i64) -> Result<Parsed> {
                 right_window: a.int("right_window_size", -1)?,
             })
         }
+        "RNN" | "GRU" | "LSTM" => Op::Recurrent(recurrent(&a, &np.op_type)?),
         "PRelu" => Op::Prelu,
         "Einsum" => Op::Einsum { equation: a.string("equation")?.ok_or_else(|| a.err("equation is required".into()))? },
         "Unique" => Op::Unique { axis: a.get("axis").map(|x| x.i), sorted: a.int("sorted", 1)? != 0 },
@@ -449,4 +464,69 @@ pub fn parse(np: &NodeProto, name: &str, opset: i64) -> Result<Parsed> {
         other => return Err(Error::Unsupported { node: name.into(), op: other.into(), what: format!("operator {other} (opset {opset})") }),
     };
     Ok(Parsed::Op(op))
+}
+
+/// RNN / GRU / LSTM attributes, with the default activations and the alpha/beta lists consumed
+/// in order by the activations that take them.
+fn recurrent(a: &Attrs, op_type: &str) -> Result<RnnAttrs> {
+    let kind = match op_type {
+        "RNN" => RnnKind::Rnn,
+        "GRU" => RnnKind::Gru,
+        _ => RnnKind::Lstm,
+    };
+    let (directions, reverse) = match a.string("direction")?.as_deref().unwrap_or("forward") {
+        "forward" => (1, false),
+        "reverse" => (1, true),
+        "bidirectional" => (2, false),
+        d => return Err(a.err(format!("unknown direction '{d}'"))),
+    };
+    let hidden = usize::try_from(a.int("hidden_size", 0)?).ok().filter(|&h| h > 0).ok_or_else(|| a.err("hidden_size must be positive".into()))?;
+    let per = kind.activations();
+    let names = match a.strings("activations")? {
+        Some(v) if v.len() == per * directions => v,
+        Some(v) if v.len() == per => (0..directions).flat_map(|_| v.iter().cloned()).collect(),
+        Some(v) => return Err(a.err(format!("{} activations given, {} expected", v.len(), per * directions))),
+        None => {
+            let d: &[&str] = match kind {
+                RnnKind::Rnn => &["Tanh"],
+                RnnKind::Gru => &["Sigmoid", "Tanh"],
+                RnnKind::Lstm => &["Sigmoid", "Tanh", "Tanh"],
+            };
+            (0..directions).flat_map(|_| d.iter().map(|s| s.to_string())).collect()
+        }
+    };
+    let (alphas, betas) = (a.floats("activation_alpha")?.unwrap_or_default(), a.floats("activation_beta")?.unwrap_or_default());
+    let (mut ai, mut bi) = (alphas.iter(), betas.iter());
+    let mut alpha = |d: f32| ai.next().copied().unwrap_or(d);
+    let mut beta = |d: f32| bi.next().copied().unwrap_or(d);
+    let activations = names
+        .iter()
+        .map(|n| {
+            Ok(match n.to_ascii_lowercase().as_str() {
+                "relu" => RnnActivation::Relu,
+                "tanh" => RnnActivation::Tanh,
+                "sigmoid" => RnnActivation::Sigmoid,
+                "affine" => RnnActivation::Affine(alpha(1.0), beta(0.0)),
+                "leakyrelu" => RnnActivation::LeakyRelu(alpha(0.01)),
+                "thresholdedrelu" => RnnActivation::ThresholdedRelu(alpha(1.0)),
+                "scaledtanh" => RnnActivation::ScaledTanh(alpha(1.0), beta(1.0)),
+                "hardsigmoid" => RnnActivation::HardSigmoid(alpha(0.2), beta(0.5)),
+                "elu" => RnnActivation::Elu(alpha(1.0)),
+                "softsign" => RnnActivation::Softsign,
+                "softplus" => RnnActivation::Softplus,
+                other => return Err(a.err(format!("unknown activation '{other}'"))),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RnnAttrs {
+        kind,
+        hidden,
+        directions,
+        reverse,
+        batch_first: a.int("layout", 0)? == 1,
+        clip: a.opt_float("clip")?,
+        activations,
+        linear_before_reset: a.int("linear_before_reset", 0)? != 0,
+        input_forget: a.int("input_forget", 0)? != 0,
+    })
 }

@@ -15,6 +15,7 @@ pub mod norm;
 pub mod pool;
 pub mod reduce;
 pub mod resize;
+mod rnn;
 pub mod simd;
 mod executor;
 
@@ -92,6 +93,7 @@ fn f32_only(op: &Op) -> bool {
         op,
         Op::Conv { .. } | Op::ConvTranspose { .. } | Op::Pool { .. } | Op::GlobalPool { .. } | Op::BatchNorm { .. } | Op::Gemm { .. } | Op::MatMul
             | Op::LayerNorm { .. } | Op::InstanceNorm { .. } | Op::GroupNorm { .. } | Op::Lrn { .. } | Op::Softmax { .. } | Op::Hardmax { .. }
+            | Op::Recurrent(_)
     )
 }
 
@@ -204,6 +206,7 @@ fn eval_inner(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         Op::ReverseSequence { batch_axis, time_axis } => one(misc::reverse_sequence(x?, input(1)?, *batch_axis, *time_axis)?),
         Op::Loss { softmax, reduction, ignore_index } => norm::loss(x?, input(1)?, opt(2), *softmax, *reduction, *ignore_index),
         Op::Attention(at) => attention::attention(at, inputs),
+        Op::Recurrent(at) => rnn::recurrent(at, inputs),
         Op::Resize(attrs) => {
             let x = x?;
             let scales = opt(attrs.scales_input).map(|t| t.to_f64_vec());

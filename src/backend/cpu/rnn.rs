@@ -1,0 +1,188 @@
+//! RNN, GRU and LSTM (ONNX semantics: gate orders z-r-h and i-o-f-c, optional biases, initial
+//! states, peepholes, per-sequence lengths, clipping, custom activations, both layouts and
+//! directions). The input projection of every time step is one GEMM up front; each step then
+//! multiplies the previous hidden state by R and applies the gates.
+
+use super::gemm::{sgemm, Mat};
+use crate::error::Result;
+use crate::graph::{RnnActivation, RnnAttrs, RnnKind};
+use crate::tensor::{DType, Tensor};
+use crate::bail;
+
+/// Inputs in ONNX order: X, W, R, B, sequence_lens, initial_h, (LSTM) initial_c, P.
+pub fn recurrent(at: &RnnAttrs, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    let input = |i: usize| inputs.get(i).copied().flatten();
+    let (Some(x), Some(w), Some(r)) = (input(0), input(1), input(2)) else { bail!("X, W and R are required") };
+    let xs = x.shape();
+    let (seq, batch, isz) = if at.batch_first { (xs[1], xs[0], xs[2]) } else { (xs[0], xs[1], xs[2]) };
+    let (dirs, h, g) = (at.directions, at.hidden, at.kind.gates());
+    if r.shape() != [dirs, g * h, h] {
+        bail!("R has shape {:?}, expected {:?}", r.shape(), [dirs, g * h, h]);
+    }
+    // Time-major [seq, batch, input] whatever the layout.
+    let xv = x.as_f32()?;
+    let xt: Vec<f32> = if at.batch_first {
+        (0..seq * batch).flat_map(|sb| { let (s, b) = (sb / batch, sb % batch); xv[(b * seq + s) * isz..(b * seq + s + 1) * isz].iter().copied() }).collect()
+    } else {
+        xv.to_vec()
+    };
+    let checked = |i: usize, shape: &[usize], what: &str| -> Result<Option<&[f32]>> {
+        match input(i) {
+            None => Ok(None),
+            Some(t) if t.shape() == shape => Ok(Some(t.as_f32()?)),
+            Some(t) => bail!("{what} has shape {:?}, expected {shape:?}", t.shape()),
+        }
+    };
+    let bias = checked(3, &[dirs, 2 * g * h], "B")?;
+    let state_shape = [dirs, batch, h];
+    let init_h = checked(5, &state_shape, "initial_h")?;
+    let init_c = if at.kind == RnnKind::Lstm { checked(6, &state_shape, "initial_c")? } else { None };
+    let peep = if at.kind == RnnKind::Lstm { checked(7, &[dirs, 3 * h], "P")? } else { None };
+    let lens: Vec<usize> = match input(4) {
+        None => vec![seq; batch],
+        Some(t) => {
+            let v = t.to_f64_vec();
+            if v.len() != batch || v.iter().any(|&l| l < 0.0 || l as usize > seq) {
+                bail!("sequence_lens {v:?} must hold {batch} lengths of at most {seq}");
+            }
+            v.iter().map(|&l| l as usize).collect()
+        }
+    };
+    let (wv, rv) = (w.as_f32()?, r.as_f32()?);
+    let mut y = vec![0f32; seq * dirs * batch * h];
+    let mut y_h = vec![0f32; dirs * batch * h];
+    let mut y_c = vec![0f32; dirs * batch * h];
+    for d in 0..dirs {
+        let reverse = at.reverse || d == 1;
+        let acts = &at.activations[d * at.kind.activations()..(d + 1) * at.kind.activations()];
+        let wd = &wv[d * g * h * isz..(d + 1) * g * h * isz];
+        let rd = &rv[d * g * h * h..(d + 1) * g * h * h];
+        let (wb, rb) = match bias {
+            Some(b) => (&b[d * 2 * g * h..d * 2 * g * h + g * h], &b[d * 2 * g * h + g * h..(d + 1) * 2 * g * h]),
+            None => (&[][..], &[][..]),
+        };
+        // X W^T + Wb for every step and sequence at once: [seq * batch, g * h].
+        let mut xw = vec![0f32; seq * batch * g * h];
+        sgemm(seq * batch, g * h, isz, Mat::row_major(&xt, isz), Mat::row_major(wd, isz).transposed(), &mut xw, false, 1.0);
+        if !wb.is_empty() {
+            for row in xw.chunks_mut(g * h) {
+                row.iter_mut().zip(wb).for_each(|(v, b)| *v += b);
+            }
+        }
+        let mut hs: Vec<f32> = init_h.map_or_else(|| vec![0.0; batch * h], |v| v[d * batch * h..(d + 1) * batch * h].to_vec());
+        let mut cs: Vec<f32> = init_c.map_or_else(|| vec![0.0; batch * h], |v| v[d * batch * h..(d + 1) * batch * h].to_vec());
+        let pd = peep.map(|p| &p[d * 3 * h..(d + 1) * 3 * h]);
+        let cell = Cell { at, acts, h, rb, pd, rd };
+        let mut hr = vec![0f32; batch * g * h];
+        for step in 0..seq {
+            // H R^T for the whole batch; rows of finished sequences are computed and ignored.
+            sgemm(batch, g * h, h, Mat::row_major(&hs, h), Mat::row_major(rd, h).transposed(), &mut hr, false, 1.0);
+            for b in 0..batch {
+                if step >= lens[b] {
+                    continue;
+                }
+                let t = if reverse { lens[b] - 1 - step } else { step };
+                let gates_x = &xw[(t * batch + b) * g * h..(t * batch + b + 1) * g * h];
+                let gates_h = &hr[b * g * h..(b + 1) * g * h];
+                let (hb, cb) = (&mut hs[b * h..(b + 1) * h], &mut cs[b * h..(b + 1) * h]);
+                cell.step(gates_x, gates_h, hb, cb);
+                y[((t * dirs + d) * batch + b) * h..((t * dirs + d) * batch + b + 1) * h].copy_from_slice(hb);
+            }
+        }
+        y_h[d * batch * h..(d + 1) * batch * h].copy_from_slice(&hs);
+        y_c[d * batch * h..(d + 1) * batch * h].copy_from_slice(&cs);
+    }
+    let (y_shape, state_shape) = if at.batch_first { ([batch, seq, dirs, h], [batch, dirs, h]) } else { ([seq, dirs, batch, h], [dirs, batch, h]) };
+    if at.batch_first {
+        // [seq, dirs, batch, h] -> [batch, seq, dirs, h]; [dirs, batch, h] -> [batch, dirs, h].
+        let mut yb = vec![0f32; y.len()];
+        for s in 0..seq {
+            for d in 0..dirs {
+                for b in 0..batch {
+                    let src = ((s * dirs + d) * batch + b) * h;
+                    let dst = ((b * seq + s) * dirs + d) * h;
+                    yb[dst..dst + h].copy_from_slice(&y[src..src + h]);
+                }
+            }
+        }
+        y = yb;
+        let swap = |v: &[f32]| -> Vec<f32> { (0..batch * dirs).flat_map(|bd| { let (b, d) = (bd / dirs, bd % dirs); v[(d * batch + b) * h..(d * batch + b + 1) * h].to_vec() }).collect() };
+        y_h = swap(&y_h);
+        y_c = swap(&y_c);
+    }
+    let mut outs = vec![Tensor::from_f32(&y_shape, y)?, Tensor::from_f32(&state_shape, y_h)?];
+    if at.kind == RnnKind::Lstm {
+        outs.push(Tensor::from_f32(&state_shape, y_c)?);
+    }
+    debug_assert!(outs.iter().all(|t| t.dtype() == DType::F32));
+    Ok(outs)
+}
+
+/// One direction's cell: weights, biases and activations for its time steps.
+struct Cell<'a> {
+    at: &'a RnnAttrs,
+    acts: &'a [RnnActivation],
+    h: usize,
+    /// Recurrent biases (empty when B is absent).
+    rb: &'a [f32],
+    /// LSTM peepholes i, o, f.
+    pd: Option<&'a [f32]>,
+    rd: &'a [f32],
+}
+
+impl Cell<'_> {
+    fn clip(&self, v: f32) -> f32 {
+        self.at.clip.map_or(v, |c| v.clamp(-c, c))
+    }
+    fn rb(&self, i: usize) -> f32 {
+        self.rb.get(i).copied().unwrap_or(0.0)
+    }
+
+    /// One time step of one sequence: `gx` is X_t W^T + Wb, `gh` is H_{t-1} R^T (no bias), both
+    /// for all gates; updates `hs` (and `cs` for LSTM) in place.
+    fn step(&self, gx: &[f32], gh: &[f32], hs: &mut [f32], cs: &mut [f32]) {
+        let h = self.h;
+        let f = self.acts[0];
+        match self.at.kind {
+            RnnKind::Rnn => {
+                for j in 0..h {
+                    hs[j] = f.apply(self.clip(gx[j] + gh[j] + self.rb(j)));
+                }
+            }
+            RnnKind::Gru => {
+                let gact = self.acts[1];
+                let z: Vec<f32> = (0..h).map(|j| f.apply(self.clip(gx[j] + gh[j] + self.rb(j)))).collect();
+                let r: Vec<f32> = (0..h).map(|j| f.apply(self.clip(gx[h + j] + gh[h + j] + self.rb(h + j)))).collect();
+                let cand: Vec<f32> = if self.at.linear_before_reset {
+                    (0..h).map(|j| gact.apply(self.clip(gx[2 * h + j] + r[j] * (gh[2 * h + j] + self.rb(2 * h + j))))).collect()
+                } else {
+                    // (r . H_{t-1}) R_h^T: the reset gate applies before the product.
+                    let rh = &self.rd[2 * h * h..3 * h * h];
+                    (0..h)
+                        .map(|j| {
+                            let dot: f32 = (0..h).map(|k| r[k] * hs[k] * rh[j * h + k]).sum();
+                            gact.apply(self.clip(gx[2 * h + j] + dot + self.rb(2 * h + j)))
+                        })
+                        .collect()
+                };
+                for j in 0..h {
+                    hs[j] = (1.0 - z[j]) * cand[j] + z[j] * hs[j];
+                }
+            }
+            RnnKind::Lstm => {
+                let (gact, hact) = (self.acts[1], self.acts[2]);
+                let pre = |gate: usize, j: usize| gx[gate * h + j] + gh[gate * h + j] + self.rb(gate * h + j);
+                let peep = |k: usize, j: usize| self.pd.map_or(0.0, |p| p[k * h + j]);
+                for j in 0..h {
+                    let c_prev = cs[j];
+                    let i = f.apply(self.clip(pre(0, j) + peep(0, j) * c_prev));
+                    let fg = if self.at.input_forget { 1.0 - i } else { f.apply(self.clip(pre(2, j) + peep(2, j) * c_prev)) };
+                    let c_new = fg * c_prev + i * gact.apply(self.clip(pre(3, j)));
+                    let o = f.apply(self.clip(pre(1, j) + peep(1, j) * c_new));
+                    cs[j] = c_new;
+                    hs[j] = o * hact.apply(c_new);
+                }
+            }
+        }
+    }
+}
