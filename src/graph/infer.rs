@@ -526,6 +526,13 @@ fn rule(node: &Node, ins: &[Option<In>]) -> Result<Out> {
             }
             vec![(xi.dtype, vec![xi.shape[0], xi.shape[1] * b * b, xi.shape[2] / b, xi.shape[3] / b])]
         }
+        NonMaxSuppression { .. } => {
+            let (b, sc) = (x()?, need(ins, 1)?);
+            if b.shape.len() != 3 || b.shape[2] != 4 || sc.shape.len() != 3 || sc.shape[0] != b.shape[0] || sc.shape[2] != b.shape[1] {
+                return Err(Error::Tensor(format!("boxes {:?} and scores {:?} must be [B, N, 4] and [B, C, N]", b.shape, sc.shape)));
+            }
+            return Err(Error::DataDependent("the number of boxes kept depends on values".into()));
+        }
         Compress { .. } | NonZero => {
             if ins.iter().flatten().any(|i| i.value.is_none()) {
                 return Err(Error::DataDependent("output size depends on values".into()));

@@ -210,6 +210,9 @@ pub enum Op {
     EyeLike { dtype: Option<DType>, k: i64 },
     Tile,
     NonZero,
+    /// Boxes kept per (batch, class) by greedy IoU suppression; `center_point_box` selects
+    /// [x_center, y_center, w, h] over corner pairs.
+    NonMaxSuppression { center_point_box: bool },
     InstanceNorm { epsilon: f32 },
     GroupNorm { groups: usize, epsilon: f32 },
     Lrn { size: usize, alpha: f32, beta: f32, bias: f32 },
@@ -441,6 +444,7 @@ impl Op {
             Op::EyeLike { .. } => "EyeLike".into(),
             Op::Tile => "Tile".into(),
             Op::NonZero => "NonZero".into(),
+            Op::NonMaxSuppression { .. } => "NonMaxSuppression".into(),
             Op::InstanceNorm { .. } => "InstanceNormalization".into(),
             Op::GroupNorm { .. } => "GroupNormalization".into(),
             Op::Lrn { .. } => "LRN".into(),

@@ -310,6 +310,7 @@ pub fn parse(np: &NodeProto, name: &str, opset: i64) -> Result<Parsed> {
         },
         "Tile" => Op::Tile,
         "NonZero" => Op::NonZero,
+        "NonMaxSuppression" => Op::NonMaxSuppression { center_point_box: a.int("center_point_box", 0)? != 0 },
         "InstanceNormalization" => Op::InstanceNorm { epsilon: a.float("epsilon", 1e-5)? },
         "GroupNormalization" => {
             let groups = a.int("num_groups", 0)?;

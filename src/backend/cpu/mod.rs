@@ -11,6 +11,7 @@ pub mod elementwise;
 pub mod gemm;
 pub mod layout;
 pub mod misc;
+mod nms;
 pub mod norm;
 pub mod pool;
 pub mod reduce;
@@ -100,7 +101,7 @@ fn f32_only(op: &Op) -> bool {
 fn eval_inner(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     // Compress and NonZero size their outputs from the data itself.
     let types = match output_types(node, inputs) {
-        Err(Error::DataDependent(_)) if matches!(node.op, Op::Compress { .. } | Op::NonZero | Op::Unique { .. }) => vec![(DType::I64, vec![])],
+        Err(Error::DataDependent(_)) if matches!(node.op, Op::Compress { .. } | Op::NonZero | Op::Unique { .. } | Op::NonMaxSuppression { .. }) => vec![(DType::I64, vec![])],
         t => t?,
     };
     let out_shape = &types[0].1;
@@ -193,6 +194,7 @@ fn eval_inner(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         Op::SpaceToDepth { blocksize } => one(misc::space_to_depth(x?, *blocksize, out_shape)?),
         Op::Compress { axis } => one(misc::compress(x?, input(1)?, *axis)?),
         Op::NonZero => one(misc::nonzero(x?)?),
+        Op::NonMaxSuppression { center_point_box } => one(nms::non_max_suppression(x?, input(1)?, opt(2), opt(3), opt(4), *center_point_box)?),
         Op::GatherNd { batch_dims } => one(misc::gather_nd(x?, input(1)?, *batch_dims, out_shape)?),
         Op::ScatterNd { reduction } => one(misc::scatter_nd(x?, input(1)?, input(2)?, *reduction)?),
         Op::ScatterElements { axis, reduction } => one(misc::scatter_elements(x?, input(1)?, input(2)?, *axis, *reduction)?),
