@@ -526,6 +526,16 @@ fn rule(node: &Node, ins: &[Option<In>]) -> Result<Out> {
             }
             vec![(xi.dtype, vec![xi.shape[0], xi.shape[1] * b * b, xi.shape[2] / b, xi.shape[3] / b])]
         }
+        GridSample(_) => {
+            let (xi, gi) = (x()?, need(ins, 1)?);
+            let r = xi.shape.len().saturating_sub(2);
+            if r == 0 || gi.shape.len() != r + 2 || gi.shape[0] != xi.shape[0] || gi.shape[r + 1] != r {
+                return Err(Error::Tensor(format!("grid {:?} does not fit X {:?} (expected [N, out..., {r}])", gi.shape, xi.shape)));
+            }
+            let mut out = vec![xi.shape[0], xi.shape[1]];
+            out.extend(&gi.shape[1..=r]);
+            vec![(xi.dtype, out)]
+        }
         NonMaxSuppression { .. } => {
             let (b, sc) = (x()?, need(ins, 1)?);
             if b.shape.len() != 3 || b.shape[2] != 4 || sc.shape.len() != 3 || sc.shape[0] != b.shape[0] || sc.shape[2] != b.shape[1] {

@@ -213,6 +213,7 @@ pub enum Op {
     /// Boxes kept per (batch, class) by greedy IoU suppression; `center_point_box` selects
     /// [x_center, y_center, w, h] over corner pairs.
     NonMaxSuppression { center_point_box: bool },
+    GridSample(GridSampleAttrs),
     InstanceNorm { epsilon: f32 },
     GroupNorm { groups: usize, epsilon: f32 },
     Lrn { size: usize, alpha: f32, beta: f32, bias: f32 },
@@ -276,6 +277,27 @@ pub struct AttentionAttrs {
     /// Sliding window around each query's absolute position; -1 leaves a side unbounded.
     pub left_window: i64,
     pub right_window: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum GridInterp {
+    Nearest,
+    Linear,
+    Cubic,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum GridPadding {
+    Zeros,
+    Border,
+    Reflection,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct GridSampleAttrs {
+    pub mode: GridInterp,
+    pub padding: GridPadding,
+    pub align_corners: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -445,6 +467,7 @@ impl Op {
             Op::Tile => "Tile".into(),
             Op::NonZero => "NonZero".into(),
             Op::NonMaxSuppression { .. } => "NonMaxSuppression".into(),
+            Op::GridSample(_) => "GridSample".into(),
             Op::InstanceNorm { .. } => "InstanceNormalization".into(),
             Op::GroupNorm { .. } => "GroupNormalization".into(),
             Op::Lrn { .. } => "LRN".into(),

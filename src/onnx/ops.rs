@@ -3,7 +3,7 @@
 use super::proto::{attr_type, AttributeProto, NodeProto};
 use super::tensor_from_proto;
 use crate::error::{Error, Result};
-use crate::graph::{RnnActivation, RnnAttrs, RnnKind, ResizeAttrs, ResizeMode, AttentionAttrs, AutoPad, BinaryOp, LossReduction, Op, PadMode, PoolKind, ReduceOp, Reduction, UnaryOp, Window};
+use crate::graph::{GridInterp, GridPadding, GridSampleAttrs, RnnActivation, RnnAttrs, RnnKind, ResizeAttrs, ResizeMode, AttentionAttrs, AutoPad, BinaryOp, LossReduction, Op, PadMode, PoolKind, ReduceOp, Reduction, UnaryOp, Window};
 use crate::tensor::{DType, Tensor};
 use std::sync::Arc;
 
@@ -310,6 +310,21 @@ pub fn parse(np: &NodeProto, name: &str, opset: i64) -> Result<Parsed> {
         },
         "Tile" => Op::Tile,
         "NonZero" => Op::NonZero,
+        "GridSample" => Op::GridSample(GridSampleAttrs {
+            mode: match a.string("mode")?.as_deref().unwrap_or("linear") {
+                "nearest" => GridInterp::Nearest,
+                "linear" | "bilinear" => GridInterp::Linear,
+                "cubic" | "bicubic" => GridInterp::Cubic,
+                m => return Err(a.err(format!("unknown mode '{m}'"))),
+            },
+            padding: match a.string("padding_mode")?.as_deref().unwrap_or("zeros") {
+                "zeros" => GridPadding::Zeros,
+                "border" => GridPadding::Border,
+                "reflection" => GridPadding::Reflection,
+                m => return Err(a.err(format!("unknown padding_mode '{m}'"))),
+            },
+            align_corners: a.int("align_corners", 0)? != 0,
+        }),
         "NonMaxSuppression" => Op::NonMaxSuppression { center_point_box: a.int("center_point_box", 0)? != 0 },
         "InstanceNormalization" => Op::InstanceNorm { epsilon: a.float("epsilon", 1e-5)? },
         "GroupNormalization" => {

@@ -9,6 +9,7 @@ mod fastmath;
 mod fused_gemm;
 pub mod elementwise;
 pub mod gemm;
+mod grid_sample;
 pub mod layout;
 pub mod misc;
 mod nms;
@@ -94,7 +95,7 @@ fn f32_only(op: &Op) -> bool {
         op,
         Op::Conv { .. } | Op::ConvTranspose { .. } | Op::Pool { .. } | Op::GlobalPool { .. } | Op::BatchNorm { .. } | Op::Gemm { .. } | Op::MatMul
             | Op::LayerNorm { .. } | Op::InstanceNorm { .. } | Op::GroupNorm { .. } | Op::Lrn { .. } | Op::Softmax { .. } | Op::Hardmax { .. }
-            | Op::Recurrent(_)
+            | Op::Recurrent(_) | Op::GridSample(_)
     )
 }
 
@@ -194,6 +195,7 @@ fn eval_inner(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         Op::SpaceToDepth { blocksize } => one(misc::space_to_depth(x?, *blocksize, out_shape)?),
         Op::Compress { axis } => one(misc::compress(x?, input(1)?, *axis)?),
         Op::NonZero => one(misc::nonzero(x?)?),
+        Op::GridSample(at) => one(grid_sample::grid_sample(x?, input(1)?, at, out_shape)?),
         Op::NonMaxSuppression { center_point_box } => one(nms::non_max_suppression(x?, input(1)?, opt(2), opt(3), opt(4), *center_point_box)?),
         Op::GatherNd { batch_dims } => one(misc::gather_nd(x?, input(1)?, *batch_dims, out_shape)?),
         Op::ScatterNd { reduction } => one(misc::scatter_nd(x?, input(1)?, input(2)?, *reduction)?),
