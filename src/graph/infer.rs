@@ -261,6 +261,15 @@ fn rule(node: &Node, ins: &[Option<In>]) -> Result<Out> {
             let (a, b) = (need(ins, 0)?, need(ins, 1)?);
             vec![(a.dtype, matmul_shape(a.shape, b.shape)?)]
         }
+        MatMulInteger => {
+            let (a, b) = (need(ins, 0)?, need(ins, 1)?);
+            vec![(DType::I32, matmul_shape(a.shape, b.shape)?)]
+        }
+        QLinearMatMul => {
+            let (a, b, yzp) = (need(ins, 0)?, need(ins, 3)?, need(ins, 7)?);
+            vec![(yzp.dtype, matmul_shape(a.shape, b.shape)?)]
+        }
+        DynamicQuantizeLinear => vec![(DType::U8, x()?.shape.to_vec()), (DType::F32, vec![]), (DType::U8, vec![])],
         Flatten { axis } => {
             let xi = x()?;
             let r = xi.shape.len() as i64;

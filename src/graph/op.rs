@@ -214,6 +214,12 @@ pub enum Op {
     /// [x_center, y_center, w, h] over corner pairs.
     NonMaxSuppression { center_point_box: bool },
     GridSample(GridSampleAttrs),
+    /// u8 quantisation with scale and zero point computed from the data's range.
+    DynamicQuantizeLinear,
+    /// Integer matmul of zero-point-shifted 8-bit operands, int32 result.
+    MatMulInteger,
+    /// Quantised matmul: dequantise, multiply, requantise to the output's scale and zero point.
+    QLinearMatMul,
     InstanceNorm { epsilon: f32 },
     GroupNorm { groups: usize, epsilon: f32 },
     Lrn { size: usize, alpha: f32, beta: f32, bias: f32 },
@@ -468,6 +474,9 @@ impl Op {
             Op::NonZero => "NonZero".into(),
             Op::NonMaxSuppression { .. } => "NonMaxSuppression".into(),
             Op::GridSample(_) => "GridSample".into(),
+            Op::DynamicQuantizeLinear => "DynamicQuantizeLinear".into(),
+            Op::MatMulInteger => "MatMulInteger".into(),
+            Op::QLinearMatMul => "QLinearMatMul".into(),
             Op::InstanceNorm { .. } => "InstanceNormalization".into(),
             Op::GroupNorm { .. } => "GroupNormalization".into(),
             Op::Lrn { .. } => "LRN".into(),

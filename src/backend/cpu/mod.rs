@@ -15,6 +15,7 @@ pub mod misc;
 mod nms;
 pub mod norm;
 pub mod pool;
+mod quantized;
 pub mod reduce;
 pub mod resize;
 mod rnn;
@@ -195,6 +196,9 @@ fn eval_inner(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         Op::SpaceToDepth { blocksize } => one(misc::space_to_depth(x?, *blocksize, out_shape)?),
         Op::Compress { axis } => one(misc::compress(x?, input(1)?, *axis)?),
         Op::NonZero => one(misc::nonzero(x?)?),
+        Op::DynamicQuantizeLinear => quantized::dynamic_quantize_linear(x?),
+        Op::MatMulInteger => one(quantized::matmul_integer(x?, input(1)?, opt(2), opt(3), out_shape)?),
+        Op::QLinearMatMul => one(quantized::qlinear_matmul(inputs, &types[0].0, out_shape)?),
         Op::GridSample(at) => one(grid_sample::grid_sample(x?, input(1)?, at, out_shape)?),
         Op::NonMaxSuppression { center_point_box } => one(nms::non_max_suppression(x?, input(1)?, opt(2), opt(3), opt(4), *center_point_box)?),
         Op::GatherNd { batch_dims } => one(misc::gather_nd(x?, input(1)?, *batch_dims, out_shape)?),
