@@ -62,9 +62,13 @@ pub fn node_cost(g: &Graph, n: NodeIndex) -> NodeCost {
             let k = if *trans_a { a.first() } else { a.get(1) }.copied().unwrap_or(0) as u64;
             (out_numel * k, out_numel * (has(2) as u64 + activation.is_some() as u64))
         }
-        Op::MatMul => {
+        Op::MatMul | Op::MatMulInteger | Op::QLinearMatMul => {
             let a = in_shape(0);
             (out_numel * a.last().copied().unwrap_or(0) as u64, 0)
+        }
+        Op::QLinearConv { .. } | Op::ConvInteger { .. } => {
+            let w = in_shape(if matches!(node.op, Op::QLinearConv { .. }) { 3 } else { 1 });
+            (out_numel * w.iter().skip(1).product::<usize>() as u64, 2 * out_numel)
         }
         Op::Unary(_) | Op::Binary(_) | Op::Clip { .. } | Op::Where => (0, out_numel),
         Op::Variadic { .. } => (0, out_numel * (ins.iter().flatten().count().saturating_sub(1)) as u64),

@@ -207,6 +207,17 @@ fn rule(node: &Node, ins: &[Option<In>]) -> Result<Out> {
             s.extend(spatial);
             vec![(xi.dtype, s)]
         }
+        QLinearConv { window, group } | ConvInteger { window, group } => {
+            // The Conv rule on (x, w), typed as the output zero point (int32 for ConvInteger).
+            let conv = Node { name: node.name.clone(), op: Conv { window: window.clone(), group: *group, activation: None }, num_inputs: 2, outputs: vec![] };
+            let integer = matches!(node.op, ConvInteger { .. });
+            let (xq, wq) = (x()?, need(ins, if integer { 1 } else { 3 })?);
+            let out_type = if integer { DType::I32 } else { need(ins, 7)?.dtype };
+            let xf = In { dtype: DType::F32, shape: xq.shape, value: None };
+            let wf = In { dtype: DType::F32, shape: wq.shape, value: None };
+            let shape = rule(&conv, &[Some(xf), Some(wf)])?.remove(0).1;
+            vec![(out_type, shape)]
+        }
         Pool { window, kind } => {
             let xi = x()?;
             if xi.shape.len() < 3 {

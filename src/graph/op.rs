@@ -220,6 +220,11 @@ pub enum Op {
     MatMulInteger,
     /// Quantised matmul: dequantise, multiply, requantise to the output's scale and zero point.
     QLinearMatMul,
+    /// Quantised convolution (x, its scale and zero point, w, per-channel scales and zero points,
+    /// y's scale and zero point, int32 bias).
+    QLinearConv { window: Window, group: usize },
+    /// Integer convolution of zero-point-shifted 8-bit operands, int32 result.
+    ConvInteger { window: Window, group: usize },
     InstanceNorm { epsilon: f32 },
     GroupNorm { groups: usize, epsilon: f32 },
     Lrn { size: usize, alpha: f32, beta: f32, bias: f32 },
@@ -477,6 +482,8 @@ impl Op {
             Op::DynamicQuantizeLinear => "DynamicQuantizeLinear".into(),
             Op::MatMulInteger => "MatMulInteger".into(),
             Op::QLinearMatMul => "QLinearMatMul".into(),
+            Op::QLinearConv { .. } => "QLinearConv".into(),
+            Op::ConvInteger { .. } => "ConvInteger".into(),
             Op::InstanceNorm { .. } => "InstanceNormalization".into(),
             Op::GroupNorm { .. } => "GroupNormalization".into(),
             Op::Lrn { .. } => "LRN".into(),

@@ -377,12 +377,17 @@ pub fn parse(np: &NodeProto, name: &str, opset: i64) -> Result<Parsed> {
         "Max" => Op::Variadic { op: BinaryOp::Max, mean: false },
         "Min" => Op::Variadic { op: BinaryOp::Min, mean: false },
         "Clip" => Op::Clip { min: a.opt_float("min")?, max: a.opt_float("max")? },
-        "Conv" => {
+        "Conv" | "QLinearConv" | "ConvInteger" => {
             let group = a.int("group", 1)?;
             if group < 1 {
                 return Err(a.err(format!("group {group} must be >= 1")));
             }
-            Op::Conv { window: a.window(false)?, group: group as usize, activation: None }
+            let (window, group) = (a.window(false)?, group as usize);
+            match np.op_type.as_str() {
+                "Conv" => Op::Conv { window, group, activation: None },
+                "QLinearConv" => Op::QLinearConv { window, group },
+                _ => Op::ConvInteger { window, group },
+            }
         }
         "MaxPool" | "AveragePool" | "LpPool" => {
             let kind = match np.op_type.as_str() {

@@ -198,6 +198,8 @@ fn eval_inner(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         Op::NonZero => one(misc::nonzero(x?)?),
         Op::DynamicQuantizeLinear => quantized::dynamic_quantize_linear(x?),
         Op::MatMulInteger => one(quantized::matmul_integer(x?, input(1)?, opt(2), opt(3), out_shape)?),
+        Op::QLinearConv { window, group } => one(quantized::qlinear_conv(inputs, window, *group, &types[0].0, out_shape)?),
+        Op::ConvInteger { window, group } => one(quantized::conv_integer(x?, input(1)?, opt(2), opt(3), window, *group, out_shape)?),
         Op::QLinearMatMul => one(quantized::qlinear_matmul(inputs, &types[0].0, out_shape)?),
         Op::GridSample(at) => one(grid_sample::grid_sample(x?, input(1)?, at, out_shape)?),
         Op::NonMaxSuppression { center_point_box } => one(nms::non_max_suppression(x?, input(1)?, opt(2), opt(3), opt(4), *center_point_box)?),

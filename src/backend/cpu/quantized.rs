@@ -1,10 +1,11 @@
-//! Operators of integer-quantised models: DynamicQuantizeLinear, MatMulInteger and
-//! QLinearMatMul. Products accumulate in f64, which holds every int8 x int8 sum exactly (f32
+//! Operators of integer-quantised models: DynamicQuantizeLinear, MatMulInteger, QLinearMatMul,
+//! QLinearConv and ConvInteger. Products accumulate in f64, which holds every int8 x int8 sum exactly (f32
 //! does not past 2^24), so MatMulInteger's int32 results are exact.
 
 use super::elementwise::cast;
 use crate::error::Result;
 use crate::graph::geometry::matmul_shape;
+use crate::graph::Window;
 use crate::tensor::{broadcast_shapes, strides_of, DType, Data, Tensor};
 use crate::bail;
 
@@ -125,4 +126,60 @@ fn matmul_f64(av: &[f64], ash: &[usize], bv: &[f64], bsh: &[usize]) -> Result<Ve
     }
     debug_assert_eq!(y.len(), out.iter().product::<usize>());
     Ok(y)
+}
+
+/// Inputs x, x_scale, x_zp, w, w_scale, w_zp (both per output channel or scalar), y_scale, y_zp,
+/// B (int32, in units of x_scale * w_scale): dequantise, convolve in f32 through the float
+/// kernels, requantise to y's type.
+pub fn qlinear_conv(inputs: &[Option<&Tensor>], window: &Window, group: usize, out_type: &DType, out_shape: &[usize]) -> Result<Tensor> {
+    let input = |i: usize| inputs.get(i).copied().flatten();
+    let (Some(x), Some(xs), Some(w), Some(ws), Some(ys)) = (input(0), input(1), input(3), input(4), input(6)) else { bail!("x, w and the three scales are required") };
+    let (xs, ws, ys) = (xs.to_f64_vec(), ws.to_f64_vec(), ys.to_f64_vec());
+    let m = w.shape()[0];
+    let xz = input(2).map(|t| t.to_f64_vec()).unwrap_or_else(|| vec![0.0]);
+    let wz = input(5).map(|t| t.to_f64_vec()).unwrap_or_else(|| vec![0.0]);
+    let yz = input(7).map(|t| t.to_f64_vec()).unwrap_or_else(|| vec![0.0]);
+    if xs.len() != 1 || xz.len() != 1 || ys.len() != 1 || yz.len() != 1 || (ws.len() != 1 && ws.len() != m) || (wz.len() != 1 && wz.len() != m) {
+        bail!("x and y scales and zero points must be scalars, w's scalar or one per output channel ({m})");
+    }
+    let per_m = |v: &[f64], ch: usize| if v.len() == 1 { v[0] } else { v[ch] };
+    let xf: Vec<f32> = x.to_f64_vec().iter().map(|&v| ((v - xz[0]) * xs[0]) as f32).collect();
+    let per = w.numel() / m.max(1);
+    let wf: Vec<f32> = w.to_f64_vec().iter().enumerate().map(|(i, &v)| ((v - per_m(&wz, i / per)) * per_m(&ws, i / per)) as f32).collect();
+    let bias = input(8).map(|b| {
+        let bv = b.to_f64_vec();
+        Tensor::from_f32(&[m], (0..m).map(|ch| (bv[ch] * xs[0] * per_m(&ws, ch)) as f32).collect())
+    });
+    let bias = bias.transpose()?;
+    let y = super::conv::conv(&Tensor::from_f32(x.shape(), xf)?, &Tensor::from_f32(w.shape(), wf)?, bias.as_ref(), window, group, None, out_shape)?;
+    let (lo, hi) = match out_type {
+        DType::U8 => (0.0, 255.0),
+        DType::I8 => (-128.0, 127.0),
+        t => crate::unsupported!("QLinearConv to {t}"),
+    };
+    let q: Vec<f64> = y.as_f32()?.iter().map(|&v| ((v as f64 / ys[0]).round_ties_even() + yz[0]).clamp(lo, hi)).collect();
+    cast(&Tensor::new(out_shape.to_vec(), Data::F64(q))?, *out_type)
+}
+
+/// `conv(x - x_zp, w - w_zp)` in int32 (w_zp scalar or per output channel), through the f32
+/// convolution when every partial sum provably stays below 2^24, where f32 is exact; larger
+/// products are refused rather than rounded.
+pub fn conv_integer(x: &Tensor, w: &Tensor, xzp: Option<&Tensor>, wzp: Option<&Tensor>, window: &Window, group: usize, out_shape: &[usize]) -> Result<Tensor> {
+    let m = w.shape()[0];
+    let xz = xzp.map(|t| t.to_f64_vec()).unwrap_or_else(|| vec![0.0]);
+    let wz = wzp.map(|t| t.to_f64_vec()).unwrap_or_else(|| vec![0.0]);
+    if xz.len() != 1 || (wz.len() != 1 && wz.len() != m) {
+        bail!("x_zero_point must be a scalar and w_zero_point a scalar or one per output channel ({m})");
+    }
+    let per = w.numel() / m.max(1);
+    let xv: Vec<f64> = x.to_f64_vec().iter().map(|&v| v - xz[0]).collect();
+    let wv: Vec<f64> = w.to_f64_vec().iter().enumerate().map(|(i, &v)| v - if wz.len() == 1 { wz[0] } else { wz[i / per] }).collect();
+    let max_abs = |v: &[f64]| v.iter().fold(0f64, |a, &b| a.max(b.abs()));
+    if max_abs(&xv) * max_abs(&wv) * per as f64 >= (1u64 << 24) as f64 {
+        crate::unsupported!("ConvInteger whose sums may exceed 2^24 (f32-exact range)");
+    }
+    let xf = Tensor::from_f32(x.shape(), xv.iter().map(|&v| v as f32).collect())?;
+    let wf = Tensor::from_f32(w.shape(), wv.iter().map(|&v| v as f32).collect())?;
+    let y = super::conv::conv(&xf, &wf, None, window, group, None, out_shape)?;
+    Tensor::new(out_shape.to_vec(), Data::I32(y.as_f32()?.iter().map(|&v| v as i32).collect()))
 }
