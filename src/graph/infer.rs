@@ -546,6 +546,13 @@ fn rule(node: &Node, ins: &[Option<In>]) -> Result<Out> {
             }
             vec![(xi.dtype, vec![xi.shape[0], xi.shape[1] * b * b, xi.shape[2] / b, xi.shape[3] / b])]
         }
+        RoiAlign(at) => {
+            let (xi, rois, idx) = (x()?, need(ins, 1)?, need(ins, 2)?);
+            if xi.shape.len() != 4 || rois.shape.len() != 2 || rois.shape[1] != 4 || idx.shape != [rois.shape[0]] {
+                return Err(Error::Tensor(format!("RoiAlign needs X [N,C,H,W], rois [R,4], batch_indices [R]; got {:?}, {:?}, {:?}", xi.shape, rois.shape, idx.shape)));
+            }
+            vec![(xi.dtype, vec![rois.shape[0], xi.shape[1], at.output_height, at.output_width])]
+        }
         GridSample(_) => {
             let (xi, gi) = (x()?, need(ins, 1)?);
             let r = xi.shape.len().saturating_sub(2);

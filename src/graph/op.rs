@@ -225,6 +225,7 @@ pub enum Op {
     QLinearConv { window: Window, group: usize },
     /// Integer convolution of zero-point-shifted 8-bit operands, int32 result.
     ConvInteger { window: Window, group: usize },
+    RoiAlign(RoiAlignAttrs),
     InstanceNorm { epsilon: f32 },
     GroupNorm { groups: usize, epsilon: f32 },
     Lrn { size: usize, alpha: f32, beta: f32, bias: f32 },
@@ -288,6 +289,19 @@ pub struct AttentionAttrs {
     /// Sliding window around each query's absolute position; -1 leaves a side unbounded.
     pub left_window: i64,
     pub right_window: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct RoiAlignAttrs {
+    /// Average the samples of a bin (else take the largest weighted sample).
+    pub avg: bool,
+    /// Shift box corners by half a pixel (`half_pixel`; `output_half_pixel` does not).
+    pub half_pixel: bool,
+    pub output_height: usize,
+    pub output_width: usize,
+    /// Samples per bin side; 0 chooses ceil(bin size).
+    pub sampling_ratio: usize,
+    pub spatial_scale: f32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -484,6 +498,7 @@ impl Op {
             Op::QLinearMatMul => "QLinearMatMul".into(),
             Op::QLinearConv { .. } => "QLinearConv".into(),
             Op::ConvInteger { .. } => "ConvInteger".into(),
+            Op::RoiAlign(_) => "RoiAlign".into(),
             Op::InstanceNorm { .. } => "InstanceNormalization".into(),
             Op::GroupNorm { .. } => "GroupNormalization".into(),
             Op::Lrn { .. } => "LRN".into(),

@@ -3,7 +3,7 @@
 use super::proto::{attr_type, AttributeProto, NodeProto};
 use super::tensor_from_proto;
 use crate::error::{Error, Result};
-use crate::graph::{GridInterp, GridPadding, GridSampleAttrs, RnnActivation, RnnAttrs, RnnKind, ResizeAttrs, ResizeMode, AttentionAttrs, AutoPad, BinaryOp, LossReduction, Op, PadMode, PoolKind, ReduceOp, Reduction, UnaryOp, Window};
+use crate::graph::{RoiAlignAttrs, GridInterp, GridPadding, GridSampleAttrs, RnnActivation, RnnAttrs, RnnKind, ResizeAttrs, ResizeMode, AttentionAttrs, AutoPad, BinaryOp, LossReduction, Op, PadMode, PoolKind, ReduceOp, Reduction, UnaryOp, Window};
 use crate::tensor::{DType, Tensor};
 use std::sync::Arc;
 
@@ -310,6 +310,19 @@ pub fn parse(np: &NodeProto, name: &str, opset: i64) -> Result<Parsed> {
         },
         "Tile" => Op::Tile,
         "NonZero" => Op::NonZero,
+        "RoiAlign" => Op::RoiAlign(RoiAlignAttrs {
+            avg: match a.string("mode")?.as_deref().unwrap_or("avg") {
+                "avg" => true,
+                "max" => false,
+                m => return Err(a.err(format!("unknown mode '{m}'"))),
+            },
+            // Opset 10-15 had no attribute and behaved as output_half_pixel.
+            half_pixel: a.string("coordinate_transformation_mode")?.as_deref().unwrap_or(if opset < 16 { "output_half_pixel" } else { "half_pixel" }) == "half_pixel",
+            output_height: a.int("output_height", 1)?.max(1) as usize,
+            output_width: a.int("output_width", 1)?.max(1) as usize,
+            sampling_ratio: a.int("sampling_ratio", 0)?.max(0) as usize,
+            spatial_scale: a.float("spatial_scale", 1.0)?,
+        }),
         "GridSample" => Op::GridSample(GridSampleAttrs {
             mode: match a.string("mode")?.as_deref().unwrap_or("linear") {
                 "nearest" => GridInterp::Nearest,

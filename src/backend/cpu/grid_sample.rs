@@ -1,9 +1,10 @@
-//! GridSample over any number of spatial dims: nearest, linear (2 taps per dim) and cubic
+//! Sampling an image at computed positions: GridSample over any number of spatial dims: nearest, linear (2 taps per dim) and cubic
 //! (4 taps per dim, Keys' a = -0.75), with zeros / border / reflection padding, following the
-//! ONNX operator definition.
+//! ONNX operator definition; and RoiAlign, bilinear samples averaged (or maxed) over the bins of
+//! each region of interest.
 
 use crate::error::Result;
-use crate::graph::{GridInterp, GridPadding, GridSampleAttrs};
+use crate::graph::{GridInterp, GridPadding, GridSampleAttrs, RoiAlignAttrs};
 use crate::tensor::{strides_of, Tensor};
 use crate::bail;
 
@@ -135,4 +136,78 @@ fn cubic_weight(t: f32, k: usize) -> f32 {
         2 => near(1.0 - t),
         _ => far(2.0 - t),
     }
+}
+
+/// RoiAlign: X [N, C, H, W], rois [R, 4] as (x1, y1, x2, y2) in input coordinates (times
+/// `spatial_scale`), batch_indices [R]; output [R, C, output_height, output_width].
+pub fn roi_align(x: &Tensor, rois: &Tensor, batch_indices: &Tensor, at: &RoiAlignAttrs, out_shape: &[usize]) -> Result<Tensor> {
+    let xs = x.shape();
+    let (n, c, h, w) = (xs[0], xs[1], xs[2], xs[3]);
+    let (xv, rv, bi) = (x.as_f32()?, rois.to_f64_vec(), batch_indices.to_i64_vec()?);
+    let (oh, ow) = (at.output_height, at.output_width);
+    let mut y = vec![0f32; out_shape.iter().product()];
+    let offset = if at.half_pixel { 0.5 } else { 0.0 };
+    for (r, &b) in bi.iter().enumerate() {
+        if b < 0 || b as usize >= n {
+            bail!("batch index {b} of roi {r} is outside the {n} images");
+        }
+        let roi = &rv[r * 4..r * 4 + 4];
+        let s = at.spatial_scale as f64;
+        let (x0, y0) = (roi[0] * s - offset, roi[1] * s - offset);
+        let (mut rw, mut rh) = (roi[2] * s - offset - x0, roi[3] * s - offset - y0);
+        if !at.half_pixel {
+            (rw, rh) = (rw.max(1.0), rh.max(1.0));
+        }
+        let (bw, bh) = (rw / ow as f64, rh / oh as f64);
+        let gh = if at.sampling_ratio > 0 { at.sampling_ratio } else { bh.ceil().max(0.0) as usize };
+        let gw = if at.sampling_ratio > 0 { at.sampling_ratio } else { bw.ceil().max(0.0) as usize };
+        if gh.saturating_mul(gw) > 1 << 16 {
+            bail!("roi {r} {roi:?} asks for {gh} x {gw} samples per bin (more than 65536)");
+        }
+        let count = (gh * gw).max(1) as f32;
+        for ch in 0..c {
+            let plane = &xv[(b as usize * c + ch) * h * w..(b as usize * c + ch + 1) * h * w];
+            for py in 0..oh {
+                for px in 0..ow {
+                    let mut acc: Option<f32> = None;
+                    for iy in 0..gh {
+                        let sy = y0 + py as f64 * bh + (iy as f64 + 0.5) * bh / gh as f64;
+                        for ix in 0..gw {
+                            let sx = x0 + px as f64 * bw + (ix as f64 + 0.5) * bw / gw as f64;
+                            let taps = bilinear_taps(sy, sx, h, w);
+                            let v = if at.avg {
+                                taps.iter().map(|&(i, wt)| wt * plane[i]).sum::<f32>()
+                            } else {
+                                taps.iter().map(|&(i, wt)| wt * plane[i]).fold(f32::NEG_INFINITY, f32::max)
+                            };
+                            acc = Some(match acc {
+                                None => v,
+                                Some(a) if at.avg => a + v,
+                                Some(a) => a.max(v),
+                            });
+                        }
+                    }
+                    let v = acc.unwrap_or(0.0);
+                    y[((r * c + ch) * oh + py) * ow + px] = if at.avg { v / count } else { v };
+                }
+            }
+        }
+    }
+    Tensor::from_f32(out_shape, y)
+}
+
+/// The four (index, weight) taps of a bilinear sample at (y, x), as RoiAlign defines them:
+/// zero weights beyond one pixel outside the image, coordinates clamped at the far edge.
+fn bilinear_taps(y: f64, x: f64, h: usize, w: usize) -> [(usize, f32); 4] {
+    if y < -1.0 || y > h as f64 || x < -1.0 || x > w as f64 || h == 0 || w == 0 {
+        return [(0, 0.0); 4];
+    }
+    let axis = |v: f64, size: usize| -> (usize, usize, f64) {
+        let v = v.max(0.0);
+        let lo = v as usize;
+        if lo >= size - 1 { (size - 1, size - 1, 0.0) } else { (lo, lo + 1, v - lo as f64) }
+    };
+    let ((y0, y1, ly), (x0, x1, lx)) = (axis(y, h), axis(x, w));
+    let (hy, hx) = (1.0 - ly, 1.0 - lx);
+    [(y0 * w + x0, (hy * hx) as f32), (y0 * w + x1, (hy * lx) as f32), (y1 * w + x0, (ly * hx) as f32), (y1 * w + x1, (ly * lx) as f32)]
 }

@@ -96,7 +96,7 @@ fn f32_only(op: &Op) -> bool {
         op,
         Op::Conv { .. } | Op::ConvTranspose { .. } | Op::Pool { .. } | Op::GlobalPool { .. } | Op::BatchNorm { .. } | Op::Gemm { .. } | Op::MatMul
             | Op::LayerNorm { .. } | Op::InstanceNorm { .. } | Op::GroupNorm { .. } | Op::Lrn { .. } | Op::Softmax { .. } | Op::Hardmax { .. }
-            | Op::Recurrent(_) | Op::GridSample(_)
+            | Op::Recurrent(_) | Op::GridSample(_) | Op::RoiAlign(_)
     )
 }
 
@@ -201,6 +201,7 @@ fn eval_inner(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         Op::QLinearConv { window, group } => one(quantized::qlinear_conv(inputs, window, *group, &types[0].0, out_shape)?),
         Op::ConvInteger { window, group } => one(quantized::conv_integer(x?, input(1)?, opt(2), opt(3), window, *group, out_shape)?),
         Op::QLinearMatMul => one(quantized::qlinear_matmul(inputs, &types[0].0, out_shape)?),
+        Op::RoiAlign(at) => one(grid_sample::roi_align(x?, input(1)?, input(2)?, at, out_shape)?),
         Op::GridSample(at) => one(grid_sample::grid_sample(x?, input(1)?, at, out_shape)?),
         Op::NonMaxSuppression { center_point_box } => one(nms::non_max_suppression(x?, input(1)?, opt(2), opt(3), opt(4), *center_point_box)?),
         Op::GatherNd { batch_dims } => one(misc::gather_nd(x?, input(1)?, *batch_dims, out_shape)?),
