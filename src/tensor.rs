@@ -192,6 +192,49 @@ macro_rules! map_data {
 }
 
 impl Data {
+    /// The elements as little-endian bytes (bools one byte each), as ONNX `raw_data` and
+    /// BitCast see them.
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        match self {
+            Data::F32(v) => bytemuck::cast_slice(v).to_vec(),
+            Data::F16(v) => v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect(),
+            Data::BF16(v) => v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect(),
+            Data::F64(v) => bytemuck::cast_slice(v).to_vec(),
+            Data::I64(v) => bytemuck::cast_slice(v).to_vec(),
+            Data::I32(v) => bytemuck::cast_slice(v).to_vec(),
+            Data::I8(v) => bytemuck::cast_slice(v).to_vec(),
+            Data::U8(v) => v.clone(),
+            Data::I16(v) => bytemuck::cast_slice(v).to_vec(),
+            Data::U16(v) => bytemuck::cast_slice(v).to_vec(),
+            Data::U32(v) => bytemuck::cast_slice(v).to_vec(),
+            Data::U64(v) => bytemuck::cast_slice(v).to_vec(),
+            Data::Bool(v) => v.iter().map(|&b| b as u8).collect(),
+        }
+    }
+
+    /// Elements of `dtype` from little-endian bytes; a trailing partial element is dropped
+    /// (callers check the length first).
+    pub fn from_le_bytes(dtype: DType, raw: &[u8]) -> Data {
+        fn le<T: bytemuck::Pod>(raw: &[u8]) -> Vec<T> {
+            raw.chunks_exact(std::mem::size_of::<T>()).map(bytemuck::pod_read_unaligned).collect()
+        }
+        match dtype {
+            DType::F32 => Data::F32(le(raw)),
+            DType::F16 => Data::F16(le::<u16>(raw).into_iter().map(half::f16::from_bits).collect()),
+            DType::BF16 => Data::BF16(le::<u16>(raw).into_iter().map(half::bf16::from_bits).collect()),
+            DType::F64 => Data::F64(le(raw)),
+            DType::I64 => Data::I64(le(raw)),
+            DType::I32 => Data::I32(le(raw)),
+            DType::I8 => Data::I8(le(raw)),
+            DType::U8 => Data::U8(raw.to_vec()),
+            DType::I16 => Data::I16(le(raw)),
+            DType::U16 => Data::U16(le(raw)),
+            DType::U32 => Data::U32(le(raw)),
+            DType::U64 => Data::U64(le(raw)),
+            DType::Bool => Data::Bool(raw.iter().map(|&b| b != 0).collect()),
+        }
+    }
+
     pub fn dtype(&self) -> DType {
         match self {
             Data::F32(_) => DType::F32,

@@ -352,6 +352,18 @@ fn rule(node: &Node, ins: &[Option<In>]) -> Result<Out> {
             vec![(xi.dtype, params.iter().map(|p| p.len).collect())]
         }
         Cast { to } => vec![(*to, x()?.shape.to_vec())],
+        BitCast { to } => {
+            let xi = x()?;
+            if xi.dtype.size() != to.size() {
+                return Err(Error::Unsupported { node: node.name.clone(), op: "BitCast".into(), what: format!("{} to {to} (different widths)", xi.dtype) });
+            }
+            vec![(*to, xi.shape.to_vec())]
+        }
+        SignalWindow { dtype, .. } => {
+            let n = const_ints(ins, 0, "size")?.and_then(|v| v.first().copied()).ok_or_else(|| Error::Tensor("size must be a single value".into()))?;
+            let n = usize::try_from(n).map_err(|_| Error::Tensor(format!("window size {n} is negative")))?;
+            vec![(*dtype, vec![n])]
+        }
         Shape { start, end } => {
             let (s, e) = shape_range(*start, *end, x()?.shape.len());
             vec![(DType::I64, vec![e - s])]

@@ -226,6 +226,10 @@ pub enum Op {
     /// Integer convolution of zero-point-shifted 8-bit operands, int32 result.
     ConvInteger { window: Window, group: usize },
     RoiAlign(RoiAlignAttrs),
+    /// Reinterprets the element bits as another type of the same width.
+    BitCast { to: DType },
+    /// Hann, Hamming or Blackman window of the length the input holds.
+    SignalWindow { kind: WindowKind, periodic: bool, dtype: DType },
     InstanceNorm { epsilon: f32 },
     GroupNorm { groups: usize, epsilon: f32 },
     Lrn { size: usize, alpha: f32, beta: f32, bias: f32 },
@@ -289,6 +293,13 @@ pub struct AttentionAttrs {
     /// Sliding window around each query's absolute position; -1 leaves a side unbounded.
     pub left_window: i64,
     pub right_window: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum WindowKind {
+    Hann,
+    Hamming,
+    Blackman,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
@@ -499,6 +510,8 @@ impl Op {
             Op::QLinearConv { .. } => "QLinearConv".into(),
             Op::ConvInteger { .. } => "ConvInteger".into(),
             Op::RoiAlign(_) => "RoiAlign".into(),
+            Op::BitCast { .. } => "BitCast".into(),
+            Op::SignalWindow { kind, .. } => format!("{kind:?}Window"),
             Op::InstanceNorm { .. } => "InstanceNormalization".into(),
             Op::GroupNorm { .. } => "GroupNormalization".into(),
             Op::Lrn { .. } => "LRN".into(),

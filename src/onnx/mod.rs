@@ -146,24 +146,7 @@ pub fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
         if raw.len() != n * dtype.size() {
             return Err(ctx(format!("raw_data has {} bytes, shape {shape:?} of {dtype} needs {}", raw.len(), n * dtype.size())));
         }
-        fn le<T: bytemuck::Pod>(raw: &[u8]) -> Vec<T> {
-            raw.chunks_exact(std::mem::size_of::<T>()).map(bytemuck::pod_read_unaligned).collect()
-        }
-        match dtype {
-            DType::F32 => Data::F32(le(raw)),
-            DType::F16 => Data::F16(le::<u16>(raw).into_iter().map(f16::from_bits).collect()),
-            DType::BF16 => Data::BF16(le::<u16>(raw).into_iter().map(half::bf16::from_bits).collect()),
-            DType::F64 => Data::F64(le(raw)),
-            DType::I64 => Data::I64(le(raw)),
-            DType::I32 => Data::I32(le(raw)),
-            DType::I8 => Data::I8(le(raw)),
-            DType::U8 => Data::U8(raw.clone()),
-            DType::I16 => Data::I16(le(raw)),
-            DType::U16 => Data::U16(le(raw)),
-            DType::U32 => Data::U32(le(raw)),
-            DType::U64 => Data::U64(le(raw)),
-            DType::Bool => Data::Bool(raw.iter().map(|&b| b != 0).collect()),
-        }
+        Data::from_le_bytes(dtype, raw)
     } else {
         let data = match dtype {
             DType::F32 => Data::F32(t.float_data.clone()),
@@ -194,21 +177,7 @@ fn typed_len(t: &TensorProto) -> usize {
 
 /// Encodes a tensor as a TensorProto with raw_data.
 pub fn tensor_to_proto(t: &Tensor, name: &str) -> TensorProto {
-    let raw: Vec<u8> = match t.data() {
-        Data::F32(v) => bytemuck::cast_slice(v).to_vec(),
-        Data::F16(v) => v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect(),
-        Data::BF16(v) => v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect(),
-        Data::F64(v) => bytemuck::cast_slice(v).to_vec(),
-        Data::I64(v) => bytemuck::cast_slice(v).to_vec(),
-        Data::I32(v) => bytemuck::cast_slice(v).to_vec(),
-        Data::I8(v) => bytemuck::cast_slice(v).to_vec(),
-        Data::U8(v) => v.clone(),
-        Data::I16(v) => bytemuck::cast_slice(v).to_vec(),
-        Data::U16(v) => bytemuck::cast_slice(v).to_vec(),
-        Data::U32(v) => bytemuck::cast_slice(v).to_vec(),
-        Data::U64(v) => bytemuck::cast_slice(v).to_vec(),
-        Data::Bool(v) => v.iter().map(|&b| b as u8).collect(),
-    };
+    let raw = t.data().to_le_bytes();
     TensorProto {
         dims: t.shape().iter().map(|&d| d as i64).collect(),
         data_type: t.dtype().onnx_code(),

@@ -3,7 +3,7 @@
 use super::proto::{attr_type, AttributeProto, NodeProto};
 use super::tensor_from_proto;
 use crate::error::{Error, Result};
-use crate::graph::{RoiAlignAttrs, GridInterp, GridPadding, GridSampleAttrs, RnnActivation, RnnAttrs, RnnKind, ResizeAttrs, ResizeMode, AttentionAttrs, AutoPad, BinaryOp, LossReduction, Op, PadMode, PoolKind, ReduceOp, Reduction, UnaryOp, Window};
+use crate::graph::{WindowKind, RoiAlignAttrs, GridInterp, GridPadding, GridSampleAttrs, RnnActivation, RnnAttrs, RnnKind, ResizeAttrs, ResizeMode, AttentionAttrs, AutoPad, BinaryOp, LossReduction, Op, PadMode, PoolKind, ReduceOp, Reduction, UnaryOp, Window};
 use crate::tensor::{DType, Tensor};
 use std::sync::Arc;
 
@@ -456,6 +456,20 @@ pub fn parse(np: &NodeProto, name: &str, opset: i64) -> Result<Parsed> {
         "Cast" => {
             let to = a.int("to", 0)? as i32;
             Op::Cast { to: DType::from_onnx(to).ok_or_else(|| Error::Unsupported { node: name.into(), op: "Cast".into(), what: format!("cast to {}", DType::onnx_name(to)) })? }
+        }
+        "BitCast" => {
+            let to = a.int("to", 0)? as i32;
+            Op::BitCast { to: DType::from_onnx(to).ok_or_else(|| Error::Unsupported { node: name.into(), op: "BitCast".into(), what: format!("bitcast to {}", DType::onnx_name(to)) })? }
+        }
+        "HannWindow" | "HammingWindow" | "BlackmanWindow" => {
+            let code = a.int("output_datatype", 1)? as i32;
+            let dtype = DType::from_onnx(code).ok_or_else(|| Error::Unsupported { node: name.into(), op: np.op_type.clone(), what: format!("output_datatype {}", DType::onnx_name(code)) })?;
+            let kind = match np.op_type.as_str() {
+                "HannWindow" => WindowKind::Hann,
+                "HammingWindow" => WindowKind::Hamming,
+                _ => WindowKind::Blackman,
+            };
+            Op::SignalWindow { kind, periodic: a.int("periodic", 1)? != 0, dtype }
         }
         "Shape" => Op::Shape { start: a.int("start", 0)?, end: a.get("end").map(|x| x.i) },
         "Size" => Op::Size,

@@ -453,3 +453,22 @@ pub fn center_crop_pad(x: &Tensor, target: &[i64], axes: &[usize]) -> Result<Ten
     let data = map_data!(x.data(), v => gather_by_tables(v, &out_shape, &tables, Default::default()));
     Tensor::new(out_shape, data)
 }
+
+/// Hann, Hamming or Blackman window of `n` points: periodic windows divide the period by n
+/// (for spectral analysis), symmetric ones by n - 1.
+pub fn signal_window(kind: crate::graph::WindowKind, periodic: bool, dtype: crate::tensor::DType, n: usize) -> Result<Tensor> {
+    use crate::graph::WindowKind;
+    let denom = if periodic { n } else { n.saturating_sub(1) }.max(1) as f64;
+    let tau = 2.0 * std::f64::consts::PI;
+    let w: Vec<f64> = (0..n)
+        .map(|i| {
+            let t = i as f64 / denom;
+            match kind {
+                WindowKind::Hann => 0.5 - 0.5 * (tau * t).cos(),
+                WindowKind::Hamming => 25.0 / 46.0 - 21.0 / 46.0 * (tau * t).cos(),
+                WindowKind::Blackman => 0.42 - 0.5 * (tau * t).cos() + 0.08 * (2.0 * tau * t).cos(),
+            }
+        })
+        .collect();
+    super::elementwise::cast(&Tensor::new(vec![n], crate::tensor::Data::F64(w))?, dtype)
+}

@@ -201,6 +201,11 @@ fn eval_inner(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         Op::QLinearConv { window, group } => one(quantized::qlinear_conv(inputs, window, *group, &types[0].0, out_shape)?),
         Op::ConvInteger { window, group } => one(quantized::conv_integer(x?, input(1)?, opt(2), opt(3), window, *group, out_shape)?),
         Op::QLinearMatMul => one(quantized::qlinear_matmul(inputs, &types[0].0, out_shape)?),
+        Op::BitCast { to } => {
+            let x = x?;
+            one(Tensor::new(x.shape().to_vec(), crate::tensor::Data::from_le_bytes(*to, &x.data().to_le_bytes()))?)
+        }
+        Op::SignalWindow { kind, periodic, dtype } => one(misc::signal_window(*kind, *periodic, *dtype, out_shape[0])?),
         Op::RoiAlign(at) => one(grid_sample::roi_align(x?, input(1)?, input(2)?, at, out_shape)?),
         Op::GridSample(at) => one(grid_sample::grid_sample(x?, input(1)?, at, out_shape)?),
         Op::NonMaxSuppression { center_point_box } => one(nms::non_max_suppression(x?, input(1)?, opt(2), opt(3), opt(4), *center_point_box)?),
