@@ -26,7 +26,12 @@ pub struct In<'a> {
 /// Output dtypes and shapes of `node` for concrete inputs (what a kernel needs to size its result).
 pub fn output_types(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<(DType, Vec<usize>)>> {
     let ins: Vec<Option<In>> = inputs.iter().map(|t| t.map(|t| In { dtype: t.dtype(), shape: t.shape(), value: Some(t) })).collect();
-    rule(node, &ins)
+    let outs = rule(node, &ins)?;
+    // Shapes computed from run-time values get the same size limit as planned ones.
+    for (_, shape) in &outs {
+        checked_numel(shape)?;
+    }
+    Ok(outs)
 }
 
 pub fn infer(g: &mut Graph, bindings: &Bindings, eval: Option<&Evaluator>) -> Result<()> {
@@ -352,6 +357,17 @@ fn rule(node: &Node, ins: &[Option<In>]) -> Result<Out> {
             vec![(xi.dtype, params.iter().map(|p| p.len).collect())]
         }
         Cast { to } => vec![(*to, x()?.shape.to_vec())],
+        AffineGrid { .. } => {
+            let theta = x()?;
+            let size = const_ints(ins, 1, "size")?.ok_or_else(|| Error::DataDependent("AffineGrid size is only known at run time".into()))?;
+            let r = size.len().saturating_sub(2);
+            if !(r == 2 || r == 3) || theta.shape != [size[0].max(0) as usize, r, r + 1] || size.iter().any(|&d| d < 0) {
+                return Err(Error::Tensor(format!("AffineGrid needs theta [N, r, r+1] and size [N, C, spatial (r = 2 or 3)], got {:?} and {size:?}", theta.shape)));
+            }
+            let mut out: Vec<usize> = std::iter::once(size[0] as usize).chain(size[2..].iter().map(|&d| d as usize)).collect();
+            out.push(r);
+            vec![(theta.dtype, out)]
+        }
         BitCast { to } => {
             let xi = x()?;
             if xi.dtype.size() != to.size() {

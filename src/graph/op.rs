@@ -228,6 +228,8 @@ pub enum Op {
     RoiAlign(RoiAlignAttrs),
     /// Reinterprets the element bits as another type of the same width.
     BitCast { to: DType },
+    /// Sampling grid of an affine transform (for GridSample), of the size the input holds.
+    AffineGrid { align_corners: bool },
     /// Hann, Hamming or Blackman window of the length the input holds.
     SignalWindow { kind: WindowKind, periodic: bool, dtype: DType },
     InstanceNorm { epsilon: f32 },
@@ -511,6 +513,7 @@ impl Op {
             Op::ConvInteger { .. } => "ConvInteger".into(),
             Op::RoiAlign(_) => "RoiAlign".into(),
             Op::BitCast { .. } => "BitCast".into(),
+            Op::AffineGrid { .. } => "AffineGrid".into(),
             Op::SignalWindow { kind, .. } => format!("{kind:?}Window"),
             Op::InstanceNorm { .. } => "InstanceNormalization".into(),
             Op::GroupNorm { .. } => "GroupNormalization".into(),

@@ -457,6 +457,7 @@ pub fn parse(np: &NodeProto, name: &str, opset: i64) -> Result<Parsed> {
             let to = a.int("to", 0)? as i32;
             Op::Cast { to: DType::from_onnx(to).ok_or_else(|| Error::Unsupported { node: name.into(), op: "Cast".into(), what: format!("cast to {}", DType::onnx_name(to)) })? }
         }
+        "AffineGrid" => Op::AffineGrid { align_corners: a.int("align_corners", 0)? != 0 },
         "BitCast" => {
             let to = a.int("to", 0)? as i32;
             Op::BitCast { to: DType::from_onnx(to).ok_or_else(|| Error::Unsupported { node: name.into(), op: "BitCast".into(), what: format!("bitcast to {}", DType::onnx_name(to)) })? }

@@ -1,6 +1,6 @@
 //! Sampling an image at computed positions: GridSample over any number of spatial dims: nearest, linear (2 taps per dim) and cubic
 //! (4 taps per dim, Keys' a = -0.75), with zeros / border / reflection padding, following the
-//! ONNX operator definition; and RoiAlign, bilinear samples averaged (or maxed) over the bins of
+//! ONNX operator definition; AffineGrid, which makes such grids; and RoiAlign, bilinear samples averaged (or maxed) over the bins of
 //! each region of interest.
 
 use crate::error::Result;
@@ -210,4 +210,35 @@ fn bilinear_taps(y: f64, x: f64, h: usize, w: usize) -> [(usize, f32); 4] {
     let ((y0, y1, ly), (x0, x1, lx)) = (axis(y, h), axis(x, w));
     let (hy, hx) = (1.0 - ly, 1.0 - lx);
     [(y0 * w + x0, (hy * hx) as f32), (y0 * w + x1, (hy * lx) as f32), (y1 * w + x0, (ly * hx) as f32), (y1 * w + x1, (ly * lx) as f32)]
+}
+
+/// AffineGrid: theta [N, r, r + 1] maps each output position's normalised coordinates
+/// (x, y[, z], 1) to a sampling position; output [N, spatial..., r] (r = 2 or 3).
+pub fn affine_grid(theta: &Tensor, align_corners: bool, out_shape: &[usize]) -> Result<Tensor> {
+    let r = out_shape.len() - 2;
+    let spatial = &out_shape[1..=r];
+    let tv = theta.as_f32()?;
+    // Normalised coordinate of index i along an axis of `size` points.
+    let coord = |i: usize, size: usize| -> f32 {
+        if align_corners {
+            if size > 1 { -1.0 + 2.0 * i as f32 / (size - 1) as f32 } else { -1.0 }
+        } else {
+            -1.0 + (2 * i + 1) as f32 / size as f32
+        }
+    };
+    let positions: usize = spatial.iter().product();
+    let st = strides_of(spatial);
+    let mut y = Vec::with_capacity(out_shape.iter().product());
+    for b in 0..out_shape[0] {
+        let t = &tv[b * r * (r + 1)..(b + 1) * r * (r + 1)];
+        for p in 0..positions {
+            // Homogeneous base point, innermost axis first (x, y, z, 1).
+            let mut base: Vec<f32> = (0..r).map(|k| { let d = r - 1 - k; coord((p / st[d]) % spatial[d], spatial[d]) }).collect();
+            base.push(1.0);
+            for row in t.chunks(r + 1) {
+                y.push(row.iter().zip(&base).map(|(a, b)| a * b).sum());
+            }
+        }
+    }
+    Tensor::from_f32(out_shape, y)
 }

@@ -96,7 +96,7 @@ fn f32_only(op: &Op) -> bool {
         op,
         Op::Conv { .. } | Op::ConvTranspose { .. } | Op::Pool { .. } | Op::GlobalPool { .. } | Op::BatchNorm { .. } | Op::Gemm { .. } | Op::MatMul
             | Op::LayerNorm { .. } | Op::InstanceNorm { .. } | Op::GroupNorm { .. } | Op::Lrn { .. } | Op::Softmax { .. } | Op::Hardmax { .. }
-            | Op::Recurrent(_) | Op::GridSample(_) | Op::RoiAlign(_)
+            | Op::Recurrent(_) | Op::GridSample(_) | Op::RoiAlign(_) | Op::AffineGrid { .. }
     )
 }
 
@@ -201,6 +201,7 @@ fn eval_inner(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         Op::QLinearConv { window, group } => one(quantized::qlinear_conv(inputs, window, *group, &types[0].0, out_shape)?),
         Op::ConvInteger { window, group } => one(quantized::conv_integer(x?, input(1)?, opt(2), opt(3), window, *group, out_shape)?),
         Op::QLinearMatMul => one(quantized::qlinear_matmul(inputs, &types[0].0, out_shape)?),
+        Op::AffineGrid { align_corners } => one(grid_sample::affine_grid(x?, *align_corners, out_shape)?),
         Op::BitCast { to } => {
             let x = x?;
             one(Tensor::new(x.shape().to_vec(), crate::tensor::Data::from_le_bytes(*to, &x.data().to_le_bytes()))?)
