@@ -107,7 +107,7 @@ pub fn lrn(x: &Tensor, size: usize, alpha: f32, beta: f32, bias: f32) -> Result<
 }
 
 /// Per-element parameter index for a scale / zero point that is a scalar or 1-D along `axis`.
-fn param_index(x: &Tensor, param_len: usize, axis: i64) -> Result<impl Fn(usize) -> usize> {
+pub(super) fn param_index(x: &Tensor, param_len: usize, axis: i64) -> Result<impl Fn(usize) -> usize> {
     let (inner, dim) = if param_len <= 1 {
         (1, 1)
     } else {
@@ -120,15 +120,20 @@ fn param_index(x: &Tensor, param_len: usize, axis: i64) -> Result<impl Fn(usize)
     Ok(move |i: usize| (i / inner) % dim)
 }
 
-pub fn quantize_linear(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: i64, to: DType, saturate: bool) -> Result<Tensor> {
-    let (lo, hi) = match to {
+/// The values a quantised integer type saturates to.
+pub(super) fn quantized_range(to: DType) -> Option<(f64, f64)> {
+    Some(match to {
         DType::U8 => (0.0, 255.0),
         DType::I8 => (-128.0, 127.0),
         DType::U16 => (0.0, 65535.0),
         DType::I16 => (-32768.0, 32767.0),
         DType::I32 => (i32::MIN as f64, i32::MAX as f64),
-        t => unsupported!("QuantizeLinear to {t}"),
-    };
+        _ => return None,
+    })
+}
+
+pub fn quantize_linear(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: i64, to: DType, saturate: bool) -> Result<Tensor> {
+    let Some((lo, hi)) = quantized_range(to) else { unsupported!("QuantizeLinear to {to}") };
     let _ = saturate;
     let s = scale.to_f64_vec();
     let z = zp.map(|z| z.to_f64_vec()).unwrap_or_else(|| vec![0.0]);

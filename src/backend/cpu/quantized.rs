@@ -1,8 +1,10 @@
 //! Operators of integer-quantised models: DynamicQuantizeLinear, MatMulInteger, QLinearMatMul,
-//! QLinearConv and ConvInteger. Products accumulate in f64, which holds every int8 x int8 sum exactly (f32
+//! QLinearConv and ConvInteger, on the scale / zero-point indexing and requantisation of
+//! `norm.rs`. Matmul products accumulate in f64, which holds every int8 x int8 sum exactly (f32
 //! does not past 2^24), so MatMulInteger's int32 results are exact.
 
 use super::elementwise::cast;
+use super::norm::{param_index, quantize_linear, quantized_range};
 use crate::error::Result;
 use crate::graph::geometry::matmul_shape;
 use crate::graph::Window;
@@ -25,7 +27,7 @@ pub fn dynamic_quantize_linear(x: &Tensor) -> Result<Vec<Tensor>> {
 /// `(a - a_zp) x (b - b_zp)` in int32; zero points are scalars, per row of A ([M]) or per
 /// column of B ([N]).
 pub fn matmul_integer(a: &Tensor, b: &Tensor, azp: Option<&Tensor>, bzp: Option<&Tensor>, out_shape: &[usize]) -> Result<Tensor> {
-    let (av, bv) = (shifted(a, azp, Side::Rows)?, shifted(b, bzp, Side::Columns)?);
+    let (av, bv) = (shifted(a, azp, ROWS)?, shifted(b, bzp, COLUMNS)?);
     let y = matmul_f64(&av, a.shape(), &bv, b.shape())?;
     Tensor::new(out_shape.to_vec(), Data::I32(y.iter().map(|&v| v as i32).collect()))
 }
@@ -35,63 +37,37 @@ pub fn matmul_integer(a: &Tensor, b: &Tensor, azp: Option<&Tensor>, bzp: Option<
 pub fn qlinear_matmul(inputs: &[Option<&Tensor>], out_type: &DType, out_shape: &[usize]) -> Result<Tensor> {
     let input = |i: usize| inputs.get(i).copied().flatten();
     let (Some(a), Some(asc), Some(b), Some(bsc), Some(ysc)) = (input(0), input(1), input(3), input(4), input(6)) else { bail!("a, b and the three scales are required") };
-    let scaled = |t: &Tensor, scale: &Tensor, zp: Option<&Tensor>, side: Side| -> Result<Vec<f64>> {
-        let mut v = shifted(t, zp, side)?;
-        let s = per_index(t.shape(), scale, side)?;
+    let scaled = |t: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: i64| -> Result<Vec<f64>> {
+        let mut v = shifted(t, zp, axis)?;
+        let s = scale.to_f64_vec();
+        let si = param_index(t, s.len(), axis)?;
         // Dequantised values are f32 in the reference; round through f32 to match.
-        v.iter_mut().enumerate().for_each(|(i, e)| *e = (*e as f32 * s(i) as f32) as f64);
+        v.iter_mut().enumerate().for_each(|(i, e)| *e = (*e as f32 * s[si(i)] as f32) as f64);
         Ok(v)
     };
-    let av = scaled(a, asc, input(2), Side::Rows)?;
-    let bv = scaled(b, bsc, input(5), Side::Columns)?;
+    let av = scaled(a, asc, input(2), ROWS)?;
+    let bv = scaled(b, bsc, input(5), COLUMNS)?;
     let y = matmul_f64(&av, a.shape(), &bv, b.shape())?;
     let (ys, yz) = (ysc.to_f64_vec(), input(7).map(|t| t.to_f64_vec()).unwrap_or_else(|| vec![0.0]));
     if ys.len() != 1 || yz.len() != 1 {
         bail!("y_scale and y_zero_point must be scalars");
     }
-    let (lo, hi) = match out_type {
-        DType::U8 => (0.0, 255.0),
-        DType::I8 => (-128.0, 127.0),
-        t => crate::unsupported!("QLinearMatMul to {t}"),
-    };
+    let Some((lo, hi)) = quantized_range(*out_type).filter(|_| matches!(out_type, DType::U8 | DType::I8)) else { crate::unsupported!("QLinearMatMul to {out_type}") };
     let q: Vec<f64> = y.iter().map(|&v| ((v as f32 / ys[0] as f32).round_ties_even() as f64 + yz[0]).clamp(lo, hi)).collect();
     cast(&Tensor::new(out_shape.to_vec(), Data::F64(q))?, *out_type)
 }
 
-#[derive(Clone, Copy)]
-enum Side {
-    /// Per-element parameters index the rows (second-last dim) of the operand.
-    Rows,
-    /// They index the columns (last dim).
-    Columns,
-}
+/// Quantisation parameters of a matmul operand that vary along its rows (A) or columns (B).
+const ROWS: i64 = -2;
+const COLUMNS: i64 = -1;
 
-/// For element `i` of a tensor of `shape`, its parameter from `p` (a scalar or a 1-D tensor
-/// along `side`).
-fn per_index<'a>(shape: &[usize], p: &'a Tensor, side: Side) -> Result<impl Fn(usize) -> f64 + 'a> {
-    let v = p.to_f64_vec();
-    let cols = *shape.last().unwrap_or(&1);
-    let rows = if shape.len() >= 2 { shape[shape.len() - 2] } else { 1 };
-    let along = match side {
-        Side::Rows => rows,
-        Side::Columns => cols,
-    };
-    if v.len() != 1 && v.len() != along {
-        bail!("a quantisation parameter of shape {:?} fits neither a scalar nor {along} entries of {shape:?}", p.shape());
-    }
-    Ok(move |i: usize| match (v.len(), side) {
-        (1, _) => v[0],
-        (_, Side::Rows) => v[(i / cols) % rows],
-        (_, Side::Columns) => v[i % cols],
-    })
-}
-
-/// `t - zp` as f64.
-fn shifted(t: &Tensor, zp: Option<&Tensor>, side: Side) -> Result<Vec<f64>> {
+/// `t - zp` as f64, the zero point a scalar or 1-D along `axis`.
+fn shifted(t: &Tensor, zp: Option<&Tensor>, axis: i64) -> Result<Vec<f64>> {
     let mut v = t.to_f64_vec();
     if let Some(z) = zp {
-        let z = per_index(t.shape(), z, side)?;
-        v.iter_mut().enumerate().for_each(|(i, e)| *e -= z(i));
+        let z = z.to_f64_vec();
+        let zi = param_index(t, z.len(), axis)?;
+        v.iter_mut().enumerate().for_each(|(i, e)| *e -= z[zi(i)]);
     }
     Ok(v)
 }
@@ -134,31 +110,28 @@ fn matmul_f64(av: &[f64], ash: &[usize], bv: &[f64], bsh: &[usize]) -> Result<Ve
 pub fn qlinear_conv(inputs: &[Option<&Tensor>], window: &Window, group: usize, out_type: &DType, out_shape: &[usize]) -> Result<Tensor> {
     let input = |i: usize| inputs.get(i).copied().flatten();
     let (Some(x), Some(xs), Some(w), Some(ws), Some(ys)) = (input(0), input(1), input(3), input(4), input(6)) else { bail!("x, w and the three scales are required") };
-    let (xs, ws, ys) = (xs.to_f64_vec(), ws.to_f64_vec(), ys.to_f64_vec());
     let m = w.shape()[0];
-    let xz = input(2).map(|t| t.to_f64_vec()).unwrap_or_else(|| vec![0.0]);
-    let wz = input(5).map(|t| t.to_f64_vec()).unwrap_or_else(|| vec![0.0]);
-    let yz = input(7).map(|t| t.to_f64_vec()).unwrap_or_else(|| vec![0.0]);
-    if xs.len() != 1 || xz.len() != 1 || ys.len() != 1 || yz.len() != 1 || (ws.len() != 1 && ws.len() != m) || (wz.len() != 1 && wz.len() != m) {
+    let count = |t: Option<&Tensor>| t.map_or(1, Tensor::numel);
+    if count(Some(xs)) != 1 || count(input(2)) != 1 || count(Some(ys)) != 1 || count(input(7)) != 1 || ![1, m].contains(&ws.numel()) || ![1, m].contains(&count(input(5))) {
         bail!("x and y scales and zero points must be scalars, w's scalar or one per output channel ({m})");
     }
-    let per_m = |v: &[f64], ch: usize| if v.len() == 1 { v[0] } else { v[ch] };
-    let xf: Vec<f32> = x.to_f64_vec().iter().map(|&v| ((v - xz[0]) * xs[0]) as f32).collect();
+    if !matches!(out_type, DType::U8 | DType::I8) {
+        crate::unsupported!("QLinearConv to {out_type}");
+    }
+    let xs = xs.to_f64_vec()[0];
+    let xf: Vec<f32> = shifted(x, input(2), 1)?.iter().map(|&v| (v * xs) as f32).collect();
+    // Weights per output channel (axis 0).
+    let wsv = ws.to_f64_vec();
+    let wsi = param_index(w, wsv.len(), 0)?;
+    let wf: Vec<f32> = shifted(w, input(5), 0)?.iter().enumerate().map(|(i, &v)| (v * wsv[wsi(i)]) as f32).collect();
     let per = w.numel() / m.max(1);
-    let wf: Vec<f32> = w.to_f64_vec().iter().enumerate().map(|(i, &v)| ((v - per_m(&wz, i / per)) * per_m(&ws, i / per)) as f32).collect();
     let bias = input(8).map(|b| {
         let bv = b.to_f64_vec();
-        Tensor::from_f32(&[m], (0..m).map(|ch| (bv[ch] * xs[0] * per_m(&ws, ch)) as f32).collect())
+        Tensor::from_f32(&[m], (0..m).map(|ch| (bv[ch] * xs * wsv[wsi(ch * per)]) as f32).collect())
     });
     let bias = bias.transpose()?;
     let y = super::conv::conv(&Tensor::from_f32(x.shape(), xf)?, &Tensor::from_f32(w.shape(), wf)?, bias.as_ref(), window, group, None, out_shape)?;
-    let (lo, hi) = match out_type {
-        DType::U8 => (0.0, 255.0),
-        DType::I8 => (-128.0, 127.0),
-        t => crate::unsupported!("QLinearConv to {t}"),
-    };
-    let q: Vec<f64> = y.as_f32()?.iter().map(|&v| ((v as f64 / ys[0]).round_ties_even() + yz[0]).clamp(lo, hi)).collect();
-    cast(&Tensor::new(out_shape.to_vec(), Data::F64(q))?, *out_type)
+    quantize_linear(&y, ys, input(7), 1, *out_type, true)
 }
 
 /// `conv(x - x_zp, w - w_zp)` in int32 (w_zp scalar or per output channel), through the f32
@@ -166,14 +139,11 @@ pub fn qlinear_conv(inputs: &[Option<&Tensor>], window: &Window, group: usize, o
 /// products are refused rather than rounded.
 pub fn conv_integer(x: &Tensor, w: &Tensor, xzp: Option<&Tensor>, wzp: Option<&Tensor>, window: &Window, group: usize, out_shape: &[usize]) -> Result<Tensor> {
     let m = w.shape()[0];
-    let xz = xzp.map(|t| t.to_f64_vec()).unwrap_or_else(|| vec![0.0]);
-    let wz = wzp.map(|t| t.to_f64_vec()).unwrap_or_else(|| vec![0.0]);
-    if xz.len() != 1 || (wz.len() != 1 && wz.len() != m) {
+    if xzp.is_some_and(|z| z.numel() != 1) || wzp.is_some_and(|z| z.numel() != 1 && z.numel() != m) {
         bail!("x_zero_point must be a scalar and w_zero_point a scalar or one per output channel ({m})");
     }
     let per = w.numel() / m.max(1);
-    let xv: Vec<f64> = x.to_f64_vec().iter().map(|&v| v - xz[0]).collect();
-    let wv: Vec<f64> = w.to_f64_vec().iter().enumerate().map(|(i, &v)| v - if wz.len() == 1 { wz[0] } else { wz[i / per] }).collect();
+    let (xv, wv) = (shifted(x, xzp, 1)?, shifted(w, wzp, 0)?);
     let max_abs = |v: &[f64]| v.iter().fold(0f64, |a, &b| a.max(b.abs()));
     if max_abs(&xv) * max_abs(&wv) * per as f64 >= (1u64 << 24) as f64 {
         crate::unsupported!("ConvInteger whose sums may exceed 2^24 (f32-exact range)");
