@@ -22,16 +22,33 @@ struct Step {
     alias: bool,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Profile {
+    Off,
+    /// Any other value of `HETSCHED_PROFILE`: time per op type.
+    PerOpType,
+    /// `HETSCHED_PROFILE=nodes`: time per node, in execution order.
+    PerNode,
+}
+
+impl Profile {
+    fn from_env() -> Profile {
+        match std::env::var_os("HETSCHED_PROFILE") {
+            None => Profile::Off,
+            Some(v) if v == "nodes" => Profile::PerNode,
+            Some(_) => Profile::PerOpType,
+        }
+    }
+}
+
 pub struct CpuExecutable {
     steps: Vec<Step>,
     num_slots: usize,
     constants: Vec<(usize, Arc<Tensor>)>,
     inputs: Vec<(usize, String, Vec<usize>)>,
     outputs: Vec<usize>,
-    /// `HETSCHED_PROFILE=1`: print per-op-type time after each run (to stderr);
-    /// `HETSCHED_PROFILE=nodes`: per node, in execution order.
-    profile: bool,
-    profile_nodes: bool,
+    /// `HETSCHED_PROFILE`: print times after each run (to stderr).
+    profile: Profile,
 }
 
 impl CpuExecutable {
@@ -82,7 +99,7 @@ impl CpuExecutable {
                 steps[i].frees.push(x);
             }
         }
-        Ok(CpuExecutable { steps, num_slots, constants, inputs, outputs, profile: std::env::var_os("HETSCHED_PROFILE").is_some(), profile_nodes: std::env::var("HETSCHED_PROFILE").is_ok_and(|v| v == "nodes") })
+        Ok(CpuExecutable { steps, num_slots, constants, inputs, outputs, profile: Profile::from_env() })
     }
 }
 
@@ -130,7 +147,7 @@ impl CpuExecutable {
         }
         let mut times: std::collections::BTreeMap<String, (f64, usize)> = Default::default();
         for (index, step) in self.steps.iter().enumerate() {
-            let t0 = self.profile.then(std::time::Instant::now);
+            let t0 = (self.profile != Profile::Off).then(std::time::Instant::now);
             let outs = if step.alias && step.frees.contains(&step.inputs[0].unwrap_or(usize::MAX)) {
                 // Last reader of a layout-only op: reuse the buffer instead of copying it.
                 let src = slots[step.inputs[0].unwrap()].take().unwrap();
@@ -162,13 +179,13 @@ impl CpuExecutable {
             }
             if let Some(t0) = t0 {
                 let kind = if matches!(step.node.op, Op::Conv { group, .. } if group > 1) { "/grouped" } else { "" };
-                let key = if self.profile_nodes { format!("{:>4} {}{kind} {}", index, step.node.op.name(), step.node.name) } else { format!("{}{kind}", step.node.op.name()) };
+                let key = if self.profile == Profile::PerNode { format!("{:>4} {}{kind} {}", index, step.node.op.name(), step.node.name) } else { format!("{}{kind}", step.node.op.name()) };
                 let e = times.entry(key).or_default();
                 e.0 += t0.elapsed().as_secs_f64() * 1e3;
                 e.1 += 1;
             }
         }
-        if self.profile {
+        if self.profile != Profile::Off {
             for (op, (ms, n)) in &times {
                 eprintln!("{op:<24} {n:>5} nodes {ms:>9.3} ms");
             }

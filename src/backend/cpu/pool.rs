@@ -115,25 +115,19 @@ fn separable_plane_generic(src: &[f32], out: &mut [f32], vrow: &mut [f32], rows:
                 }
             }
         }
-        let mut ox = 0;
         // The common 3-wide, stride-2 window in blocks of 8 outputs over 17 inputs, which the
-        // vectoriser turns into shuffles instead of a scalar loop over taps.
-        if g.kw == 3 && g.sw == 2 && g.dw == 1 {
-            ox = g.full.start;
-            while ox + 8 <= g.full.end {
-                let base = ox * 2 - g.pl;
-                let s: &[f32; 17] = vrow[base..base + 17].try_into().unwrap();
-                let o: &mut [f32; 8] = (&mut orow[ox..ox + 8]).try_into().unwrap();
-                for i in 0..8 {
-                    o[i] = reduce(reduce(s[2 * i], s[2 * i + 1]), s[2 * i + 2]);
-                }
-                ox += 8;
-            }
-            for o in 0..g.full.start {
-                orow[o] = cols[o].0.iter().fold(init, |acc, &ix| reduce(acc, vrow[ix]));
+        // vectoriser turns into shuffles instead of a scalar loop over taps; the blocks cover
+        // whole multiples of 8 of the columns whose taps are all inside the row.
+        let blocked = if g.kw == 3 && g.sw == 2 && g.dw == 1 { g.full.start..g.full.start + g.full.len() / 8 * 8 } else { 0..0 };
+        for ox in blocked.clone().step_by(8) {
+            let base = ox * 2 - g.pl;
+            let s: &[f32; 17] = vrow[base..base + 17].try_into().unwrap();
+            let o: &mut [f32; 8] = (&mut orow[ox..ox + 8]).try_into().unwrap();
+            for i in 0..8 {
+                o[i] = reduce(reduce(s[2 * i], s[2 * i + 1]), s[2 * i + 2]);
             }
         }
-        for (ox, o) in orow.iter_mut().enumerate().skip(ox) {
+        for (ox, o) in orow.iter_mut().enumerate().filter(|(ox, _)| !blocked.contains(ox)) {
             *o = if g.full.contains(&ox) {
                 let base = ox * g.sw - g.pl;
                 (1..g.kw).fold(vrow[base], |acc, t| reduce(acc, vrow[base + t * g.dw]))
