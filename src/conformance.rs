@@ -10,7 +10,7 @@ use prost::Message;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Pass,
@@ -19,13 +19,13 @@ pub enum Status {
     Error,
 }
 
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct CaseResult {
     pub name: String,
     pub status: Status,
     pub detail: String,
     /// The operator the case exercises (for the per-op summary).
-    #[serde(skip)]
+    #[serde(skip, default)]
     pub op_type: String,
 }
 

@@ -2,6 +2,7 @@
 //! Test helpers: where the shared data lives, and the model-level acceptance check.
 
 pub mod builder;
+pub mod expectations;
 
 use std::path::PathBuf;
 

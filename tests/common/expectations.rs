@@ -1,0 +1,36 @@
+//! Conformance results against the checked-in expectation files
+//! (`tests/conformance/<device>.txt`, one passing case per line): a listed case that stops
+//! passing fails the test; newly passing cases are printed so the list can grow.
+
+use hetsched::conformance::{CaseResult, Status};
+use std::collections::BTreeSet;
+
+pub fn check(device: &str, results: &[CaseResult]) {
+    let expected_file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/conformance/{device}.txt"));
+    let expected: BTreeSet<String> = std::fs::read_to_string(&expected_file)
+        .unwrap_or_else(|e| panic!("{}: {e}", expected_file.display()))
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect();
+    let passing: BTreeSet<String> = results.iter().filter(|r| r.status == Status::Pass).map(|r| r.name.clone()).collect();
+    let panics: Vec<String> = results.iter().filter(|r| r.detail.starts_with("panic")).map(|r| format!("{}: {}", r.name, r.detail)).collect();
+    let regressions: Vec<String> = expected
+        .difference(&passing)
+        .map(|n| {
+            let r = results.iter().find(|r| &r.name == n);
+            format!("{n}: {}", r.map(|r| format!("{:?} {}", r.status, r.detail)).unwrap_or_else(|| "case folder missing".into()))
+        })
+        .collect();
+    let new: Vec<&String> = passing.difference(&expected).collect();
+    if !new.is_empty() {
+        println!("{} newly passing on {device} (add them to {}):", new.len(), expected_file.display());
+        for n in &new {
+            println!("  {n}");
+        }
+    }
+    println!("{device}: {} of {} cases pass ({} expected)", passing.len(), results.len(), expected.len());
+    assert!(panics.is_empty(), "cases panicked (bugs):\n{}", panics.join("\n"));
+    assert!(regressions.is_empty(), "{} expected cases no longer pass on {device}:\n{}", regressions.len(), regressions.join("\n"));
+}
