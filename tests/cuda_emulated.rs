@@ -89,6 +89,28 @@ fn check_model(name: &str, env: &[(&str, &str)]) {
     }
 }
 
+/// Convolutions and GEMMs go through cuBLAS, captured into the graph; TF32 only on request.
+#[test]
+fn convolutions_run_as_captured_cublas_gemms() {
+    let Some(shared) = common::shared_dir() else { return };
+    let Some(emu) = emulator() else { return };
+    let dir = shared.join("models/squeezenet1_1");
+    let inputs = dir.join("test_data_set_0");
+    let args = ["run", dir.to_str().unwrap(), "--device", "cuda", "--inputs", inputs.to_str().unwrap(), "--check"];
+    let (ok, out, err) = hetsched(emu, &args, &[("HETSCHED_EMULATOR_TRACE", "1")]);
+    assert!(ok, "{out}\n{err}");
+    let gemms = err.lines().filter(|l| l.contains("cublas gemm") && l.ends_with("[captured]")).count();
+    // squeezenet: 26 convolutions, all ungrouped.
+    assert_eq!(gemms, 26, "{err}");
+    assert!(!err.contains("launch matmul_f32") && !err.contains("launch conv2d_f32") && !err.contains("tf32"), "{err}");
+    // TF32 rounds the GEMM inputs to 10 mantissa bits: about 1e-3 relative error on a model
+    // (PyTorch's allow_tf32 gives the same), so it is checked at that level.
+    let tf32 = [&args[..], &["--tf32", "--rel-l2", "3e-3", "--max-frac", "1e-2"]].concat();
+    let (ok, out, err) = hetsched(emu, &tf32, &[("HETSCHED_EMULATOR_TRACE", "1")]);
+    assert!(ok, "{out}\n{err}");
+    assert!(err.contains("tf32 [captured]"), "{err}");
+}
+
 #[test]
 fn squeezenet_matches_on_emulated_cuda() {
     check_model("squeezenet1_1", &[]);

@@ -1,5 +1,7 @@
 // Convolution, pooling and row-wise kernels. Parameter layouts match shaders/wgsl/{conv2d,
-// pool2d,rows}.wgsl. Dense GEMMs go to cuBLAS instead of a kernel here.
+// pool2d,rows,matmul}.wgsl. The CUDA executable runs Matmul launches through cuBLAS where
+// their strides allow (then bias_act_f32 applies bias and activation); matmul_f32 is the
+// fallback for general views.
 
 extern "C" __global__ void conv2d_f32(const u32* p, const float* x, const float* w, const float* bias, float* y) {
     u32 C = p[1], H = p[2], W = p[3], M = p[4], OH = p[5], OW = p[6], KH = p[7], KW = p[8], G = p[15];
@@ -141,4 +143,16 @@ extern "C" __global__ void matmul_f32(const u32* p, const float* a, const float*
     float v = pf(p, 12) * acc;
     if (p[9] == 1u) v += pf(p, 13) * bias[row * p[10] + col * p[11]];
     c[batch * m * n + row * n + col] = activate(v, p[14], pf(p, 15), pf(p, 16));
+}
+
+// What a Matmul run through cuBLAS still owes: C += beta * bias (row and column strides, so a
+// per-channel or per-column bias broadcasts), then the fused activation.
+// p: [total, n, m*n, has_bias, bias_rs, bias_cs, beta_bits, act, lo_bits, hi_bits].
+extern "C" __global__ void bias_act_f32(const u32* p, const float* bias, float* c) {
+    u32 i = flat_index();
+    if (i >= p[0]) return;
+    u32 col = i % p[1], row = (i % p[2]) / p[1];
+    float v = c[i];
+    if (p[3] == 1u) v += pf(p, 6) * bias[row * p[4] + col * p[5]];
+    c[i] = activate(v, p[7], pf(p, 8), pf(p, 9));
 }

@@ -45,6 +45,8 @@ pub trait Backend: Send + Sync {
 pub struct CompileOptions {
     /// Store float tensors as f16 where the device supports it (half the memory; looser accuracy).
     pub f16: bool,
+    /// Allow TF32 tensor-core GEMMs (CUDA); see [`crate::SessionOptions::tf32`].
+    pub tf32: bool,
 }
 
 /// A compiled graph or partition. Immutable and shared; each `run` has its own state, so many

@@ -37,10 +37,13 @@ pub struct RunArgs {
     /// Store float tensors as f16 on the device (wgpu with shader-f16).
     #[arg(long)]
     f16: bool,
+    /// Let CUDA GEMMs use TF32 tensor cores (faster, ~1e-3 relative error).
+    #[arg(long)]
+    tf32: bool,
 }
 
 pub fn run(a: RunArgs) -> Result<ExitCode> {
-    let opts = SessionOptions { device: a.device.clone(), optimize: !a.no_optimize, f16: a.f16 };
+    let opts = SessionOptions { device: a.device.clone(), optimize: !a.no_optimize, f16: a.f16, tf32: a.tf32 };
     let session = Session::from_path(model_path(&a.model), opts)?;
     let (inputs, refs) = match &a.inputs {
         Some(dir) => {

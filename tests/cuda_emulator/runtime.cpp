@@ -12,6 +12,8 @@
 //   in the results) and followed by a canary checked at every synchronisation (a kernel writing
 //   past its buffer is reported as CUDA_ERROR_ILLEGAL_ADDRESS).
 //
+// HETSCHED_EMULATOR_TRACE=1 prints every kernel launch and GEMM as it is queued.
+//
 // Loaded as libcuda.so / libnvrtc.so / libcublas.so (thin libraries that depend on this one),
 // through LD_LIBRARY_PATH. Built and driven by tests/cuda_emulated.rs.
 #include "prelude.h"
@@ -297,6 +299,11 @@ Stream default_stream;
 
 Stream* stream_of(void* s) { return s ? static_cast<Stream*>(s) : &default_stream; }
 
+bool tracing() {
+    static const bool on = getenv("HETSCHED_EMULATOR_TRACE") != nullptr;
+    return on;
+}
+
 void enqueue(void* s, Op op) {
     Stream* st = stream_of(s);
     if (st->capture)
@@ -501,6 +508,7 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
     }
     auto bound = std::shared_ptr<EmuBound>(new EmuBound(fn->bind(params)), [](EmuBound* b) { b->drop(b->data); delete b; });
     bool fibers = fn->fibers;
+    if (tracing()) fprintf(stderr, "emulator: launch %s grid (%u,%u,%u) block (%u,%u,%u)%s\n", fn->name.c_str(), gx, gy, gz, bx, by, bz, stream_of(s)->capture ? " [captured]" : "");
     dim3 grid{gx, gy, gz}, block{bx, by, bz};
     enqueue(s, [=] { run_grid(*bound, grid, block, fibers); });
     return OK;
@@ -592,6 +600,7 @@ static void gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float
 static int enqueue_gemm(void* h, int ta, int tb, int m, int n, int k, const float* alpha, const void* a, int lda, long long sa, const void* b, int ldb, long long sb, const float* beta, void* c, int ldc, long long sc, int batch, bool tf32) {
     if (m < 0 || n < 0 || k < 0 || batch < 0 || lda < std::max(1, ta ? k : m) || ldb < std::max(1, tb ? n : k) || ldc < std::max(1, m)) return 7;  // INVALID_VALUE
     float al = *alpha, be = *beta;
+    if (tracing()) fprintf(stderr, "emulator: cublas gemm %c%c m=%d n=%d k=%d batch=%d%s%s\n", ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, batch, tf32 ? " tf32" : "", stream_of(static_cast<Blas*>(h)->stream)->capture ? " [captured]" : "");
     enqueue(static_cast<Blas*>(h)->stream, [=] {
         gemm(ta != 0, tb != 0, m, n, k, al, static_cast<const float*>(a), lda, sa, static_cast<const float*>(b), ldb, sb, be, static_cast<float*>(c), ldc, sc, batch, tf32);
     });

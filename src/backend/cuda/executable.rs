@@ -3,25 +3,28 @@
 //! asynchronous uploads from pinned memory, the plan's launches, downloads into pinned memory and
 //! one synchronisation. The launches are captured into a CUDA graph on the first run and replayed
 //! after that (one driver call instead of one per kernel; `HETSCHED_CUDA_GRAPHS=0` turns this
-//! off), falling back to plain launches if capture fails. (cuBLAS GEMMs and a separate copy
-//! stream are the next steps; this version has not run on a GPU yet.)
+//! off), falling back to plain launches if capture fails. Matmul launches (which include every
+//! ungrouped convolution: the lowering turns them into im2col + GEMM) run through cuBLAS, f32
+//! unless the session allows TF32. Checked on the CPU emulator of the driver
+//! (tests/cuda_emulated.rs); not yet run on a GPU.
 
 use super::kernels::{self, Unit};
 use super::Device;
-use crate::backend::gpu::lower::lower;
+use super::gemm::{epilogue_params, gemm_spec, GemmSpec};
+use crate::backend::gpu::layout::grid;
+use crate::backend::gpu::lower::{lower, LowerOptions};
 use crate::backend::gpu::{Elem, Kernel, OpSpec, BLOCK};
 use crate::backend::Executable;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::tensor::{DType, Data, Tensor};
-use cudarc::driver::{sys, CudaFunction, CudaGraph, CudaSlice, LaunchConfig, PinnedHostSlice, PushKernelArg};
+use cudarc::driver::{sys, CudaFunction, CudaGraph, CudaSlice, DevicePtr, LaunchConfig, PinnedHostSlice, PushKernelArg};
 use std::sync::{Arc, Mutex};
 
-struct Step {
-    func: CudaFunction,
-    params: CudaSlice<u32>,
-    bufs: Vec<usize>,
-    cfg: LaunchConfig,
+enum Step {
+    Kernel { func: CudaFunction, params: CudaSlice<u32>, bufs: Vec<usize>, cfg: LaunchConfig },
+    /// C = alpha * first * second in cuBLAS's column-major terms (buffers: first, second, C).
+    Gemm { spec: GemmSpec, bufs: [usize; 3] },
 }
 
 /// A captured launch sequence.
@@ -52,6 +55,7 @@ pub struct CudaExecutable {
     dev: Arc<Device>,
     state: Mutex<State>,
     steps: Vec<Step>,
+    tf32: bool,
     inputs: Vec<(usize, String, Vec<usize>)>,
     outputs: Vec<(usize, Vec<usize>, DType)>,
 }
@@ -89,8 +93,8 @@ fn entry(kernel: Kernel, op: OpSpec) -> Result<(Unit, &'static str)> {
 }
 
 impl CudaExecutable {
-    pub fn new(dev: Arc<Device>, graph: Arc<Graph>) -> Result<Self> {
-        let plan = lower(&graph, false, dev.max_buffer_bytes)?;
+    pub fn new(dev: Arc<Device>, graph: Arc<Graph>, tf32: bool) -> Result<Self> {
+        let plan = lower(&graph, LowerOptions { f16: false, max_bytes: dev.max_buffer_bytes, conv_as_gemm: true })?;
         if plan.buffers.iter().any(|b| b.elem != Elem::F32) {
             return Err(Error::Unsupported { node: String::new(), op: String::new(), what: "f16 storage on cuda".into() });
         }
@@ -105,13 +109,26 @@ impl CudaExecutable {
             buffers.push(stream.clone_htod(&host).map_err(cuda_err)?);
         }
         let mut steps = Vec::with_capacity(plan.launches.len());
+        let nn = || Unit { file: "nn.cu", op: String::new(), binary: false };
         for l in &plan.launches {
+            let gemm = if l.kernel == Kernel::Matmul { gemm_spec(&l.params, l.grid[2]) } else { None };
+            if let Some(spec) = gemm {
+                dev.blas()?;
+                steps.push(Step::Gemm { spec, bufs: [l.bufs[1], l.bufs[0], l.bufs[3]] });
+                if let Some(p) = epilogue_params(&l.params, l.grid[2]) {
+                    let g = grid(p[0] as usize);
+                    let cfg = LaunchConfig { grid_dim: (g[0], g[1], g[2]), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+                    let params = stream.clone_htod(&p).map_err(cuda_err)?;
+                    steps.push(Step::Kernel { func: dev.function(&nn(), "bias_act_f32")?, params, bufs: vec![l.bufs[2], l.bufs[3]], cfg });
+                }
+                continue;
+            }
             let (unit, name) = entry(l.kernel, l.op)?;
             let func = dev.function(&unit, name)?;
             let params = stream.clone_htod(if l.params.is_empty() { &[0u32][..] } else { &l.params }).map_err(cuda_err)?;
             let block = if l.kernel == Kernel::Matmul { (16, 16, 1) } else { (BLOCK, 1, 1) };
             let cfg = LaunchConfig { grid_dim: (l.grid[0], l.grid[1], l.grid[2]), block_dim: block, shared_mem_bytes: 0 };
-            steps.push(Step { func, params, bufs: l.bufs.clone(), cfg });
+            steps.push(Step::Kernel { func, params, bufs: l.bufs.clone(), cfg });
         }
         let inputs: Vec<(usize, String, Vec<usize>)> = plan.inputs.iter().map(|i| (i.buffer, i.name.clone(), i.shape.clone())).collect();
         let outputs: Vec<(usize, Vec<usize>, DType)> = plan.outputs.iter().map(|o| (o.buffer, o.shape.clone(), o.dtype)).collect();
@@ -125,7 +142,7 @@ impl CudaExecutable {
         let downloads = outputs.iter().map(|(buf, _, _)| pinned(buffers[*buf].len(), 0)).collect::<Result<_>>()?;
         let graph = if std::env::var("HETSCHED_CUDA_GRAPHS").is_ok_and(|v| v == "0") { Graphing::Off } else { Graphing::Pending };
         let state = Mutex::new(State { buffers, uploads, downloads, graph });
-        Ok(CudaExecutable { dev, state, steps, inputs, outputs })
+        Ok(CudaExecutable { dev, state, steps, tf32, inputs, outputs })
     }
 }
 
@@ -134,16 +151,45 @@ impl CudaExecutable {
     fn launch_all(&self, buffers: &[CudaSlice<f32>]) -> Result<()> {
         let stream = &self.dev.stream;
         for s in &self.steps {
-            let mut launch = stream.launch_builder(&s.func);
-            launch.arg(&s.params);
-            for &b in &s.bufs {
-                launch.arg(&buffers[b]);
+            match s {
+                Step::Kernel { func, params, bufs, cfg } => {
+                    let mut launch = stream.launch_builder(func);
+                    launch.arg(params);
+                    for &b in bufs {
+                        launch.arg(&buffers[b]);
+                    }
+                    // SAFETY: every kernel reads and writes only within the element counts its
+                    // parameters give, which the planner derived from these buffers' lengths.
+                    unsafe { launch.launch(*cfg) }.map_err(cuda_err)?;
+                }
+                Step::Gemm { spec, bufs } => self.gemm(spec, [&buffers[bufs[0]], &buffers[bufs[1]], &buffers[bufs[2]]])?,
             }
-            // SAFETY: every kernel reads and writes only within the element counts its
-            // parameters give, which the planner derived from these buffers' lengths.
-            unsafe { launch.launch(s.cfg) }.map_err(cuda_err)?;
         }
         Ok(())
+    }
+
+    /// Queues one strided-batched GEMM on the stream (f32 compute, or TF32 if allowed).
+    fn gemm(&self, s: &GemmSpec, [first, second, c]: [&CudaSlice<f32>; 3]) -> Result<()> {
+        use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cudaDataType};
+        let stream = &self.dev.stream;
+        let blas = self.dev.blas()?;
+        let (first, _f) = first.device_ptr(stream);
+        let (second, _s) = second.device_ptr(stream);
+        let (c, _c) = c.device_ptr(stream);
+        let compute = if self.tf32 { cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32 } else { cublasComputeType_t::CUBLAS_COMPUTE_32F };
+        let (alpha, beta) = (s.alpha, 0.0f32);
+        let f32t = cudaDataType::CUDA_R_32F;
+        // SAFETY: the planner sized every buffer for the strides and batch of this product
+        // (gemm_spec only accepts views cuBLAS can address), and C is no operand's buffer.
+        unsafe {
+            cudarc::cublas::result::gemm_strided_batched_ex(
+                *blas.handle(), s.op_first, s.op_second, s.m, s.n, s.k,
+                (&alpha as *const f32).cast(), first as *const _, f32t, s.ld_first, s.stride_first,
+                second as *const _, f32t, s.ld_second, s.stride_second,
+                (&beta as *const f32).cast(), c as *mut _, f32t, s.ldc, s.stride_c, s.batch, compute, cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .map_err(|e| Error::Tensor(format!("cuBLAS GEMM {s:?}: {e:?}")))
     }
 
     /// Captures the launches into a graph. On any failure the stream leaves capture mode and

@@ -3,11 +3,12 @@
 //! cudarc panics on a missing one. Kernels are CUDA C in `shaders/cuda`, compiled with NVRTC.
 //!
 //! The executor realises the shared GPU plan (`backend::gpu`) with cudarc. Status: probing and
-//! the NVRTC compilation of every kernel are tested here without a GPU; the executor (pinned
-//! staging, CUDA-graph replay) compiles but has not yet run on a device (cuBLAS and a separate
-//! copy stream are the next steps).
+//! the NVRTC compilation of every kernel are tested without a GPU, and the whole path runs on
+//! a CPU emulator of the driver, NVRTC and cuBLAS (tests/cuda_emulated.rs); it has not yet run
+//! on a device.
 
 mod executable;
+pub mod gemm;
 pub mod kernels;
 
 pub use executable::CudaExecutable;
@@ -46,9 +47,19 @@ pub struct Device {
     pub arch: &'static str,
     pub max_buffer_bytes: u64,
     modules: Mutex<HashMap<kernels::Unit, Arc<cudarc::driver::CudaModule>>>,
+    /// The cuBLAS handle on `stream`, made on first use.
+    blas: OnceLock<std::result::Result<Arc<cudarc::cublas::CudaBlas>, String>>,
 }
 
 impl Device {
+    /// The cuBLAS handle, bound to the device stream.
+    pub fn blas(&self) -> Result<Arc<cudarc::cublas::CudaBlas>> {
+        self.blas
+            .get_or_init(|| cudarc::cublas::CudaBlas::new(self.stream.clone()).map(Arc::new).map_err(|e| format!("creating a cuBLAS handle: {e:?}")))
+            .clone()
+            .map_err(|reason| Error::DeviceUnavailable { device: "cuda".into(), reason })
+    }
+
     /// The entry point `name` of `unit`, compiling and loading the module on first use.
     pub fn function(&self, unit: &kernels::Unit, name: &str) -> Result<cudarc::driver::CudaFunction> {
         let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
@@ -91,7 +102,7 @@ pub fn device() -> Result<Arc<Device>> {
             unsafe { ctx.disable_event_tracking() };
             // A created stream, not the legacy default one, which cannot be captured into graphs.
             let stream = ctx.new_stream().map_err(|e| format!("creating a stream: {e:?}"))?;
-            Ok(Arc::new(Device { ctx, stream, name, arch, max_buffer_bytes: 1 << 34, modules: Mutex::new(HashMap::new()) }))
+            Ok(Arc::new(Device { ctx, stream, name, arch, max_buffer_bytes: 1 << 34, modules: Mutex::new(HashMap::new()), blas: OnceLock::new() }))
         })
         .clone()
         .map_err(|reason| Error::DeviceUnavailable { device: "cuda".into(), reason })
@@ -127,6 +138,6 @@ impl Backend for CudaBackend {
         if options.f16 {
             return Err(Error::Unsupported { node: String::new(), op: String::new(), what: "f16 storage on cuda".into() });
         }
-        Ok(Arc::new(CudaExecutable::new(self.dev.clone(), graph)?))
+        Ok(Arc::new(CudaExecutable::new(self.dev.clone(), graph, options.tf32)?))
     }
 }

@@ -14,9 +14,10 @@ use std::sync::Arc;
 
 /// Lowers a bound graph to buffers and launches. `max_bytes` is the largest buffer the device
 /// binds; `f16` stores float tensors as f16.
-pub fn lower(graph: &Graph, f16: bool, max_bytes: u64) -> Result<GpuPlan> {
+pub fn lower(graph: &Graph, options: LowerOptions) -> Result<GpuPlan> {
     let g = graph;
-    let mut b = Builder { g, max_bytes, f16, buffers: vec![], value_buf: HashMap::new(), launches: vec![], dummy: None };
+    let LowerOptions { f16, max_bytes, conv_as_gemm } = options;
+    let mut b = Builder { g, max_bytes, f16, conv_as_gemm, buffers: vec![], value_buf: HashMap::new(), launches: vec![], dummy: None, scratch: None };
     let mut inputs = vec![];
     for gi in &g.inputs {
         let shape = g.g[gi.node].outputs[0].shape.clone().ok_or_else(|| Error::Input(format!("input '{}' has no bound shape", gi.name)))?;
@@ -42,8 +43,23 @@ pub fn lower(graph: &Graph, f16: bool, max_bytes: u64) -> Result<GpuPlan> {
     Ok(GpuPlan { buffers: b.buffers, launches: b.launches, inputs, outputs })
 }
 
+/// What a backend asks of the lowering.
+#[derive(Clone, Copy, Debug)]
+pub struct LowerOptions {
+    /// Store float tensors as f16.
+    pub f16: bool,
+    /// Largest buffer the device can bind, in bytes.
+    pub max_bytes: u64,
+    /// Lower ungrouped convolutions to (im2col copy +) a Matmul launch, for backends whose
+    /// Matmul is a vendor GEMM (cuBLAS); the others keep the direct conv2d kernel.
+    pub conv_as_gemm: bool,
+}
+
 struct Builder<'a> {
     g: &'a Graph,
+    conv_as_gemm: bool,
+    /// One im2col buffer shared by every convolution (they run in order), sized for the largest.
+    scratch: Option<usize>,
     /// Largest buffer the device can bind.
     max_bytes: u64,
     /// Store float tensors as f16.
@@ -118,6 +134,61 @@ impl<'a> Builder<'a> {
     fn step(&mut self, kernel: Kernel, op: OpSpec, params: &[u32], bufs: &[usize], groups: [u32; 3]) -> Result<()> {
         self.launches.push(Launch { kernel, op, params: params.to_vec(), bufs: bufs.to_vec(), grid: groups });
         Ok(())
+    }
+
+    /// An ungrouped convolution as one batched GEMM, Y[n] (M x OH*OW) = W (M x C*KH*KW) *
+    /// cols[n], with bias and activation in the Matmul's epilogue. A pointwise convolution reads
+    /// the input in place; otherwise the input is copied into a zero-bordered buffer (its border is
+    /// never written, so it stays zero across runs) and unfolded into the shared im2col buffer by
+    /// a 6-D strided copy.
+    fn conv_gemm(&mut self, geo: [u32; 15], x: usize, w: usize, bias: Option<usize>, activation: Option<crate::graph::Activation>, o: usize) -> Result<()> {
+        let [n, c, h, wd, m, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw] = geo.map(|v| v as usize);
+        let (k, pixels) = (c * kh * kw, oh * ow);
+        let pointwise = kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0 && oh == h && ow == wd;
+        let cols = if pointwise {
+            x
+        } else {
+            let hp = (h + ph).max((oh - 1) * sh + (kh - 1) * dh + 1);
+            let wp = (wd + pw).max((ow - 1) * sw + (kw - 1) * dw + 1);
+            let elem = self.buffers[x].elem;
+            let padded = if hp == h && wp == wd {
+                x
+            } else {
+                let padded = self.new_buffer(n * c * hp * wp, elem)?;
+                let dense: Vec<isize> = strides_of(&[n, c, h, wd]).iter().map(|&s| s as isize).collect();
+                let (plane, img) = ((hp * wp) as isize, (c * hp * wp) as isize);
+                self.copy(x, 0, &dense, padded, ph * wp + pw, &[img, plane, wp as isize, 1], &[n, c, h, wd])?;
+                padded
+            };
+            let cols = self.scratch(n * k * pixels, elem)?;
+            let src = [(c * hp * wp) as isize, (hp * wp) as isize, (dh * wp) as isize, dw as isize, (sh * wp) as isize, sw as isize];
+            let dst: Vec<isize> = strides_of(&[n, c, kh, kw, oh, ow]).iter().map(|&s| s as isize).collect();
+            self.copy(padded, 0, &src, cols, 0, &dst, &[n, c, kh, kw, oh, ow])?;
+            cols
+        };
+        let b = match bias {
+            Some(b) => b,
+            None => self.dummy()?,
+        };
+        let mut p = vec![m as u32, pixels as u32, k as u32, 0, k as u32, 1, (k * pixels) as u32, pixels as u32, 1, bias.is_some() as u32, 1, 0, 1f32.to_bits(), 1f32.to_bits()];
+        p.extend(act_params(activation));
+        self.step(Kernel::Matmul, OpSpec::None, &p, &[w, cols, b, o], [pixels.div_ceil(16) as u32, m.div_ceil(16) as u32, n as u32])
+    }
+
+    /// The shared im2col buffer, grown to at least `len` elements.
+    fn scratch(&mut self, len: usize, elem: Elem) -> Result<usize> {
+        match self.scratch {
+            Some(b) if self.buffers[b].elem == elem => {
+                self.check_size((len * elem.bytes()) as u64)?;
+                self.buffers[b].len = self.buffers[b].len.max(len);
+                Ok(b)
+            }
+            _ => {
+                let b = self.new_buffer(len, elem)?;
+                self.scratch = Some(b);
+                Ok(b)
+            }
+        }
     }
 
     /// Copies a strided view of `src` into a strided view of `dst` over `shape`.
@@ -207,11 +278,15 @@ impl<'a> Builder<'a> {
                 let w = self.input(n, 1)?;
                 let b = if has_bias { self.input(n, 2)? } else { self.dummy()? };
                 let o = self.output(n, 0)?;
-                let mut p = geo.to_vec();
-                p.push(*group as u32);
-                p.push(has_bias as u32);
-                p.extend(act_params(*activation));
-                self.step(Kernel::Conv2d, OpSpec::None, &p, &[x, w, b, o], grid(numel))?;
+                if self.conv_as_gemm && *group == 1 {
+                    self.conv_gemm(geo, x, w, has_bias.then_some(b), *activation, o)?;
+                } else {
+                    let mut p = geo.to_vec();
+                    p.push(*group as u32);
+                    p.push(has_bias as u32);
+                    p.extend(act_params(*activation));
+                    self.step(Kernel::Conv2d, OpSpec::None, &p, &[x, w, b, o], grid(numel))?;
+                }
             }
             Op::Pool { kind, window } => {
                 let xs = self.in_shape(n, 0);

@@ -5,7 +5,7 @@
 use super::kernels;
 use super::Context;
 use crate::backend::gpu::layout::{decode, encode};
-use crate::backend::gpu::lower::lower;
+use crate::backend::gpu::lower::{lower, LowerOptions};
 use crate::backend::gpu::Elem;
 use crate::backend::Executable;
 use crate::error::{Error, Result};
@@ -41,7 +41,7 @@ pub struct WgpuExecutable {
 impl WgpuExecutable {
     pub fn new(ctx: Arc<Context>, graph: Arc<Graph>, f16: bool) -> Result<Self> {
         let max_bytes = (ctx.limits.max_storage_buffer_binding_size as u64).min(ctx.limits.max_buffer_size);
-        let plan = lower(&graph, f16, max_bytes)?;
+        let plan = lower(&graph, LowerOptions { f16, max_bytes, conv_as_gemm: false })?;
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
         let buffers: Vec<wgpu::Buffer> = plan
             .buffers
