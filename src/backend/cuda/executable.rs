@@ -1,7 +1,8 @@
 //! The shared GPU plan ([`crate::backend::gpu::GpuPlan`]) realised with cudarc: device buffers,
 //! parameter arrays, kernel functions and pinned host staging made once per plan. A run is
-//! asynchronous uploads from pinned memory, the plan's launches, downloads into pinned memory and
-//! one synchronisation. The launches are captured into a CUDA graph on the first run and replayed
+//! asynchronous uploads from pinned memory on the copy stream, the plan's launches on the compute
+//! stream once an event says the uploads are in, downloads into pinned memory on the copy stream
+//! once the kernels are done, and one synchronisation. The launches are captured into a CUDA graph on the first run and replayed
 //! after that (one driver call instead of one per kernel; `HETSCHED_CUDA_GRAPHS=0` turns this
 //! off), falling back to plain launches if capture fails. Matmul launches (which include every
 //! ungrouped convolution: the lowering turns them into im2col + GEMM) run through cuBLAS, f32
@@ -18,7 +19,7 @@ use crate::backend::Executable;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::tensor::{DType, Data, Tensor};
-use cudarc::driver::{sys, CudaFunction, CudaGraph, CudaSlice, DevicePtr, LaunchConfig, PinnedHostSlice, PushKernelArg};
+use cudarc::driver::{sys, CudaEvent, CudaFunction, CudaGraph, CudaSlice, DevicePtr, LaunchConfig, PinnedHostSlice, PushKernelArg};
 use std::sync::{Arc, Mutex};
 
 enum Step {
@@ -40,6 +41,9 @@ struct State {
     /// block the host thread (pageable copies run at about a third of the speed).
     uploads: Vec<PinnedHostSlice<f32>>,
     downloads: Vec<PinnedHostSlice<f32>>,
+    /// Ordering between the copy stream and the compute stream.
+    uploaded: CudaEvent,
+    computed: CudaEvent,
     graph: Graphing,
 }
 
@@ -141,7 +145,10 @@ impl CudaExecutable {
         let uploads = inputs.iter().map(|(_, _, shape)| pinned(shape.iter().product(), sys::CU_MEMHOSTALLOC_WRITECOMBINED)).collect::<Result<_>>()?;
         let downloads = outputs.iter().map(|(buf, _, _)| pinned(buffers[*buf].len(), 0)).collect::<Result<_>>()?;
         let graph = if std::env::var("HETSCHED_CUDA_GRAPHS").is_ok_and(|v| v == "0") { Graphing::Off } else { Graphing::Pending };
-        let state = Mutex::new(State { buffers, uploads, downloads, graph });
+        // The buffers were filled on the compute stream; runs upload on the copy stream.
+        stream.synchronize().map_err(cuda_err)?;
+        let (uploaded, computed) = (dev.ctx.new_event(None).map_err(cuda_err)?, dev.ctx.new_event(None).map_err(cuda_err)?);
+        let state = Mutex::new(State { buffers, uploads, downloads, uploaded, computed, graph });
         Ok(CudaExecutable { dev, state, steps, tf32, inputs, outputs })
     }
 }
@@ -211,7 +218,7 @@ impl Executable for CudaExecutable {
         if inputs.len() != self.inputs.len() {
             return Err(Error::Input(format!("expected {} inputs, got {}", self.inputs.len(), inputs.len())));
         }
-        let stream = &self.dev.stream;
+        let (stream, copies) = (&self.dev.stream, &self.dev.copy_stream);
         let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let state = &mut *guard;
         for (((buf, name, shape), t), staging) in self.inputs.iter().zip(&inputs).zip(&mut state.uploads) {
@@ -224,9 +231,12 @@ impl Executable for CudaExecutable {
                 staging.as_mut_slice().map_err(cuda_err)?[..host.len()].copy_from_slice(&host);
                 // The whole staging buffer (sized to this input): a pinned source keeps the copy
                 // asynchronous, where a plain slice would make cudarc wait for it.
-                stream.memcpy_htod(staging, &mut state.buffers[*buf]).map_err(cuda_err)?;
+                copies.memcpy_htod(staging, &mut state.buffers[*buf]).map_err(cuda_err)?;
             }
         }
+        // The kernels start when the uploads are in; the downloads when the kernels are done.
+        state.uploaded.record(copies).map_err(cuda_err)?;
+        stream.wait(&state.uploaded).map_err(cuda_err)?;
         if matches!(state.graph, Graphing::Pending) {
             state.graph = match self.capture(&state.buffers) {
                 Ok(replay) => Graphing::Ready(replay),
@@ -240,10 +250,12 @@ impl Executable for CudaExecutable {
             Graphing::Ready(Replay(graph)) => graph.launch().map_err(cuda_err)?,
             _ => self.launch_all(&state.buffers)?,
         }
+        state.computed.record(stream).map_err(cuda_err)?;
+        copies.wait(&state.computed).map_err(cuda_err)?;
         for ((buf, _, _), staging) in self.outputs.iter().zip(&mut state.downloads) {
-            stream.memcpy_dtoh(&state.buffers[*buf], staging).map_err(cuda_err)?;
+            copies.memcpy_dtoh(&state.buffers[*buf], staging).map_err(cuda_err)?;
         }
-        stream.synchronize().map_err(cuda_err)?;
+        copies.synchronize().map_err(cuda_err)?;
         let mut outs = Vec::with_capacity(self.outputs.len());
         for ((_, shape, dtype), staging) in self.outputs.iter().zip(&state.downloads) {
             let n: usize = shape.iter().product();

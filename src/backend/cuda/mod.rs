@@ -41,7 +41,11 @@ pub fn probe_libraries(names: &[&str]) -> std::result::Result<(), String> {
 /// Device 0 with its stream, architecture and loaded kernel modules.
 pub struct Device {
     pub ctx: Arc<cudarc::driver::CudaContext>,
+    /// The compute stream: kernels and cuBLAS, captured into graphs.
     pub stream: Arc<cudarc::driver::CudaStream>,
+    /// Host<->device copies, ordered against `stream` by events, so one run's transfers can
+    /// overlap another's kernels.
+    pub copy_stream: Arc<cudarc::driver::CudaStream>,
     pub name: String,
     /// NVRTC virtual architecture of the device, e.g. `compute_90`.
     pub arch: &'static str,
@@ -102,7 +106,8 @@ pub fn device() -> Result<Arc<Device>> {
             unsafe { ctx.disable_event_tracking() };
             // A created stream, not the legacy default one, which cannot be captured into graphs.
             let stream = ctx.new_stream().map_err(|e| format!("creating a stream: {e:?}"))?;
-            Ok(Arc::new(Device { ctx, stream, name, arch, max_buffer_bytes: 1 << 34, modules: Mutex::new(HashMap::new()), blas: OnceLock::new() }))
+            let copy_stream = ctx.new_stream().map_err(|e| format!("creating a stream: {e:?}"))?;
+            Ok(Arc::new(Device { ctx, stream, copy_stream, name, arch, max_buffer_bytes: 1 << 34, modules: Mutex::new(HashMap::new()), blas: OnceLock::new() }))
         })
         .clone()
         .map_err(|reason| Error::DeviceUnavailable { device: "cuda".into(), reason })
