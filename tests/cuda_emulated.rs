@@ -102,13 +102,30 @@ fn convolutions_run_as_captured_cublas_gemms() {
     let gemms = err.lines().filter(|l| l.contains("cublas gemm") && l.ends_with("[captured]")).count();
     // squeezenet: 26 convolutions, all ungrouped.
     assert_eq!(gemms, 26, "{err}");
-    assert!(!err.contains("launch matmul_f32") && !err.contains("launch conv2d_f32") && !err.contains("tf32"), "{err}");
+    assert!(!err.contains("launch matmul ") && !err.contains("launch conv2d ") && !err.contains("tf32"), "{err}");
     // TF32 rounds the GEMM inputs to 10 mantissa bits: about 1e-3 relative error on a model
     // (PyTorch's allow_tf32 gives the same), so it is checked at that level.
     let tf32 = [&args[..], &["--tf32", "--rel-l2", "3e-3", "--max-frac", "1e-2"]].concat();
     let (ok, out, err) = hetsched(emu, &tf32, &[("HETSCHED_EMULATOR_TRACE", "1")]);
     assert!(ok, "{out}\n{err}");
     assert!(err.contains("tf32 [captured]"), "{err}");
+}
+
+/// f16 storage (`--f16`): every float buffer half-size, f16 x f16 cuBLAS GEMMs accumulating in
+/// f32. About three decimal digits per value, so judged at the wgpu f16 bound.
+#[test]
+fn f16_storage_tracks_the_references() {
+    let Some(shared) = common::shared_dir() else { return };
+    let Some(emu) = emulator() else { return };
+    for name in common::MODELS {
+        let dir = shared.join("models").join(name);
+        let inputs = dir.join("test_data_set_0");
+        let args = ["run", dir.to_str().unwrap(), "--device", "cuda", "--inputs", inputs.to_str().unwrap(), "--check", "--f16", "--rel-l2", "5e-3", "--max-frac", "2e-2"];
+        let (ok, out, err) = hetsched(emu, &args, &[("HETSCHED_EMULATOR_TRACE", "1")]);
+        println!("{name} f16:\n{out}");
+        assert!(ok, "{name} with f16 storage:\n{out}\n{err}");
+        assert!(err.contains("f16 [captured]"), "{name}: no f16 GEMM in\n{err}");
+    }
 }
 
 #[test]

@@ -26,8 +26,9 @@ fn every_kernel_unit_compiles_for_hopper() {
     let failures: Vec<String> = units.iter().filter_map(|u| kernels::ptx(u, "compute_90").err().map(|e| e.to_string())).collect();
     assert!(failures.is_empty(), "{} of {} units failed:\n{}", failures.len(), units.len(), failures.join("\n"));
     // The PTX names the entry points the executor will launch.
-    let ptx = kernels::ptx(&units[units.len() - 1], "compute_90").unwrap();
-    for f in ["conv2d_f32", "pool2d_f32", "rows_f32", "matmul_f32"] {
+    let nn = units.iter().find(|u| u.file == "nn.cu").unwrap();
+    let ptx = kernels::ptx(nn, "compute_90").unwrap();
+    for f in ["conv2d", "pool2d", "rows", "matmul", "bias_act"] {
         assert!(ptx.contains(f), "{f} missing from PTX");
     }
 }
@@ -37,6 +38,6 @@ fn a_broken_kernel_is_reported() {
     if !nvrtc_available() {
         return;
     }
-    let bad = kernels::Unit { file: "elementwise.cu", op: "undefined_function(x)".into(), binary: false };
+    let bad = kernels::Unit::new("elementwise.cu", "undefined_function(x)".into(), false, &[]);
     assert!(kernels::ptx(&bad, "compute_90").is_err());
 }

@@ -2,7 +2,7 @@
 // (BINARY_OP in x, y),
 // and Where. Parameter layouts match shaders/wgsl/{copy,unary,binary,where}.wgsl.
 
-extern "C" __global__ void copy_f32(const u32* p, const float* src, float* dst) {
+extern "C" __global__ void copy(const u32* p, const B1* src, B2* dst) {
     u32 i = flat_index();
     if (i >= p[0]) return;
     u32 rem = i;
@@ -14,19 +14,19 @@ extern "C" __global__ void copy_f32(const u32* p, const float* src, float* dst) 
         s += c * (int)p[9 + k];
         d += c * (int)p[15 + k];
     }
-    dst[d] = src[s];
+    st(dst, (u32)d, ld(src, (u32)s));
 }
 
-extern "C" __global__ void unary_f32(const u32* p, const float* src, float* dst) {
+extern "C" __global__ void unary(const u32* p, const B1* src, B2* dst) {
     u32 i = flat_index();
     if (i >= p[0]) return;
-    float x = src[i];
+    float x = ld(src, i);
     float a = pf(p, 1), b = pf(p, 2);
     (void)a; (void)b;
-    dst[i] = (UNARY_OP);
+    st(dst, i, (UNARY_OP));
 }
 
-extern "C" __global__ void binary_f32(const u32* p, const float* lhs, const float* rhs, float* dst) {
+extern "C" __global__ void binary(const u32* p, const B1* lhs, const B2* rhs, B3* dst) {
     u32 i = flat_index();
     if (i >= p[0]) return;
     u32 rem = i, ia = 0, ib = 0;
@@ -36,11 +36,11 @@ extern "C" __global__ void binary_f32(const u32* p, const float* lhs, const floa
         ia += c * p[7 + k];
         ib += c * p[13 + k];
     }
-    float x = lhs[ia], y = rhs[ib];
-    dst[i] = (BINARY_OP);
+    float x = ld(lhs, ia), y = ld(rhs, ib);
+    st(dst, i, (BINARY_OP));
 }
 
-extern "C" __global__ void where_f32(const u32* p, const float* cond, const float* xs, const float* ys, float* dst) {
+extern "C" __global__ void select_where(const u32* p, const B1* cond, const B2* xs, const B3* ys, B4* dst) {
     u32 i = flat_index();
     if (i >= p[0]) return;
     u32 rem = i, ic = 0, ix = 0, iy = 0;
@@ -51,16 +51,16 @@ extern "C" __global__ void where_f32(const u32* p, const float* cond, const floa
         ix += c * p[13 + k];
         iy += c * p[19 + k];
     }
-    dst[i] = cond[ic] != 0.0f ? xs[ix] : ys[iy];
+    st(dst, i, ld(cond, ic) != 0.0f ? ld(xs, ix) : ld(ys, iy));
 }
 
-extern "C" __global__ void gather_f32(const u32* p, const float* data, const float* idx, float* y) {
+extern "C" __global__ void gather(const u32* p, const B1* data, const B2* idx, B3* y) {
     u32 i = flat_index();
     if (i >= p[0]) return;
     u32 inner = p[3], count = p[2], axis = p[1];
     u32 inn = i % inner, j = (i / inner) % count, o = i / (inner * count);
-    int k = (int)idx[j];
+    int k = (int)ld(idx, j);
     if (k < 0) k += (int)axis;
     k = max(0, min(k, (int)axis - 1));
-    y[i] = data[(o * axis + (u32)k) * inner + inn];
+    st(y, i, ld(data, (o * axis + (u32)k) * inner + inn));
 }

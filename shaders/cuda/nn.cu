@@ -1,9 +1,9 @@
 // Convolution, pooling and row-wise kernels. Parameter layouts match shaders/wgsl/{conv2d,
 // pool2d,rows,matmul}.wgsl. The CUDA executable runs Matmul launches through cuBLAS where
-// their strides allow (then bias_act_f32 applies bias and activation); matmul_f32 is the
+// their strides allow (then bias_act applies bias and activation); matmul is the
 // fallback for general views.
 
-extern "C" __global__ void conv2d_f32(const u32* p, const float* x, const float* w, const float* bias, float* y) {
+extern "C" __global__ void conv2d(const u32* p, const B1* x, const B2* w, const B3* bias, B4* y) {
     u32 C = p[1], H = p[2], W = p[3], M = p[4], OH = p[5], OW = p[6], KH = p[7], KW = p[8], G = p[15];
     u32 total = p[0] * M * OH * OW;
     u32 i = flat_index();
@@ -20,15 +20,15 @@ extern "C" __global__ void conv2d_f32(const u32* p, const float* x, const float*
             for (u32 kx = 0; kx < KW; ++kx) {
                 int ix = (int)(ox * p[10] + kx * p[14]) - (int)p[12];
                 if (ix < 0 || ix >= (int)W) continue;
-                acc += x[xc + (u32)iy * W + (u32)ix] * w[wc + ky * KW + kx];
+                acc += ld(x, xc + (u32)iy * W + (u32)ix) * ld(w, wc + ky * KW + kx);
             }
         }
     }
-    if (p[16] == 1u) acc += bias[oc];
-    y[i] = activate(acc, p[17], pf(p, 18), pf(p, 19));
+    if (p[16] == 1u) acc += ld(bias, oc);
+    st(y, i, activate(acc, p[17], pf(p, 18), pf(p, 19)));
 }
 
-extern "C" __global__ void pool2d_f32(const u32* p, const float* x, float* y) {
+extern "C" __global__ void pool2d(const u32* p, const B1* x, B2* y) {
     u32 H = p[1], W = p[2], OH = p[3], OW = p[4];
     u32 i = flat_index();
     if (i >= p[0] * OH * OW) return;
@@ -41,28 +41,28 @@ extern "C" __global__ void pool2d_f32(const u32* p, const float* x, float* y) {
             int ix = (int)(ox * p[8] + kx * p[12]) - (int)p[10];
             if (iy < (int)(H + p[14]) && ix < (int)(W + p[15])) padded++;
             if (iy < 0 || ix < 0 || iy >= (int)H || ix >= (int)W) continue;
-            float v = x[plane * H * W + (u32)iy * W + (u32)ix];
+            float v = ld(x, plane * H * W + (u32)iy * W + (u32)ix);
             count++;
             acc = kind == 0u ? fmaxf(acc, v) : acc + v;
         }
     }
     if (kind == 1u) acc /= (float)max(count, 1u);
     if (kind == 2u) acc /= (float)max(padded, 1u);
-    y[i] = acc;
+    st(y, i, acc);
 }
 
 // kind: 0 mean, 1 sum, 2 max, 3 min, 4 softmax, 5 log-softmax, 6 layer norm, 7 sum of squares,
 // 8 L1, 9 L2, 10 log-sum, 11 log-sum-exp, 12 product, 13 RMS norm, 14 argmax, 15 argmin.
-extern "C" __global__ void rows_f32(const u32* p, const float* x, const float* scale, const float* shift, float* y) {
+extern "C" __global__ void rows(const u32* p, const B1* x, const B2* scale, const B3* shift, B4* y) {
     u32 r = flat_index();
     if (r >= p[0]) return;
     u32 len = p[1], kind = p[2], base = r * len;
     if (kind <= 3u || (kind >= 7u && kind <= 12u)) {
-        float acc = (kind == 2u || kind == 3u) ? x[base] : (kind == 12u ? 1.0f : 0.0f);
+        float acc = (kind == 2u || kind == 3u) ? ld(x, base) : (kind == 12u ? 1.0f : 0.0f);
         float mx = -3.4028235e38f;
-        if (kind == 11u) for (u32 j = 0; j < len; ++j) mx = fmaxf(mx, x[base + j]);
+        if (kind == 11u) for (u32 j = 0; j < len; ++j) mx = fmaxf(mx, ld(x, base + j));
         for (u32 j = 0; j < len; ++j) {
-            float v = x[base + j];
+            float v = ld(x, base + j);
             switch (kind) {
                 case 0u: case 1u: case 10u: acc += v; break;
                 case 2u: acc = fmaxf(acc, v); break;
@@ -77,46 +77,46 @@ extern "C" __global__ void rows_f32(const u32* p, const float* x, const float* s
         if (kind == 9u) acc = sqrtf(acc);
         if (kind == 10u) acc = logf(acc);
         if (kind == 11u) acc = mx + logf(acc);
-        y[r] = acc;
+        st(y, r, acc);
         return;
     }
     if (kind == 14u || kind == 15u) {
         u32 best = 0;
-        float bv = x[base];
+        float bv = ld(x, base);
         for (u32 j = 1; j < len; ++j) {
-            float v = x[base + j];
+            float v = ld(x, base + j);
             bool better = kind == 14u ? v > bv : v < bv;
             if (better || (p[4] == 1u && v == bv)) { best = j; bv = v; }
         }
-        y[r] = (float)best;
+        st(y, r, (float)best);
         return;
     }
     if (kind == 4u || kind == 5u) {
         float mx = -3.4028235e38f, sum = 0.0f;
-        for (u32 j = 0; j < len; ++j) mx = fmaxf(mx, x[base + j]);
-        for (u32 j = 0; j < len; ++j) sum += expf(x[base + j] - mx);
+        for (u32 j = 0; j < len; ++j) mx = fmaxf(mx, ld(x, base + j));
+        for (u32 j = 0; j < len; ++j) sum += expf(ld(x, base + j) - mx);
         for (u32 j = 0; j < len; ++j) {
-            float e = x[base + j] - mx;
-            y[base + j] = kind == 5u ? e - logf(sum) : expf(e) / sum;
+            float e = ld(x, base + j) - mx;
+            st(y, base + j, kind == 5u ? e - logf(sum) : expf(e) / sum);
         }
         return;
     }
     if (kind == 13u) {
         float ms = 0.0f;
-        for (u32 j = 0; j < len; ++j) ms += x[base + j] * x[base + j];
+        for (u32 j = 0; j < len; ++j) ms += ld(x, base + j) * ld(x, base + j);
         float inv = rsqrtf(ms / (float)len + pf(p, 3));
-        for (u32 j = 0; j < len; ++j) y[base + j] = x[base + j] * inv * scale[j];
+        for (u32 j = 0; j < len; ++j) st(y, base + j, ld(x, base + j) * inv * ld(scale, j));
         return;
     }
     float mean = 0.0f, var = 0.0f;
-    for (u32 j = 0; j < len; ++j) mean += x[base + j];
+    for (u32 j = 0; j < len; ++j) mean += ld(x, base + j);
     mean /= (float)len;
-    for (u32 j = 0; j < len; ++j) { float d = x[base + j] - mean; var += d * d; }
+    for (u32 j = 0; j < len; ++j) { float d = ld(x, base + j) - mean; var += d * d; }
     float inv = rsqrtf(var / (float)len + pf(p, 3));
     for (u32 j = 0; j < len; ++j) {
-        float v = (x[base + j] - mean) * inv * scale[j];
-        if (p[4] == 1u) v += shift[j];
-        y[base + j] = v;
+        float v = (ld(x, base + j) - mean) * inv * ld(scale, j);
+        if (p[4] == 1u) v += ld(shift, j);
+        st(y, base + j, v);
     }
 }
 
@@ -124,7 +124,7 @@ extern "C" __global__ void rows_f32(const u32* p, const float* x, const float* s
 // B[b] + beta * bias, then the fused activation. Strides express transposes and batch
 // broadcasting. p: [M, N, K, a_batch, a_rs, a_cs, b_batch, b_rs, b_cs, has_bias, bias_rs,
 // bias_cs, alpha_bits, beta_bits, act, lo_bits, hi_bits]. Launch with 16x16 blocks.
-extern "C" __global__ void matmul_f32(const u32* p, const float* a, const float* bm, const float* bias, float* c) {
+extern "C" __global__ void matmul(const u32* p, const B1* a, const B2* bm, const B3* bias, B4* c) {
     __shared__ float ta[16][16];
     __shared__ float tb[16][16];
     u32 m = p[0], n = p[1], k = p[2];
@@ -133,26 +133,26 @@ extern "C" __global__ void matmul_f32(const u32* p, const float* a, const float*
     float acc = 0.0f;
     for (u32 t = 0; t < (k + 15) / 16; ++t) {
         u32 ka = t * 16 + threadIdx.x, kb = t * 16 + threadIdx.y;
-        ta[threadIdx.y][threadIdx.x] = (row < m && ka < k) ? a[a0 + row * p[4] + ka * p[5]] : 0.0f;
-        tb[threadIdx.y][threadIdx.x] = (kb < k && col < n) ? bm[b0 + kb * p[7] + col * p[8]] : 0.0f;
+        ta[threadIdx.y][threadIdx.x] = (row < m && ka < k) ? ld(a, a0 + row * p[4] + ka * p[5]) : 0.0f;
+        tb[threadIdx.y][threadIdx.x] = (kb < k && col < n) ? ld(bm, b0 + kb * p[7] + col * p[8]) : 0.0f;
         __syncthreads();
         for (int i = 0; i < 16; ++i) acc += ta[threadIdx.y][i] * tb[i][threadIdx.x];
         __syncthreads();
     }
     if (row >= m || col >= n) return;
     float v = pf(p, 12) * acc;
-    if (p[9] == 1u) v += pf(p, 13) * bias[row * p[10] + col * p[11]];
-    c[batch * m * n + row * n + col] = activate(v, p[14], pf(p, 15), pf(p, 16));
+    if (p[9] == 1u) v += pf(p, 13) * ld(bias, row * p[10] + col * p[11]);
+    st(c, batch * m * n + row * n + col, activate(v, p[14], pf(p, 15), pf(p, 16)));
 }
 
 // What a Matmul run through cuBLAS still owes: C += beta * bias (row and column strides, so a
 // per-channel or per-column bias broadcasts), then the fused activation.
 // p: [total, n, m*n, has_bias, bias_rs, bias_cs, beta_bits, act, lo_bits, hi_bits].
-extern "C" __global__ void bias_act_f32(const u32* p, const float* bias, float* c) {
+extern "C" __global__ void bias_act(const u32* p, const B1* bias, B2* c) {
     u32 i = flat_index();
     if (i >= p[0]) return;
     u32 col = i % p[1], row = (i % p[2]) / p[1];
-    float v = c[i];
-    if (p[3] == 1u) v += pf(p, 6) * bias[row * p[4] + col * p[5]];
-    c[i] = activate(v, p[7], pf(p, 8), pf(p, 9));
+    float v = ld(c, i);
+    if (p[3] == 1u) v += pf(p, 6) * ld(bias, row * p[4] + col * p[5]);
+    st(c, i, activate(v, p[7], pf(p, 8), pf(p, 9)));
 }

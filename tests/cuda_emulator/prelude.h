@@ -72,6 +72,39 @@ template <class T> static inline T __shfl_xor_sync(unsigned, T v, int m, int wid
     return emu_shuffle(v, src, src / width == lane / width);
 }
 
+// IEEE binary16 <-> binary32 (round to nearest even), as the GPU's cvt instructions do.
+static inline float emu_h2f(unsigned short h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, u;
+    if (exp == 0x1fu) u = sign | 0x7f800000u | (man << 13);
+    else if (exp != 0) u = sign | ((exp + 112u) << 23) | (man << 13);
+    else if (man == 0) u = sign;
+    else {
+        int e = -1;
+        do { e++; man <<= 1; } while (!(man & 0x400u));
+        u = sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3ffu) << 13);
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static inline unsigned short emu_f2h(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+    if (a >= 0x7f800000u) return (unsigned short)(sign | 0x7c00u | (a > 0x7f800000u ? 0x200u : 0u));
+    if (a >= 0x477ff000u) return (unsigned short)(sign | 0x7c00u);  // rounds past the largest half
+    if (a < 0x38800000u) {                                           // subnormal half or zero
+        if (a < 0x33000000u) return (unsigned short)sign;
+        uint32_t man = (a & 0x7fffffu) | 0x800000u, shift = 126u - (a >> 23);
+        uint32_t h = man >> shift, rest = man & ((1u << shift) - 1u), half = 1u << (shift - 1u);
+        if (rest > half || (rest == half && (h & 1u))) h++;
+        return (unsigned short)(sign | h);
+    }
+    uint32_t h = ((a >> 13) - (112u << 10)), rest = a & 0x1fffu;
+    if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) h++;
+    return (unsigned short)(sign | h);
+}
+
 static inline float __uint_as_float(unsigned v) { float f; memcpy(&f, &v, 4); return f; }
 static inline unsigned __float_as_uint(float f) { unsigned v; memcpy(&v, &f, 4); return v; }
 static inline float __int_as_float(int v) { float f; memcpy(&f, &v, 4); return f; }

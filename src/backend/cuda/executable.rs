@@ -12,20 +12,20 @@
 use super::kernels::{self, Unit};
 use super::Device;
 use super::gemm::{epilogue_params, gemm_spec, GemmSpec};
-use crate::backend::gpu::layout::grid;
+use crate::backend::gpu::layout::{buffer_bytes, decode, encode, grid, output_tensor};
 use crate::backend::gpu::lower::{lower, LowerOptions};
 use crate::backend::gpu::{Elem, Kernel, OpSpec, BLOCK};
 use crate::backend::Executable;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::tensor::{DType, Data, Tensor};
+use crate::tensor::{DType, Tensor};
 use cudarc::driver::{sys, CudaEvent, CudaFunction, CudaGraph, CudaSlice, DevicePtr, LaunchConfig, PinnedHostSlice, PushKernelArg};
 use std::sync::{Arc, Mutex};
 
 enum Step {
     Kernel { func: CudaFunction, params: CudaSlice<u32>, bufs: Vec<usize>, cfg: LaunchConfig },
     /// C = alpha * first * second in cuBLAS's column-major terms (buffers: first, second, C).
-    Gemm { spec: GemmSpec, bufs: [usize; 3] },
+    Gemm { spec: GemmSpec, bufs: [usize; 3], operands: Elem, out: Elem },
 }
 
 /// A captured launch sequence.
@@ -36,11 +36,11 @@ unsafe impl Send for Replay {}
 
 /// What runs take turns on.
 struct State {
-    buffers: Vec<CudaSlice<f32>>,
+    buffers: Vec<CudaSlice<u8>>,
     /// Page-locked staging per input and per output, so copies are DMA transfers that do not
     /// block the host thread (pageable copies run at about a third of the speed).
-    uploads: Vec<PinnedHostSlice<f32>>,
-    downloads: Vec<PinnedHostSlice<f32>>,
+    uploads: Vec<PinnedHostSlice<u8>>,
+    downloads: Vec<PinnedHostSlice<u8>>,
     /// Ordering between the copy stream and the compute stream.
     uploaded: CudaEvent,
     computed: CudaEvent,
@@ -60,6 +60,8 @@ pub struct CudaExecutable {
     state: Mutex<State>,
     steps: Vec<Step>,
     tf32: bool,
+    /// Storage type of each buffer.
+    elems: Vec<Elem>,
     inputs: Vec<(usize, String, Vec<usize>)>,
     outputs: Vec<(usize, Vec<usize>, DType)>,
 }
@@ -68,14 +70,15 @@ fn cuda_err(e: impl std::fmt::Debug) -> Error {
     Error::Tensor(format!("CUDA: {e:?}"))
 }
 
-/// The translation unit and entry point of a launch.
-fn entry(kernel: Kernel, op: OpSpec) -> Result<(Unit, &'static str)> {
-    let elementwise = |op: String, binary: bool| Unit { file: "elementwise.cu", op, binary };
+/// The translation unit and entry point of a launch whose buffers are stored as `types`.
+fn entry(kernel: Kernel, op: OpSpec, types: &[Elem]) -> Result<(Unit, &'static str)> {
+    let elementwise = |op: String, binary: bool| Unit::new("elementwise.cu", op, binary, types);
+    let nn = || Unit::new("nn.cu", String::new(), false, types);
     let missing = || Error::Tensor(format!("{op:?} has no CUDA expression"));
     Ok(match kernel {
-        Kernel::Copy => (elementwise(String::new(), false), "copy_f32"),
-        Kernel::Where => (elementwise(String::new(), false), "where_f32"),
-        Kernel::Gather => (elementwise(String::new(), false), "gather_f32"),
+        Kernel::Copy => (elementwise(String::new(), false), "copy"),
+        Kernel::Where => (elementwise(String::new(), false), "select_where"),
+        Kernel::Gather => (elementwise(String::new(), false), "gather"),
         Kernel::Unary => {
             let expr = match op {
                 OpSpec::Unary(u) => kernels::unary_expr(u).ok_or_else(missing)?,
@@ -83,51 +86,50 @@ fn entry(kernel: Kernel, op: OpSpec) -> Result<(Unit, &'static str)> {
                 OpSpec::Cast(to) => kernels::cast_expr(to).into(),
                 _ => return Err(missing()),
             };
-            (elementwise(expr, false), "unary_f32")
+            (elementwise(expr, false), "unary")
         }
         Kernel::Binary => {
             let OpSpec::Binary(b) = op else { return Err(missing()) };
-            (elementwise(kernels::binary_expr(b).ok_or_else(missing)?.into(), true), "binary_f32")
+            (elementwise(kernels::binary_expr(b).ok_or_else(missing)?.into(), true), "binary")
         }
-        Kernel::Matmul => (Unit { file: "nn.cu", op: String::new(), binary: false }, "matmul_f32"),
-        Kernel::Conv2d => (Unit { file: "nn.cu", op: String::new(), binary: false }, "conv2d_f32"),
-        Kernel::Pool2d => (Unit { file: "nn.cu", op: String::new(), binary: false }, "pool2d_f32"),
-        Kernel::Rows => (Unit { file: "nn.cu", op: String::new(), binary: false }, "rows_f32"),
+        Kernel::Matmul => (nn(), "matmul"),
+        Kernel::Conv2d => (nn(), "conv2d"),
+        Kernel::Pool2d => (nn(), "pool2d"),
+        Kernel::Rows => (nn(), "rows"),
     })
 }
 
 impl CudaExecutable {
-    pub fn new(dev: Arc<Device>, graph: Arc<Graph>, tf32: bool) -> Result<Self> {
-        let plan = lower(&graph, LowerOptions { f16: false, max_bytes: dev.max_buffer_bytes, conv_as_gemm: true })?;
-        if plan.buffers.iter().any(|b| b.elem != Elem::F32) {
-            return Err(Error::Unsupported { node: String::new(), op: String::new(), what: "f16 storage on cuda".into() });
-        }
+    pub fn new(dev: Arc<Device>, graph: Arc<Graph>, f16: bool, tf32: bool) -> Result<Self> {
+        let plan = lower(&graph, LowerOptions { f16, max_bytes: dev.max_buffer_bytes, conv_as_gemm: true })?;
         let stream = &dev.stream;
+        let elems: Vec<Elem> = plan.buffers.iter().map(|b| b.elem).collect();
         let mut buffers = Vec::with_capacity(plan.buffers.len());
         for b in &plan.buffers {
-            let host: Vec<f32> = match &b.init {
-                Some(t) => crate::backend::gpu::layout::carrier(t),
-                None => vec![0.0; b.len.max(1)],
+            let host = match &b.init {
+                Some(t) => encode(t, b.elem),
+                None => vec![0u8; buffer_bytes(b.len, b.elem)],
             };
-            let host = if host.is_empty() { vec![0.0] } else { host };
             buffers.push(stream.clone_htod(&host).map_err(cuda_err)?);
         }
         let mut steps = Vec::with_capacity(plan.launches.len());
-        let nn = || Unit { file: "nn.cu", op: String::new(), binary: false };
         for l in &plan.launches {
+            let types: Vec<Elem> = l.bufs.iter().map(|&b| elems[b]).collect();
             let gemm = if l.kernel == Kernel::Matmul { gemm_spec(&l.params, l.grid[2]) } else { None };
-            if let Some(spec) = gemm {
+            // cuBLAS takes f32 x f32 or f16 x f16 operands (f32 accumulation either way).
+            if let (Some(spec), true) = (gemm, types[0] == types[1]) {
                 dev.blas()?;
-                steps.push(Step::Gemm { spec, bufs: [l.bufs[1], l.bufs[0], l.bufs[3]] });
+                steps.push(Step::Gemm { spec, bufs: [l.bufs[1], l.bufs[0], l.bufs[3]], operands: types[0], out: types[3] });
                 if let Some(p) = epilogue_params(&l.params, l.grid[2]) {
                     let g = grid(p[0] as usize);
                     let cfg = LaunchConfig { grid_dim: (g[0], g[1], g[2]), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
                     let params = stream.clone_htod(&p).map_err(cuda_err)?;
-                    steps.push(Step::Kernel { func: dev.function(&nn(), "bias_act_f32")?, params, bufs: vec![l.bufs[2], l.bufs[3]], cfg });
+                    let unit = Unit::new("nn.cu", String::new(), false, &[types[2], types[3]]);
+                    steps.push(Step::Kernel { func: dev.function(&unit, "bias_act")?, params, bufs: vec![l.bufs[2], l.bufs[3]], cfg });
                 }
                 continue;
             }
-            let (unit, name) = entry(l.kernel, l.op)?;
+            let (unit, name) = entry(l.kernel, l.op, &types)?;
             let func = dev.function(&unit, name)?;
             let params = stream.clone_htod(if l.params.is_empty() { &[0u32][..] } else { &l.params }).map_err(cuda_err)?;
             let block = if l.kernel == Kernel::Matmul { (16, 16, 1) } else { (BLOCK, 1, 1) };
@@ -138,24 +140,24 @@ impl CudaExecutable {
         let outputs: Vec<(usize, Vec<usize>, DType)> = plan.outputs.iter().map(|o| (o.buffer, o.shape.clone(), o.dtype)).collect();
         let pinned = |len: usize, flags: u32| {
             // SAFETY: staging is always written (by the host or by a copy) before it is read.
-            unsafe { dev.ctx.alloc_pinned_with_flags::<f32>(len.max(1), flags) }.map_err(cuda_err)
+            unsafe { dev.ctx.alloc_pinned_with_flags::<u8>(len, flags) }.map_err(cuda_err)
         };
         // Uploads are only written by the host: write-combined memory suits that; downloads are
         // read by the host, which write-combined memory makes very slow.
-        let uploads = inputs.iter().map(|(_, _, shape)| pinned(shape.iter().product(), sys::CU_MEMHOSTALLOC_WRITECOMBINED)).collect::<Result<_>>()?;
+        let uploads = inputs.iter().map(|(buf, _, _)| pinned(buffers[*buf].len(), sys::CU_MEMHOSTALLOC_WRITECOMBINED)).collect::<Result<_>>()?;
         let downloads = outputs.iter().map(|(buf, _, _)| pinned(buffers[*buf].len(), 0)).collect::<Result<_>>()?;
         let graph = if std::env::var("HETSCHED_CUDA_GRAPHS").is_ok_and(|v| v == "0") { Graphing::Off } else { Graphing::Pending };
         // The buffers were filled on the compute stream; runs upload on the copy stream.
         stream.synchronize().map_err(cuda_err)?;
         let (uploaded, computed) = (dev.ctx.new_event(None).map_err(cuda_err)?, dev.ctx.new_event(None).map_err(cuda_err)?);
         let state = Mutex::new(State { buffers, uploads, downloads, uploaded, computed, graph });
-        Ok(CudaExecutable { dev, state, steps, tf32, inputs, outputs })
+        Ok(CudaExecutable { dev, state, steps, tf32, elems, inputs, outputs })
     }
 }
 
 impl CudaExecutable {
     /// Queues every kernel of the plan on the stream.
-    fn launch_all(&self, buffers: &[CudaSlice<f32>]) -> Result<()> {
+    fn launch_all(&self, buffers: &[CudaSlice<u8>]) -> Result<()> {
         let stream = &self.dev.stream;
         for s in &self.steps {
             match s {
@@ -169,31 +171,32 @@ impl CudaExecutable {
                     // parameters give, which the planner derived from these buffers' lengths.
                     unsafe { launch.launch(*cfg) }.map_err(cuda_err)?;
                 }
-                Step::Gemm { spec, bufs } => self.gemm(spec, [&buffers[bufs[0]], &buffers[bufs[1]], &buffers[bufs[2]]])?,
+                Step::Gemm { spec, bufs, operands, out } => self.gemm(spec, [&buffers[bufs[0]], &buffers[bufs[1]], &buffers[bufs[2]]], *operands, *out)?,
             }
         }
         Ok(())
     }
 
-    /// Queues one strided-batched GEMM on the stream (f32 compute, or TF32 if allowed).
-    fn gemm(&self, s: &GemmSpec, [first, second, c]: [&CudaSlice<f32>; 3]) -> Result<()> {
+    /// Queues one strided-batched GEMM on the stream (f32 accumulation; TF32 inputs if allowed).
+    fn gemm(&self, s: &GemmSpec, [first, second, c]: [&CudaSlice<u8>; 3], operands: Elem, out: Elem) -> Result<()> {
         use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cudaDataType};
         let stream = &self.dev.stream;
         let blas = self.dev.blas()?;
         let (first, _f) = first.device_ptr(stream);
         let (second, _s) = second.device_ptr(stream);
         let (c, _c) = c.device_ptr(stream);
-        let compute = if self.tf32 { cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32 } else { cublasComputeType_t::CUBLAS_COMPUTE_32F };
+        let dtype = |e: Elem| if e == Elem::F16 { cudaDataType::CUDA_R_16F } else { cudaDataType::CUDA_R_32F };
+        let (ab, ct) = (dtype(operands), dtype(out));
+        let compute = if self.tf32 && operands == Elem::F32 { cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32 } else { cublasComputeType_t::CUBLAS_COMPUTE_32F };
         let (alpha, beta) = (s.alpha, 0.0f32);
-        let f32t = cudaDataType::CUDA_R_32F;
         // SAFETY: the planner sized every buffer for the strides and batch of this product
         // (gemm_spec only accepts views cuBLAS can address), and C is no operand's buffer.
         unsafe {
             cudarc::cublas::result::gemm_strided_batched_ex(
                 *blas.handle(), s.op_first, s.op_second, s.m, s.n, s.k,
-                (&alpha as *const f32).cast(), first as *const _, f32t, s.ld_first, s.stride_first,
-                second as *const _, f32t, s.ld_second, s.stride_second,
-                (&beta as *const f32).cast(), c as *mut _, f32t, s.ldc, s.stride_c, s.batch, compute, cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                (&alpha as *const f32).cast(), first as *const _, ab, s.ld_first, s.stride_first,
+                second as *const _, ab, s.ld_second, s.stride_second,
+                (&beta as *const f32).cast(), c as *mut _, ct, s.ldc, s.stride_c, s.batch, compute, cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )
         }
         .map_err(|e| Error::Tensor(format!("cuBLAS GEMM {s:?}: {e:?}")))
@@ -201,7 +204,7 @@ impl CudaExecutable {
 
     /// Captures the launches into a graph. On any failure the stream leaves capture mode and
     /// the error is returned (nothing captured has run).
-    fn capture(&self, buffers: &[CudaSlice<f32>]) -> Result<Replay> {
+    fn capture(&self, buffers: &[CudaSlice<u8>]) -> Result<Replay> {
         let stream = &self.dev.stream;
         stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(cuda_err)?;
         let launched = self.launch_all(buffers);
@@ -226,7 +229,7 @@ impl Executable for CudaExecutable {
                 return Err(Error::Input(format!("input '{name}' has shape {:?}, the plan expects {shape:?}", t.shape())));
             }
             if t.numel() > 0 {
-                let host = crate::backend::gpu::layout::carrier(t);
+                let host = encode(t, self.elems[*buf]);
                 // Waits for the previous run's copy out of this staging buffer first.
                 staging.as_mut_slice().map_err(cuda_err)?[..host.len()].copy_from_slice(&host);
                 // The whole staging buffer (sized to this input): a pinned source keeps the copy
@@ -257,18 +260,9 @@ impl Executable for CudaExecutable {
         }
         copies.synchronize().map_err(cuda_err)?;
         let mut outs = Vec::with_capacity(self.outputs.len());
-        for ((_, shape, dtype), staging) in self.outputs.iter().zip(&state.downloads) {
-            let n: usize = shape.iter().product();
-            let v = staging.as_slice().map_err(cuda_err)?[..n].to_vec();
-            let t = Tensor::from_f32(shape, v)?;
-            outs.push(if *dtype == DType::F32 {
-                t
-            } else if dtype.is_float() {
-                crate::backend::cpu::elementwise::cast(&t, *dtype)?
-            } else {
-                let rounded: Vec<f64> = t.to_f64_vec().iter().map(|v| v.round()).collect();
-                crate::backend::cpu::elementwise::cast(&Tensor::new(shape.clone(), Data::F64(rounded))?, *dtype)?
-            });
+        for ((buf, shape, dtype), staging) in self.outputs.iter().zip(&state.downloads) {
+            let values = decode(staging.as_slice().map_err(cuda_err)?, self.elems[*buf], shape.iter().product());
+            outs.push(output_tensor(shape, values, *dtype)?);
         }
         Ok(outs)
     }

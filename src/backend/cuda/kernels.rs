@@ -2,6 +2,7 @@
 //! (source, architecture), cached in memory and on disk. Parameter layouts match the WGSL
 //! kernels, so the GPU planner can serve both backends.
 
+use crate::backend::gpu::Elem;
 use crate::error::{Error, Result};
 use crate::graph::{BinaryOp, UnaryOp};
 use std::collections::HashMap;
@@ -12,13 +13,24 @@ const COMMON: &str = include_str!("../../../shaders/cuda/common.cuh");
 const ELEMENTWISE: &str = include_str!("../../../shaders/cuda/elementwise.cu");
 const NN: &str = include_str!("../../../shaders/cuda/nn.cu");
 
-/// A kernel translation unit: which file, and the expression for its unary or binary
-/// placeholder (the other keeps a neutral expression).
+/// A kernel translation unit: which file, the expression for its unary or binary placeholder
+/// (the other keeps a neutral expression), and the storage type of each buffer binding
+/// (`B1`..`B4`, after the parameters).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Unit {
     pub file: &'static str,
     pub op: String,
     pub binary: bool,
+    pub types: [Elem; 4],
+}
+
+impl Unit {
+    /// `file` with no expression and the binding types `types` (missing ones f32).
+    pub fn new(file: &'static str, op: String, binary: bool, types: &[Elem]) -> Unit {
+        let mut t = [Elem::F32; 4];
+        t[..types.len().min(4)].copy_from_slice(&types[..types.len().min(4)]);
+        Unit { file, op, binary, types: t }
+    }
 }
 
 /// Full CUDA source of a unit.
@@ -30,7 +42,8 @@ pub fn source(unit: &Unit) -> String {
         }
         _ => NN.to_string(),
     };
-    format!("{COMMON}\n{body}")
+    let typedefs: String = unit.types.iter().enumerate().map(|(i, t)| format!("typedef {} B{};\n", if *t == Elem::F16 { "h16" } else { "float" }, i + 1)).collect();
+    format!("{COMMON}\n{typedefs}{body}")
 }
 
 /// CUDA expression (in `x`, params `a`, `b`) of a float unary op.
@@ -104,9 +117,14 @@ pub fn all_units() -> Vec<Unit> {
     use UnaryOp::*;
     let unary = [Relu, Sigmoid, Tanh, Erf, Exp, Log, Sqrt, Neg, Abs, Reciprocal, Floor, Ceil, Sin, Cos, Softsign, Softplus, HardSwish, Swish(1.0), LeakyRelu(0.1), Elu(1.0), HardSigmoid { alpha: 0.2, beta: 0.5 }, Gelu { tanh: false }, Not];
     let binary = [Add, Sub, Mul, Div, Pow, Max, Min, Equal, Less, LessOrEqual, Greater, GreaterOrEqual, And, Or, Xor];
-    let mut v: Vec<Unit> = unary.iter().filter_map(|&u| unary_expr(u)).chain(EXTRA_UNARY.iter().map(|s| s.to_string())).map(|op| Unit { file: "elementwise.cu", op, binary: false }).collect();
-    v.extend(binary.iter().filter_map(|&b| binary_expr(b)).map(|op| Unit { file: "elementwise.cu", op: op.into(), binary: true }));
-    v.push(Unit { file: "nn.cu", op: String::new(), binary: false });
+    let mut v: Vec<Unit> = unary.iter().filter_map(|&u| unary_expr(u)).chain(EXTRA_UNARY.iter().map(|s| s.to_string())).map(|op| Unit::new("elementwise.cu", op, false, &[])).collect();
+    v.extend(binary.iter().filter_map(|&b| binary_expr(b)).map(|op| Unit::new("elementwise.cu", op.into(), true, &[])));
+    // f16 storage, and f16 data beside f32 (integer indices and conditions stay f32).
+    v.push(Unit::new("elementwise.cu", "x".into(), false, &[Elem::F16; 4]));
+    v.push(Unit::new("elementwise.cu", "x + y".into(), true, &[Elem::F32, Elem::F16, Elem::F16, Elem::F32]));
+    v.push(Unit::new("nn.cu", String::new(), false, &[]));
+    v.push(Unit::new("nn.cu", String::new(), false, &[Elem::F16; 4]));
+    v.push(Unit::new("nn.cu", String::new(), false, &[Elem::F16, Elem::F32, Elem::F16, Elem::F32]));
     v
 }
 

@@ -140,9 +140,6 @@ impl Backend for CudaBackend {
     }
 
     fn compile(&self, graph: Arc<Graph>, options: &CompileOptions) -> Result<Arc<dyn Executable>> {
-        if options.f16 {
-            return Err(Error::Unsupported { node: String::new(), op: String::new(), what: "f16 storage on cuda".into() });
-        }
-        Ok(Arc::new(CudaExecutable::new(self.dev.clone(), graph, options.tf32)?))
+        Ok(Arc::new(CudaExecutable::new(self.dev.clone(), graph, options.f16, options.tf32)?))
     }
 }

@@ -5,7 +5,7 @@
 use super::{Elem, BLOCK};
 use crate::graph::infer::reduce_axes;
 use crate::graph::{Activation, Graph, Op};
-use crate::tensor::{norm_axis, strides_of, Data, Tensor};
+use crate::tensor::{norm_axis, strides_of, DType, Data, Tensor};
 use petgraph::stable_graph::NodeIndex;
 
 /// 1-D work of `n` items as a 2-D grid of BLOCK-wide workgroups (thread blocks).
@@ -69,6 +69,25 @@ pub fn decode(bytes: &[u8], elem: Elem, n: usize) -> Vec<f32> {
         Elem::F32 => bytemuck::cast_slice::<u8, f32>(bytes)[..n].to_vec(),
         Elem::F16 => bytes.chunks_exact(2).take(n).map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()).collect(),
     }
+}
+
+/// The output tensor of dtype `dtype` from its f32 carrier values (integers were carried exactly
+/// and are rounded back).
+pub fn output_tensor(shape: &[usize], carrier: Vec<f32>, dtype: DType) -> crate::error::Result<Tensor> {
+    let t = Tensor::from_f32(shape, carrier)?;
+    if dtype == DType::F32 {
+        Ok(t)
+    } else if dtype.is_float() {
+        crate::backend::cpu::elementwise::cast(&t, dtype)
+    } else {
+        let rounded: Vec<f64> = t.to_f64_vec().iter().map(|v| v.round()).collect();
+        crate::backend::cpu::elementwise::cast(&Tensor::new(shape.to_vec(), Data::F64(rounded))?, dtype)
+    }
+}
+
+/// Bytes a buffer of `len` elements of `elem` occupies on a device (a multiple of 4, at least 4).
+pub fn buffer_bytes(len: usize, elem: Elem) -> usize {
+    (len.max(1) * elem.bytes()).div_ceil(4) * 4
 }
 
 pub fn act_params(a: Option<Activation>) -> [u32; 3] {

@@ -84,13 +84,13 @@ impl<'a> Builder<'a> {
     }
 
     fn new_buffer(&mut self, len: usize, elem: Elem) -> Result<usize> {
-        self.check_size(((len.max(1) * elem.bytes()).div_ceil(4) * 4) as u64)?;
+        self.check_size(buffer_bytes(len, elem) as u64)?;
         self.buffers.push(BufferSpec { len, elem, init: None });
         Ok(self.buffers.len() - 1)
     }
 
     fn data_buffer(&mut self, t: &Tensor, elem: Elem) -> Result<usize> {
-        self.check_size(((t.numel().max(1) * elem.bytes()).div_ceil(4) * 4) as u64)?;
+        self.check_size(buffer_bytes(t.numel(), elem) as u64)?;
         self.buffers.push(BufferSpec { len: t.numel(), elem, init: Some(Arc::new(t.clone())) });
         Ok(self.buffers.len() - 1)
     }

@@ -4,13 +4,13 @@
 
 use super::kernels;
 use super::Context;
-use crate::backend::gpu::layout::{decode, encode};
+use crate::backend::gpu::layout::{buffer_bytes, decode, encode, output_tensor};
 use crate::backend::gpu::lower::{lower, LowerOptions};
 use crate::backend::gpu::Elem;
 use crate::backend::Executable;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::tensor::{DType, Data, Tensor};
+use crate::tensor::{DType, Tensor};
 use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
 
@@ -48,7 +48,7 @@ impl WgpuExecutable {
             .iter()
             .map(|b| match &b.init {
                 Some(t) => ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: &encode(t, b.elem), usage }),
-                None => ctx.device.create_buffer(&wgpu::BufferDescriptor { label: None, size: ((b.len.max(1) * b.elem.bytes()).div_ceil(4) * 4) as u64, usage, mapped_at_creation: false }),
+                None => ctx.device.create_buffer(&wgpu::BufferDescriptor { label: None, size: buffer_bytes(b.len, b.elem) as u64, usage, mapped_at_creation: false }),
             })
             .collect();
         let mut steps = Vec::with_capacity(plan.launches.len());
@@ -154,15 +154,7 @@ impl crate::backend::PendingRun for WgpuPending<'_> {
                 decode(&view, o.elem, n)
             };
             o.readback.unmap();
-            let t = Tensor::from_f32(&o.shape, vals)?;
-            outs.push(if o.dtype == DType::F32 {
-                t
-            } else if o.dtype.is_float() {
-                crate::backend::cpu::elementwise::cast(&t, o.dtype)?
-            } else {
-                let rounded: Vec<f64> = t.to_f64_vec().iter().map(|v| v.round()).collect();
-                crate::backend::cpu::elementwise::cast(&Tensor::new(o.shape.clone(), Data::F64(rounded))?, o.dtype)?
-            });
+            outs.push(output_tensor(&o.shape, vals, o.dtype)?);
         }
         Ok(outs)
     }
