@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One-shot check on the GPU machine (CUDA driver and libraries present, no cargo, no network).
-# Build elsewhere and bring the binaries: ../shared/scripts/gpu-bundle.sh squeezenet1_1 mobilenet_v2
-# shufflenet_v2_x1_0 bert_tiny  (packs release, example and test binaries built with
-# --features cuda, plus the models, into .gpu-bundle/), then run this from the repository root:
+# Build elsewhere and bring the binaries: `bash scripts/gpu-prepare.sh` packs the release and CUDA
+# test binaries built with --features cuda, the four models and the ONNX node suite into
+# .gpu-bundle/; then run this from the repository root (carrying .gpu-bundle):
 #   bash scripts/gpu-check.sh [.gpu-bundle]
 # Writes everything it measures under ${OUT:-gpu-check-out}/.
 set -uo pipefail
@@ -11,6 +11,7 @@ OUT=${OUT:-gpu-check-out}
 mkdir -p "$OUT"
 BIN=$(find "$BUNDLE" -type f -name hetsched -perm -u+x | head -n 1)
 MODELS=$(dirname "$(find "$BUNDLE" -name model.onnx -path '*squeezenet1_1*' | head -n 1)")/..
+if [ -f "$BUNDLE/onnx-node.tgz" ] && [ ! -d "$BUNDLE/onnx-node" ]; then tar xzf "$BUNDLE/onnx-node.tgz" -C "$BUNDLE"; fi
 [ -x "$BIN" ] || { echo "no hetsched binary under $BUNDLE" >&2; exit 1; }
 status=0
 
@@ -32,10 +33,10 @@ if [ -d "$BUNDLE/onnx-node" ]; then
   python3 -c "import json;d=json.load(open('$OUT/conformance-cuda.json'));print({k:d[k] for k in ('total','pass','fail','unsupported','error')})" | tee -a "$OUT/summary.txt"
 fi
 
-echo "== test binaries (GPU tests)" | tee -a "$OUT/summary.txt"
-for t in $(find "$BUNDLE" -type f -perm -u+x -name '*-*' | grep -v '\.d$'); do
-  HETSCHED_SHARED="$MODELS/.." "$t" --test-threads 1 > "$OUT/$(basename "$t").log" 2>&1 || status=1
-  tail -n 3 "$OUT/$(basename "$t").log" | tee -a "$OUT/summary.txt"
+echo "== CUDA test binaries, device tests included (a missing device fails them)" | tee -a "$OUT/summary.txt"
+for t in $(find "$BUNDLE" -type f -perm -u+x \( -name 'cuda-*' -o -name 'cuda_nvrtc-*' \) | grep -v '\.d$'); do
+  HETSCHED_SHARED="$MODELS/.." HETSCHED_EXPECT_CUDA=1 "$t" --include-ignored --test-threads 1 > "$OUT/$(basename "$t").log" 2>&1 || status=1
+  grep -E '^test |test result' "$OUT/$(basename "$t").log" | tee -a "$OUT/summary.txt"
 done
 
 echo "== timing: hetsched cuda vs PyTorch eager fp32 and CUDA-graph replay (same run)" | tee -a "$OUT/summary.txt"
@@ -44,6 +45,9 @@ for m in squeezenet1_1 mobilenet_v2 shufflenet_v2_x1_0 bert_tiny; do
     printf '%s b%s hetsched cuda: ' "$m" "$b" | tee -a "$OUT/summary.txt"
     "$BIN" run "$MODELS/$m" --device cuda --batch "$b" --repeat 50 2>&1 | grep median | tee -a "$OUT/summary.txt" || status=1
   done
+  # Informational: batch 32 with TF32 GEMMs (PyTorch's fp32 rows keep TF32 off).
+  printf '%s b32 hetsched cuda, tf32: ' "$m" | tee -a "$OUT/summary.txt"
+  "$BIN" run "$MODELS/$m" --device cuda --batch 32 --repeat 50 --tf32 2>&1 | grep median | tee -a "$OUT/summary.txt" || status=1
   # The same at batch 1 without graph replay: what one launch per kernel costs.
   printf '%s b1 hetsched cuda, no graphs: ' "$m" | tee -a "$OUT/summary.txt"
   HETSCHED_CUDA_GRAPHS=0 "$BIN" run "$MODELS/$m" --device cuda --batch 1 --repeat 50 2>&1 | grep median | tee -a "$OUT/summary.txt" || status=1

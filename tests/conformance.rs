@@ -1,6 +1,5 @@
-//! The ONNX node-conformance suite on every available device (on CUDA also through the CPU
-//! emulator: tests/cuda_emulated.rs), against the checked-in
-//! expectation files (`tests/conformance/<device>.txt`, one passing case per line): a listed
+//! The ONNX node-conformance suite on the CPU and wgpu devices (CUDA's is in tests/cuda.rs),
+//! against the checked-in expectation files (`tests/conformance/<device>.txt`, one passing case per line): a listed
 //! case that stops passing fails the test; newly passing cases are printed so the list can grow.
 
 mod common;
@@ -31,14 +30,4 @@ fn onnx_node_suite_wgpu() {
         return;
     }
     check_device("wgpu");
-}
-
-#[cfg(feature = "cuda")]
-#[test]
-fn onnx_node_suite_cuda() {
-    if let Err(e) = hetsched::backend::by_name("cuda") {
-        eprintln!("SKIPPED: {e}");
-        return;
-    }
-    check_device("cuda");
 }

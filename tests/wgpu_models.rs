@@ -32,21 +32,10 @@ fn check_f16(name: &str) {
 }
 
 fn check_precision(name: &str, f16: bool, rel_l2: f64, max_frac: f64) {
-    let Some(shared) = shared_dir() else { return };
     if !wgpu_available() {
         return;
     }
-    let dir = shared.join("models").join(name);
-    let s = Session::from_path(dir.join("model.onnx"), SessionOptions { device: "wgpu".into(), f16, ..Default::default() }).unwrap();
-    for set in ["test_data_set_0", "test_data_set_1"] {
-        let (ins, refs) = load_case(&s, &dir.join(set));
-        let outs = s.run(ins).unwrap();
-        for ((oname, o), r) in outs.iter().zip(&refs) {
-            let rep = hetsched::compare(o, r, hetsched::Tolerance::ONNX);
-            println!("{name}/{set}/{oname} wgpu f16={f16}: rel_l2 {:.3e}", rep.rel_l2);
-            assert!(rep.model_ok(rel_l2, max_frac), "{name}/{set}/{oname} on wgpu (f16 {f16}): rel_l2 {:.3e}, max_abs {:.3e} (max |ref| {:.3e})", rep.rel_l2, rep.max_abs, rep.max_ref);
-        }
-    }
+    check_model_on(name, SessionOptions { device: "wgpu".into(), f16, ..Default::default() }, rel_l2, max_frac);
 }
 
 #[test]

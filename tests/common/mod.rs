@@ -43,3 +43,21 @@ pub fn assert_close(what: &str, out: &hetsched::Tensor, reference: &hetsched::Te
         r.rel_l2, r.max_abs, r.max_ref, out.shape(), reference.shape()
     );
 }
+
+/// One shared model on `options.device` against both reference sets, at a model-level bound
+/// (relative L2 and max |out - ref| as a fraction of max |ref|).
+pub fn check_model_on(name: &str, options: hetsched::SessionOptions, rel_l2: f64, max_frac: f64) {
+    let Some(shared) = shared_dir() else { return };
+    let dir = shared.join("models").join(name);
+    let label = format!("{} f16={} tf32={}", options.device, options.f16, options.tf32);
+    let s = hetsched::Session::from_path(dir.join("model.onnx"), options).unwrap();
+    for set in ["test_data_set_0", "test_data_set_1"] {
+        let (ins, refs) = load_case(&s, &dir.join(set));
+        let outs = s.run(ins).unwrap();
+        for ((oname, o), r) in outs.iter().zip(&refs) {
+            let rep = hetsched::compare(o, r, hetsched::Tolerance::ONNX);
+            println!("{name}/{set}/{oname} {label}: rel_l2 {:.3e}", rep.rel_l2);
+            assert!(rep.model_ok(rel_l2, max_frac), "{name}/{set}/{oname} on {label}: rel_l2 {:.3e}, max_abs {:.3e} (max |ref| {:.3e})", rep.rel_l2, rep.max_abs, rep.max_ref);
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! The CUDA device: the four shared models (f32 at the 1e-4 bound, f16 storage, TF32), the ONNX
+//! node suite against tests/conformance/cuda.txt, submit/wait, refusal of unsupported nodes and
+//! concurrent runs.
+//!
+//! Those tests need a device, so they are `#[ignore]`d and run two ways:
+//! - on a GPU: `cuda-<hash> --include-ignored` (scripts/gpu-check.sh does this, with
+//!   HETSCHED_EXPECT_CUDA=1 so a missing device fails instead of skipping);
+//! - everywhere else, by `device_tests_on_the_emulator`, which re-runs this binary's ignored tests
+//!   with a CPU emulator of the CUDA driver, NVRTC and cuBLAS first on LD_LIBRARY_PATH
+//!   (tests/cuda_emulator: kernels compiled with g++, blocks run as fibers so barriers and warp
+//!   shuffles behave as on a device, NaN-filled allocations with canaries against out-of-bounds
+//!   writes, stream capture into replayable graphs). So CI runs the real CUDA code path — cudarc,
+//!   NVRTC, module loading, launches, capture and replay, cuBLAS — without a GPU. What the
+//!   emulator cannot show: speed, races between streams (it runs work in order), and
+//!   device-specific rounding (fused multiply-adds, TF32 on tensor cores is modelled by rounding).
+//!
+//! The emulator needs g++: in CI its absence is a failure, elsewhere a skip.
+#![cfg(all(feature = "cuda", target_os = "linux"))]
+
+mod common;
+use common::*;
+use hetsched::{Session, SessionOptions};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+// ---------------------------------------------------------------- tests that need a device
+
+/// Whether the CUDA device opens. Where the caller expects one (HETSCHED_EXPECT_CUDA), its
+/// absence is a failure.
+fn cuda_available() -> bool {
+    match hetsched::backend::by_name("cuda") {
+        Ok(_) => true,
+        Err(e) => {
+            assert!(std::env::var_os("HETSCHED_EXPECT_CUDA").is_none(), "a CUDA device was expected: {e}");
+            eprintln!("SKIPPED: {e}");
+            false
+        }
+    }
+}
+
+fn cuda(f16: bool, tf32: bool) -> SessionOptions {
+    SessionOptions { device: "cuda".into(), f16, tf32, ..Default::default() }
+}
+
+#[test]
+#[ignore = "needs a CUDA device (or the emulator: device_tests_on_the_emulator)"]
+fn models_match_the_references_in_f32() {
+    if !cuda_available() {
+        return;
+    }
+    for name in MODELS {
+        check_model_on(name, cuda(false, false), 1e-4, 1e-3);
+    }
+}
+
+/// f16 storage: half the memory, about three decimal digits per value (the wgpu f16 bound).
+#[test]
+#[ignore = "needs a CUDA device (or the emulator: device_tests_on_the_emulator)"]
+fn models_track_the_references_with_f16_storage() {
+    if !cuda_available() {
+        return;
+    }
+    for name in MODELS {
+        check_model_on(name, cuda(true, false), 5e-3, 2e-2);
+    }
+}
+
+/// TF32 rounds GEMM inputs to 10 mantissa bits: about 1e-3 relative error on a model.
+#[test]
+#[ignore = "needs a CUDA device (or the emulator: device_tests_on_the_emulator)"]
+fn models_track_the_references_with_tf32() {
+    if !cuda_available() {
+        return;
+    }
+    for name in MODELS {
+        check_model_on(name, cuda(false, true), 3e-3, 1e-2);
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA device (or the emulator: device_tests_on_the_emulator)"]
+fn onnx_node_suite() {
+    let Some(shared) = shared_dir() else { return };
+    if !cuda_available() {
+        return;
+    }
+    use hetsched::conformance::{list_cases, run_case};
+    std::panic::set_hook(Box::new(|_| {}));
+    let results: Vec<_> = list_cases(&shared.join("onnx-node")).unwrap().iter().map(|c| run_case(c, "cuda", hetsched::Tolerance::ONNX)).collect();
+    let _ = std::panic::take_hook();
+    expectations::check("cuda", &results);
+}
+
+/// A node the kernels lack is refused as unsupported, not run wrongly.
+#[test]
+#[ignore = "needs a CUDA device (or the emulator: device_tests_on_the_emulator)"]
+fn unsupported_node_is_refused() {
+    if !cuda_available() {
+        return;
+    }
+    use common::builder::*;
+    let mut b = ModelBuilder::new();
+    b.input("x", 1, &["2", "3"]).output("y").node("CumSum", &["x", "axis"], &["y"], vec![]);
+    b.init("axis", &hetsched::Tensor::from_i64(&[], vec![1]).unwrap());
+    let s = Session::from_bytes(&b.bytes(), cuda(false, false)).unwrap();
+    let r = s.run(vec![("x".into(), hetsched::Tensor::zeros(hetsched::DType::F32, &[2, 3]).unwrap())]);
+    assert!(matches!(r, Err(hetsched::Error::Unsupported { .. })), "{:?}", r.err());
+}
+
+/// Runs from many threads share one plan (its buffers and captured graph) and still each get
+/// their own inputs' results.
+#[test]
+#[ignore = "needs a CUDA device (or the emulator: device_tests_on_the_emulator)"]
+fn concurrent_runs_get_their_own_results() {
+    let Some(shared) = shared_dir() else { return };
+    if !cuda_available() {
+        return;
+    }
+    let dir = shared.join("models/bert_tiny");
+    let s = Session::from_path(dir.join("model.onnx"), cuda(false, false)).unwrap();
+    let cases: Vec<_> = ["test_data_set_0", "test_data_set_1"].iter().map(|set| load_case(&s, &dir.join(set))).collect();
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let (s, (ins, refs)) = (&s, &cases[t % 2]);
+            scope.spawn(move || {
+                for _ in 0..3 {
+                    let outs = s.run(ins.clone()).unwrap();
+                    for ((_, o), r) in outs.iter().zip(refs) {
+                        assert_close(&format!("bert_tiny thread {t}"), o, r);
+                    }
+                }
+            });
+        }
+    });
+}
+
+// ---------------------------------------------------------------- the emulator
+
+/// Builds the emulator once per test process: libcudaemu.so and the three thin libraries
+/// cudarc opens by name (libcuda.so, libnvrtc.so, libcublas.so).
+fn emulator() -> Option<&'static Path> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = DIR.get_or_init(|| {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cuda_emulator");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cuda-emulator");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        std::fs::copy(src.join("prelude.h"), dir.join("prelude.h")).map_err(|e| format!("{}: {e}", src.display()))?;
+        let run = |cmd: &mut Command| -> Result<(), String> {
+            let out = cmd.current_dir(&dir).output().map_err(|e| format!("{cmd:?}: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!("{cmd:?} failed:\n{}", String::from_utf8_lossy(&out.stderr)))
+            }
+        };
+        run(Command::new("g++").args(["-std=c++20", "-O2", "-fPIC", "-shared", "-o", "libcudaemu.so"]).arg(src.join("runtime.cpp")).args(["-ldl", "-lpthread"]))?;
+        std::fs::write(dir.join("empty.c"), "").map_err(|e| e.to_string())?;
+        for lib in ["cuda", "nvrtc", "cublas"] {
+            let name = format!("lib{lib}.so");
+            run(Command::new("g++").args(["-shared", "-fPIC", "-x", "c", "empty.c", "-o", &name, &format!("-Wl,-soname,{name}"), "-Wl,--no-as-needed", "-L.", "-lcudaemu", "-Wl,-rpath,$ORIGIN"]))?;
+        }
+        Ok(dir)
+    });
+    match built {
+        Ok(dir) => Some(dir),
+        Err(e) => {
+            assert!(std::env::var_os("CI").is_none(), "CI must build the CUDA emulator: {e}");
+            eprintln!("SKIPPED: cannot build the CUDA emulator: {e}");
+            None
+        }
+    }
+}
+
+/// `program ARGS` with the emulator's libraries first on the library path; returns (success,
+/// stdout, stderr).
+fn emulated(emu: &Path, program: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let library_path = match std::env::var("LD_LIBRARY_PATH") {
+        Ok(p) if !p.is_empty() => format!("{}:{p}", emu.display()),
+        _ => emu.display().to_string(),
+    };
+    let out = Command::new(program)
+        .args(args)
+        .env("LD_LIBRARY_PATH", library_path)
+        .env("HETSCHED_CACHE_DIR", emu.join("ptx-cache"))
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", program.display()));
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn hetsched_cli() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_hetsched"))
+}
+
+/// This binary's device tests, on the emulated device.
+#[test]
+fn device_tests_on_the_emulator() {
+    if shared_dir().is_none() {
+        return;
+    }
+    let Some(emu) = emulator() else { return };
+    let me = std::env::current_exe().unwrap();
+    let (ok, out, err) = emulated(emu, &me, &["--ignored", "--test-threads", "2"], &[("HETSCHED_EXPECT_CUDA", "1")]);
+    println!("{out}");
+    assert!(ok, "device tests failed on the emulator:\n{out}\n{err}");
+    let passed = out.lines().filter(|l| l.starts_with("test ") && l.ends_with("... ok")).count();
+    assert_eq!(passed, 6, "expected the 6 device tests to run:\n{out}");
+}
+
+#[test]
+fn the_emulated_device_is_listed() {
+    let Some(emu) = emulator() else { return };
+    let (ok, out, err) = emulated(emu, hetsched_cli(), &["devices"], &[]);
+    assert!(ok, "{err}");
+    let line = out.lines().find(|l| l.starts_with("cuda")).unwrap_or_else(|| panic!("no cuda line in:\n{out}"));
+    assert!(line.contains("available") && line.contains("emulator") && line.contains("compute_90"), "{line}");
+}
+
+/// Every squeezenet convolution is a cuBLAS GEMM captured into the graph (f32 unless TF32 is
+/// asked for); the direct conv and tiled matmul kernels are not used.
+#[test]
+fn convolutions_run_as_captured_cublas_gemms() {
+    let Some(shared) = shared_dir() else { return };
+    let Some(emu) = emulator() else { return };
+    let dir = shared.join("models/squeezenet1_1");
+    let inputs = dir.join("test_data_set_0");
+    let args = ["run", dir.to_str().unwrap(), "--device", "cuda", "--inputs", inputs.to_str().unwrap(), "--check"];
+    let trace = [("HETSCHED_EMULATOR_TRACE", "1")];
+    let (ok, out, err) = emulated(emu, hetsched_cli(), &args, &trace);
+    assert!(ok, "{out}\n{err}");
+    let gemms = err.lines().filter(|l| l.contains("cublas gemm") && l.ends_with("[captured]")).count();
+    assert_eq!(gemms, 26, "squeezenet has 26 ungrouped convolutions:\n{err}");
+    assert!(!err.contains("launch matmul ") && !err.contains("launch conv2d ") && !err.contains("tf32"), "{err}");
+    let tf32 = [&args[..], &["--tf32", "--rel-l2", "3e-3", "--max-frac", "1e-2"]].concat();
+    let (ok, out, err) = emulated(emu, hetsched_cli(), &tf32, &trace);
+    assert!(ok, "{out}\n{err}");
+    assert!(err.contains("tf32 [captured]"), "{err}");
+}
+
+/// With graph replay off, the same plan runs kernel by kernel and still matches.
+#[test]
+fn runs_match_without_graph_replay() {
+    let Some(shared) = shared_dir() else { return };
+    let Some(emu) = emulator() else { return };
+    let dir = shared.join("models/mobilenet_v2");
+    let inputs = dir.join("test_data_set_1");
+    let args = ["run", dir.to_str().unwrap(), "--device", "cuda", "--inputs", inputs.to_str().unwrap(), "--check", "--repeat", "2"];
+    let (ok, out, err) = emulated(emu, hetsched_cli(), &args, &[("HETSCHED_CUDA_GRAPHS", "0"), ("HETSCHED_EMULATOR_TRACE", "1")]);
+    assert!(ok && out.contains("OK"), "{out}\n{err}");
+    assert!(!err.contains("[captured]"), "graphs were off, yet work was captured:\n{err}");
+}
