@@ -108,8 +108,9 @@ fn unsupported_node_is_refused() {
     assert!(matches!(r, Err(hetsched::Error::Unsupported { .. })), "{:?}", r.err());
 }
 
-/// Runs from many threads share one plan (its buffers and captured graph) and still each get
-/// their own inputs' results.
+/// Runs from many threads, on one plan (sharing its buffers and captured graph) and on two
+/// plans at once (each captures and replays on its own streams), each get their own inputs'
+/// results.
 #[test]
 #[ignore = "needs a CUDA device (or the emulator: device_tests_on_the_emulator)"]
 fn concurrent_runs_get_their_own_results() {
@@ -117,17 +118,21 @@ fn concurrent_runs_get_their_own_results() {
     if !cuda_available() {
         return;
     }
-    let dir = shared.join("models/bert_tiny");
-    let s = Session::from_path(dir.join("model.onnx"), cuda(false, false)).unwrap();
-    let cases: Vec<_> = ["test_data_set_0", "test_data_set_1"].iter().map(|set| load_case(&s, &dir.join(set))).collect();
+    let models = ["bert_tiny", "squeezenet1_1"];
+    let sessions: Vec<Session> = models.iter().map(|m| Session::from_path(shared.join("models").join(m).join("model.onnx"), cuda(false, false)).unwrap()).collect();
+    let cases: Vec<Vec<_>> = models
+        .iter()
+        .zip(&sessions)
+        .map(|(m, s)| ["test_data_set_0", "test_data_set_1"].iter().map(|set| load_case(s, &shared.join("models").join(m).join(set))).collect())
+        .collect();
     std::thread::scope(|scope| {
         for t in 0..4 {
-            let (s, (ins, refs)) = (&s, &cases[t % 2]);
+            let (model, s, (ins, refs)) = (models[t % 2], &sessions[t % 2], &cases[t % 2][t / 2]);
             scope.spawn(move || {
-                for _ in 0..3 {
+                for _ in 0..2 {
                     let outs = s.run(ins.clone()).unwrap();
                     for ((_, o), r) in outs.iter().zip(refs) {
-                        assert_close(&format!("bert_tiny thread {t}"), o, r);
+                        assert_close(&format!("{model} thread {t}"), o, r);
                     }
                 }
             });

@@ -222,19 +222,22 @@ std::string compile_unit(const std::string& src, std::string& log) {
         std::string name = (*it)[1];
         full += "extern \"C\" EmuBound __emu_bind_" + name + "(void** a) { return emu_bind(" + name + ", a); }\n";
     }
-    FILE* f = fopen((base + ".cu").c_str(), "w");
+    // Other processes may compile the same unit at once: every file but the final .so (renamed
+    // into place atomically) is private to this process.
+    std::string mine = base + "." + std::to_string(getpid());
+    FILE* f = fopen((mine + ".cu").c_str(), "w");
     if (!f) {
-        log = "cannot write " + base + ".cu";
+        log = "cannot write " + mine + ".cu";
         return "";
     }
     fputs(full.c_str(), f);
     fclose(f);
-    std::string tmp = base + "." + std::to_string(getpid()) + ".tmp";
-    std::string cmd = "g++ -std=c++20 -O2 -fPIC -shared -w -ffp-contract=off -include " + dir + "/prelude.h -x c++ " + base + ".cu -o " + tmp +
-                      " -L" + dir + " -lcudaemu -Wl,-rpath," + dir + " > " + base + ".log 2>&1";
+    std::string tmp = mine + ".so.tmp";
+    std::string cmd = "g++ -std=c++20 -O2 -fPIC -shared -w -ffp-contract=off -include " + dir + "/prelude.h -x c++ " + mine + ".cu -o " + tmp +
+                      " -L" + dir + " -lcudaemu -Wl,-rpath," + dir + " > " + mine + ".log 2>&1";
     int rc = system(cmd.c_str());
     if (rc != 0) {
-        FILE* l = fopen((base + ".log").c_str(), "r");
+        FILE* l = fopen((mine + ".log").c_str(), "r");
         log = "g++ failed:\n";
         char buf[4096];
         size_t n;
@@ -290,6 +293,9 @@ struct Graph {
     std::vector<Op> ops;
 };
 struct Stream {
+    // As on a device, work queued by any thread while the stream captures joins the graph
+    // instead of running; the lock keeps that well-defined when threads share a stream.
+    std::mutex lock;
     Graph* capture = nullptr;
 };
 struct Event {
@@ -306,10 +312,20 @@ bool tracing() {
 
 void enqueue(void* s, Op op) {
     Stream* st = stream_of(s);
-    if (st->capture)
-        st->capture->ops.push_back(std::move(op));
-    else
-        op();
+    {
+        std::lock_guard<std::mutex> g(st->lock);
+        if (st->capture) {
+            st->capture->ops.push_back(std::move(op));
+            return;
+        }
+    }
+    op();
+}
+
+bool capturing(void* s) {
+    Stream* st = stream_of(s);
+    std::lock_guard<std::mutex> g(st->lock);
+    return st->capture != nullptr;
 }
 
 }  // namespace
@@ -382,25 +398,27 @@ CUresult cuStreamCreate(void** s, unsigned) { *s = new Stream(); return OK; }
 CUresult cuStreamCreateWithPriority(void** s, unsigned, int) { *s = new Stream(); return OK; }
 CUresult cuStreamDestroy_v2(void* s) { delete static_cast<Stream*>(s); return OK; }
 CUresult cuStreamSynchronize(void* s) {
-    if (stream_of(s)->capture) return CAPTURE_UNSUPPORTED;
+    if (capturing(s)) return CAPTURE_UNSUPPORTED;
     return check_memory();
 }
 CUresult cuStreamQuery(void* s) { return cuStreamSynchronize(s); }
 CUresult cuStreamWaitEvent(void*, void*, unsigned) { return OK; }
 CUresult cuStreamBeginCapture_v2(void* s, int) {
     Stream* st = stream_of(s);
+    std::lock_guard<std::mutex> g(st->lock);
     if (!s || st->capture) return CAPTURE_UNSUPPORTED;  // the legacy stream cannot be captured
     st->capture = new Graph();
     return OK;
 }
 CUresult cuStreamEndCapture(void* s, void** graph) {
     Stream* st = stream_of(s);
+    std::lock_guard<std::mutex> g(st->lock);
     if (!st->capture) return INVALID_VALUE;
     *graph = st->capture;
     st->capture = nullptr;
     return OK;
 }
-CUresult cuStreamIsCapturing(void* s, int* status) { *status = stream_of(s)->capture ? 1 : 0; return OK; }
+CUresult cuStreamIsCapturing(void* s, int* status) { *status = capturing(s) ? 1 : 0; return OK; }
 CUresult cuGraphInstantiateWithFlags(void** exec, void* graph, unsigned long long) {
     *exec = new Graph(*static_cast<Graph*>(graph));
     return OK;
@@ -408,7 +426,7 @@ CUresult cuGraphInstantiateWithFlags(void** exec, void* graph, unsigned long lon
 CUresult cuGraphUpload(void*, void*) { return OK; }
 CUresult cuGraphLaunch(void* exec, void* s) {
     Graph* g = static_cast<Graph*>(exec);
-    if (stream_of(s)->capture) return CAPTURE_UNSUPPORTED;
+    if (capturing(s)) return CAPTURE_UNSUPPORTED;
     for (auto& op : g->ops) op();
     return OK;
 }
@@ -508,7 +526,7 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
     }
     auto bound = std::shared_ptr<EmuBound>(new EmuBound(fn->bind(params)), [](EmuBound* b) { b->drop(b->data); delete b; });
     bool fibers = fn->fibers;
-    if (tracing()) fprintf(stderr, "emulator: launch %s grid (%u,%u,%u) block (%u,%u,%u)%s\n", fn->name.c_str(), gx, gy, gz, bx, by, bz, stream_of(s)->capture ? " [captured]" : "");
+    if (tracing()) fprintf(stderr, "emulator: launch %s grid (%u,%u,%u) block (%u,%u,%u)%s\n", fn->name.c_str(), gx, gy, gz, bx, by, bz, capturing(s) ? " [captured]" : "");
     dim3 grid{gx, gy, gz}, block{bx, by, bz};
     enqueue(s, [=] { run_grid(*bound, grid, block, fibers); });
     return OK;
@@ -607,7 +625,7 @@ static void gemm(bool ta, bool tb, int m, int n, int k, float alpha, const void*
 static int enqueue_gemm(void* h, int ta, int tb, int m, int n, int k, const float* alpha, const void* a, int at, int lda, long long sa, const void* b, int bt, int ldb, long long sb, const float* beta, void* c, int ct, int ldc, long long sc, int batch, bool tf32) {
     if (m < 0 || n < 0 || k < 0 || batch < 0 || lda < std::max(1, ta ? k : m) || ldb < std::max(1, tb ? n : k) || ldc < std::max(1, m)) return 7;  // INVALID_VALUE
     float al = *alpha, be = *beta;
-    if (tracing()) fprintf(stderr, "emulator: cublas gemm %c%c m=%d n=%d k=%d batch=%d%s%s%s\n", ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, batch, at == 2 ? " f16" : "", tf32 ? " tf32" : "", stream_of(static_cast<Blas*>(h)->stream)->capture ? " [captured]" : "");
+    if (tracing()) fprintf(stderr, "emulator: cublas gemm %c%c m=%d n=%d k=%d batch=%d%s%s%s\n", ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, batch, at == 2 ? " f16" : "", tf32 ? " tf32" : "", capturing(static_cast<Blas*>(h)->stream) ? " [captured]" : "");
     enqueue(static_cast<Blas*>(h)->stream, [=] { gemm(ta != 0, tb != 0, m, n, k, al, a, at, lda, sa, b, bt, ldb, sb, be, c, ct, ldc, sc, batch, tf32); });
     return 0;
 }

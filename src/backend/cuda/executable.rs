@@ -19,7 +19,8 @@ use crate::backend::Executable;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::tensor::{DType, Tensor};
-use cudarc::driver::{sys, CudaEvent, CudaFunction, CudaGraph, CudaSlice, DevicePtr, LaunchConfig, PinnedHostSlice, PushKernelArg};
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::{sys, CudaEvent, CudaStream, CudaFunction, CudaGraph, CudaSlice, DevicePtr, LaunchConfig, PinnedHostSlice, PushKernelArg};
 use std::sync::{Arc, Mutex};
 
 enum Step {
@@ -56,7 +57,13 @@ enum Graphing {
 }
 
 pub struct CudaExecutable {
-    dev: Arc<Device>,
+    /// Kernels and cuBLAS, captured into graphs. Each executable has its own streams: a stream
+    /// being captured must not receive another plan's work.
+    stream: Arc<CudaStream>,
+    /// Host<->device copies, ordered against `stream` by events.
+    copies: Arc<CudaStream>,
+    /// cuBLAS bound to `stream`, if the plan has GEMMs.
+    blas: Option<CudaBlas>,
     state: Mutex<State>,
     steps: Vec<Step>,
     tf32: bool,
@@ -102,7 +109,10 @@ fn entry(kernel: Kernel, op: OpSpec, types: &[Elem]) -> Result<(Unit, &'static s
 impl CudaExecutable {
     pub fn new(dev: Arc<Device>, graph: Arc<Graph>, f16: bool, tf32: bool) -> Result<Self> {
         let plan = lower(&graph, LowerOptions { f16, max_bytes: dev.max_buffer_bytes, conv_as_gemm: true })?;
-        let stream = &dev.stream;
+        // Created streams, not the legacy default one, which cannot be captured into graphs.
+        let stream = dev.ctx.new_stream().map_err(cuda_err)?;
+        let copies = dev.ctx.new_stream().map_err(cuda_err)?;
+        let mut blas = None;
         let elems: Vec<Elem> = plan.buffers.iter().map(|b| b.elem).collect();
         let mut buffers = Vec::with_capacity(plan.buffers.len());
         for b in &plan.buffers {
@@ -118,7 +128,9 @@ impl CudaExecutable {
             let gemm = if l.kernel == Kernel::Matmul { gemm_spec(&l.params, l.grid[2]) } else { None };
             // cuBLAS takes f32 x f32 or f16 x f16 operands (f32 accumulation either way).
             if let (Some(spec), true) = (gemm, types[0] == types[1]) {
-                dev.blas()?;
+                if blas.is_none() {
+                    blas = Some(CudaBlas::new(stream.clone()).map_err(|e| Error::DeviceUnavailable { device: "cuda".into(), reason: format!("creating a cuBLAS handle: {e:?}") })?);
+                }
                 steps.push(Step::Gemm { spec, bufs: [l.bufs[1], l.bufs[0], l.bufs[3]], operands: types[0], out: types[3] });
                 if let Some(p) = epilogue_params(&l.params, l.grid[2]) {
                     let g = grid(p[0] as usize);
@@ -151,14 +163,14 @@ impl CudaExecutable {
         stream.synchronize().map_err(cuda_err)?;
         let (uploaded, computed) = (dev.ctx.new_event(None).map_err(cuda_err)?, dev.ctx.new_event(None).map_err(cuda_err)?);
         let state = Mutex::new(State { buffers, uploads, downloads, uploaded, computed, graph });
-        Ok(CudaExecutable { dev, state, steps, tf32, elems, inputs, outputs })
+        Ok(CudaExecutable { stream, copies, blas, state, steps, tf32, elems, inputs, outputs })
     }
 }
 
 impl CudaExecutable {
     /// Queues every kernel of the plan on the stream.
     fn launch_all(&self, buffers: &[CudaSlice<u8>]) -> Result<()> {
-        let stream = &self.dev.stream;
+        let stream = &self.stream;
         for s in &self.steps {
             match s {
                 Step::Kernel { func, params, bufs, cfg } => {
@@ -180,8 +192,8 @@ impl CudaExecutable {
     /// Queues one strided-batched GEMM on the stream (f32 accumulation; TF32 inputs if allowed).
     fn gemm(&self, s: &GemmSpec, [first, second, c]: [&CudaSlice<u8>; 3], operands: Elem, out: Elem) -> Result<()> {
         use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cudaDataType};
-        let stream = &self.dev.stream;
-        let blas = self.dev.blas()?;
+        let stream = &self.stream;
+        let blas = self.blas.as_ref().ok_or_else(|| Error::Tensor("CUDA: a GEMM step without a cuBLAS handle".into()))?;
         let (first, _f) = first.device_ptr(stream);
         let (second, _s) = second.device_ptr(stream);
         let (c, _c) = c.device_ptr(stream);
@@ -205,7 +217,7 @@ impl CudaExecutable {
     /// Captures the launches into a graph. On any failure the stream leaves capture mode and
     /// the error is returned (nothing captured has run).
     fn capture(&self, buffers: &[CudaSlice<u8>]) -> Result<Replay> {
-        let stream = &self.dev.stream;
+        let stream = &self.stream;
         stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(cuda_err)?;
         let launched = self.launch_all(buffers);
         let ended = stream.end_capture(sys::CUgraphInstantiate_flags(0)).map_err(cuda_err);
@@ -221,7 +233,7 @@ impl Executable for CudaExecutable {
         if inputs.len() != self.inputs.len() {
             return Err(Error::Input(format!("expected {} inputs, got {}", self.inputs.len(), inputs.len())));
         }
-        let (stream, copies) = (&self.dev.stream, &self.dev.copy_stream);
+        let (stream, copies) = (&self.stream, &self.copies);
         let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let state = &mut *guard;
         for (((buf, name, shape), t), staging) in self.inputs.iter().zip(&inputs).zip(&mut state.uploads) {

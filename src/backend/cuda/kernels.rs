@@ -157,8 +157,10 @@ pub fn ptx(unit: &Unit, arch: &'static str) -> Result<String> {
                 .map_err(|e| Error::Tensor(format!("NVRTC failed on {} [{}] for {arch}: {e:?}", unit.file, unit.op)))?
                 .to_src();
             if let Some(f) = &file {
-                // The cache is an optimisation: a read-only home just means compiling again.
-                let _ = std::fs::create_dir_all(f.parent().unwrap()).and_then(|_| std::fs::write(f, &p));
+                // The cache is an optimisation: a read-only home just means compiling again. Written
+                // aside and renamed, so a process reading it concurrently never sees half a file.
+                let tmp = f.with_extension(format!("{}.tmp", std::process::id()));
+                let _ = std::fs::create_dir_all(f.parent().unwrap()).and_then(|_| std::fs::write(&tmp, &p)).and_then(|_| std::fs::rename(&tmp, f));
             }
             p
         }

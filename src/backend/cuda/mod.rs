@@ -38,32 +38,17 @@ pub fn probe_libraries(names: &[&str]) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Device 0 with its stream, architecture and loaded kernel modules.
+/// Device 0: its context, architecture and loaded kernel modules (streams belong to executables).
 pub struct Device {
     pub ctx: Arc<cudarc::driver::CudaContext>,
-    /// The compute stream: kernels and cuBLAS, captured into graphs.
-    pub stream: Arc<cudarc::driver::CudaStream>,
-    /// Host<->device copies, ordered against `stream` by events, so one run's transfers can
-    /// overlap another's kernels.
-    pub copy_stream: Arc<cudarc::driver::CudaStream>,
     pub name: String,
     /// NVRTC virtual architecture of the device, e.g. `compute_90`.
     pub arch: &'static str,
     pub max_buffer_bytes: u64,
     modules: Mutex<HashMap<kernels::Unit, Arc<cudarc::driver::CudaModule>>>,
-    /// The cuBLAS handle on `stream`, made on first use.
-    blas: OnceLock<std::result::Result<Arc<cudarc::cublas::CudaBlas>, String>>,
 }
 
 impl Device {
-    /// The cuBLAS handle, bound to the device stream.
-    pub fn blas(&self) -> Result<Arc<cudarc::cublas::CudaBlas>> {
-        self.blas
-            .get_or_init(|| cudarc::cublas::CudaBlas::new(self.stream.clone()).map(Arc::new).map_err(|e| format!("creating a cuBLAS handle: {e:?}")))
-            .clone()
-            .map_err(|reason| Error::DeviceUnavailable { device: "cuda".into(), reason })
-    }
-
     /// The entry point `name` of `unit`, compiling and loading the module on first use.
     pub fn function(&self, unit: &kernels::Unit, name: &str) -> Result<cudarc::driver::CudaFunction> {
         let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
@@ -100,14 +85,12 @@ pub fn device() -> Result<Arc<Device>> {
             let cc = major * 10 + minor;
             let arch = ARCHES.iter().find(|(v, _)| *v <= cc).map(|(_, a)| *a).ok_or_else(|| format!("compute capability {major}.{minor} is older than sm_80"))?;
             let name = ctx.name().unwrap_or_else(|_| "CUDA device".into());
-            // One stream, ordered by us: cudarc's per-buffer event tracking would put event
-            // waits into captured graphs. Turned off before any buffer exists, as it requires.
-            // SAFETY: every buffer of this context is used on `stream` alone.
+            // Executables order their own streams with explicit events; cudarc's per-buffer event
+            // tracking would put event waits into captured graphs. Turned off before any buffer
+            // exists, as it requires.
+            // SAFETY: every buffer belongs to one executable, which orders its streams itself.
             unsafe { ctx.disable_event_tracking() };
-            // A created stream, not the legacy default one, which cannot be captured into graphs.
-            let stream = ctx.new_stream().map_err(|e| format!("creating a stream: {e:?}"))?;
-            let copy_stream = ctx.new_stream().map_err(|e| format!("creating a stream: {e:?}"))?;
-            Ok(Arc::new(Device { ctx, stream, copy_stream, name, arch, max_buffer_bytes: 1 << 34, modules: Mutex::new(HashMap::new()), blas: OnceLock::new() }))
+            Ok(Arc::new(Device { ctx, name, arch, max_buffer_bytes: 1 << 34, modules: Mutex::new(HashMap::new()) }))
         })
         .clone()
         .map_err(|reason| Error::DeviceUnavailable { device: "cuda".into(), reason })
