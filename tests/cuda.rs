@@ -255,3 +255,23 @@ fn runs_match_without_graph_replay() {
     assert!(ok && out.contains("OK"), "{out}\n{err}");
     assert!(!err.contains("[captured]"), "graphs were off, yet work was captured:\n{err}");
 }
+
+/// HETSCHED_PROFILE times each step between events (launching one by one instead of replaying):
+/// summed per kind, or listed per step with `nodes`.
+#[test]
+fn profile_reports_device_time_per_step() {
+    let Some(shared) = shared_dir() else { return };
+    let Some(emu) = emulator() else { return };
+    let dir = shared.join("models/squeezenet1_1");
+    let args = ["run", dir.to_str().unwrap(), "--device", "cuda"];
+    let (ok, out, err) = emulated(emu, hetsched_cli(), &args, &[("HETSCHED_PROFILE", "1")]);
+    assert!(ok, "{out}\n{err}");
+    let gemm = err.lines().find(|l| l.starts_with("cublas gemm")).unwrap_or_else(|| panic!("no GEMM row:\n{err}"));
+    assert!(gemm.contains(" 26 launches"), "{gemm}");
+    let summary = err.lines().find(|l| l.contains("steps,") && l.contains("ms on the device")).unwrap_or_else(|| panic!("no total:\n{err}"));
+    let steps: usize = summary.split_whitespace().next().unwrap().parse().unwrap();
+    let (ok, out, err) = emulated(emu, hetsched_cli(), &args, &[("HETSCHED_PROFILE", "nodes")]);
+    assert!(ok, "{out}\n{err}");
+    let rows = err.lines().filter(|l| l.trim_start().split_whitespace().next().is_some_and(|w| w.parse::<usize>().is_ok()) && l.ends_with(" ms")).count();
+    assert_eq!(rows, steps, "one row per step:\n{err}");
+}

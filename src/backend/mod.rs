@@ -49,6 +49,26 @@ pub struct CompileOptions {
     pub tf32: bool,
 }
 
+/// `HETSCHED_PROFILE`: per-run timings printed to stderr by the CPU and CUDA executables.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Profile {
+    Off,
+    /// Any other value of `HETSCHED_PROFILE`: time per op type.
+    PerOpType,
+    /// `HETSCHED_PROFILE=nodes`: time per node, in execution order.
+    PerNode,
+}
+
+impl Profile {
+    pub(crate) fn from_env() -> Profile {
+        match std::env::var_os("HETSCHED_PROFILE") {
+            None => Profile::Off,
+            Some(v) if v == "nodes" => Profile::PerNode,
+            Some(_) => Profile::PerOpType,
+        }
+    }
+}
+
 /// A compiled graph or partition. Immutable and shared; each `run` has its own state, so many
 /// threads may run it at once.
 pub trait Executable: Send + Sync {

@@ -2,6 +2,7 @@
 //! free points (tract's plan/state split). Each `run` owns its slot vector, so one executable
 //! serves many threads.
 
+use crate::backend::Profile;
 use super::eval_node;
 use crate::backend::Executable;
 use crate::error::{Error, Result};
@@ -20,25 +21,6 @@ struct Step {
     frees: Vec<usize>,
     /// Layout-only op (Reshape, Flatten, ...) that may take its input's buffer when it is the last reader.
     alias: bool,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Profile {
-    Off,
-    /// Any other value of `HETSCHED_PROFILE`: time per op type.
-    PerOpType,
-    /// `HETSCHED_PROFILE=nodes`: time per node, in execution order.
-    PerNode,
-}
-
-impl Profile {
-    fn from_env() -> Profile {
-        match std::env::var_os("HETSCHED_PROFILE") {
-            None => Profile::Off,
-            Some(v) if v == "nodes" => Profile::PerNode,
-            Some(_) => Profile::PerOpType,
-        }
-    }
 }
 
 pub struct CpuExecutable {

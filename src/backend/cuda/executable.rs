@@ -15,7 +15,7 @@ use super::gemm::{epilogue_params, gemm_spec, GemmSpec};
 use crate::backend::gpu::layout::{buffer_bytes, decode, encode, grid, output_tensor};
 use crate::backend::gpu::lower::{lower, LowerOptions};
 use crate::backend::gpu::{Elem, Kernel, OpSpec, BLOCK};
-use crate::backend::Executable;
+use crate::backend::{Executable, Profile};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::tensor::{DType, Tensor};
@@ -45,6 +45,8 @@ struct State {
     /// Ordering between the copy stream and the compute stream.
     uploaded: CudaEvent,
     computed: CudaEvent,
+    /// Timing events around each step when profiling.
+    marks: Vec<CudaEvent>,
     graph: Graphing,
 }
 
@@ -69,6 +71,10 @@ pub struct CudaExecutable {
     tf32: bool,
     /// Storage type of each buffer.
     elems: Vec<Elem>,
+    /// What each step is, for `HETSCHED_PROFILE` (then runs launch step by step between timing
+    /// events instead of replaying the graph).
+    labels: Vec<(String, String)>,
+    profile: Profile,
     inputs: Vec<(usize, String, Vec<usize>)>,
     outputs: Vec<(usize, Vec<usize>, DType)>,
 }
@@ -123,6 +129,7 @@ impl CudaExecutable {
             buffers.push(stream.clone_htod(&host).map_err(cuda_err)?);
         }
         let mut steps = Vec::with_capacity(plan.launches.len());
+        let mut labels = Vec::with_capacity(plan.launches.len());
         for l in &plan.launches {
             let types: Vec<Elem> = l.bufs.iter().map(|&b| elems[b]).collect();
             let gemm = if l.kernel == Kernel::Matmul { gemm_spec(&l.params, l.grid[2]) } else { None };
@@ -132,12 +139,14 @@ impl CudaExecutable {
                     blas = Some(CudaBlas::new(stream.clone()).map_err(|e| Error::DeviceUnavailable { device: "cuda".into(), reason: format!("creating a cuBLAS handle: {e:?}") })?);
                 }
                 steps.push(Step::Gemm { spec, bufs: [l.bufs[1], l.bufs[0], l.bufs[3]], operands: types[0], out: types[3] });
+                labels.push(("cublas gemm".to_string(), format!("m={} n={} k={} batch={}", spec.m, spec.n, spec.k, spec.batch)));
                 if let Some(p) = epilogue_params(&l.params, l.grid[2]) {
                     let g = grid(p[0] as usize);
                     let cfg = LaunchConfig { grid_dim: (g[0], g[1], g[2]), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
                     let params = stream.clone_htod(&p).map_err(cuda_err)?;
                     let unit = Unit::new("nn.cu", String::new(), false, &[types[2], types[3]]);
                     steps.push(Step::Kernel { func: dev.function(&unit, "bias_act")?, params, bufs: vec![l.bufs[2], l.bufs[3]], cfg });
+                    labels.push(("bias_act".to_string(), format!("{} elements", p[0])));
                 }
                 continue;
             }
@@ -147,6 +156,11 @@ impl CudaExecutable {
             let block = if l.kernel == Kernel::Matmul { (16, 16, 1) } else { (BLOCK, 1, 1) };
             let cfg = LaunchConfig { grid_dim: (l.grid[0], l.grid[1], l.grid[2]), block_dim: block, shared_mem_bytes: 0 };
             steps.push(Step::Kernel { func, params, bufs: l.bufs.clone(), cfg });
+            let what = match l.op {
+                OpSpec::None => String::new(),
+                op => format!(" {op:?}"),
+            };
+            labels.push((format!("{name}{what}"), format!("grid {:?}", l.grid)));
         }
         let inputs: Vec<(usize, String, Vec<usize>)> = plan.inputs.iter().map(|i| (i.buffer, i.name.clone(), i.shape.clone())).collect();
         let outputs: Vec<(usize, Vec<usize>, DType)> = plan.outputs.iter().map(|o| (o.buffer, o.shape.clone(), o.dtype)).collect();
@@ -158,20 +172,27 @@ impl CudaExecutable {
         // read by the host, which write-combined memory makes very slow.
         let uploads = inputs.iter().map(|(buf, _, _)| pinned(buffers[*buf].len(), sys::CU_MEMHOSTALLOC_WRITECOMBINED)).collect::<Result<_>>()?;
         let downloads = outputs.iter().map(|(buf, _, _)| pinned(buffers[*buf].len(), 0)).collect::<Result<_>>()?;
-        let graph = if std::env::var("HETSCHED_CUDA_GRAPHS").is_ok_and(|v| v == "0") { Graphing::Off } else { Graphing::Pending };
+        let profile = Profile::from_env();
+        let graph = if profile != Profile::Off || std::env::var("HETSCHED_CUDA_GRAPHS").is_ok_and(|v| v == "0") { Graphing::Off } else { Graphing::Pending };
+        let timing = if profile == Profile::Off { 0 } else { steps.len() + 1 };
+        let marks = (0..timing).map(|_| dev.ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).map_err(cuda_err)).collect::<Result<Vec<_>>>()?;
         // The buffers were filled on the compute stream; runs upload on the copy stream.
         stream.synchronize().map_err(cuda_err)?;
         let (uploaded, computed) = (dev.ctx.new_event(None).map_err(cuda_err)?, dev.ctx.new_event(None).map_err(cuda_err)?);
-        let state = Mutex::new(State { buffers, uploads, downloads, uploaded, computed, graph });
-        Ok(CudaExecutable { stream, copies, blas, state, steps, tf32, elems, inputs, outputs })
+        let state = Mutex::new(State { buffers, uploads, downloads, uploaded, computed, marks, graph });
+        Ok(CudaExecutable { stream, copies, blas, state, steps, tf32, elems, labels, profile, inputs, outputs })
     }
 }
 
 impl CudaExecutable {
-    /// Queues every kernel of the plan on the stream.
-    fn launch_all(&self, buffers: &[CudaSlice<u8>]) -> Result<()> {
+    /// Queues every kernel of the plan on the stream, with `marks[i]` recorded before step `i`
+    /// and the last one after all (when profiling; empty otherwise).
+    fn launch_all(&self, buffers: &[CudaSlice<u8>], marks: &[CudaEvent]) -> Result<()> {
         let stream = &self.stream;
-        for s in &self.steps {
+        for (i, s) in self.steps.iter().enumerate() {
+            if let Some(m) = marks.get(i) {
+                m.record(stream).map_err(cuda_err)?;
+            }
             match s {
                 Step::Kernel { func, params, bufs, cfg } => {
                     let mut launch = stream.launch_builder(func);
@@ -186,6 +207,31 @@ impl CudaExecutable {
                 Step::Gemm { spec, bufs, operands, out } => self.gemm(spec, [&buffers[bufs[0]], &buffers[bufs[1]], &buffers[bufs[2]]], *operands, *out)?,
             }
         }
+        if let Some(m) = marks.get(self.steps.len()) {
+            m.record(stream).map_err(cuda_err)?;
+        }
+        Ok(())
+    }
+
+    /// Prints the device time of each step (per step, or summed per kind) from the marks.
+    fn print_profile(&self, marks: &[CudaEvent]) -> Result<()> {
+        let mut kinds: std::collections::BTreeMap<&str, (f64, usize)> = Default::default();
+        for (i, (kind, detail)) in self.labels.iter().enumerate() {
+            let ms = marks[i].elapsed_ms(&marks[i + 1]).map_err(cuda_err)? as f64;
+            if self.profile == Profile::PerNode {
+                eprintln!("{i:>4} {kind:<40} {detail:<36} {ms:>9.3} ms");
+            }
+            let e = kinds.entry(kind.as_str()).or_default();
+            e.0 += ms;
+            e.1 += 1;
+        }
+        if self.profile == Profile::PerOpType {
+            for (kind, (ms, n)) in kinds {
+                eprintln!("{kind:<40} {n:>5} launches {ms:>9.3} ms");
+            }
+        }
+        let total = marks[0].elapsed_ms(&marks[self.steps.len()]).map_err(cuda_err)?;
+        eprintln!("{} steps, {total:.3} ms on the device (launched one by one)", self.steps.len());
         Ok(())
     }
 
@@ -219,7 +265,7 @@ impl CudaExecutable {
     fn capture(&self, buffers: &[CudaSlice<u8>]) -> Result<Replay> {
         let stream = &self.stream;
         stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(cuda_err)?;
-        let launched = self.launch_all(buffers);
+        let launched = self.launch_all(buffers, &[]);
         let ended = stream.end_capture(sys::CUgraphInstantiate_flags(0)).map_err(cuda_err);
         launched?;
         let graph = ended?.ok_or_else(|| Error::Tensor("CUDA: stream capture produced no graph".into()))?;
@@ -263,7 +309,7 @@ impl Executable for CudaExecutable {
         }
         match &state.graph {
             Graphing::Ready(Replay(graph)) => graph.launch().map_err(cuda_err)?,
-            _ => self.launch_all(&state.buffers)?,
+            _ => self.launch_all(&state.buffers, &state.marks)?,
         }
         state.computed.record(stream).map_err(cuda_err)?;
         copies.wait(&state.computed).map_err(cuda_err)?;
@@ -271,6 +317,9 @@ impl Executable for CudaExecutable {
             copies.memcpy_dtoh(&state.buffers[*buf], staging).map_err(cuda_err)?;
         }
         copies.synchronize().map_err(cuda_err)?;
+        if self.profile != Profile::Off {
+            self.print_profile(&state.marks)?;
+        }
         let mut outs = Vec::with_capacity(self.outputs.len());
         for ((buf, shape, dtype), staging) in self.outputs.iter().zip(&state.downloads) {
             let values = decode(staging.as_slice().map_err(cuda_err)?, self.elems[*buf], shape.iter().product());
