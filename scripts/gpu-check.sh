@@ -45,6 +45,12 @@ for m in squeezenet1_1 mobilenet_v2 shufflenet_v2_x1_0 bert_tiny; do
     printf '%s b%s hetsched cuda: ' "$m" "$b" | tee -a "$OUT/summary.txt"
     "$BIN" run "$MODELS/$m" --device cuda --batch "$b" --repeat 50 2>&1 | grep median | tee -a "$OUT/summary.txt" || status=1
   done
+  # The tiled GEMM kernel (bias and activation fused, one launch) instead of cuBLAS + bias_act:
+  # which wins, and from what size, decides the default (HETSCHED_CUDA_GEMM).
+  for b in 1 8 32; do
+    printf '%s b%s hetsched cuda, own GEMM kernel: ' "$m" "$b" | tee -a "$OUT/summary.txt"
+    HETSCHED_CUDA_GEMM=kernel "$BIN" run "$MODELS/$m" --device cuda --batch "$b" --repeat 50 2>&1 | grep median | tee -a "$OUT/summary.txt" || status=1
+  done
   # Informational: batch 32 with TF32 GEMMs (PyTorch's fp32 rows keep TF32 off).
   printf '%s b32 hetsched cuda, tf32: ' "$m" | tee -a "$OUT/summary.txt"
   "$BIN" run "$MODELS/$m" --device cuda --batch 32 --repeat 50 --tf32 2>&1 | grep median | tee -a "$OUT/summary.txt" || status=1
@@ -52,5 +58,13 @@ for m in squeezenet1_1 mobilenet_v2 shufflenet_v2_x1_0 bert_tiny; do
   printf '%s b1 hetsched cuda, no graphs: ' "$m" | tee -a "$OUT/summary.txt"
   HETSCHED_CUDA_GRAPHS=0 "$BIN" run "$MODELS/$m" --device cuda --batch 1 --repeat 50 2>&1 | grep median | tee -a "$OUT/summary.txt" || status=1
 done
+echo "== where the device time goes (batch 1 and 32, kernels launched one by one between events)" | tee -a "$OUT/summary.txt"
+for m in squeezenet1_1 mobilenet_v2; do
+  for b in 1 32; do
+    echo "-- $m b$b" >> "$OUT/profile.txt"
+    HETSCHED_PROFILE=1 "$BIN" run "$MODELS/$m" --device cuda --batch "$b" --repeat 3 >> "$OUT/profile.txt" 2>&1 || status=1
+  done
+done
+tail -n 8 "$OUT/profile.txt" | tee -a "$OUT/summary.txt"
 python3 "$(dirname "$0")/torch_baseline.py" --batch 1,8,32 2>&1 | tee -a "$OUT/summary.txt" || status=1
 exit $status

@@ -275,3 +275,22 @@ fn profile_reports_device_time_per_step() {
     let rows = err.lines().filter(|l| l.trim_start().split_whitespace().next().is_some_and(|w| w.parse::<usize>().is_ok()) && l.ends_with(" ms")).count();
     assert_eq!(rows, steps, "one row per step:\n{err}");
 }
+
+/// HETSCHED_CUDA_GEMM=kernel: every Matmul (convolutions included) in the tiled kernel with its
+/// epilogue fused, no cuBLAS; the results still match, in f32 and with f16 storage.
+#[test]
+fn the_tiled_gemm_kernel_matches_too() {
+    let Some(shared) = shared_dir() else { return };
+    let Some(emu) = emulator() else { return };
+    for (name, f16) in [("squeezenet1_1", false), ("bert_tiny", false), ("mobilenet_v2", true)] {
+        let dir = shared.join("models").join(name);
+        let inputs = dir.join("test_data_set_1");
+        let mut args = vec!["run", dir.to_str().unwrap(), "--device", "cuda", "--inputs", inputs.to_str().unwrap(), "--check"];
+        if f16 {
+            args.extend(["--f16", "--rel-l2", "5e-3", "--max-frac", "2e-2"]);
+        }
+        let (ok, out, err) = emulated(emu, hetsched_cli(), &args, &[("HETSCHED_CUDA_GEMM", "kernel"), ("HETSCHED_EMULATOR_TRACE", "1")]);
+        assert!(ok, "{name} (f16 {f16}):\n{out}\n{err}");
+        assert!(err.contains("launch matmul ") && !err.contains("cublas gemm") && !err.contains("launch bias_act "), "{name}: {err}");
+    }
+}

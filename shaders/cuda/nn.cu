@@ -120,29 +120,55 @@ extern "C" __global__ void rows(const u32* p, const B1* x, const B2* scale, cons
     }
 }
 
-// Batched GEMM with 16x16 shared-memory tiles (the WGSL matmul's layout): C[b] = alpha * A[b] *
-// B[b] + beta * bias, then the fused activation. Strides express transposes and batch
-// broadcasting. p: [M, N, K, a_batch, a_rs, a_cs, b_batch, b_rs, b_cs, has_bias, bias_rs,
-// bias_cs, alpha_bits, beta_bits, act, lo_bits, hi_bits]. Launch with 16x16 blocks.
+// Batched GEMM with the WGSL matmul's parameters: C[b] = alpha * A[b] * B[b] + beta * bias, then
+// the fused activation, in one launch (cuBLAS needs a second, bias_act). Strides express
+// transposes and batch broadcasting. p: [M, N, K, a_batch, a_rs, a_cs, b_batch, b_rs, b_cs,
+// has_bias, bias_rs, bias_cs, alpha_bits, beta_bits, act, lo_bits, hi_bits].
+// A 16x16 block computes a 64x64 tile of C, 4x4 outputs per thread in registers (rows ty + 16i,
+// columns tx + 16j, so the stores of a row of threads are contiguous), over 16-deep slices of A
+// and B staged in shared memory. Launch with 16x16 blocks on a (N/64, M/64, batch) grid.
+#define MM_TILE 64
+#define MM_DEPTH 16
 extern "C" __global__ void matmul(const u32* p, const B1* a, const B2* bm, const B3* bias, B4* c) {
-    __shared__ float ta[16][16];
-    __shared__ float tb[16][16];
+    __shared__ float as[MM_DEPTH][MM_TILE + 1];
+    __shared__ float bs[MM_DEPTH][MM_TILE + 1];
     u32 m = p[0], n = p[1], k = p[2];
-    u32 row = blockIdx.y * 16 + threadIdx.y, col = blockIdx.x * 16 + threadIdx.x, batch = blockIdx.z;
+    u32 tx = threadIdx.x, ty = threadIdx.y, tid = ty * 16 + tx;
+    u32 row0 = blockIdx.y * MM_TILE, col0 = blockIdx.x * MM_TILE, batch = blockIdx.z;
     u32 a0 = batch * p[3], b0 = batch * p[6];
-    float acc = 0.0f;
-    for (u32 t = 0; t < (k + 15) / 16; ++t) {
-        u32 ka = t * 16 + threadIdx.x, kb = t * 16 + threadIdx.y;
-        ta[threadIdx.y][threadIdx.x] = (row < m && ka < k) ? ld(a, a0 + row * p[4] + ka * p[5]) : 0.0f;
-        tb[threadIdx.y][threadIdx.x] = (kb < k && col < n) ? ld(bm, b0 + kb * p[7] + col * p[8]) : 0.0f;
+    float acc[4][4];
+    for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+    for (u32 t = 0; t < k; t += MM_DEPTH) {
+        for (u32 e = tid; e < MM_TILE * MM_DEPTH; e += 256) {
+            u32 r = e / MM_DEPTH, kk = e % MM_DEPTH, gr = row0 + r, gk = t + kk;
+            as[kk][r] = (gr < m && gk < k) ? ld(a, a0 + gr * p[4] + gk * p[5]) : 0.0f;
+        }
+        for (u32 e = tid; e < MM_TILE * MM_DEPTH; e += 256) {
+            u32 kk = e / MM_TILE, cc = e % MM_TILE, gk = t + kk, gc = col0 + cc;
+            bs[kk][cc] = (gk < k && gc < n) ? ld(bm, b0 + gk * p[7] + gc * p[8]) : 0.0f;
+        }
         __syncthreads();
-        for (int i = 0; i < 16; ++i) acc += ta[threadIdx.y][i] * tb[i][threadIdx.x];
+        for (u32 kk = 0; kk < MM_DEPTH; ++kk) {
+            float av[4], bv[4];
+            for (int i = 0; i < 4; ++i) av[i] = as[kk][ty + 16 * i];
+            for (int j = 0; j < 4; ++j) bv[j] = bs[kk][tx + 16 * j];
+            for (int i = 0; i < 4; ++i)
+                for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
+        }
         __syncthreads();
     }
-    if (row >= m || col >= n) return;
-    float v = pf(p, 12) * acc;
-    if (p[9] == 1u) v += pf(p, 13) * ld(bias, row * p[10] + col * p[11]);
-    st(c, batch * m * n + row * n + col, activate(v, p[14], pf(p, 15), pf(p, 16)));
+    for (int i = 0; i < 4; ++i) {
+        u32 row = row0 + ty + 16 * i;
+        if (row >= m) continue;
+        for (int j = 0; j < 4; ++j) {
+            u32 col = col0 + tx + 16 * j;
+            if (col >= n) continue;
+            float v = pf(p, 12) * acc[i][j];
+            if (p[9] == 1u) v += pf(p, 13) * ld(bias, row * p[10] + col * p[11]);
+            st(c, batch * m * n + row * n + col, activate(v, p[14], pf(p, 15), pf(p, 16)));
+        }
+    }
 }
 
 // What a Matmul run through cuBLAS still owes: C += beta * bias (row and column strides, so a

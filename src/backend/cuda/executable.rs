@@ -130,9 +130,13 @@ impl CudaExecutable {
         }
         let mut steps = Vec::with_capacity(plan.launches.len());
         let mut labels = Vec::with_capacity(plan.launches.len());
+        // HETSCHED_CUDA_GEMM=kernel runs every Matmul in the tiled kernel (one launch with its
+        // epilogue) instead of cuBLAS + bias_act: which is faster for small products is a
+        // measurement (scripts/gpu-check.sh times both).
+        let use_cublas = std::env::var("HETSCHED_CUDA_GEMM").map_or(true, |v| v != "kernel");
         for l in &plan.launches {
             let types: Vec<Elem> = l.bufs.iter().map(|&b| elems[b]).collect();
-            let gemm = if l.kernel == Kernel::Matmul { gemm_spec(&l.params, l.grid[2]) } else { None };
+            let gemm = if l.kernel == Kernel::Matmul && use_cublas { gemm_spec(&l.params, l.grid[2]) } else { None };
             // cuBLAS takes f32 x f32 or f16 x f16 operands (f32 accumulation either way).
             if let (Some(spec), true) = (gemm, types[0] == types[1]) {
                 if blas.is_none() {
@@ -153,8 +157,13 @@ impl CudaExecutable {
             let (unit, name) = entry(l.kernel, l.op, &types)?;
             let func = dev.function(&unit, name)?;
             let params = stream.clone_htod(if l.params.is_empty() { &[0u32][..] } else { &l.params }).map_err(cuda_err)?;
-            let block = if l.kernel == Kernel::Matmul { (16, 16, 1) } else { (BLOCK, 1, 1) };
-            let cfg = LaunchConfig { grid_dim: (l.grid[0], l.grid[1], l.grid[2]), block_dim: block, shared_mem_bytes: 0 };
+            let cfg = if l.kernel == Kernel::Matmul {
+                // 64x64 tiles of C per 16x16 block (the plan's grid is for the WGSL 16x16 tiles).
+                let (m, n) = (l.params[0], l.params[1]);
+                LaunchConfig { grid_dim: (n.div_ceil(64), m.div_ceil(64), l.grid[2]), block_dim: (16, 16, 1), shared_mem_bytes: 0 }
+            } else {
+                LaunchConfig { grid_dim: (l.grid[0], l.grid[1], l.grid[2]), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
+            };
             steps.push(Step::Kernel { func, params, bufs: l.bufs.clone(), cfg });
             let what = match l.op {
                 OpSpec::None => String::new(),
