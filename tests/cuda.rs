@@ -92,6 +92,17 @@ fn onnx_node_suite() {
     expectations::check("cuda", &results);
 }
 
+/// MatMuls written straight into their Concat's output, through cuBLAS (an offset C pointer and
+/// a batch stride) and through the tiled kernel.
+#[test]
+#[ignore = "needs a CUDA device (or the emulator: device_tests_on_the_emulator)"]
+fn products_are_written_into_their_concat() {
+    if !cuda_available() {
+        return;
+    }
+    check_concat_of_products("cuda");
+}
+
 /// A node the kernels lack is refused as unsupported, not run wrongly.
 #[test]
 #[ignore = "needs a CUDA device (or the emulator: device_tests_on_the_emulator)"]
@@ -210,7 +221,7 @@ fn device_tests_on_the_emulator() {
     println!("{out}");
     assert!(ok, "device tests failed on the emulator:\n{out}\n{err}");
     let passed = out.lines().filter(|l| l.starts_with("test ") && l.ends_with("... ok")).count();
-    assert_eq!(passed, 6, "expected the 6 device tests to run:\n{out}");
+    assert_eq!(passed, 7, "expected the 7 device tests to run:\n{out}");
 }
 
 #[test]

@@ -98,3 +98,12 @@ fn submit_then_wait_matches_run() {
         assert_close("bert_tiny submit/wait", o, r);
     }
 }
+
+/// MatMuls written straight into their Concat's output (and a copied input between them).
+#[test]
+fn products_are_written_into_their_concat() {
+    if !wgpu_available() {
+        return;
+    }
+    check_concat_of_products("wgpu");
+}

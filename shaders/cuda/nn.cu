@@ -123,7 +123,8 @@ extern "C" __global__ void rows(const u32* p, const B1* x, const B2* scale, cons
 // Batched GEMM with the WGSL matmul's parameters: C[b] = alpha * A[b] * B[b] + beta * bias, then
 // the fused activation, in one launch (cuBLAS needs a second, bias_act). Strides express
 // transposes and batch broadcasting. p: [M, N, K, a_batch, a_rs, a_cs, b_batch, b_rs, b_cs,
-// has_bias, bias_rs, bias_cs, alpha_bits, beta_bits, act, lo_bits, hi_bits].
+// has_bias, bias_rs, bias_cs, alpha_bits, beta_bits, act, lo_bits, hi_bits, c_base, c_batch]:
+// C[b] starts at c_base + b * c_batch (a Concat's output can be written in place).
 // A 16x16 block computes a 64x64 tile of C, 4x4 outputs per thread in registers (rows ty + 16i,
 // columns tx + 16j, so the stores of a row of threads are contiguous), over 16-deep slices of A
 // and B staged in shared memory. Launch with 16x16 blocks on a (N/64, M/64, batch) grid.
@@ -166,19 +167,21 @@ extern "C" __global__ void matmul(const u32* p, const B1* a, const B2* bm, const
             if (col >= n) continue;
             float v = pf(p, 12) * acc[i][j];
             if (p[9] == 1u) v += pf(p, 13) * ld(bias, row * p[10] + col * p[11]);
-            st(c, batch * m * n + row * n + col, activate(v, p[14], pf(p, 15), pf(p, 16)));
+            st(c, p[17] + batch * p[18] + row * n + col, activate(v, p[14], pf(p, 15), pf(p, 16)));
         }
     }
 }
 
 // What a Matmul run through cuBLAS still owes: C += beta * bias (row and column strides, so a
 // per-channel or per-column bias broadcasts), then the fused activation.
-// p: [total, n, m*n, has_bias, bias_rs, bias_cs, beta_bits, act, lo_bits, hi_bits].
+// p: [total, n, m*n, has_bias, bias_rs, bias_cs, beta_bits, act, lo_bits, hi_bits, c_base,
+// c_batch]: element i of the product is C[c_base + (i / (m*n)) * c_batch + i % (m*n)].
 extern "C" __global__ void bias_act(const u32* p, const B1* bias, B2* c) {
     u32 i = flat_index();
     if (i >= p[0]) return;
     u32 col = i % p[1], row = (i % p[2]) / p[1];
-    float v = ld(c, i);
+    u32 at = p[10] + (i / p[2]) * p[11] + i % p[2];
+    float v = ld(c, at);
     if (p[3] == 1u) v += pf(p, 6) * ld(bias, row * p[4] + col * p[5]);
-    st(c, i, activate(v, p[7], pf(p, 8), pf(p, 9)));
+    st(c, at, activate(v, p[7], pf(p, 8), pf(p, 9)));
 }

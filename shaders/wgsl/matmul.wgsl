@@ -1,7 +1,8 @@
 // Batched GEMM with 16x16 shared-memory tiles: C[b] = alpha * A[b] * B[b] + beta * bias, then
 // the fused activation. Strides express transposes and batch broadcasting (stride 0).
 // p: [M, N, K, a_batch, a_rs, a_cs, b_batch, b_rs, b_cs, has_bias, bias_rs, bias_cs,
-//     alpha_bits, beta_bits, act, lo_bits, hi_bits]
+//     alpha_bits, beta_bits, act, lo_bits, hi_bits, c_base, c_batch]: C[b] starts at
+//     c_base + b * c_batch (a Concat's output can be written in place).
 @group(0) @binding(1) var<storage, read> a: array<B1>;
 @group(0) @binding(2) var<storage, read> bm: array<B2>;
 @group(0) @binding(3) var<storage, read> bias: array<B3>;
@@ -41,5 +42,5 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     if (p[9] == 1u) {
         v += pf(13u) * f32(bias[row * p[10] + col * p[11]]);
     }
-    c[batch * m * n + row * n + col] = B4(activate(v, p[14], pf(15u), pf(16u)));
+    c[p[17] + batch * p[18] + row * n + col] = B4(activate(v, p[14], pf(15u), pf(16u)));
 }

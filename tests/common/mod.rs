@@ -61,3 +61,27 @@ pub fn check_model_on(name: &str, options: hetsched::SessionOptions, rel_l2: f64
         }
     }
 }
+
+/// A model whose batched MatMuls feed a Concat on the axis their products tile (GPU lowering
+/// writes them straight into the Concat's output), beside a plain input of the same Concat.
+/// Returns the model and its inputs.
+pub fn concat_of_products() -> (Vec<u8>, Vec<(String, hetsched::Tensor)>) {
+    use builder::*;
+    let mut b = ModelBuilder::new();
+    b.input("a", 1, &["2", "3", "4"]).input("b", 1, &["2", "4", "5"]).input("c", 1, &["2", "2", "4"]).input("d", 1, &["2", "1", "5"]).output("y");
+    b.node("MatMul", &["a", "b"], &["ab"], vec![]);
+    b.node("MatMul", &["c", "b"], &["cb"], vec![]);
+    b.node("Concat", &["ab", "d", "cb"], &["y"], vec![attr_int("axis", 1)]);
+    let t = |shape: &[usize], seed| hetsched::Tensor::from_f32(shape, rand_vec(shape.iter().product(), seed)).unwrap();
+    let inputs = vec![("a".into(), t(&[2, 3, 4], 1)), ("b".into(), t(&[2, 4, 5], 2)), ("c".into(), t(&[2, 2, 4], 3)), ("d".into(), t(&[2, 1, 5], 4))];
+    (b.bytes(), inputs)
+}
+
+/// [`concat_of_products`] on `device` against the CPU.
+pub fn check_concat_of_products(device: &str) {
+    let (bytes, inputs) = concat_of_products();
+    let cpu = hetsched::Session::from_bytes(&bytes, hetsched::SessionOptions::default()).unwrap().run(inputs.clone()).unwrap();
+    let gpu = hetsched::Session::from_bytes(&bytes, hetsched::SessionOptions { device: device.into(), ..Default::default() }).unwrap().run(inputs).unwrap();
+    assert_eq!(gpu[0].1.shape(), &[2, 6, 5]);
+    assert_close(&format!("concat of products on {device}"), &gpu[0].1, &cpu[0].1);
+}

@@ -252,6 +252,7 @@ impl CudaExecutable {
         let (first, _f) = first.device_ptr(stream);
         let (second, _s) = second.device_ptr(stream);
         let (c, _c) = c.device_ptr(stream);
+        let c = c + (s.c_offset * out.bytes()) as u64;
         let dtype = |e: Elem| if e == Elem::F16 { cudaDataType::CUDA_R_16F } else { cudaDataType::CUDA_R_32F };
         let (ab, ct) = (dtype(operands), dtype(out));
         let compute = if self.tf32 && operands == Elem::F32 { cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32 } else { cublasComputeType_t::CUBLAS_COMPUTE_32F };

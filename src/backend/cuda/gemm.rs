@@ -20,6 +20,8 @@ pub struct GemmSpec {
     pub stride_first: i64,
     pub stride_second: i64,
     pub stride_c: i64,
+    /// Where C[0] starts in its buffer, in elements.
+    pub c_offset: usize,
     pub batch: i32,
     pub alpha: f32,
 }
@@ -60,20 +62,21 @@ pub fn gemm_spec(p: &[u32], batch: u32) -> Option<GemmSpec> {
         ldc: n as i32,
         stride_first: p[6] as i64,
         stride_second: p[3] as i64,
-        stride_c: m as i64 * n as i64,
+        stride_c: p[18] as i64,
+        c_offset: p[17] as usize,
         batch: batch as i32,
         alpha: f32::from_bits(p[12]),
     })
 }
 
 /// Parameters of `bias_act_f32` for a Matmul launch, or `None` if it has neither bias nor
-/// activation: [total, n, m*n, has_bias, bias_rs, bias_cs, beta, act, lo, hi].
+/// activation: [total, n, m*n, has_bias, bias_rs, bias_cs, beta, act, lo, hi, c_base, c_batch].
 pub fn epilogue_params(p: &[u32], batch: u32) -> Option<Vec<u32>> {
     let (m, n) = (p[0], p[1]);
     if p[9] == 0 && p[14] == 0 {
         return None;
     }
-    Some(vec![batch * m * n, n, m * n, p[9], p[10], p[11], p[13], p[14], p[15], p[16]])
+    Some(vec![batch * m * n, n, m * n, p[9], p[10], p[11], p[13], p[14], p[15], p[16], p[17], p[18]])
 }
 
 #[cfg(test)]
@@ -111,7 +114,7 @@ mod tests {
         // Layouts: A plain or transposed, B plain, transposed or batch-broadcast.
         for (a_rs, a_cs) in [(k, 1), (1, m)] {
             for (b_rs, b_cs, b_batch) in [(n, 1, k * n), (1, k, k * n), (n, 1, 0)] {
-                let p = [m, n, k, m * k, a_rs, a_cs, b_batch, b_rs, b_cs, 0, 0, 0, 2f32.to_bits(), 0, 0, 0, 0];
+                let p = [m, n, k, m * k, a_rs, a_cs, b_batch, b_rs, b_cs, 0, 0, 0, 2f32.to_bits(), 0, 0, 0, 0, 0, m * n];
                 let s = gemm_spec(&p, batch).expect("unit strides map to cuBLAS");
                 let mut c = vec![0.0; (m * n * batch) as usize];
                 reference_cublas(&s, &b, &a, &mut c);
@@ -130,9 +133,9 @@ mod tests {
 
     #[test]
     fn general_views_and_empty_products_stay_on_the_kernel() {
-        let p = [3, 5, 4, 0, 8, 2, 0, 5, 1, 0, 0, 0, 1f32.to_bits(), 0, 0, 0, 0];
+        let p = [3, 5, 4, 0, 8, 2, 0, 5, 1, 0, 0, 0, 1f32.to_bits(), 0, 0, 0, 0, 0, 15];
         assert_eq!(gemm_spec(&p, 1), None);
-        let empty = [3, 0, 4, 0, 4, 1, 0, 5, 1, 0, 0, 0, 1f32.to_bits(), 0, 0, 0, 0];
+        let empty = [3, 0, 4, 0, 4, 1, 0, 5, 1, 0, 0, 0, 1f32.to_bits(), 0, 0, 0, 0, 0, 0];
         assert_eq!(gemm_spec(&empty, 1), None);
         assert_eq!(epilogue_params(&empty, 1), None);
     }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 pub fn lower(graph: &Graph, options: LowerOptions) -> Result<GpuPlan> {
     let g = graph;
     let LowerOptions { f16, max_bytes, conv_as_gemm } = options;
-    let mut b = Builder { g, max_bytes, f16, conv_as_gemm, buffers: vec![], value_buf: HashMap::new(), launches: vec![], dummy: None, scratch: None };
+    let mut b = Builder { g, max_bytes, f16, conv_as_gemm, buffers: vec![], value_buf: HashMap::new(), launches: vec![], dummy: None, scratch: None, placed: Default::default() };
     let mut inputs = vec![];
     for gi in &g.inputs {
         let shape = g.g[gi.node].outputs[0].shape.clone().ok_or_else(|| Error::Input(format!("input '{}' has no bound shape", gi.name)))?;
@@ -60,6 +60,8 @@ struct Builder<'a> {
     conv_as_gemm: bool,
     /// One im2col buffer shared by every convolution (they run in order), sized for the largest.
     scratch: Option<usize>,
+    /// Values a Matmul launch wrote straight into their Concat's output (which then skips them).
+    placed: std::collections::HashSet<(NodeIndex, usize)>,
     /// Largest buffer the device can bind.
     max_bytes: u64,
     /// Store float tensors as f16.
@@ -141,7 +143,7 @@ impl<'a> Builder<'a> {
     /// the input in place; otherwise the input is copied into a zero-bordered buffer (its border is
     /// never written, so it stays zero across runs) and unfolded into the shared im2col buffer by
     /// a 6-D strided copy.
-    fn conv_gemm(&mut self, geo: [u32; 15], x: usize, w: usize, bias: Option<usize>, activation: Option<crate::graph::Activation>, o: usize) -> Result<()> {
+    fn conv_gemm(&mut self, node: NodeIndex, geo: [u32; 15], x: usize, w: usize, bias: Option<usize>, activation: Option<crate::graph::Activation>, o: usize) -> Result<()> {
         let [n, c, h, wd, m, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw] = geo.map(|v| v as usize);
         let (k, pixels) = (c * kh * kw, oh * ow);
         let pointwise = kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0 && oh == h && ow == wd;
@@ -172,7 +174,45 @@ impl<'a> Builder<'a> {
         };
         let mut p = vec![m as u32, pixels as u32, k as u32, 0, k as u32, 1, (k * pixels) as u32, pixels as u32, 1, bias.is_some() as u32, 1, 0, 1f32.to_bits(), 1f32.to_bits()];
         p.extend(act_params(activation));
+        let (o, c_base, c_batch) = self.matmul_output(node, o, n, m * pixels);
+        p.extend([c_base, c_batch]);
         self.step(Kernel::Matmul, OpSpec::None, &p, &[w, cols, b, o], [pixels.div_ceil(16) as u32, m.div_ceil(16) as u32, n as u32])
+    }
+
+    /// Where a Matmul launch of node `n` writes its `batch` products of `each` elements: `(buffer,
+    /// c_base, c_batch)`. Normally its own output buffer `o`, densely; but when the node's only
+    /// use is one input of a Concat whose slices are exactly those products, straight into the
+    /// Concat's output (which then skips that input's copy; `o` shrinks to nothing).
+    fn matmul_output(&mut self, n: NodeIndex, o: usize, batch: usize, each: usize) -> (usize, u32, u32) {
+        let dense = (o, 0, each as u32);
+        let key = (n, 0);
+        let uses = self.g.consumers(n, 0);
+        if self.g.outputs.iter().any(|go| (go.node, go.slot) == key) || uses.len() != 1 {
+            return dense;
+        }
+        let (c, slot) = uses[0];
+        let Op::Concat { axis } = &self.g.g[c].op else { return dense };
+        let cv = &self.g.g[c].outputs[0];
+        let (Some(out_shape), true) = (cv.shape.clone(), cv.value.is_none()) else { return dense };
+        let Ok(ax) = norm_axis(*axis, out_shape.len()) else { return dense };
+        let xs = self.in_shape(c, slot);
+        let outer: usize = out_shape[..ax].iter().product();
+        if outer != batch || xs.len() != out_shape.len() || xs[ax..].iter().product::<usize>() != each || self.elem_for(cv.dtype) != self.buffers[o].elem {
+            return dense;
+        }
+        let before: usize = (0..slot).filter(|&i| self.g.sources(c).get(i).copied().flatten().is_some()).map(|i| self.in_shape(c, i)[ax]).sum();
+        let inner: usize = out_shape[ax + 1..].iter().product();
+        let target = match self.value_buf.get(&(c, 0)) {
+            Some(&b) => b,
+            None => match self.output(c, 0) {
+                Ok(b) => b,
+                Err(_) => return dense,
+            },
+        };
+        self.placed.insert(key);
+        self.value_buf.insert(key, target);
+        self.buffers[o].len = 0;
+        (target, (before * inner) as u32, out_shape[ax..].iter().product::<usize>() as u32)
     }
 
     /// The shared im2col buffer, grown to at least `len` elements.
@@ -279,7 +319,7 @@ impl<'a> Builder<'a> {
                 let b = if has_bias { self.input(n, 2)? } else { self.dummy()? };
                 let o = self.output(n, 0)?;
                 if self.conv_as_gemm && *group == 1 {
-                    self.conv_gemm(geo, x, w, has_bias.then_some(b), *activation, o)?;
+                    self.conv_gemm(n, geo, x, w, has_bias.then_some(b), *activation, o)?;
                 } else {
                     let mut p = geo.to_vec();
                     p.push(*group as u32);
@@ -397,6 +437,8 @@ impl<'a> Builder<'a> {
                 let o = self.output(n, 0)?;
                 let mut p = vec![m as u32, nn as u32, k as u32, 0, a_rs as u32, a_cs as u32, 0, b_rs as u32, b_cs as u32, has_c as u32, c_rs as u32, c_cs as u32, alpha.to_bits(), beta.to_bits()];
                 p.extend(act_params(*activation));
+                let (o, c_base, c_batch) = self.matmul_output(n, o, 1, m * nn);
+                p.extend([c_base, c_batch]);
                 self.step(Kernel::Matmul, OpSpec::None, &p, &[a, b, c, o], [nn.div_ceil(16) as u32, m.div_ceil(16) as u32, 1])?;
             }
             Op::MatMul => {
@@ -405,6 +447,8 @@ impl<'a> Builder<'a> {
                 let o = self.output(n, 0)?;
                 let mut p = vec![m as u32, nn as u32, k as u32, sa as u32, k as u32, 1, sb as u32, nn as u32, 1, 0, 0, 0, 1f32.to_bits(), 0f32.to_bits()];
                 p.extend(act_params(None));
+                let (o, c_base, c_batch) = self.matmul_output(n, o, batch, m * nn);
+                p.extend([c_base, c_batch]);
                 self.step(Kernel::Matmul, OpSpec::None, &p, &[a, b, d, o], [nn.div_ceil(16) as u32, m.div_ceil(16) as u32, batch as u32])?;
             }
             Op::Transpose { perm } => {
@@ -441,14 +485,19 @@ impl<'a> Builder<'a> {
             }
             Op::Concat { axis } => {
                 let ax = norm_axis(*axis, out_shape.len())?;
-                let o = self.output(n, 0)?;
+                let o = match self.value_buf.get(&(n, 0)) {
+                    Some(&o) => o,
+                    None => self.output(n, 0)?,
+                };
                 let dst: Vec<isize> = strides_of(&out_shape).iter().map(|&s| s as isize).collect();
                 let mut offset = 0;
                 for i in 0..node.num_inputs {
-                    if self.g.sources(n).get(i).copied().flatten().is_none() {
+                    let Some(src) = self.g.sources(n).get(i).copied().flatten() else { continue };
+                    let xs = self.in_shape(n, i);
+                    if self.placed.contains(&src) {
+                        offset += xs[ax];
                         continue;
                     }
-                    let xs = self.in_shape(n, i);
                     let src: Vec<isize> = strides_of(&xs).iter().map(|&s| s as isize).collect();
                     let x = self.input(n, i)?;
                     self.copy(x, 0, &src, o, offset * dst[ax] as usize, &dst, &xs)?;
