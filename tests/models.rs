@@ -146,6 +146,50 @@ fn swish_fusion_preserves_outputs() {
     assert_eq!(ops.iter().filter(|o| o.as_str() == "Swish").count(), 2, "{ops:?}");
 }
 
+/// The erf GELU in both of PyTorch's forms (x * (1 + erf) * 0.5 after Div by sqrt 2, and
+/// (x * 0.5) * (1 + erf) after Mul by 1/sqrt 2) fuses into one Gelu each; one whose Erf output
+/// something else also reads stays. Outputs match the unfused graph.
+#[test]
+fn gelu_fusion_preserves_outputs() {
+    use common::builder::*;
+    use hetsched::Tensor;
+    let mut b = ModelBuilder::new();
+    b.input("x", 1, &["N", "4", "9"]).output("y").output("z");
+    for (name, v) in [("root2", std::f32::consts::SQRT_2), ("inv_root2", std::f32::consts::FRAC_1_SQRT_2), ("one", 1.0), ("half", 0.5)] {
+        b.init(name, &Tensor::from_f32(&[], vec![v]).unwrap());
+    }
+    b.node("Div", &["x", "root2"], &["d1"], vec![]);
+    b.node("Erf", &["d1"], &["e1"], vec![]);
+    b.node("Add", &["e1", "one"], &["a1"], vec![]);
+    b.node("Mul", &["x", "a1"], &["m1"], vec![]);
+    b.node("Mul", &["m1", "half"], &["g1"], vec![]);
+    b.node("Mul", &["g1", "inv_root2"], &["d2"], vec![]);
+    b.node("Erf", &["d2"], &["e2"], vec![]);
+    b.node("Add", &["one", "e2"], &["a2"], vec![]);
+    b.node("Mul", &["half", "g1"], &["h2"], vec![]);
+    b.node("Mul", &["a2", "h2"], &["y"], vec![]);
+    // e3 has two readers: not fused.
+    b.node("Div", &["y", "root2"], &["d3"], vec![]);
+    b.node("Erf", &["d3"], &["e3"], vec![]);
+    b.node("Add", &["e3", "one"], &["a3"], vec![]);
+    b.node("Mul", &["y", "a3"], &["m3"], vec![]);
+    b.node("Mul", &["m3", "half"], &["g3"], vec![]);
+    b.node("Add", &["g3", "e3"], &["z"], vec![]);
+    let bytes = b.bytes();
+    let plain = Session::from_bytes(&bytes, SessionOptions { optimize: false, ..Default::default() }).unwrap();
+    let opt = Session::from_bytes(&bytes, SessionOptions::default()).unwrap();
+    let x = Tensor::from_f32(&[2, 4, 9], rand_vec(72, 11).iter().map(|v| v * 4.0).collect()).unwrap();
+    let want = plain.run(vec![("x".into(), x.clone())]).unwrap();
+    let got = opt.run(vec![("x".into(), x.clone())]).unwrap();
+    for (g, w) in got.iter().zip(&want) {
+        assert_close("gelu", &g.1, &w.1);
+    }
+    let bindings = opt.bindings_for(&[("x".into(), x)]).unwrap();
+    let ops: Vec<String> = opt.prepare(&bindings).unwrap().graph.g.node_weights().map(|n| n.op.name()).collect();
+    assert_eq!(ops.iter().filter(|o| o.as_str() == "Erf").count(), 1, "{ops:?}");
+    assert_eq!(ops.iter().filter(|o| o.as_str() == "Gelu").count(), 2, "{ops:?}");
+}
+
 /// A Session is Send + Sync: many threads run one session at once and all get the reference.
 #[test]
 fn session_runs_concurrently() {

@@ -1,5 +1,5 @@
-//! Fusions: BatchNormalization into the preceding Conv, Relu/Clip into Conv or Gemm, and
-//! `x * Sigmoid(x)` into one Swish (SiLU) op.
+//! Fusions: BatchNormalization into the preceding Conv, Relu/Clip into Conv or Gemm,
+//! `x * Sigmoid(x)` into one Swish (SiLU) op, and the five-op erf GELU into one Gelu.
 
 use super::Pass;
 use crate::error::Result;
@@ -138,6 +138,86 @@ impl Pass for FuseSwish {
             g.g[mul].num_inputs = 1;
             g.g[mul].op = Op::Unary(UnaryOp::Swish(1.0));
             g.g.remove_node(sg);
+            changed = true;
+        }
+        Ok(changed)
+    }
+}
+
+/// `0.5 * x * (1 + erf(x / sqrt(2)))` as exported from PyTorch (Div or Mul by 1/sqrt(2), Erf,
+/// Add 1, then Mul by x and by 0.5 in either order) becomes one Gelu: one pass over the tensor
+/// instead of five, and one GPU launch. Only where every intermediate has that single use.
+pub struct FuseGelu;
+
+impl FuseGelu {
+    /// The one node reading output 0 of `n` (any input slot), if no one else reads it.
+    fn only_reader(g: &Graph, n: NodeIndex) -> Option<(NodeIndex, usize)> {
+        let c = g.consumers(n, 0);
+        (c.len() == 1 && !g.is_graph_output(n, 0)).then(|| c[0])
+    }
+
+    /// Whether input `slot` of `n` is a constant scalar within 1e-4 (relative) of `want`.
+    fn scalar_is(g: &Graph, n: NodeIndex, slot: usize, want: f64) -> bool {
+        g.input_const(n, slot).is_some_and(|t| t.numel() == 1 && t.dtype().is_float() && (t.to_f64_vec()[0] - want).abs() <= 1e-4 * want.abs())
+    }
+
+    fn binary(g: &Graph, n: NodeIndex, op: crate::graph::BinaryOp) -> bool {
+        matches!(g.g[n].op, Op::Binary(b) if b == op)
+    }
+
+    /// The GELU ending at the Erf node `erf`: (x, the nodes it replaces, the node whose output is
+    /// the GELU's).
+    fn match_at(g: &Graph, erf: NodeIndex) -> Option<((NodeIndex, usize), Vec<NodeIndex>, NodeIndex)> {
+        use crate::graph::BinaryOp::{Add, Div, Mul};
+        let scaled = g.sources(erf).first().copied().flatten()?;
+        let d = scaled.0;
+        let by_root2 = (Self::binary(g, d, Div) && Self::scalar_is(g, d, 1, std::f64::consts::SQRT_2)) || (Self::binary(g, d, Mul) && Self::scalar_is(g, d, 1, std::f64::consts::FRAC_1_SQRT_2));
+        if !by_root2 || Self::only_reader(g, d)?.0 != erf {
+            return None;
+        }
+        let x = g.sources(d).first().copied().flatten()?;
+        let (add, slot) = Self::only_reader(g, erf)?;
+        if !Self::binary(g, add, Add) || !Self::scalar_is(g, add, 1 - slot, 1.0) {
+            return None;
+        }
+        let (m1, slot) = Self::only_reader(g, add)?;
+        if !Self::binary(g, m1, Mul) {
+            return None;
+        }
+        let other = g.sources(m1).get(1 - slot).copied().flatten()?;
+        if other == x {
+            // x * (1 + erf) then * 0.5
+            let (m2, slot) = Self::only_reader(g, m1)?;
+            (Self::binary(g, m2, Mul) && Self::scalar_is(g, m2, 1 - slot, 0.5)).then(|| (x, vec![d, erf, add, m1], m2))
+        } else {
+            // (x * 0.5) * (1 + erf)
+            let h = other.0;
+            let x_slot = (0..2).find(|&i| g.sources(h).get(i).copied().flatten() == Some(x))?;
+            let ok = Self::binary(g, h, Mul) && Self::scalar_is(g, h, 1 - x_slot, 0.5) && Self::only_reader(g, h)?.0 == m1;
+            ok.then(|| (x, vec![d, erf, add, h], m1))
+        }
+    }
+}
+
+impl Pass for FuseGelu {
+    fn name(&self) -> &'static str {
+        "fuse-gelu"
+    }
+    fn run(&self, g: &mut Graph) -> Result<bool> {
+        let mut changed = false;
+        let erfs: Vec<_> = g.g.node_indices().filter(|&n| matches!(g.g[n].op, Op::Unary(UnaryOp::Erf))).collect();
+        for erf in erfs {
+            let Some((x, gone, out)) = Self::match_at(g, erf) else { continue };
+            let incoming: Vec<_> = g.g.edges_directed(out, petgraph::Direction::Incoming).map(|e| petgraph::visit::EdgeRef::id(&e)).collect();
+            for e in incoming {
+                g.g.remove_edge(e);
+            }
+            g.connect(x.0, x.1, out, 0);
+            g.g[out].num_inputs = 1;
+            g.g[out].op = Op::Unary(UnaryOp::Gelu { tanh: false });
+            for n in gone {
+                g.g.remove_node(n);
+            }
             changed = true;
         }
         Ok(changed)

@@ -187,7 +187,7 @@ impl<'a> Builder<'a> {
         let dense = (o, 0, each as u32);
         let key = (n, 0);
         let uses = self.g.consumers(n, 0);
-        if self.g.outputs.iter().any(|go| (go.node, go.slot) == key) || uses.len() != 1 {
+        if self.g.is_graph_output(n, 0) || uses.len() != 1 {
             return dense;
         }
         let (c, slot) = uses[0];
