@@ -51,17 +51,42 @@ extern "C" __global__ void pool2d(const u32* p, const B1* x, B2* y) {
     st(y, i, acc);
 }
 
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+__device__ __forceinline__ float warp_min(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fminf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+__device__ __forceinline__ float warp_prod(float v) {
+    for (int o = 16; o > 0; o >>= 1) v *= __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// Row-wise reductions and normalisations, one warp per row: lanes stride the row (coalesced
+// loads), then combine through shuffles. p: [rows, len, kind, eps_bits, flag] as in rows.wgsl
+// (flag: layer norm has a shift; argmax/argmin select the last index on ties).
 // kind: 0 mean, 1 sum, 2 max, 3 min, 4 softmax, 5 log-softmax, 6 layer norm, 7 sum of squares,
 // 8 L1, 9 L2, 10 log-sum, 11 log-sum-exp, 12 product, 13 RMS norm, 14 argmax, 15 argmin.
+// Launch 32 threads per row (blocks of a multiple of 32).
 extern "C" __global__ void rows(const u32* p, const B1* x, const B2* scale, const B3* shift, B4* y) {
-    u32 r = flat_index();
-    if (r >= p[0]) return;
+    u32 t = flat_index(), r = t / 32u, lane = t % 32u;
+    if (r >= p[0]) return;  // whole warps: every lane of a warp has the same row
     u32 len = p[1], kind = p[2], base = r * len;
+    const float inf = __int_as_float(0x7f800000);
     if (kind <= 3u || (kind >= 7u && kind <= 12u)) {
-        float acc = (kind == 2u || kind == 3u) ? ld(x, base) : (kind == 12u ? 1.0f : 0.0f);
-        float mx = -3.4028235e38f;
-        if (kind == 11u) for (u32 j = 0; j < len; ++j) mx = fmaxf(mx, ld(x, base + j));
-        for (u32 j = 0; j < len; ++j) {
+        float mx = -inf;
+        if (kind == 11u) {
+            for (u32 j = lane; j < len; j += 32u) mx = fmaxf(mx, ld(x, base + j));
+            mx = warp_max(mx);
+        }
+        float acc = kind == 2u ? -inf : (kind == 3u ? inf : (kind == 12u ? 1.0f : 0.0f));
+        for (u32 j = lane; j < len; j += 32u) {
             float v = ld(x, base + j);
             switch (kind) {
                 case 0u: case 1u: case 10u: acc += v; break;
@@ -73,29 +98,41 @@ extern "C" __global__ void rows(const u32* p, const B1* x, const B2* scale, cons
                 default: acc *= v;
             }
         }
+        acc = kind == 2u ? warp_max(acc) : (kind == 3u ? warp_min(acc) : (kind == 12u ? warp_prod(acc) : warp_sum(acc)));
         if (kind == 0u) acc /= (float)len;
         if (kind == 9u) acc = sqrtf(acc);
         if (kind == 10u) acc = logf(acc);
         if (kind == 11u) acc = mx + logf(acc);
-        st(y, r, acc);
+        if (lane == 0u) st(y, r, acc);
         return;
     }
     if (kind == 14u || kind == 15u) {
-        u32 best = 0;
-        float bv = ld(x, base);
-        for (u32 j = 1; j < len; ++j) {
+        // Each lane's best over its elements, then the warp's; ties go to the first index, or
+        // the last with the flag. `best` = len marks a lane with no element.
+        bool last = p[4] == 1u;
+        u32 best = len;
+        float bv = 0.0f;
+        for (u32 j = lane; j < len; j += 32u) {
             float v = ld(x, base + j);
-            bool better = kind == 14u ? v > bv : v < bv;
-            if (better || (p[4] == 1u && v == bv)) { best = j; bv = v; }
+            bool better = best == len || (kind == 14u ? v > bv : v < bv) || (last && v == bv);
+            if (better) { best = j; bv = v; }
         }
-        st(y, r, (float)best);
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            u32 ob = __shfl_xor_sync(0xffffffffu, best, o);
+            bool take = ob != len && (best == len || (kind == 14u ? ov > bv : ov < bv) || (ov == bv && (last ? ob > best : ob < best)));
+            if (take) { best = ob; bv = ov; }
+        }
+        if (lane == 0u) st(y, r, (float)best);
         return;
     }
     if (kind == 4u || kind == 5u) {
-        float mx = -3.4028235e38f, sum = 0.0f;
-        for (u32 j = 0; j < len; ++j) mx = fmaxf(mx, ld(x, base + j));
-        for (u32 j = 0; j < len; ++j) sum += expf(ld(x, base + j) - mx);
-        for (u32 j = 0; j < len; ++j) {
+        float mx = -inf, sum = 0.0f;
+        for (u32 j = lane; j < len; j += 32u) mx = fmaxf(mx, ld(x, base + j));
+        mx = warp_max(mx);
+        for (u32 j = lane; j < len; j += 32u) sum += expf(ld(x, base + j) - mx);
+        sum = warp_sum(sum);
+        for (u32 j = lane; j < len; j += 32u) {
             float e = ld(x, base + j) - mx;
             st(y, base + j, kind == 5u ? e - logf(sum) : expf(e) / sum);
         }
@@ -103,17 +140,17 @@ extern "C" __global__ void rows(const u32* p, const B1* x, const B2* scale, cons
     }
     if (kind == 13u) {
         float ms = 0.0f;
-        for (u32 j = 0; j < len; ++j) ms += ld(x, base + j) * ld(x, base + j);
-        float inv = rsqrtf(ms / (float)len + pf(p, 3));
-        for (u32 j = 0; j < len; ++j) st(y, base + j, ld(x, base + j) * inv * ld(scale, j));
+        for (u32 j = lane; j < len; j += 32u) ms += ld(x, base + j) * ld(x, base + j);
+        float inv = rsqrtf(warp_sum(ms) / (float)len + pf(p, 3));
+        for (u32 j = lane; j < len; j += 32u) st(y, base + j, ld(x, base + j) * inv * ld(scale, j));
         return;
     }
     float mean = 0.0f, var = 0.0f;
-    for (u32 j = 0; j < len; ++j) mean += ld(x, base + j);
-    mean /= (float)len;
-    for (u32 j = 0; j < len; ++j) { float d = ld(x, base + j) - mean; var += d * d; }
-    float inv = rsqrtf(var / (float)len + pf(p, 3));
-    for (u32 j = 0; j < len; ++j) {
+    for (u32 j = lane; j < len; j += 32u) mean += ld(x, base + j);
+    mean = warp_sum(mean) / (float)len;
+    for (u32 j = lane; j < len; j += 32u) { float d = ld(x, base + j) - mean; var += d * d; }
+    float inv = rsqrtf(warp_sum(var) / (float)len + pf(p, 3));
+    for (u32 j = lane; j < len; j += 32u) {
         float v = (ld(x, base + j) - mean) * inv * ld(scale, j);
         if (p[4] == 1u) v += ld(shift, j);
         st(y, base + j, v);

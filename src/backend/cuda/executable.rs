@@ -79,6 +79,9 @@ pub struct CudaExecutable {
     outputs: Vec<(usize, Vec<usize>, DType)>,
 }
 
+// The rows kernel gives each row one warp: blocks must hold whole warps.
+const _: () = assert!(BLOCK % 32 == 0);
+
 fn cuda_err(e: impl std::fmt::Debug) -> Error {
     Error::Tensor(format!("CUDA: {e:?}"))
 }
@@ -161,6 +164,10 @@ impl CudaExecutable {
                 // 64x64 tiles of C per 16x16 block (the plan's grid is for the WGSL 16x16 tiles).
                 let (m, n) = (l.params[0], l.params[1]);
                 LaunchConfig { grid_dim: (n.div_ceil(64), m.div_ceil(64), l.grid[2]), block_dim: (16, 16, 1), shared_mem_bytes: 0 }
+            } else if l.kernel == Kernel::Rows {
+                // One warp per row (the plan's grid has one thread per row, as rows.wgsl does).
+                let g = grid(l.params[0] as usize * 32);
+                LaunchConfig { grid_dim: (g[0], g[1], g[2]), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
             } else {
                 LaunchConfig { grid_dim: (l.grid[0], l.grid[1], l.grid[2]), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
             };
