@@ -17,7 +17,7 @@ use std::sync::Arc;
 pub fn lower(graph: &Graph, options: LowerOptions) -> Result<GpuPlan> {
     let g = graph;
     let LowerOptions { f16, max_bytes, conv_as_gemm } = options;
-    let mut b = Builder { g, max_bytes, f16, conv_as_gemm, buffers: vec![], value_buf: HashMap::new(), launches: vec![], dummy: None, scratch: None, placed: Default::default() };
+    let mut b = Builder { g, max_bytes, f16, conv_as_gemm, buffers: vec![], value_buf: HashMap::new(), launches: vec![], dummy: None, scratch: None, placed: Default::default(), absorbed: Default::default() };
     let mut inputs = vec![];
     for gi in &g.inputs {
         let shape = g.g[gi.node].outputs[0].shape.clone().ok_or_else(|| Error::Input(format!("input '{}' has no bound shape", gi.name)))?;
@@ -62,6 +62,8 @@ struct Builder<'a> {
     scratch: Option<usize>,
     /// Values a Matmul launch wrote straight into their Concat's output (which then skips them).
     placed: std::collections::HashSet<(NodeIndex, usize)>,
+    /// Nodes computed inside another node's launch (a bias Add in a MatMul's epilogue).
+    absorbed: std::collections::HashSet<NodeIndex>,
     /// Largest buffer the device can bind.
     max_bytes: u64,
     /// Store float tensors as f16.
@@ -215,6 +217,28 @@ impl<'a> Builder<'a> {
         (target, (before * inner) as u32, out_shape[ax..].iter().product::<usize>() as u32)
     }
 
+    /// If the only use of MatMul `n`'s output (`cols` columns) is an Add of a constant bias over
+    /// those columns that keeps the product's shape, absorbs the Add: returns it and the bias's
+    /// buffer.
+    fn bias_add_after(&mut self, n: NodeIndex, cols: usize) -> Result<Option<(NodeIndex, usize)>> {
+        let uses = self.g.consumers(n, 0);
+        if self.g.is_graph_output(n, 0) || uses.len() != 1 {
+            return Ok(None);
+        }
+        let (add, slot) = uses[0];
+        if !matches!(self.g.g[add].op, Op::Binary(crate::graph::BinaryOp::Add)) || self.g.g[add].outputs[0].shape != self.g.g[n].outputs[0].shape {
+            return Ok(None);
+        }
+        let Some(bias) = self.g.input_const(add, 1 - slot) else { return Ok(None) };
+        let row = bias.shape().last() == Some(&cols) && bias.numel() == cols;
+        if !row || bias.dtype() != DType::F32 {
+            return Ok(None);
+        }
+        let buf = self.input(add, 1 - slot)?;
+        self.absorbed.insert(add);
+        Ok(Some((add, buf)))
+    }
+
     /// The shared im2col buffer, grown to at least `len` elements.
     fn scratch(&mut self, len: usize, elem: Elem) -> Result<usize> {
         match self.scratch {
@@ -251,6 +275,9 @@ impl<'a> Builder<'a> {
     }
 
     fn node(&mut self, n: NodeIndex) -> Result<()> {
+        if self.absorbed.contains(&n) {
+            return Ok(());
+        }
         let node = &self.g.g[n];
         let out_shape = node.outputs[0].shape.clone().unwrap_or_default();
         let numel: usize = out_shape.iter().product();
@@ -443,11 +470,22 @@ impl<'a> Builder<'a> {
             }
             Op::MatMul => {
                 let (batch, m, k, nn, sa, sb) = matmul_batches(self.g, n).ok_or_else(|| Error::Tensor("MatMul batch broadcast not supported on the GPU".into()))?;
-                let (a, b, d) = (self.input(n, 0)?, self.input(n, 1)?, self.dummy()?);
-                let o = self.output(n, 0)?;
-                let mut p = vec![m as u32, nn as u32, k as u32, sa as u32, k as u32, 1, sb as u32, nn as u32, 1, 0, 0, 0, 1f32.to_bits(), 0f32.to_bits()];
+                let (a, b) = (self.input(n, 0)?, self.input(n, 1)?);
+                // A following bias Add runs in the product's epilogue; the launch then produces
+                // the Add's output.
+                let (out, bias) = match self.bias_add_after(n, nn)? {
+                    Some((add, bias)) => (add, Some(bias)),
+                    None => (n, None),
+                };
+                let d = match bias {
+                    Some(b) => b,
+                    None => self.dummy()?,
+                };
+                let o = self.output(out, 0)?;
+                let beta = if bias.is_some() { 1f32 } else { 0f32 };
+                let mut p = vec![m as u32, nn as u32, k as u32, sa as u32, k as u32, 1, sb as u32, nn as u32, 1, bias.is_some() as u32, 0, 1, 1f32.to_bits(), beta.to_bits()];
                 p.extend(act_params(None));
-                let (o, c_base, c_batch) = self.matmul_output(n, o, batch, m * nn);
+                let (o, c_base, c_batch) = self.matmul_output(out, o, batch, m * nn);
                 p.extend([c_base, c_batch]);
                 self.step(Kernel::Matmul, OpSpec::None, &p, &[a, b, d, o], [nn.div_ceil(16) as u32, m.div_ceil(16) as u32, batch as u32])?;
             }
