@@ -28,6 +28,19 @@ extern "C" __global__ void conv2d(const u32* p, const B1* x, const B2* w, const 
     st(y, i, activate(acc, p[17], pf(p, 18), pf(p, 19)));
 }
 
+// Unfolds convolution windows into GEMM columns: cols[n][c][ky][kx][oy][ox] = x[n][c][iy][ix]
+// with iy = oy*sh + ky*dh - ph (and ix alike), zero outside the image (the padding).
+// p: [total, C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw], as in im2col.wgsl.
+extern "C" __global__ void im2col(const u32* p, const B1* x, B2* cols) {
+    u32 i = flat_index();
+    if (i >= p[0]) return;
+    u32 ox = i % p[7], oy = (i / p[7]) % p[6], kx = (i / (p[7] * p[6])) % p[5], ky = (i / (p[7] * p[6] * p[5])) % p[4];
+    u32 plane = i / (p[7] * p[6] * p[5] * p[4]);
+    int iy = (int)(oy * p[8] + ky * p[12]) - (int)p[10], ix = (int)(ox * p[9] + kx * p[13]) - (int)p[11];
+    bool inside = iy >= 0 && ix >= 0 && iy < (int)p[2] && ix < (int)p[3];
+    st(cols, i, inside ? ld(x, (plane * p[2] + (u32)iy) * p[3] + (u32)ix) : 0.0f);
+}
+
 extern "C" __global__ void pool2d(const u32* p, const B1* x, B2* y) {
     u32 H = p[1], W = p[2], OH = p[3], OW = p[4];
     u32 i = flat_index();

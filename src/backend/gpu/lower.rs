@@ -142,9 +142,8 @@ impl<'a> Builder<'a> {
 
     /// An ungrouped convolution as one batched GEMM, Y[n] (M x OH*OW) = W (M x C*KH*KW) *
     /// cols[n], with bias and activation in the Matmul's epilogue. A pointwise convolution reads
-    /// the input in place; otherwise the input is copied into a zero-bordered buffer (its border is
-    /// never written, so it stays zero across runs) and unfolded into the shared im2col buffer by
-    /// a 6-D strided copy.
+    /// the input in place; otherwise the Im2col kernel unfolds it (zeros for the padding) into the
+    /// shared im2col buffer.
     fn conv_gemm(&mut self, node: NodeIndex, geo: [u32; 15], x: usize, w: usize, bias: Option<usize>, activation: Option<crate::graph::Activation>, o: usize) -> Result<()> {
         let [n, c, h, wd, m, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw] = geo.map(|v| v as usize);
         let (k, pixels) = (c * kh * kw, oh * ow);
@@ -152,22 +151,9 @@ impl<'a> Builder<'a> {
         let cols = if pointwise {
             x
         } else {
-            let hp = (h + ph).max((oh - 1) * sh + (kh - 1) * dh + 1);
-            let wp = (wd + pw).max((ow - 1) * sw + (kw - 1) * dw + 1);
-            let elem = self.buffers[x].elem;
-            let padded = if hp == h && wp == wd {
-                x
-            } else {
-                let padded = self.new_buffer(n * c * hp * wp, elem)?;
-                let dense: Vec<isize> = strides_of(&[n, c, h, wd]).iter().map(|&s| s as isize).collect();
-                let (plane, img) = ((hp * wp) as isize, (c * hp * wp) as isize);
-                self.copy(x, 0, &dense, padded, ph * wp + pw, &[img, plane, wp as isize, 1], &[n, c, h, wd])?;
-                padded
-            };
-            let cols = self.scratch(n * k * pixels, elem)?;
-            let src = [(c * hp * wp) as isize, (hp * wp) as isize, (dh * wp) as isize, dw as isize, (sh * wp) as isize, sw as isize];
-            let dst: Vec<isize> = strides_of(&[n, c, kh, kw, oh, ow]).iter().map(|&s| s as isize).collect();
-            self.copy(padded, 0, &src, cols, 0, &dst, &[n, c, kh, kw, oh, ow])?;
+            let cols = self.scratch(n * k * pixels, self.buffers[x].elem)?;
+            let p = [(n * k * pixels) as u32, c as u32, h as u32, wd as u32, kh as u32, kw as u32, oh as u32, ow as u32, sh as u32, sw as u32, ph as u32, pw as u32, dh as u32, dw as u32];
+            self.step(Kernel::Im2col, OpSpec::None, &p, &[x, cols], grid(n * k * pixels))?;
             cols
         };
         let b = match bias {

@@ -26,15 +26,17 @@ pub enum Kernel {
     Pool2d,
     Rows,
     Gather,
+    /// Convolution windows unfolded into GEMM columns, zero outside the image.
+    Im2col,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 9] = [Kernel::Copy, Kernel::Unary, Kernel::Binary, Kernel::Where, Kernel::Matmul, Kernel::Conv2d, Kernel::Pool2d, Kernel::Rows, Kernel::Gather];
+    pub const ALL: [Kernel; 10] = [Kernel::Copy, Kernel::Unary, Kernel::Binary, Kernel::Where, Kernel::Matmul, Kernel::Conv2d, Kernel::Pool2d, Kernel::Rows, Kernel::Gather, Kernel::Im2col];
 
     /// Storage bindings after the parameters (their element types are `B1`, `B2`, ...).
     pub fn bindings(self) -> usize {
         match self {
-            Kernel::Copy | Kernel::Unary | Kernel::Pool2d => 2,
+            Kernel::Copy | Kernel::Unary | Kernel::Pool2d | Kernel::Im2col => 2,
             Kernel::Binary | Kernel::Gather => 3,
             Kernel::Where | Kernel::Matmul | Kernel::Conv2d | Kernel::Rows => 4,
         }
