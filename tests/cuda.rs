@@ -43,39 +43,34 @@ fn cuda(f16: bool, tf32: bool) -> SessionOptions {
     SessionOptions { device: "cuda".into(), f16, tf32, ..Default::default() }
 }
 
-#[test]
-#[ignore = "needs a CUDA device (or the emulator: device_tests_on_the_emulator)"]
-fn models_match_the_references_in_f32() {
+/// The four shared models with `options`, at a model-level bound.
+fn every_model(options: SessionOptions, rel_l2: f64, max_frac: f64) {
     if !cuda_available() {
         return;
     }
     for name in MODELS {
-        check_model_on(name, cuda(false, false), 1e-4, 1e-3);
+        check_model_on(name, options.clone(), rel_l2, max_frac);
     }
+}
+
+#[test]
+#[ignore = "needs a CUDA device (or the emulator: device_tests_on_the_emulator)"]
+fn models_match_the_references_in_f32() {
+    every_model(cuda(false, false), 1e-4, 1e-3);
 }
 
 /// f16 storage: half the memory, about three decimal digits per value (the wgpu f16 bound).
 #[test]
 #[ignore = "needs a CUDA device (or the emulator: device_tests_on_the_emulator)"]
 fn models_track_the_references_with_f16_storage() {
-    if !cuda_available() {
-        return;
-    }
-    for name in MODELS {
-        check_model_on(name, cuda(true, false), 5e-3, 2e-2);
-    }
+    every_model(cuda(true, false), 5e-3, 2e-2);
 }
 
 /// TF32 rounds GEMM inputs to 10 mantissa bits: about 1e-3 relative error on a model.
 #[test]
 #[ignore = "needs a CUDA device (or the emulator: device_tests_on_the_emulator)"]
 fn models_track_the_references_with_tf32() {
-    if !cuda_available() {
-        return;
-    }
-    for name in MODELS {
-        check_model_on(name, cuda(false, true), 3e-3, 1e-2);
-    }
+    every_model(cuda(false, true), 3e-3, 1e-2);
 }
 
 #[test]

@@ -115,12 +115,31 @@ fn batchnorm_folding_and_fusion_preserve_outputs() {
     assert!(ops.contains(&"Conv+Relu".to_string()) && !ops.iter().any(|o| o == "BatchNormalization" || o == "Identity"), "{ops:?}");
 }
 
+/// A model of one input `x` [2, 4, 9] (random values times `scale`): the optimized graph
+/// computes what the unoptimized one does, and holds `counts` nodes of each named op.
+fn check_fusion(what: &str, bytes: &[u8], seed: u64, scale: f32, counts: &[(&str, usize)]) {
+    use common::builder::rand_vec;
+    use hetsched::Tensor;
+    let plain = Session::from_bytes(bytes, SessionOptions { optimize: false, ..Default::default() }).unwrap();
+    let opt = Session::from_bytes(bytes, SessionOptions::default()).unwrap();
+    let x = Tensor::from_f32(&[2, 4, 9], rand_vec(72, seed).iter().map(|v| v * scale).collect()).unwrap();
+    let want = plain.run(vec![("x".into(), x.clone())]).unwrap();
+    let got = opt.run(vec![("x".into(), x.clone())]).unwrap();
+    for (g, w) in got.iter().zip(&want) {
+        assert_close(what, &g.1, &w.1);
+    }
+    let bindings = opt.bindings_for(&[("x".into(), x)]).unwrap();
+    let ops: Vec<String> = opt.prepare(&bindings).unwrap().graph.g.node_weights().map(|n| n.op.name()).collect();
+    for (op, n) in counts {
+        assert_eq!(ops.iter().filter(|o| o.as_str() == *op).count(), *n, "{what}: {op} in {ops:?}");
+    }
+}
+
 /// `x * Sigmoid(x)` in both operand orders fuses into one Swish; a Sigmoid that something else
 /// also reads stays. Outputs match the unfused graph.
 #[test]
 fn swish_fusion_preserves_outputs() {
     use common::builder::*;
-    use hetsched::Tensor;
     let mut b = ModelBuilder::new();
     b.input("x", 1, &["N", "4", "9"]).output("y").output("z");
     b.node("Sigmoid", &["x"], &["s1"], vec![]);
@@ -131,19 +150,7 @@ fn swish_fusion_preserves_outputs() {
     b.node("Sigmoid", &["y"], &["s3"], vec![]);
     b.node("Mul", &["y", "s3"], &["m"], vec![]);
     b.node("Add", &["m", "s3"], &["z"], vec![]);
-    let bytes = b.bytes();
-    let plain = Session::from_bytes(&bytes, SessionOptions { optimize: false, ..Default::default() }).unwrap();
-    let opt = Session::from_bytes(&bytes, SessionOptions::default()).unwrap();
-    let x = Tensor::from_f32(&[2, 4, 9], rand_vec(72, 9).iter().map(|v| v * 12.0).collect()).unwrap();
-    let want = plain.run(vec![("x".into(), x.clone())]).unwrap();
-    let got = opt.run(vec![("x".into(), x.clone())]).unwrap();
-    for (g, w) in got.iter().zip(&want) {
-        assert_close("swish", &g.1, &w.1);
-    }
-    let bindings = opt.bindings_for(&[("x".into(), x)]).unwrap();
-    let ops: Vec<String> = opt.prepare(&bindings).unwrap().graph.g.node_weights().map(|n| n.op.name()).collect();
-    assert_eq!(ops.iter().filter(|o| o.as_str() == "Sigmoid").count(), 1, "{ops:?}");
-    assert_eq!(ops.iter().filter(|o| o.as_str() == "Swish").count(), 2, "{ops:?}");
+    check_fusion("swish", &b.bytes(), 9, 12.0, &[("Sigmoid", 1), ("Swish", 2)]);
 }
 
 /// The erf GELU in both of PyTorch's forms (x * (1 + erf) * 0.5 after Div by sqrt 2, and
@@ -175,19 +182,7 @@ fn gelu_fusion_preserves_outputs() {
     b.node("Mul", &["y", "a3"], &["m3"], vec![]);
     b.node("Mul", &["m3", "half"], &["g3"], vec![]);
     b.node("Add", &["g3", "e3"], &["z"], vec![]);
-    let bytes = b.bytes();
-    let plain = Session::from_bytes(&bytes, SessionOptions { optimize: false, ..Default::default() }).unwrap();
-    let opt = Session::from_bytes(&bytes, SessionOptions::default()).unwrap();
-    let x = Tensor::from_f32(&[2, 4, 9], rand_vec(72, 11).iter().map(|v| v * 4.0).collect()).unwrap();
-    let want = plain.run(vec![("x".into(), x.clone())]).unwrap();
-    let got = opt.run(vec![("x".into(), x.clone())]).unwrap();
-    for (g, w) in got.iter().zip(&want) {
-        assert_close("gelu", &g.1, &w.1);
-    }
-    let bindings = opt.bindings_for(&[("x".into(), x)]).unwrap();
-    let ops: Vec<String> = opt.prepare(&bindings).unwrap().graph.g.node_weights().map(|n| n.op.name()).collect();
-    assert_eq!(ops.iter().filter(|o| o.as_str() == "Erf").count(), 1, "{ops:?}");
-    assert_eq!(ops.iter().filter(|o| o.as_str() == "Gelu").count(), 2, "{ops:?}");
+    check_fusion("gelu", &b.bytes(), 11, 4.0, &[("Erf", 1), ("Gelu", 2)]);
 }
 
 /// A Session is Send + Sync: many threads run one session at once and all get the reference.

@@ -149,6 +149,13 @@ impl Graph {
             .collect()
     }
 
+    /// The one (node, input slot) reading output `slot` of `n`, if nothing else reads it (a graph
+    /// output counts as a reader): what a fusion may rewrite freely.
+    pub fn sole_use(&self, n: NodeIndex, slot: usize) -> Option<(NodeIndex, usize)> {
+        let c = self.consumers(n, slot);
+        (c.len() == 1 && !self.is_graph_output(n, slot)).then(|| c[0])
+    }
+
     pub fn is_graph_output(&self, n: NodeIndex, slot: usize) -> bool {
         self.outputs.iter().any(|o| o.node == n && o.slot == slot)
     }

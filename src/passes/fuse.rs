@@ -8,10 +8,20 @@ use crate::tensor::Tensor;
 use petgraph::stable_graph::NodeIndex;
 
 
-/// The single consumer of output 0 of `n`, if it has exactly one and is not a graph output.
+/// The single consumer of output 0 of `n`, reading it as its first input, if nothing else reads it.
 fn sole_consumer(g: &Graph, n: NodeIndex) -> Option<NodeIndex> {
-    let c = g.consumers(n, 0);
-    (c.len() == 1 && c[0].1 == 0 && !g.is_graph_output(n, 0)).then(|| c[0].0)
+    g.sole_use(n, 0).filter(|&(_, slot)| slot == 0).map(|(c, _)| c)
+}
+
+/// Makes `node` the unary `op` of `x` (its inputs dropped); the caller removes what it replaced.
+fn become_unary(g: &mut Graph, node: NodeIndex, x: (NodeIndex, usize), op: UnaryOp) {
+    let incoming: Vec<_> = g.g.edges_directed(node, petgraph::Direction::Incoming).map(|e| petgraph::visit::EdgeRef::id(&e)).collect();
+    for e in incoming {
+        g.g.remove_edge(e);
+    }
+    g.connect(x.0, x.1, node, 0);
+    g.g[node].num_inputs = 1;
+    g.g[node].op = Op::Unary(op);
 }
 
 fn f32_const(g: &Graph, n: NodeIndex, slot: usize) -> Option<Vec<f32>> {
@@ -121,22 +131,15 @@ impl Pass for FuseSwish {
         let sigmoids: Vec<_> = g.g.node_indices().filter(|&n| matches!(g.g[n].op, Op::Unary(UnaryOp::Sigmoid))).collect();
         for sg in sigmoids {
             let Some(x) = g.sources(sg).first().copied().flatten() else { continue };
-            let consumers = g.consumers(sg, 0);
-            let [(mul, slot)] = consumers[..] else { continue };
-            if g.is_graph_output(sg, 0) || !matches!(g.g[mul].op, Op::Binary(crate::graph::BinaryOp::Mul)) {
+            let Some((mul, slot)) = g.sole_use(sg, 0) else { continue };
+            if !matches!(g.g[mul].op, Op::Binary(crate::graph::BinaryOp::Mul)) {
                 continue;
             }
             // The other operand must be the Sigmoid's own input.
             if g.sources(mul).get(1 - slot).copied().flatten() != Some(x) {
                 continue;
             }
-            let incoming: Vec<_> = g.g.edges_directed(mul, petgraph::Direction::Incoming).map(|e| petgraph::visit::EdgeRef::id(&e)).collect();
-            for e in incoming {
-                g.g.remove_edge(e);
-            }
-            g.connect(x.0, x.1, mul, 0);
-            g.g[mul].num_inputs = 1;
-            g.g[mul].op = Op::Unary(UnaryOp::Swish(1.0));
+            become_unary(g, mul, x, UnaryOp::Swish(1.0));
             g.g.remove_node(sg);
             changed = true;
         }
@@ -150,12 +153,6 @@ impl Pass for FuseSwish {
 pub struct FuseGelu;
 
 impl FuseGelu {
-    /// The one node reading output 0 of `n` (any input slot), if no one else reads it.
-    fn only_reader(g: &Graph, n: NodeIndex) -> Option<(NodeIndex, usize)> {
-        let c = g.consumers(n, 0);
-        (c.len() == 1 && !g.is_graph_output(n, 0)).then(|| c[0])
-    }
-
     /// Whether input `slot` of `n` is a constant scalar within 1e-4 (relative) of `want`.
     fn scalar_is(g: &Graph, n: NodeIndex, slot: usize, want: f64) -> bool {
         g.input_const(n, slot).is_some_and(|t| t.numel() == 1 && t.dtype().is_float() && (t.to_f64_vec()[0] - want).abs() <= 1e-4 * want.abs())
@@ -172,28 +169,28 @@ impl FuseGelu {
         let scaled = g.sources(erf).first().copied().flatten()?;
         let d = scaled.0;
         let by_root2 = (Self::binary(g, d, Div) && Self::scalar_is(g, d, 1, std::f64::consts::SQRT_2)) || (Self::binary(g, d, Mul) && Self::scalar_is(g, d, 1, std::f64::consts::FRAC_1_SQRT_2));
-        if !by_root2 || Self::only_reader(g, d)?.0 != erf {
+        if !by_root2 || g.sole_use(d, 0)?.0 != erf {
             return None;
         }
         let x = g.sources(d).first().copied().flatten()?;
-        let (add, slot) = Self::only_reader(g, erf)?;
+        let (add, slot) = g.sole_use(erf, 0)?;
         if !Self::binary(g, add, Add) || !Self::scalar_is(g, add, 1 - slot, 1.0) {
             return None;
         }
-        let (m1, slot) = Self::only_reader(g, add)?;
+        let (m1, slot) = g.sole_use(add, 0)?;
         if !Self::binary(g, m1, Mul) {
             return None;
         }
         let other = g.sources(m1).get(1 - slot).copied().flatten()?;
         if other == x {
             // x * (1 + erf) then * 0.5
-            let (m2, slot) = Self::only_reader(g, m1)?;
+            let (m2, slot) = g.sole_use(m1, 0)?;
             (Self::binary(g, m2, Mul) && Self::scalar_is(g, m2, 1 - slot, 0.5)).then(|| (x, vec![d, erf, add, m1], m2))
         } else {
             // (x * 0.5) * (1 + erf)
             let h = other.0;
             let x_slot = (0..2).find(|&i| g.sources(h).get(i).copied().flatten() == Some(x))?;
-            let ok = Self::binary(g, h, Mul) && Self::scalar_is(g, h, 1 - x_slot, 0.5) && Self::only_reader(g, h)?.0 == m1;
+            let ok = Self::binary(g, h, Mul) && Self::scalar_is(g, h, 1 - x_slot, 0.5) && g.sole_use(h, 0)?.0 == m1;
             ok.then(|| (x, vec![d, erf, add, h], m1))
         }
     }
@@ -208,13 +205,7 @@ impl Pass for FuseGelu {
         let erfs: Vec<_> = g.g.node_indices().filter(|&n| matches!(g.g[n].op, Op::Unary(UnaryOp::Erf))).collect();
         for erf in erfs {
             let Some((x, gone, out)) = Self::match_at(g, erf) else { continue };
-            let incoming: Vec<_> = g.g.edges_directed(out, petgraph::Direction::Incoming).map(|e| petgraph::visit::EdgeRef::id(&e)).collect();
-            for e in incoming {
-                g.g.remove_edge(e);
-            }
-            g.connect(x.0, x.1, out, 0);
-            g.g[out].num_inputs = 1;
-            g.g[out].op = Op::Unary(UnaryOp::Gelu { tanh: false });
+            become_unary(g, out, x, UnaryOp::Gelu { tanh: false });
             for n in gone {
                 g.g.remove_node(n);
             }

@@ -15,7 +15,7 @@
 // HETSCHED_EMULATOR_TRACE=1 prints every kernel launch and GEMM as it is queued.
 //
 // Loaded as libcuda.so / libnvrtc.so / libcublas.so (thin libraries that depend on this one),
-// through LD_LIBRARY_PATH. Built and driven by tests/cuda_emulated.rs.
+// through LD_LIBRARY_PATH. Built and driven by tests/cuda.rs.
 #include "prelude.h"
 
 #include <dlfcn.h>

@@ -2,12 +2,12 @@
 //! parameter arrays, kernel functions and pinned host staging made once per plan. A run is
 //! asynchronous uploads from pinned memory on the copy stream, the plan's launches on the compute
 //! stream once an event says the uploads are in, downloads into pinned memory on the copy stream
-//! once the kernels are done, and one synchronisation. The launches are captured into a CUDA graph on the first run and replayed
-//! after that (one driver call instead of one per kernel; `HETSCHED_CUDA_GRAPHS=0` turns this
-//! off), falling back to plain launches if capture fails. Matmul launches (which include every
-//! ungrouped convolution: the lowering turns them into im2col + GEMM) run through cuBLAS, f32
-//! unless the session allows TF32. Checked on the CPU emulator of the driver
-//! (tests/cuda_emulated.rs); not yet run on a GPU.
+//! once the kernels are done, and one synchronisation. The launches are captured into a CUDA
+//! graph on the first run and replayed after that (one driver call instead of one per kernel;
+//! `HETSCHED_CUDA_GRAPHS=0` turns this off), falling back to plain launches if capture fails.
+//! Matmul launches (which include every ungrouped convolution: the lowering turns them into
+//! im2col + GEMM) run through cuBLAS, f32 unless the session allows TF32. Checked on the CPU
+//! emulator of the driver (tests/cuda.rs); not yet run on a GPU.
 
 use super::kernels::{self, Unit};
 use super::Device;
@@ -82,6 +82,12 @@ pub struct CudaExecutable {
 // The rows kernel gives each row one warp: blocks must hold whole warps.
 const _: () = assert!(BLOCK % 32 == 0);
 
+/// `threads` one-dimensional threads in BLOCK-wide blocks (a 2-D grid past 65535 blocks).
+fn linear_launch(threads: usize) -> LaunchConfig {
+    let g = grid(threads);
+    LaunchConfig { grid_dim: (g[0], g[1], g[2]), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
+}
+
 fn cuda_err(e: impl std::fmt::Debug) -> Error {
     Error::Tensor(format!("CUDA: {e:?}"))
 }
@@ -149,8 +155,7 @@ impl CudaExecutable {
                 steps.push(Step::Gemm { spec, bufs: [l.bufs[1], l.bufs[0], l.bufs[3]], operands: types[0], out: types[3] });
                 labels.push(("cublas gemm".to_string(), format!("m={} n={} k={} batch={}", spec.m, spec.n, spec.k, spec.batch)));
                 if let Some(p) = epilogue_params(&l.params, l.grid[2]) {
-                    let g = grid(p[0] as usize);
-                    let cfg = LaunchConfig { grid_dim: (g[0], g[1], g[2]), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+                    let cfg = linear_launch(p[0] as usize);
                     let params = stream.clone_htod(&p).map_err(cuda_err)?;
                     let unit = Unit::new("nn.cu", String::new(), false, &[types[2], types[3]]);
                     steps.push(Step::Kernel { func: dev.function(&unit, "bias_act")?, params, bufs: vec![l.bufs[2], l.bufs[3]], cfg });
@@ -167,8 +172,7 @@ impl CudaExecutable {
                 LaunchConfig { grid_dim: (n.div_ceil(64), m.div_ceil(64), l.grid[2]), block_dim: (16, 16, 1), shared_mem_bytes: 0 }
             } else if l.kernel == Kernel::Rows {
                 // One warp per row (the plan's grid has one thread per row, as rows.wgsl does).
-                let g = grid(l.params[0] as usize * 32);
-                LaunchConfig { grid_dim: (g[0], g[1], g[2]), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
+                linear_launch(l.params[0] as usize * 32)
             } else {
                 LaunchConfig { grid_dim: (l.grid[0], l.grid[1], l.grid[2]), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
             };

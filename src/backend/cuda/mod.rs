@@ -4,7 +4,7 @@
 //!
 //! The executor realises the shared GPU plan (`backend::gpu`) with cudarc. Status: probing and
 //! the NVRTC compilation of every kernel are tested without a GPU, and the whole path runs on
-//! a CPU emulator of the driver, NVRTC and cuBLAS (tests/cuda_emulated.rs); it has not yet run
+//! a CPU emulator of the driver, NVRTC and cuBLAS (tests/cuda.rs); it has not yet run
 //! on a device.
 
 mod executable;

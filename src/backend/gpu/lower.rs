@@ -174,11 +174,7 @@ impl<'a> Builder<'a> {
     fn matmul_output(&mut self, n: NodeIndex, o: usize, batch: usize, each: usize) -> (usize, u32, u32) {
         let dense = (o, 0, each as u32);
         let key = (n, 0);
-        let uses = self.g.consumers(n, 0);
-        if self.g.is_graph_output(n, 0) || uses.len() != 1 {
-            return dense;
-        }
-        let (c, slot) = uses[0];
+        let Some((c, slot)) = self.g.sole_use(n, 0) else { return dense };
         let Op::Concat { axis } = &self.g.g[c].op else { return dense };
         let cv = &self.g.g[c].outputs[0];
         let (Some(out_shape), true) = (cv.shape.clone(), cv.value.is_none()) else { return dense };
@@ -207,11 +203,7 @@ impl<'a> Builder<'a> {
     /// those columns that keeps the product's shape, absorbs the Add: returns it and the bias's
     /// buffer.
     fn bias_add_after(&mut self, n: NodeIndex, cols: usize) -> Result<Option<(NodeIndex, usize)>> {
-        let uses = self.g.consumers(n, 0);
-        if self.g.is_graph_output(n, 0) || uses.len() != 1 {
-            return Ok(None);
-        }
-        let (add, slot) = uses[0];
+        let Some((add, slot)) = self.g.sole_use(n, 0) else { return Ok(None) };
         if !matches!(self.g.g[add].op, Op::Binary(crate::graph::BinaryOp::Add)) || self.g.g[add].outputs[0].shape != self.g.g[n].outputs[0].shape {
             return Ok(None);
         }
@@ -229,7 +221,7 @@ impl<'a> Builder<'a> {
     fn scratch(&mut self, len: usize, elem: Elem) -> Result<usize> {
         match self.scratch {
             Some(b) if self.buffers[b].elem == elem => {
-                self.check_size((len * elem.bytes()) as u64)?;
+                self.check_size(buffer_bytes(len, elem) as u64)?;
                 self.buffers[b].len = self.buffers[b].len.max(len);
                 Ok(b)
             }
