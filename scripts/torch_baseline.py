@@ -2,7 +2,10 @@
 """PyTorch fp32 baselines on the GPU for the shared models' architectures (torchvision
 squeezenet1_1 / mobilenet_v2 / shufflenet_v2_x1_0 with random weights; a 2-layer, 128-wide
 BERT from transformers when installed): eager median latency and CUDA-graph replay median, per
-batch. It times the torchvision/transformers equivalents, not the ONNX files themselves.
+batch, and the replay host to host (pinned inputs uploaded, first output downloaded). Eager and
+replay time device-resident tensors, like hetsched's "on the device" figure; host to host is
+comparable with hetsched's run latency. It times the torchvision/transformers equivalents, not
+the ONNX files themselves.
 
 Usage: torch_baseline.py --batch 1,8,32 [--runs 50]
 """
@@ -58,6 +61,19 @@ with torch.no_grad():
             torch.cuda.current_stream().wait_stream(s)
             g = torch.cuda.CUDAGraph()
             with torch.cuda.graph(g):
-                model(*inputs)
+                out = model(*inputs)
+            out = out if torch.is_tensor(out) else out[0]
             replay = median_ms(g.replay)
-            print(f"{name:20s} b{b:<3d} torch eager {eager:8.3f} ms   cuda-graph replay {replay:8.3f} ms", flush=True)
+            # Host to host, as hetsched's `run` is timed: pinned inputs in, replay, first output
+            # back into pinned memory.
+            host_in = [x.cpu().pin_memory() for x in inputs]
+            host_out = torch.empty(out.shape, dtype=out.dtype).pin_memory()
+
+            def host_to_host():
+                for h, d in zip(host_in, inputs):
+                    d.copy_(h, non_blocking=True)
+                g.replay()
+                host_out.copy_(out, non_blocking=True)
+
+            h2h = median_ms(host_to_host)
+            print(f"{name:20s} b{b:<3d} torch eager {eager:8.3f} ms   cuda-graph replay {replay:8.3f} ms   replay host to host {h2h:8.3f} ms", flush=True)

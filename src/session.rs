@@ -2,7 +2,7 @@
 //! dims (batch, seq, ...); plans are immutable and shared, each `run` has its own state, so a
 //! `Session` is `Send + Sync` and serves many threads at once.
 
-use crate::backend::{self, Backend, Executable};
+use crate::backend::{self, Backend, Executable, RunStats};
 use crate::error::{Error, Result};
 use crate::graph::{Bindings, Dim, Graph, GraphInput};
 use crate::tensor::{DType, Data, Tensor};
@@ -152,12 +152,17 @@ impl Session {
 
     /// Runs the model on named inputs and returns named outputs, in the model's output order.
     pub fn run(&self, inputs: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>> {
+        Ok(self.run_measured(inputs)?.0)
+    }
+
+    /// `run`, with what the backend measured (the device time of the kernels, on CUDA).
+    pub fn run_measured(&self, inputs: Vec<(String, Tensor)>) -> Result<(Vec<(String, Tensor)>, RunStats)> {
         let bindings = self.bindings_for(&inputs)?;
         let plan = self.prepare(&bindings)?;
         let mut by_name: HashMap<String, Tensor> = inputs.into_iter().collect();
         let ordered: Vec<Tensor> = self.graph.inputs.iter().map(|gi| by_name.remove(&gi.name).unwrap()).collect();
-        let outs = plan.executable.run(ordered)?;
-        Ok(self.output_names().into_iter().zip(outs).collect())
+        let (outs, stats) = plan.executable.run_measured(ordered)?;
+        Ok((self.output_names().into_iter().zip(outs).collect(), stats))
     }
 
     /// Seeded random inputs for `bindings`: floats uniform in [-1, 1), integers in [0, 10)

@@ -249,7 +249,8 @@ fn convolutions_run_as_captured_cublas_gemms() {
     assert!(err.contains("tf32 [captured]"), "{err}");
 }
 
-/// With graph replay off, the same plan runs kernel by kernel and still matches.
+/// With graph replay off, the same plan runs kernel by kernel and still matches. Repeated runs
+/// report their device time (timing events around the kernels) either way.
 #[test]
 fn runs_match_without_graph_replay() {
     let Some(shared) = shared_dir() else { return };
@@ -257,9 +258,13 @@ fn runs_match_without_graph_replay() {
     let dir = shared.join("models/mobilenet_v2");
     let inputs = dir.join("test_data_set_1");
     let args = ["run", dir.to_str().unwrap(), "--device", "cuda", "--inputs", inputs.to_str().unwrap(), "--check", "--repeat", "2"];
-    let (ok, out, err) = emulated(emu, hetsched_cli(), &args, &[("HETSCHED_CUDA_GRAPHS", "0"), ("HETSCHED_EMULATOR_TRACE", "1")]);
-    assert!(ok && out.contains("OK"), "{out}\n{err}");
-    assert!(!err.contains("[captured]"), "graphs were off, yet work was captured:\n{err}");
+    for graphs in ["0", "1"] {
+        let (ok, out, err) = emulated(emu, hetsched_cli(), &args, &[("HETSCHED_CUDA_GRAPHS", graphs), ("HETSCHED_EMULATOR_TRACE", "1")]);
+        assert!(ok && out.contains("OK"), "{out}\n{err}");
+        assert_eq!(err.contains("[captured]"), graphs == "1", "graphs {graphs}:\n{err}");
+        let timing = out.lines().find(|l| l.starts_with("median of 1 runs")).unwrap_or_else(|| panic!("no timing:\n{out}"));
+        assert!(timing.contains("host to host") && timing.contains("ms on the device"), "{timing}");
+    }
 }
 
 /// HETSCHED_PROFILE times each step between events (launching one by one instead of replaying):

@@ -75,12 +75,26 @@ pub trait Executable: Send + Sync {
     /// Inputs in the graph's input order; outputs in its output order.
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>>;
 
+    /// `run`, with what the backend measured on the way. The default measures nothing.
+    fn run_measured(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, RunStats)> {
+        Ok((self.run(inputs)?, RunStats::default()))
+    }
+
     /// Starts a run and returns at once where the device works asynchronously (uploads queued,
     /// one submit, read-back mapped); `wait` collects the outputs. A pipeline executor overlaps
     /// other work between the two. The default runs synchronously.
     fn submit<'a>(&'a self, inputs: Vec<Tensor>) -> Result<Box<dyn PendingRun + 'a>> {
         Ok(Box::new(Ready(self.run(inputs))))
     }
+}
+
+/// Measurements of one run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunStats {
+    /// Device time from the inputs being on the device to the outputs being computed: the
+    /// kernels alone, without host copies or transfers (what a peer timing device-resident
+    /// tensors measures). `None` where the backend does not time its device.
+    pub device_ms: Option<f64>,
 }
 
 /// A run in flight.

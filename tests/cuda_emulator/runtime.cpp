@@ -299,6 +299,8 @@ struct Stream {
     Graph* capture = nullptr;
 };
 struct Event {
+    // As on a device: only timing events that have completed a record can be timed.
+    bool timing = true, recorded = false;
     std::chrono::steady_clock::time_point at;
 };
 Stream default_stream;
@@ -347,6 +349,7 @@ enum : CUresult {
     OK = 0,
     INVALID_VALUE = 1,
     INVALID_IMAGE = 200,
+    INVALID_HANDLE = 400,
     NOT_FOUND = 500,
     ILLEGAL_ADDRESS = 700,
     NOT_SUPPORTED = 801,
@@ -433,16 +436,26 @@ CUresult cuGraphLaunch(void* exec, void* s) {
 CUresult cuGraphDestroy(void* g) { delete static_cast<Graph*>(g); return OK; }
 CUresult cuGraphExecDestroy(void* g) { delete static_cast<Graph*>(g); return OK; }
 
-CUresult cuEventCreate(void** e, unsigned) { *e = new Event(); return OK; }
+CUresult cuEventCreate(void** e, unsigned flags) {
+    Event* ev = new Event();
+    ev->timing = !(flags & 2);  // CU_EVENT_DISABLE_TIMING
+    *e = ev;
+    return OK;
+}
 CUresult cuEventDestroy_v2(void* e) { delete static_cast<Event*>(e); return OK; }
 CUresult cuEventRecord(void* e, void* s) {
-    enqueue(s, [e] { static_cast<Event*>(e)->at = std::chrono::steady_clock::now(); });
+    enqueue(s, [e] {
+        static_cast<Event*>(e)->at = std::chrono::steady_clock::now();
+        static_cast<Event*>(e)->recorded = true;
+    });
     return OK;
 }
 CUresult cuEventRecordWithFlags(void* e, void* s, unsigned) { return cuEventRecord(e, s); }
 CUresult cuEventSynchronize(void*) { return OK; }
 CUresult cuEventQuery(void*) { return OK; }
 CUresult cuEventElapsedTime(float* ms, void* a, void* b) {
+    for (Event* e : {static_cast<Event*>(a), static_cast<Event*>(b)})
+        if (!e->timing || !e->recorded) return INVALID_HANDLE;
     *ms = std::chrono::duration<float, std::milli>(static_cast<Event*>(b)->at - static_cast<Event*>(a)->at).count();
     return OK;
 }

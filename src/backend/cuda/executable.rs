@@ -12,10 +12,10 @@
 use super::kernels::{self, Unit};
 use super::Device;
 use super::gemm::{epilogue_params, gemm_spec, GemmSpec};
-use crate::backend::gpu::layout::{buffer_bytes, decode, encode, grid, output_tensor};
+use crate::backend::gpu::layout::{buffer_bytes, decode, encode, encode_into, grid, output_tensor};
 use crate::backend::gpu::lower::{lower, LowerOptions};
 use crate::backend::gpu::{Elem, Kernel, OpSpec, BLOCK};
-use crate::backend::{Executable, Profile};
+use crate::backend::{Executable, Profile, RunStats};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::tensor::{DType, Tensor};
@@ -42,8 +42,10 @@ struct State {
     /// block the host thread (pageable copies run at about a third of the speed).
     uploads: Vec<PinnedHostSlice<u8>>,
     downloads: Vec<PinnedHostSlice<u8>>,
-    /// Ordering between the copy stream and the compute stream.
+    /// Ordering between the copy stream and the compute stream; `started` and `computed`
+    /// (timing events) bracket the kernels for `RunStats::device_ms`.
     uploaded: CudaEvent,
+    started: CudaEvent,
     computed: CudaEvent,
     /// Timing events around each step when profiling.
     marks: Vec<CudaEvent>,
@@ -64,8 +66,8 @@ pub struct CudaExecutable {
     stream: Arc<CudaStream>,
     /// Host<->device copies, ordered against `stream` by events.
     copies: Arc<CudaStream>,
-    /// cuBLAS bound to `stream`, if the plan has GEMMs.
-    blas: Option<CudaBlas>,
+    /// cuBLAS bound to `stream` and its workspace, if the plan has GEMMs.
+    blas: Option<(CudaBlas, CudaSlice<u8>)>,
     state: Mutex<State>,
     steps: Vec<Step>,
     tf32: bool,
@@ -86,6 +88,29 @@ const _: () = assert!(BLOCK % 32 == 0);
 fn linear_launch(threads: usize) -> LaunchConfig {
     let g = grid(threads);
     LaunchConfig { grid_dim: (g[0], g[1], g[2]), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// cuBLAS workspace per handle: NVIDIA's recommendation for Hopper and later (more than older
+/// parts need).
+const BLAS_WORKSPACE: usize = 32 << 20;
+
+/// A cuBLAS handle on `stream` with a workspace of its own. Without one cuBLAS allocates during
+/// graph capture (memory nodes in the graph, and before CUDA 12.2 a new workspace per capture).
+fn blas_on(stream: &Arc<CudaStream>) -> Result<(CudaBlas, CudaSlice<u8>)> {
+    let failed = |what: &str, e: &dyn std::fmt::Debug| Error::DeviceUnavailable { device: "cuda".into(), reason: format!("{what}: {e:?}") };
+    let blas = CudaBlas::new(stream.clone()).map_err(|e| failed("creating a cuBLAS handle", &e))?;
+    // SAFETY: cuBLAS only uses the workspace as scratch; nothing reads it uninitialised.
+    let workspace = unsafe { stream.alloc::<u8>(BLAS_WORKSPACE) }.map_err(cuda_err)?;
+    let status = {
+        let (ptr, _sync) = workspace.device_ptr(stream);
+        // SAFETY: the workspace lives as long as the handle (both are kept together) and only
+        // this handle, on this stream, uses it.
+        unsafe { cudarc::cublas::sys::cublasSetWorkspace_v2(*blas.handle(), ptr as *mut _, BLAS_WORKSPACE) }
+    };
+    if status != cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+        return Err(failed("setting the cuBLAS workspace", &status));
+    }
+    Ok((blas, workspace))
 }
 
 fn cuda_err(e: impl std::fmt::Debug) -> Error {
@@ -150,7 +175,7 @@ impl CudaExecutable {
             // cuBLAS takes f32 x f32 or f16 x f16 operands (f32 accumulation either way).
             if let (Some(spec), true) = (gemm, types[0] == types[1]) {
                 if blas.is_none() {
-                    blas = Some(CudaBlas::new(stream.clone()).map_err(|e| Error::DeviceUnavailable { device: "cuda".into(), reason: format!("creating a cuBLAS handle: {e:?}") })?);
+                    blas = Some(blas_on(&stream)?);
                 }
                 steps.push(Step::Gemm { spec, bufs: [l.bufs[1], l.bufs[0], l.bufs[3]], operands: types[0], out: types[3] });
                 labels.push(("cublas gemm".to_string(), format!("m={} n={} k={} batch={}", spec.m, spec.n, spec.k, spec.batch)));
@@ -199,8 +224,9 @@ impl CudaExecutable {
         let marks = (0..timing).map(|_| dev.ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).map_err(cuda_err)).collect::<Result<Vec<_>>>()?;
         // The buffers were filled on the compute stream; runs upload on the copy stream.
         stream.synchronize().map_err(cuda_err)?;
-        let (uploaded, computed) = (dev.ctx.new_event(None).map_err(cuda_err)?, dev.ctx.new_event(None).map_err(cuda_err)?);
-        let state = Mutex::new(State { buffers, uploads, downloads, uploaded, computed, marks, graph });
+        let timed = || dev.ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).map_err(cuda_err);
+        let (uploaded, started, computed) = (dev.ctx.new_event(None).map_err(cuda_err)?, timed()?, timed()?);
+        let state = Mutex::new(State { buffers, uploads, downloads, uploaded, started, computed, marks, graph });
         Ok(CudaExecutable { stream, copies, blas, state, steps, tf32, elems, labels, profile, inputs, outputs })
     }
 }
@@ -260,7 +286,7 @@ impl CudaExecutable {
     fn gemm(&self, s: &GemmSpec, [first, second, c]: [&CudaSlice<u8>; 3], operands: Elem, out: Elem) -> Result<()> {
         use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cudaDataType};
         let stream = &self.stream;
-        let blas = self.blas.as_ref().ok_or_else(|| Error::Tensor("CUDA: a GEMM step without a cuBLAS handle".into()))?;
+        let (blas, _) = self.blas.as_ref().ok_or_else(|| Error::Tensor("CUDA: a GEMM step without a cuBLAS handle".into()))?;
         let (first, _f) = first.device_ptr(stream);
         let (second, _s) = second.device_ptr(stream);
         let (c, _c) = c.device_ptr(stream);
@@ -298,6 +324,10 @@ impl CudaExecutable {
 
 impl Executable for CudaExecutable {
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        Ok(self.run_measured(inputs)?.0)
+    }
+
+    fn run_measured(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, RunStats)> {
         if inputs.len() != self.inputs.len() {
             return Err(Error::Input(format!("expected {} inputs, got {}", self.inputs.len(), inputs.len())));
         }
@@ -309,9 +339,8 @@ impl Executable for CudaExecutable {
                 return Err(Error::Input(format!("input '{name}' has shape {:?}, the plan expects {shape:?}", t.shape())));
             }
             if t.numel() > 0 {
-                let host = encode(t, self.elems[*buf]);
                 // Waits for the previous run's copy out of this staging buffer first.
-                staging.as_mut_slice().map_err(cuda_err)?[..host.len()].copy_from_slice(&host);
+                encode_into(t, self.elems[*buf], staging.as_mut_slice().map_err(cuda_err)?);
                 // The whole staging buffer (sized to this input): a pinned source keeps the copy
                 // asynchronous, where a plain slice would make cudarc wait for it.
                 copies.memcpy_htod(staging, &mut state.buffers[*buf]).map_err(cuda_err)?;
@@ -329,6 +358,8 @@ impl Executable for CudaExecutable {
                 }
             };
         }
+        // After any capture, which runs nothing but takes the host a while.
+        state.started.record(stream).map_err(cuda_err)?;
         match &state.graph {
             Graphing::Ready(Replay(graph)) => graph.launch().map_err(cuda_err)?,
             _ => self.launch_all(&state.buffers, &state.marks)?,
@@ -339,6 +370,7 @@ impl Executable for CudaExecutable {
             copies.memcpy_dtoh(&state.buffers[*buf], staging).map_err(cuda_err)?;
         }
         copies.synchronize().map_err(cuda_err)?;
+        let device_ms = Some(state.started.elapsed_ms(&state.computed).map_err(cuda_err)? as f64);
         if self.profile != Profile::Off {
             self.print_profile(&state.marks)?;
         }
@@ -347,6 +379,6 @@ impl Executable for CudaExecutable {
             let values = decode(staging.as_slice().map_err(cuda_err)?, self.elems[*buf], shape.iter().product());
             outs.push(output_tensor(shape, values, *dtype)?);
         }
-        Ok(outs)
+        Ok((outs, RunStats { device_ms }))
     }
 }

@@ -142,13 +142,23 @@ fn fnv1a(s: &str) -> u64 {
 /// PTX for `unit` on `arch` (e.g. `compute_90`), from memory, the disk cache, or NVRTC. The
 /// caller must have checked that libnvrtc loads ([`super::probe_libraries`]): cudarc panics
 /// otherwise.
+/// `major.minor` of the loaded NVRTC.
+fn nvrtc_version() -> String {
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: two out-parameters; the library was probed before any kernel is compiled.
+    unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+    format!("{major}.{minor}")
+}
+
 pub fn ptx(unit: &Unit, arch: &'static str) -> Result<String> {
     let src = source(unit);
     let key = (src.clone(), arch);
     if let Some(p) = MEMORY.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).get(&key) {
         return Ok(p.clone());
     }
-    let file = cache_dir().map(|d| d.join(format!("{:016x}-{arch}.ptx", fnv1a(&src))));
+    // The NVRTC version is part of the key: PTX from a newer NVRTC than the driver knows does
+    // not load, and a cache may outlive an upgrade or downgrade.
+    let file = cache_dir().map(|d| d.join(format!("{:016x}-{arch}-nvrtc{}.ptx", fnv1a(&src), nvrtc_version())));
     let ptx = match file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()) {
         Some(p) => p,
         None => {

@@ -53,15 +53,33 @@ pub fn carrier(t: &Tensor) -> Vec<f32> {
 
 /// Device bytes of a tensor stored as `elem` (padded to a multiple of 4 bytes).
 pub fn encode(t: &Tensor, elem: Elem) -> Vec<u8> {
-    let c = carrier(t);
-    let mut bytes: Vec<u8> = match elem {
-        Elem::F32 => bytemuck::cast_slice(&c).to_vec(),
-        Elem::F16 => c.iter().flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes()).collect(),
-    };
-    while bytes.len() % 4 != 0 || bytes.is_empty() {
-        bytes.push(0);
-    }
+    let mut bytes = vec![0u8; buffer_bytes(t.numel(), elem)];
+    encode_into(t, elem, &mut bytes);
     bytes
+}
+
+/// Writes `t` stored as `elem` into `dst` (at least its encoded size; the rest is zeroed).
+/// An f32 tensor stored as f32 is one copy: no intermediate buffer, which matters for batched
+/// image inputs of tens of megabytes written straight into pinned staging.
+pub fn encode_into(t: &Tensor, elem: Elem, dst: &mut [u8]) {
+    let converted;
+    let values: &[f32] = match t.data() {
+        Data::F32(v) => v,
+        _ => {
+            converted = carrier(t);
+            &converted
+        }
+    };
+    let used = values.len() * elem.bytes();
+    match elem {
+        Elem::F32 => dst[..used].copy_from_slice(bytemuck::cast_slice(values)),
+        Elem::F16 => {
+            for (d, &x) in dst[..used].chunks_exact_mut(2).zip(values) {
+                d.copy_from_slice(&half::f16::from_f32(x).to_bits().to_le_bytes());
+            }
+        }
+    }
+    dst[used..].fill(0);
 }
 
 pub fn decode(bytes: &[u8], elem: Elem, n: usize) -> Vec<f32> {
