@@ -29,8 +29,11 @@ done
 
 echo "== conformance on cuda" | tee -a "$OUT/summary.txt"
 if [ -d "$BUNDLE/onnx-node" ]; then
-  "$BIN" conformance "$BUNDLE/onnx-node" --device cuda --json > "$OUT/conformance-cuda.json" 2>&1 || status=1
-  python3 -c "import json;d=json.load(open('$OUT/conformance-cuda.json'));print({k:d[k] for k in ('total','pass','fail','unsupported','error')})" | tee -a "$OUT/summary.txt"
+  for mode in "" --frozen; do
+    json="$OUT/conformance-cuda${mode:+-frozen}.json"
+    "$BIN" conformance "$BUNDLE/onnx-node" --device cuda $mode --json > "$json" 2>&1 || status=1
+    python3 -c "import json;d=json.load(open('$json'));print('cuda${mode:+ frozen}', {k:d[k] for k in ('total','pass','fail','unsupported','error')})" | tee -a "$OUT/summary.txt"
+  done
 fi
 
 echo "== CUDA test binaries, device tests included (a missing device fails them)" | tee -a "$OUT/summary.txt"

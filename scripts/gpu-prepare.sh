@@ -16,9 +16,10 @@ for f in .gpu-bundle/bin/*; do
     *) rm -f "$f" ;;
   esac
 done
-# The node-suite cases the CUDA kernels cover (tests/conformance/cuda.txt): which cases a device
-# supports is decided before anything runs, so the others would only be counted unsupported.
-grep -v '^#' tests/conformance/cuda.txt | sed '/^$/d; s|^|onnx-node/|' | tar czf .gpu-bundle/onnx-node.tgz -C "$shared" -T -
+# The node-suite cases the CUDA kernels cover (tests/conformance/cuda.txt and cuda-frozen.txt):
+# which cases a device supports is decided before anything runs, so the others would only be
+# counted unsupported.
+cat tests/conformance/cuda.txt tests/conformance/cuda-frozen.txt | grep -v '^#' | sed '/^$/d; s|^|onnx-node/|' | sort -u | tar czf .gpu-bundle/onnx-node.tgz -C "$shared" -T -
 du -sh .gpu-bundle; ls -la .gpu-bundle/bin
 size=$(du -sm .gpu-bundle | cut -f1)
 [ "$size" -lt 64 ] || { echo "gpu-prepare: $size MiB is over the 64 MiB that can travel" >&2; exit 1; }

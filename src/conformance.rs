@@ -6,6 +6,7 @@ use crate::compare::{compare, Tolerance};
 use crate::error::Error;
 use crate::onnx::proto::ModelProto;
 use crate::session::{Session, SessionOptions};
+use crate::tensor::Tensor;
 use prost::Message;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -49,7 +50,10 @@ fn case_op(name: &str, model: &ModelProto) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-pub fn run_case(dir: &Path, device: &str, tol: Tolerance) -> CaseResult {
+/// Runs one case folder. `frozen`: every model input but the first is fed as a constant (the
+/// way real models carry weights and shape parameters), which exercises the constant-parameter
+/// paths of the GPU lowerings.
+pub fn run_case(dir: &Path, device: &str, tol: Tolerance, frozen: bool) -> CaseResult {
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let bytes = match std::fs::read(dir.join("model.onnx")) {
         Ok(b) => b,
@@ -58,7 +62,7 @@ pub fn run_case(dir: &Path, device: &str, tol: Tolerance) -> CaseResult {
     let proto = ModelProto::decode(bytes.as_slice()).ok();
     let op_type = proto.as_ref().map(|m| case_op(&name, m)).unwrap_or_else(|| "?".into());
     let opset = proto.as_ref().and_then(|m| m.opset_import.iter().filter(|o| o.domain.is_empty() || o.domain == "ai.onnx").map(|o| o.version).max()).unwrap_or(0);
-    let result = catch_unwind(AssertUnwindSafe(|| run_case_inner(&bytes, dir, device, tol)));
+    let result = catch_unwind(AssertUnwindSafe(|| run_case_inner(&bytes, dir, device, tol, frozen)));
     let (status, detail) = match result {
         Ok(Ok(())) => (Status::Pass, String::new()),
         Ok(Err(CaseError::Mismatch(d))) => (Status::Fail, d),
@@ -87,8 +91,9 @@ impl From<Error> for CaseError {
     }
 }
 
-fn run_case_inner(bytes: &[u8], dir: &Path, device: &str, tol: Tolerance) -> Result<(), CaseError> {
-    let session = Session::from_bytes(bytes, SessionOptions { device: device.into(), ..Default::default() })?;
+fn run_case_inner(bytes: &[u8], dir: &Path, device: &str, tol: Tolerance, frozen: bool) -> Result<(), CaseError> {
+    let options = SessionOptions { device: device.into(), ..Default::default() };
+    let session = Session::from_bytes(bytes, options.clone())?;
     let mut sets: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::Io { path: dir.display().to_string(), source: e })?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -98,8 +103,18 @@ fn run_case_inner(bytes: &[u8], dir: &Path, device: &str, tol: Tolerance) -> Res
     for set in sets {
         let ins = crate::onnx::read_tensor_set(&set, "input")?;
         let refs = crate::onnx::read_tensor_set(&set, "output")?;
-        let named = session.inputs().iter().zip(ins).map(|(gi, (_, t))| (gi.name.clone(), t)).collect();
-        let outs = session.run(named)?;
+        let named: Vec<(String, Tensor)> = session.inputs().iter().zip(ins).map(|(gi, (_, t))| (gi.name.clone(), t)).collect();
+        let outs = if frozen && named.len() > 1 {
+            // Every input but the first becomes a constant of the model, as weights and shape
+            // parameters are in real models.
+            let mut graph = crate::onnx::load_model_bytes(bytes)?;
+            for (name, t) in &named[1..] {
+                graph.freeze_input(name, t.clone())?;
+            }
+            Session::from_graph(graph, options.clone())?.run(named[..1].to_vec())?
+        } else {
+            session.run(named)?
+        };
         if outs.len() != refs.len() {
             return Err(CaseError::Mismatch(format!("{} outputs, reference has {}", outs.len(), refs.len())));
         }

@@ -81,10 +81,12 @@ fn onnx_node_suite() {
         return;
     }
     use hetsched::conformance::{list_cases, run_case};
-    std::panic::set_hook(Box::new(|_| {}));
-    let results: Vec<_> = list_cases(&shared.join("onnx-node")).unwrap().iter().map(|c| run_case(c, "cuda", hetsched::Tolerance::ONNX)).collect();
-    let _ = std::panic::take_hook();
-    expectations::check("cuda", &results);
+    for (frozen, list) in [(false, "cuda"), (true, "cuda-frozen")] {
+        std::panic::set_hook(Box::new(|_| {}));
+        let results: Vec<_> = list_cases(&shared.join("onnx-node")).unwrap().iter().map(|c| run_case(c, "cuda", hetsched::Tolerance::ONNX, frozen)).collect();
+        let _ = std::panic::take_hook();
+        expectations::check(list, &results);
+    }
 }
 
 /// MatMuls written straight into their Concat's output, through cuBLAS (an offset C pointer and

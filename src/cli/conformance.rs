@@ -20,6 +20,11 @@ pub struct ConformanceArgs {
     /// Print every case that does not pass.
     #[arg(long)]
     verbose: bool,
+    /// Feed every model input but the first as a constant, as real models carry weights and
+    /// shape parameters (the suite passes them as inputs): exercises the devices' paths for
+    /// constant parameters.
+    #[arg(long)]
+    frozen: bool,
 }
 
 pub fn conformance(a: ConformanceArgs) -> Result<ExitCode> {
@@ -36,7 +41,7 @@ pub fn conformance(a: ConformanceArgs) -> Result<ExitCode> {
     let mut results: Vec<CaseResult> = Vec::with_capacity(cases.len());
     for c in &cases {
         bar.set_message(c.file_name().unwrap().to_string_lossy().into_owned());
-        results.push(run_case(c, &a.device, Tolerance::ONNX));
+        results.push(run_case(c, &a.device, Tolerance::ONNX, a.frozen));
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -44,7 +49,7 @@ pub fn conformance(a: ConformanceArgs) -> Result<ExitCode> {
     let count = |s: Status| results.iter().filter(|r| r.status == s).count();
     if a.json {
         let v = serde_json::json!({
-            "device": a.device, "total": results.len(),
+            "device": a.device, "frozen": a.frozen, "total": results.len(),
             "pass": count(Status::Pass), "fail": count(Status::Fail), "unsupported": count(Status::Unsupported), "error": count(Status::Error),
             "cases": results,
         });

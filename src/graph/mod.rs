@@ -165,6 +165,17 @@ impl Graph {
         petgraph::algo::toposort(&self.g, None).map_err(|c| Error::Cycle(self.g[c.node_id()].name.clone()))
     }
 
+    /// Turns graph input `name` into a constant holding `t` (as a weight or a shape parameter
+    /// baked into a model is): passes then fold it, and devices see a constant.
+    pub fn freeze_input(&mut self, name: &str, t: Tensor) -> Result<()> {
+        let i = self.inputs.iter().position(|gi| gi.name == name).ok_or_else(|| Error::Input(format!("no graph input '{name}'")))?;
+        let gi = self.inputs.remove(i);
+        let c = self.add_constant(name, t, true);
+        self.replace_uses((gi.node, 0), (c, 0));
+        self.g.remove_node(gi.node);
+        Ok(())
+    }
+
     /// Redirects every use of `from` (consumers and graph outputs) to `to`.
     pub fn replace_uses(&mut self, from: (NodeIndex, usize), to: (NodeIndex, usize)) {
         let uses: Vec<_> = self

@@ -1,12 +1,13 @@
 //! Conformance results against the checked-in expectation files
-//! (`tests/conformance/<device>.txt`, one passing case per line): a listed case that stops
+//! (`tests/conformance/<list>.txt`, one passing case per line; `<device>` for the suite as is,
+//! `<device>-frozen` with every input but the first fed as a constant): a listed case that stops
 //! passing fails the test; newly passing cases are printed so the list can grow.
 
 use hetsched::conformance::{CaseResult, Status};
 use std::collections::BTreeSet;
 
-pub fn check(device: &str, results: &[CaseResult]) {
-    let expected_file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/conformance/{device}.txt"));
+pub fn check(list: &str, results: &[CaseResult]) {
+    let expected_file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/conformance/{list}.txt"));
     let expected: BTreeSet<String> = std::fs::read_to_string(&expected_file)
         .unwrap_or_else(|e| panic!("{}: {e}", expected_file.display()))
         .lines()
@@ -25,12 +26,12 @@ pub fn check(device: &str, results: &[CaseResult]) {
         .collect();
     let new: Vec<&String> = passing.difference(&expected).collect();
     if !new.is_empty() {
-        println!("{} newly passing on {device} (add them to {}):", new.len(), expected_file.display());
+        println!("{} newly passing in {list} (add them to {}):", new.len(), expected_file.display());
         for n in &new {
             println!("  {n}");
         }
     }
-    println!("{device}: {} of {} cases pass ({} expected)", passing.len(), results.len(), expected.len());
+    println!("{list}: {} of {} cases pass ({} expected)", passing.len(), results.len(), expected.len());
     assert!(panics.is_empty(), "cases panicked (bugs):\n{}", panics.join("\n"));
-    assert!(regressions.is_empty(), "{} expected cases no longer pass on {device}:\n{}", regressions.len(), regressions.join("\n"));
+    assert!(regressions.is_empty(), "{} expected cases no longer pass in {list}:\n{}", regressions.len(), regressions.join("\n"));
 }

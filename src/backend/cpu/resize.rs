@@ -88,27 +88,58 @@ fn axis_taps(attrs: &ResizeAttrs, in_len: usize, out_len: usize, scale: f64, roi
     Ok(all)
 }
 
+/// Whether the resize leaves axis `d` alone.
+fn untouched(attrs: &ResizeAttrs, in_len: usize, out_len: usize, scale: f64) -> bool {
+    out_len == in_len && scale == 1.0 && attrs.coord != "tf_crop_and_resize"
+}
+
+/// The region of interest of axis `d` of a rank-`r` input (all of it without a roi).
+fn axis_box(attrs: &ResizeAttrs, roi: Option<&[f64]>, r: usize, d: usize) -> Result<(f64, f64)> {
+    Ok(match roi {
+        Some(v) if !v.is_empty() => {
+            let axes: Vec<usize> = match &attrs.axes {
+                Some(a) => a.iter().map(|&v| crate::tensor::norm_axis(v, r)).collect::<Result<_>>()?,
+                None => (0..r).collect(),
+            };
+            let k = axes.iter().position(|&a| a == d).unwrap_or(d);
+            let na = v.len() / 2;
+            (*v.get(k).unwrap_or(&0.0), *v.get(k + na).unwrap_or(&1.0))
+        }
+        _ => (0.0, 1.0),
+    })
+}
+
+/// For a nearest-neighbour resize: the source index of each output position, per axis (`None`
+/// for axes left alone); `Ok(None)` when a position takes the extrapolation value instead.
+pub fn nearest_sources(attrs: &ResizeAttrs, roi: Option<&[f64]>, in_shape: &[usize], out_shape: &[usize], scales: &[f64]) -> Result<Option<Vec<Option<Vec<usize>>>>> {
+    let r = in_shape.len();
+    let mut all = Vec::with_capacity(r);
+    for d in 0..r {
+        if untouched(attrs, in_shape[d], out_shape[d], scales[d]) {
+            all.push(None);
+            continue;
+        }
+        let mut idx = Vec::with_capacity(out_shape[d]);
+        for t in axis_taps(attrs, in_shape[d], out_shape[d], scales[d], axis_box(attrs, roi, r, d)?)? {
+            match t.as_deref() {
+                Some([(i, w)]) if *w == 1.0 => idx.push(*i),
+                _ => return Ok(None),
+            }
+        }
+        all.push(Some(idx));
+    }
+    Ok(Some(all))
+}
+
 pub fn resize(x: &Tensor, attrs: &ResizeAttrs, roi: Option<&[f64]>, out_shape: &[usize], scales: &[f64]) -> Result<Tensor> {
     let r = x.rank();
     let mut cur: Vec<f64> = x.to_f64_vec();
     let mut shape = x.shape().to_vec();
-    let axes: Vec<usize> = match &attrs.axes {
-        Some(a) => a.iter().map(|&v| crate::tensor::norm_axis(v, r)).collect::<Result<_>>()?,
-        None => (0..r).collect(),
-    };
     for d in 0..r {
-        if out_shape[d] == shape[d] && scales[d] == 1.0 && attrs.coord != "tf_crop_and_resize" {
+        if untouched(attrs, shape[d], out_shape[d], scales[d]) {
             continue;
         }
-        let box_ = match roi {
-            Some(v) if !v.is_empty() => {
-                let k = axes.iter().position(|&a| a == d).unwrap_or(d);
-                let na = v.len() / 2;
-                (v[k], v[k + na])
-            }
-            _ => (0.0, 1.0),
-        };
-        let taps = axis_taps(attrs, shape[d], out_shape[d], scales[d], box_)?;
+        let taps = axis_taps(attrs, shape[d], out_shape[d], scales[d], axis_box(attrs, roi, r, d)?)?;
         let outer: usize = shape[..d].iter().product();
         let inner: usize = shape[d + 1..].iter().product();
         let mut next = vec![0f64; outer * out_shape[d] * inner];

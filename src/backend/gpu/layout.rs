@@ -178,3 +178,94 @@ pub fn matmul_batches(g: &Graph, n: NodeIndex) -> Option<(usize, usize, usize, u
     Some((batch, m, k, nn, stride(ab, m * k)?, stride(bb, k * nn)?))
 }
 
+
+/// The conv kernel's 15 geometry words `[n, c, h, w, m, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw]`
+/// for a 2-D (rank-4) or 1-D (rank-3, as height 1) convolution; `strides`, `pads` (begin) and
+/// `dilations` per spatial axis, only the first used in 1-D.
+pub fn conv_geometry(xs: &[usize], ws: &[usize], out: &[usize], strides: [usize; 2], pads: [usize; 2], dilations: [usize; 2]) -> [u32; 15] {
+    let g = if xs.len() == 4 {
+        [xs[0], xs[1], xs[2], xs[3], ws[0], out[2], out[3], ws[2], ws[3], strides[0], strides[1], pads[0], pads[1], dilations[0], dilations[1]]
+    } else {
+        [xs[0], xs[1], 1, xs[2], ws[0], 1, out[2], 1, ws[2], 1, strides[0], 0, pads[0], 1, dilations[0]]
+    };
+    g.map(|v| v as u32)
+}
+
+/// Tile as one strided copy: `(shape, source strides, destination strides)`, each tiled axis
+/// split into (repeat, extent) with the repeat reading stride 0. `None` past 6 dimensions.
+pub fn tile_view(input: &[usize], reps: &[i64]) -> Option<(Vec<usize>, Vec<isize>, Vec<isize>)> {
+    if reps.len() != input.len() || reps.iter().any(|&r| r < 0) {
+        return None;
+    }
+    let out: Vec<usize> = input.iter().zip(reps).map(|(&d, &r)| d * r as usize).collect();
+    let (src_st, dst_st) = (strides_of(input), strides_of(&out));
+    let (mut shape, mut src, mut dst) = (vec![], vec![], vec![]);
+    for i in 0..input.len() {
+        let r = reps[i] as usize;
+        if r != 1 {
+            shape.push(r);
+            src.push(0);
+            dst.push((input[i] * dst_st[i]) as isize);
+        }
+        if input[i] != 1 || r == 1 {
+            shape.push(input[i]);
+            src.push(src_st[i] as isize);
+            dst.push(dst_st[i] as isize);
+        }
+    }
+    (shape.len() <= 6).then_some((shape, src, dst))
+}
+
+/// Nearest-neighbour Resize as the source index of every output position along each axis
+/// (`None` for axes it leaves alone): the GPU runs one Gather per resized axis. `None` unless the
+/// mode is nearest, scales/sizes/roi are constants and no position falls outside the input.
+pub fn resize_indices(g: &Graph, n: NodeIndex) -> Option<Vec<Option<Vec<i64>>>> {
+    let Op::Resize(attrs) = &g.g[n].op else { return None };
+    if attrs.mode != crate::graph::ResizeMode::Nearest {
+        return None;
+    }
+    let xs = g.input_value(n, 0)?.shape.clone()?;
+    let out = g.g[n].outputs[0].shape.clone()?;
+    // Some(None): input absent; None: present but not a constant.
+    let constant = |i: usize| match g.sources(n).get(i).copied().flatten() {
+        None => Some(None),
+        Some(_) => g.input_const(n, i).map(Some),
+    };
+    let scales = constant(attrs.scales_input)?.map(|t| t.to_f64_vec());
+    let (sizes, roi) = if attrs.scales_input == 2 {
+        (constant(3)?.map(|t| t.to_i64_vec()).transpose().ok()?, constant(1)?.map(|t| t.to_f64_vec()))
+    } else {
+        (None, None)
+    };
+    let (shape, sc) = crate::graph::infer::resize_plan(attrs, &xs, scales.as_deref(), sizes.as_deref()).ok()?;
+    if shape != out {
+        return None;
+    }
+    let sources = crate::backend::cpu::resize::nearest_sources(attrs, roi.as_deref(), &xs, &out, &sc).ok()??;
+    Some(sources.into_iter().map(|axis| axis.map(|v| v.into_iter().map(|i| i as i64).collect())).collect())
+}
+
+/// ConvTranspose as an ordinary stride-1 convolution over the input with (stride - 1) zeros
+/// between elements and `dilation * (k - 1) - pad` zeros before (after: the same with the end pad,
+/// plus the output padding): the zero-inserted shape and the zeros in front per spatial axis.
+/// An error where a pad exceeds the kernel's reach or the output shape does not follow.
+pub fn convtranspose_zero_insertion(w: &crate::graph::Window, xs: &[usize], ws: &[usize], output_padding: &[usize], output_shape: &[usize], out: &[usize]) -> crate::error::Result<(Vec<usize>, Vec<usize>)> {
+    let fail = |what: String| crate::error::Error::Tensor(format!("ConvTranspose on the GPU: {what}"));
+    let nd = xs.len().checked_sub(2).filter(|&d| d >= 1 && ws.len() == xs.len()).ok_or_else(|| fail(format!("input {xs:?} and weights {ws:?}")))?;
+    let pads = crate::graph::infer::convtranspose_pads(w, &xs[2..], &ws[2..], output_padding, output_shape)?;
+    let at = |v: &[usize], i: usize, d: usize| v.get(i).copied().unwrap_or(d);
+    let (mut zs, mut front) = (xs[..2].to_vec(), vec![]);
+    for i in 0..nd {
+        let (s, d, k) = (at(&w.strides, i, 1), at(&w.dilations, i, 1), ws[2 + i]);
+        let reach = d * k.saturating_sub(1);
+        let before = reach.checked_sub(pads[i]).ok_or_else(|| fail(format!("pads {pads:?} exceed the kernel's reach")))?;
+        let after = (reach + at(output_padding, i, 0)).checked_sub(pads[i + nd]).ok_or_else(|| fail(format!("pads {pads:?} exceed the kernel's reach")))?;
+        let len = (xs[2 + i].max(1) - 1) * s + 1 + before + after;
+        if len - reach != out.get(2 + i).copied().unwrap_or(0) {
+            return Err(fail(format!("output {out:?} does not follow from input {xs:?}")));
+        }
+        zs.push(len);
+        front.push(before);
+    }
+    Ok((zs, front))
+}

@@ -155,6 +155,10 @@ pub fn support(graph: &Graph, n: NodeIndex) -> Support {
     // Integer constants are parameters (axes, shapes), not data the kernels read.
     let all_f32 = ins.iter().flatten().filter(|v| v.value.is_none() || v.dtype.is_some_and(|d| d.is_float())).all(|v| v.dtype == Some(DType::F32));
     let carried = |d: Option<DType>| matches!(d, Some(DType::F32 | DType::I64 | DType::I32 | DType::Bool | DType::I8 | DType::U8));
+    let in_shape = |i: usize| ins.get(i).copied().flatten().and_then(|v| v.shape.as_deref());
+    let rank = in_shape(0).map_or(0, |s| s.len());
+    let constant_or_absent = |i: usize| graph.sources(n).get(i).copied().flatten().is_none() || graph.input_const(n, i).is_some();
+    let extra_outputs_unused = node.outputs.iter().skip(1).all(|v| v.name.is_empty());
     let ok = match &node.op {
         Op::Identity | Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Transpose { .. } | Op::Slice | Op::Expand | Op::Concat { .. } => carried(dt(0)),
         Op::Unary(u) => (all_f32 && unary_supported(*u)) || (*u == crate::graph::UnaryOp::Not && dt(0) == Some(DType::Bool)),
@@ -169,11 +173,19 @@ pub fn support(graph: &Graph, n: NodeIndex) -> Support {
         Op::Pool { kind, .. } => all_f32 && !matches!(kind, PoolKind::Lp { .. }) && matches!(ins[0].and_then(|v| v.shape.as_ref()).map(|s| s.len()), Some(3 | 4)),
         Op::GlobalPool { kind } => all_f32 && !matches!(kind, PoolKind::Lp { .. }),
         Op::Reduce { .. } => all_f32 && layout::reduce_plan(graph, n).is_some(),
-        Op::Softmax { axis, legacy, .. } => {
-            let r = ins[0].and_then(|v| v.shape.as_ref()).map(|s| s.len()).unwrap_or(0) as i64;
-            all_f32 && (*legacy || *axis == -1 || *axis == r - 1)
+        Op::Softmax { .. } => all_f32,
+        Op::Split { .. } | Op::DepthToSpace { .. } | Op::SpaceToDepth { .. } => carried(dt(0)) && (!matches!(node.op, Op::DepthToSpace { .. } | Op::SpaceToDepth { .. }) || rank == 4),
+        Op::Pad { mode } => *mode == crate::graph::PadMode::Constant && carried(dt(0)) && (1..4).all(constant_or_absent),
+        Op::Tile => carried(dt(0)) && graph.input_const(n, 1).and_then(|r| r.to_i64_vec().ok()).is_some_and(|r| in_shape(0).is_some_and(|s| layout::tile_view(s, &r).is_some())),
+        Op::Resize(_) => carried(dt(0)) && layout::resize_indices(graph, n).is_some(),
+        Op::BatchNorm { .. } => all_f32 && rank >= 2 && (1..5).all(|i| graph.input_const(n, i).is_some()) && extra_outputs_unused,
+        Op::InstanceNorm { .. } => all_f32 && rank >= 3 && (1..3).all(|i| graph.input_const(n, i).is_some()),
+        Op::Variadic { op, .. } => all_f32 && binary_supported(*op),
+        Op::ConvTranspose { window, output_padding, output_shape, .. } => {
+            let (xs, ws, out) = (in_shape(0), in_shape(1), node.outputs[0].shape.as_deref());
+            all_f32 && matches!(rank, 3 | 4) && graph.input_const(n, 1).is_some() && matches!((xs, ws, out), (Some(x), Some(w), Some(o)) if layout::convtranspose_zero_insertion(window, x, w, output_padding, output_shape, o).is_ok())
         }
-        Op::LayerNorm { .. } => all_f32 && node.outputs.iter().skip(1).all(|v| v.name.is_empty()),
+        Op::LayerNorm { .. } => all_f32 && extra_outputs_unused,
         Op::Gemm { .. } => all_f32,
         Op::MatMul => all_f32 && layout::matmul_batches(graph, n).is_some(),
         Op::Gather { .. } => carried(dt(0)) && matches!(dt(1), Some(DType::I64 | DType::I32)),

@@ -87,7 +87,9 @@ pub fn binary_expr(op: BinaryOp) -> Option<&'static str> {
         BinaryOp::Sub => "x - y",
         BinaryOp::Mul => "x * y",
         BinaryOp::Div => "x / y",
-        BinaryOp::Pow => "pow(x, y)",
+        // WGSL's pow is exp2(y * log2(x)): undefined for x < 0 and for 0^0. A negative base
+        // with an integral exponent takes the sign of the odd powers, as C's powf does.
+        BinaryOp::Pow => "select(select(pow(x, y), pow(abs(x), y) * select(1.0, -1.0, abs(y) % 2.0 == 1.0), x < 0.0 && trunc(y) == y), 1.0, y == 0.0)",
         BinaryOp::Max => "max(x, y)",
         BinaryOp::Min => "min(x, y)",
         BinaryOp::Equal => "select(0.0, 1.0, x == y)",

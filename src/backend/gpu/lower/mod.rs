@@ -2,10 +2,13 @@
 //! zero or more launches of the shared kernels with their parameter words. wgpu and CUDA realise
 //! the same plan with their own resources.
 
+mod composite;
+mod movement;
+
 use super::layout::*;
 use super::{binary_supported, unary_supported, BufferSpec, Elem, GpuPlan, Kernel, Launch, OpSpec, PlanInput, PlanOutput};
 use crate::error::{Error, Result};
-use crate::graph::infer::{resolve_pads, slice_axes};
+use crate::graph::infer::resolve_pads;
 use crate::graph::{Graph, Op, PoolKind, ReduceOp};
 use crate::tensor::{norm_axis, strides_of, DType, Tensor};
 use petgraph::stable_graph::NodeIndex;
@@ -138,6 +141,36 @@ impl<'a> Builder<'a> {
     fn step(&mut self, kernel: Kernel, op: OpSpec, params: &[u32], bufs: &[usize], groups: [u32; 3]) -> Result<()> {
         self.launches.push(Launch { kernel, op, params: params.to_vec(), bufs: bufs.to_vec(), grid: groups });
         Ok(())
+    }
+
+    /// `o = a op b` over `out_shape`, each operand broadcast from its own shape.
+    fn binary(&mut self, op: crate::graph::BinaryOp, (a, sa): (usize, &[usize]), (b, sb): (usize, &[usize]), o: usize, out_shape: &[usize]) -> Result<()> {
+        let numel: usize = out_shape.iter().product();
+        let mut p = vec![numel as u32];
+        p.extend(shape6(out_shape));
+        p.extend(bcast_strides6(sa, out_shape));
+        p.extend(bcast_strides6(sb, out_shape));
+        self.step(Kernel::Binary, OpSpec::Binary(op), &p, &[a, b, o], grid(numel))
+    }
+
+    /// One convolution of geometry `geo` (see [`conv_geometry`]): im2col + GEMM where the
+    /// backend's GEMM is a vendor library and the convolution is ungrouped, the direct conv
+    /// kernel otherwise. `n` is the node whose output `o` holds.
+    #[allow(clippy::too_many_arguments)]
+    fn conv(&mut self, n: NodeIndex, geo: [u32; 15], group: usize, x: usize, w: usize, bias: Option<usize>, activation: Option<crate::graph::Activation>, o: usize) -> Result<()> {
+        if self.conv_as_gemm && group == 1 {
+            return self.conv_gemm(n, geo, x, w, bias, activation, o);
+        }
+        let b = match bias {
+            Some(b) => b,
+            None => self.dummy()?,
+        };
+        let mut p = geo.to_vec();
+        p.push(group as u32);
+        p.push(bias.is_some() as u32);
+        p.extend(act_params(activation));
+        let numel = geo[0] as usize * geo[4] as usize * geo[5] as usize * geo[6] as usize;
+        self.step(Kernel::Conv2d, OpSpec::None, &p, &[x, w, b, o], grid(numel))
     }
 
     /// An ungrouped convolution as one batched GEMM, Y[n] (M x OH*OW) = W (M x C*KH*KW) *
@@ -291,11 +324,7 @@ impl<'a> Builder<'a> {
                 }
                 let (sa, sb) = (self.in_shape(n, 0), self.in_shape(n, 1));
                 let (a, bb, o) = (self.input(n, 0)?, self.input(n, 1)?, self.output(n, 0)?);
-                let mut p = vec![numel as u32];
-                p.extend(shape6(&out_shape));
-                p.extend(bcast_strides6(&sa, &out_shape));
-                p.extend(bcast_strides6(&sb, &out_shape));
-                self.step(Kernel::Binary, OpSpec::Binary(*b), &p, &[a, bb, o], grid(numel))?;
+                self.binary(*b, (a, &sa), (bb, &sb), o, &out_shape)?;
             }
             Op::Where => {
                 let shapes: Vec<Vec<usize>> = (0..3).map(|i| self.in_shape(n, i)).collect();
@@ -310,28 +339,14 @@ impl<'a> Builder<'a> {
             Op::Conv { window, group, activation } => {
                 let (xs, ws) = (self.in_shape(n, 0), self.in_shape(n, 1));
                 let pads = resolve_pads(window, &xs[2..], &ws[2..])?;
-                let at = |v: &[usize], i: usize| v.get(i).copied().unwrap_or(1) as u32;
-                let two = xs.len() == 4;
-                let geo: [u32; 15] = if two {
-                    [xs[0] as u32, xs[1] as u32, xs[2] as u32, xs[3] as u32, ws[0] as u32, out_shape[2] as u32, out_shape[3] as u32, ws[2] as u32, ws[3] as u32,
-                     at(&window.strides, 0), at(&window.strides, 1), pads[0] as u32, pads[1] as u32, at(&window.dilations, 0), at(&window.dilations, 1)]
-                } else {
-                    [xs[0] as u32, xs[1] as u32, 1, xs[2] as u32, ws[0] as u32, 1, out_shape[2] as u32, 1, ws[2] as u32, 1, at(&window.strides, 0), 0, pads[0] as u32, 1, at(&window.dilations, 0)]
-                };
+                let at = |v: &[usize], i: usize| v.get(i).copied().unwrap_or(1);
+                let geo = conv_geometry(&xs, &ws, &out_shape, [at(&window.strides, 0), at(&window.strides, 1)], [pads[0], pads.get(1).copied().unwrap_or(0)], [at(&window.dilations, 0), at(&window.dilations, 1)]);
                 let has_bias = self.g.sources(n).get(2).copied().flatten().is_some();
                 let x = self.input(n, 0)?;
                 let w = self.input(n, 1)?;
-                let b = if has_bias { self.input(n, 2)? } else { self.dummy()? };
+                let b = if has_bias { Some(self.input(n, 2)?) } else { None };
                 let o = self.output(n, 0)?;
-                if self.conv_as_gemm && *group == 1 {
-                    self.conv_gemm(n, geo, x, w, has_bias.then_some(b), *activation, o)?;
-                } else {
-                    let mut p = geo.to_vec();
-                    p.push(*group as u32);
-                    p.push(has_bias as u32);
-                    p.extend(act_params(*activation));
-                    self.step(Kernel::Conv2d, OpSpec::None, &p, &[x, w, b, o], grid(numel))?;
-                }
+                self.conv(n, geo, *group, x, w, b, *activation, o)?;
             }
             Op::Pool { kind, window } => {
                 let xs = self.in_shape(n, 0);
@@ -405,6 +420,9 @@ impl<'a> Builder<'a> {
             Op::Softmax { axis, log, legacy } => {
                 let xs = self.in_shape(n, 0);
                 let ax = norm_axis(*axis, xs.len())?;
+                if !*legacy && ax + 1 != xs.len() {
+                    return self.composite(n);
+                }
                 let len: usize = if *legacy { xs[ax..].iter().product() } else { xs[xs.len() - 1] };
                 let (x, o) = (self.input(n, 0)?, self.output(n, 0)?);
                 self.rows(x, numel / len.max(1), len, if *log { 5 } else { 4 }, 0.0, None, None, o)?;
@@ -467,59 +485,8 @@ impl<'a> Builder<'a> {
                 p.extend([c_base, c_batch]);
                 self.step(Kernel::Matmul, OpSpec::None, &p, &[a, b, d, o], [nn.div_ceil(16) as u32, m.div_ceil(16) as u32, batch as u32])?;
             }
-            Op::Transpose { perm } => {
-                let xs = self.in_shape(n, 0);
-                let p = perm.clone().unwrap_or_else(|| (0..xs.len()).rev().collect());
-                let st = strides_of(&xs);
-                let src: Vec<isize> = p.iter().map(|&d| st[d] as isize).collect();
-                let dst: Vec<isize> = strides_of(&out_shape).iter().map(|&s| s as isize).collect();
-                let (x, o) = (self.input(n, 0)?, self.output(n, 0)?);
-                self.copy(x, 0, &src, o, 0, &dst, &out_shape)?;
-            }
-            Op::Slice => {
-                let xs = self.in_shape(n, 0);
-                let ints = |i: usize| -> Result<Option<Vec<i64>>> {
-                    match self.g.sources(n).get(i).copied().flatten() {
-                        None => Ok(None),
-                        Some(_) => self.g.input_const(n, i).map(|t| t.to_i64_vec()).transpose()?.map(Some).ok_or_else(|| Error::Tensor("Slice parameters must be constants on the GPU".into())),
-                    }
-                };
-                let axes = slice_axes(&xs, &ints(1)?.unwrap_or_default(), &ints(2)?.unwrap_or_default(), ints(3)?.as_deref(), ints(4)?.as_deref())?;
-                let st = strides_of(&xs);
-                let base: isize = axes.iter().zip(&st).map(|(a, &s)| a.start as isize * s as isize).sum();
-                let src: Vec<isize> = axes.iter().zip(&st).map(|(a, &s)| a.step as isize * s as isize).collect();
-                let dst: Vec<isize> = strides_of(&out_shape).iter().map(|&s| s as isize).collect();
-                let (x, o) = (self.input(n, 0)?, self.output(n, 0)?);
-                self.copy(x, base, &src, o, 0, &dst, &out_shape)?;
-            }
-            Op::Expand => {
-                let xs = self.in_shape(n, 0);
-                let src: Vec<isize> = bcast_strides6(&xs, &out_shape).iter().skip(6 - out_shape.len()).map(|&s| s as isize).collect();
-                let dst: Vec<isize> = strides_of(&out_shape).iter().map(|&s| s as isize).collect();
-                let (x, o) = (self.input(n, 0)?, self.output(n, 0)?);
-                self.copy(x, 0, &src, o, 0, &dst, &out_shape)?;
-            }
-            Op::Concat { axis } => {
-                let ax = norm_axis(*axis, out_shape.len())?;
-                let o = match self.value_buf.get(&(n, 0)) {
-                    Some(&o) => o,
-                    None => self.output(n, 0)?,
-                };
-                let dst: Vec<isize> = strides_of(&out_shape).iter().map(|&s| s as isize).collect();
-                let mut offset = 0;
-                for i in 0..node.num_inputs {
-                    let Some(src) = self.g.sources(n).get(i).copied().flatten() else { continue };
-                    let xs = self.in_shape(n, i);
-                    if self.placed.contains(&src) {
-                        offset += xs[ax];
-                        continue;
-                    }
-                    let src: Vec<isize> = strides_of(&xs).iter().map(|&s| s as isize).collect();
-                    let x = self.input(n, i)?;
-                    self.copy(x, 0, &src, o, offset * dst[ax] as usize, &dst, &xs)?;
-                    offset += xs[ax];
-                }
-            }
+            Op::Transpose { .. } | Op::Slice | Op::Expand | Op::Concat { .. } | Op::Split { .. } | Op::Pad { .. } | Op::Tile | Op::DepthToSpace { .. } | Op::SpaceToDepth { .. } | Op::Resize(_) => self.movement(n)?,
+            Op::BatchNorm { .. } | Op::InstanceNorm { .. } | Op::Variadic { .. } | Op::ConvTranspose { .. } => self.composite(n)?,
             Op::Gather { axis } => {
                 let xs = self.in_shape(n, 0);
                 let ax = norm_axis(*axis, xs.len())?;

@@ -1,0 +1,174 @@
+//! Data movement on the GPU: each op here is one or more launches of the strided copy kernel
+//! (or of Gather, for nearest-neighbour Resize). Transposes, slices, broadcasts, concatenation,
+//! splits, constant padding, tiling, depth/space rearrangements.
+
+use super::Builder;
+use crate::backend::gpu::layout::*;
+use crate::backend::gpu::{Kernel, OpSpec};
+use crate::error::{Error, Result};
+use crate::graph::infer::{pad_axes, slice_axes};
+use crate::graph::{Op, PadMode};
+use crate::tensor::{norm_axis, strides_of, Data, Tensor};
+use petgraph::stable_graph::NodeIndex;
+
+/// Dense row-major strides as signed steps.
+pub(super) fn dense(shape: &[usize]) -> Vec<isize> {
+    strides_of(shape).iter().map(|&s| s as isize).collect()
+}
+
+impl Builder<'_> {
+    /// Input `i` of `n` as integers: `None` if absent, an error if it is not a constant.
+    pub(super) fn const_ints(&self, n: NodeIndex, i: usize) -> Result<Option<Vec<i64>>> {
+        match self.g.sources(n).get(i).copied().flatten() {
+            None => Ok(None),
+            Some(_) => {
+                let t = self.g.input_const(n, i).ok_or_else(|| Error::Tensor(format!("input {i} must be a constant on the GPU")))?;
+                Ok(Some(t.to_i64_vec()?))
+            }
+        }
+    }
+
+    /// Copies `x` viewed as `view` (dense) and permuted by `perm` into `o`, densely.
+    pub(super) fn permute(&mut self, x: usize, view: &[usize], perm: &[usize], o: usize) -> Result<()> {
+        let st = dense(view);
+        let src: Vec<isize> = perm.iter().map(|&d| st[d]).collect();
+        let shape: Vec<usize> = perm.iter().map(|&d| view[d]).collect();
+        self.copy(x, 0, &src, o, 0, &dense(&shape), &shape)
+    }
+
+    /// Writes `value` into every element of `o`, viewed as `shape`.
+    fn fill(&mut self, o: usize, value: f32, shape: &[usize]) -> Result<()> {
+        let v = self.data_buffer(&Tensor::scalar_f32(value), self.buffers[o].elem)?;
+        self.copy(v, 0, &vec![0; shape.len()], o, 0, &dense(shape), shape)
+    }
+
+    pub(super) fn movement(&mut self, n: NodeIndex) -> Result<()> {
+        let node = &self.g.g[n];
+        let out_shape = node.outputs[0].shape.clone().unwrap_or_default();
+        let xs = self.in_shape(n, 0);
+        match &node.op {
+            Op::Transpose { perm } => {
+                let p = perm.clone().unwrap_or_else(|| (0..xs.len()).rev().collect());
+                let (x, o) = (self.input(n, 0)?, self.output(n, 0)?);
+                self.permute(x, &xs, &p, o)?;
+            }
+            Op::DepthToSpace { blocksize: b, crd } => {
+                let (nn, c, h, w) = (xs[0], xs[1], xs[2], xs[3]);
+                let (view, perm) = if *crd { (vec![nn, c / (b * b), *b, *b, h, w], [0, 1, 4, 2, 5, 3]) } else { (vec![nn, *b, *b, c / (b * b), h, w], [0, 3, 4, 1, 5, 2]) };
+                let (x, o) = (self.input(n, 0)?, self.output(n, 0)?);
+                self.permute(x, &view, &perm, o)?;
+            }
+            Op::SpaceToDepth { blocksize: b } => {
+                let view = [xs[0], xs[1], xs[2] / b, *b, xs[3] / b, *b];
+                let (x, o) = (self.input(n, 0)?, self.output(n, 0)?);
+                self.permute(x, &view, &[0, 3, 5, 1, 2, 4], o)?;
+            }
+            Op::Slice => {
+                let ints = |i: usize| self.const_ints(n, i);
+                let axes = slice_axes(&xs, &ints(1)?.unwrap_or_default(), &ints(2)?.unwrap_or_default(), ints(3)?.as_deref(), ints(4)?.as_deref())?;
+                let st = strides_of(&xs);
+                let base: isize = axes.iter().zip(&st).map(|(a, &s)| a.start as isize * s as isize).sum();
+                let src: Vec<isize> = axes.iter().zip(&st).map(|(a, &s)| a.step as isize * s as isize).collect();
+                let (x, o) = (self.input(n, 0)?, self.output(n, 0)?);
+                self.copy(x, base, &src, o, 0, &dense(&out_shape), &out_shape)?;
+            }
+            Op::Split { axis, .. } => {
+                let ax = norm_axis(*axis, xs.len())?;
+                let st = dense(&xs);
+                let x = self.input(n, 0)?;
+                let mut start = 0;
+                for slot in 0..node.outputs.len() {
+                    let shape = node.outputs[slot].shape.clone().unwrap_or_default();
+                    let o = self.output(n, slot)?;
+                    self.copy(x, start as isize * st[ax], &st, o, 0, &dense(&shape), &shape)?;
+                    start += shape[ax];
+                }
+            }
+            Op::Expand => {
+                let src: Vec<isize> = bcast_strides6(&xs, &out_shape).iter().skip(6 - out_shape.len()).map(|&s| s as isize).collect();
+                let (x, o) = (self.input(n, 0)?, self.output(n, 0)?);
+                self.copy(x, 0, &src, o, 0, &dense(&out_shape), &out_shape)?;
+            }
+            Op::Tile => {
+                let reps = self.const_ints(n, 1)?.unwrap_or_default();
+                let (shape, src, dst) = tile_view(&xs, &reps).ok_or_else(|| Error::Tensor(format!("Tile of {xs:?} by {reps:?} needs more than 6 dimensions")))?;
+                let (x, o) = (self.input(n, 0)?, self.output(n, 0)?);
+                self.copy(x, 0, &src, o, 0, &dst, &shape)?;
+            }
+            Op::Pad { mode } => {
+                if *mode != PadMode::Constant {
+                    return Err(Error::Tensor(format!("Pad mode {mode:?} has no GPU kernel")));
+                }
+                let pads = self.const_ints(n, 1)?.unwrap_or_default();
+                let axes = pad_axes(xs.len(), self.const_ints(n, 3)?)?;
+                if pads.len() != 2 * axes.len() {
+                    return Err(Error::Tensor(format!("{} pads for {} axes", pads.len(), axes.len())));
+                }
+                let value = self.g.input_const(n, 2).and_then(|t| t.to_f64_vec().first().copied()).unwrap_or(0.0) as f32;
+                let (mut begin, mut end) = (vec![0i64; xs.len()], vec![0i64; xs.len()]);
+                for (i, &a) in axes.iter().enumerate() {
+                    begin[a] = pads[i];
+                    end[a] = pads[i + axes.len()];
+                }
+                let o = self.output(n, 0)?;
+                let (src_st, dst_st) = (dense(&xs), dense(&out_shape));
+                if begin.iter().chain(&end).any(|&p| p > 0) {
+                    self.fill(o, value, &out_shape)?;
+                }
+                // The input's surviving part (negative pads crop) lands at the begin pads.
+                let (mut shape, mut src_base, mut dst_base) = (vec![], 0isize, 0usize);
+                for d in 0..xs.len() {
+                    let (front, back) = ((-begin[d]).max(0) as usize, (-end[d]).max(0) as usize);
+                    shape.push(xs[d].saturating_sub(front + back));
+                    src_base += front as isize * src_st[d];
+                    dst_base += begin[d].max(0) as usize * dst_st[d] as usize;
+                }
+                let x = self.input(n, 0)?;
+                self.copy(x, src_base, &src_st, o, dst_base, &dst_st, &shape)?;
+            }
+            Op::Resize(_) => {
+                let indices = resize_indices(self.g, n).ok_or_else(|| Error::Tensor("only nearest-neighbour Resize with constant scales or sizes runs on the GPU".into()))?;
+                let mut cur = self.input(n, 0)?;
+                let mut shape = xs.clone();
+                let resized: Vec<usize> = (0..xs.len()).filter(|&d| indices[d].is_some()).collect();
+                if resized.is_empty() {
+                    self.value_buf.insert((n, 0), cur);
+                }
+                // One Gather per resized axis, innermost first (the smaller intermediate when
+                // upsampling is the one with fewer resized axes).
+                for (j, &d) in resized.iter().rev().enumerate() {
+                    let idx = indices[d].clone().unwrap_or_default();
+                    let (src_len, count, inner) = (shape[d], idx.len(), shape[d + 1..].iter().product::<usize>());
+                    shape[d] = count;
+                    let numel: usize = shape.iter().product();
+                    let dst = if j + 1 == resized.len() { self.output(n, 0)? } else { self.new_buffer(numel, self.buffers[cur].elem)? };
+                    let ib = self.data_buffer(&Tensor::new(vec![count], Data::I64(idx))?, crate::backend::gpu::Elem::F32)?;
+                    self.step(Kernel::Gather, OpSpec::None, &[numel as u32, src_len as u32, count as u32, inner as u32], &[cur, ib, dst], grid(numel))?;
+                    cur = dst;
+                }
+            }
+            Op::Concat { axis } => {
+                let ax = norm_axis(*axis, out_shape.len())?;
+                let o = match self.value_buf.get(&(n, 0)) {
+                    Some(&o) => o,
+                    None => self.output(n, 0)?,
+                };
+                let dst = dense(&out_shape);
+                let mut offset = 0;
+                for i in 0..node.num_inputs {
+                    let Some(src) = self.g.sources(n).get(i).copied().flatten() else { continue };
+                    let shape = self.in_shape(n, i);
+                    if self.placed.contains(&src) {
+                        offset += shape[ax];
+                        continue;
+                    }
+                    let x = self.input(n, i)?;
+                    self.copy(x, 0, &dense(&shape), o, offset * dst[ax] as usize, &dst, &shape)?;
+                    offset += shape[ax];
+                }
+            }
+            other => return Err(Error::Tensor(format!("{} is not a data-movement op", other.name()))),
+        }
+        Ok(())
+    }
+}
