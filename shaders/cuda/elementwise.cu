@@ -64,3 +64,26 @@ extern "C" __global__ void gather(const u32* p, const B1* data, const B2* idx, B
     k = max(0, min(k, (int)axis - 1));
     st(y, i, ld(data, (o * axis + (u32)k) * inner + inn));
 }
+
+// Weighted taps along one axis (Resize, one axis at a time): y[o, j, i] = sum_t w[j, t] *
+// x[o, src[j, t], i] from a table of (src, w) pairs; a negative src takes the extrapolation value.
+// p: [n, src_len, count, inner, taps, extrapolation (f32 bits)]
+extern "C" __global__ void taps(const u32* p, const B1* x, const B2* table, B3* y) {
+    u32 i = flat_index();
+    if (i >= p[0]) return;
+    u32 inner = p[3], count = p[2], n_taps = p[4];
+    u32 inn = i % inner, j = (i / inner) % count, o = i / (inner * count);
+    float acc = 0.0f;
+    for (u32 t = 0; t < n_taps; ++t) {
+        u32 e = (j * n_taps + t) * 2u;
+        float s = ld(table, e);
+        if (s < 0.0f) {
+            acc = pf(p, 5);
+            break;
+        }
+        float w = ld(table, e + 1u);
+        // Padding taps have weight 0 and must not turn an infinite neighbour into NaN.
+        if (w != 0.0f) acc += w * ld(x, (o * p[1] + (u32)s) * inner + inn);
+    }
+    st(y, i, acc);
+}

@@ -109,9 +109,10 @@ fn axis_box(attrs: &ResizeAttrs, roi: Option<&[f64]>, r: usize, d: usize) -> Res
     })
 }
 
-/// For a nearest-neighbour resize: the source index of each output position, per axis (`None`
-/// for axes left alone); `Ok(None)` when a position takes the extrapolation value instead.
-pub fn nearest_sources(attrs: &ResizeAttrs, roi: Option<&[f64]>, in_shape: &[usize], out_shape: &[usize], scales: &[f64]) -> Result<Option<Vec<Option<Vec<usize>>>>> {
+/// The tap table of each resized axis (`None` for axes left alone), for a device that applies
+/// them one axis at a time: `(taps per position, [source, weight] pairs as f32)`, padded with
+/// zero weights; a position outside the input (tf_crop_and_resize) has source -1 throughout.
+pub fn axis_tables(attrs: &ResizeAttrs, roi: Option<&[f64]>, in_shape: &[usize], out_shape: &[usize], scales: &[f64]) -> Result<Vec<Option<(usize, Vec<f32>)>>> {
     let r = in_shape.len();
     let mut all = Vec::with_capacity(r);
     for d in 0..r {
@@ -119,16 +120,20 @@ pub fn nearest_sources(attrs: &ResizeAttrs, roi: Option<&[f64]>, in_shape: &[usi
             all.push(None);
             continue;
         }
-        let mut idx = Vec::with_capacity(out_shape[d]);
-        for t in axis_taps(attrs, in_shape[d], out_shape[d], scales[d], axis_box(attrs, roi, r, d)?)? {
-            match t.as_deref() {
-                Some([(i, w)]) if *w == 1.0 => idx.push(*i),
-                _ => return Ok(None),
+        let taps = axis_taps(attrs, in_shape[d], out_shape[d], scales[d], axis_box(attrs, roi, r, d)?)?;
+        let width = taps.iter().flatten().map(Vec::len).max().unwrap_or(1).max(1);
+        let mut table = Vec::with_capacity(taps.len() * width * 2);
+        for t in &taps {
+            for k in 0..width {
+                match t {
+                    None => table.extend([-1.0, 0.0]),
+                    Some(t) => table.extend(t.get(k).map_or([0.0, 0.0], |&(i, w)| [i as f32, w as f32])),
+                }
             }
         }
-        all.push(Some(idx));
+        all.push(Some((width, table)));
     }
-    Ok(Some(all))
+    Ok(all)
 }
 
 pub fn resize(x: &Tensor, attrs: &ResizeAttrs, roi: Option<&[f64]>, out_shape: &[usize], scales: &[f64]) -> Result<Tensor> {

@@ -126,6 +126,7 @@ fn entry(kernel: Kernel, op: OpSpec, types: &[Elem]) -> Result<(Unit, &'static s
         Kernel::Copy => (elementwise(String::new(), false), "copy"),
         Kernel::Where => (elementwise(String::new(), false), "select_where"),
         Kernel::Gather => (elementwise(String::new(), false), "gather"),
+        Kernel::Taps => (elementwise(String::new(), false), "taps"),
         Kernel::Unary => {
             let expr = match op {
                 OpSpec::Unary(u) => kernels::unary_expr(u).ok_or_else(missing)?,

@@ -216,16 +216,16 @@ pub fn tile_view(input: &[usize], reps: &[i64]) -> Option<(Vec<usize>, Vec<isize
     (shape.len() <= 6).then_some((shape, src, dst))
 }
 
-/// Nearest-neighbour Resize as the source index of every output position along each axis
-/// (`None` for axes it leaves alone): the GPU runs one Gather per resized axis. `None` unless the
-/// mode is nearest, scales/sizes/roi are constants and no position falls outside the input.
-pub fn resize_indices(g: &Graph, n: NodeIndex) -> Option<Vec<Option<Vec<i64>>>> {
+/// Resize as a tap table per resized axis (`None` for axes it leaves alone; see
+/// `cpu::resize::axis_tables`): the GPU applies one axis at a time with the taps kernel. `None`
+/// unless scales, sizes and roi are constants; interpolating modes need float data.
+pub fn resize_tables(g: &Graph, n: NodeIndex) -> Option<Vec<Option<(usize, Vec<f32>)>>> {
     let Op::Resize(attrs) = &g.g[n].op else { return None };
-    if attrs.mode != crate::graph::ResizeMode::Nearest {
-        return None;
-    }
     let xs = g.input_value(n, 0)?.shape.clone()?;
     let out = g.g[n].outputs[0].shape.clone()?;
+    if attrs.mode != crate::graph::ResizeMode::Nearest && !g.input_value(n, 0)?.dtype.is_some_and(|d| d.is_float()) {
+        return None;
+    }
     // Some(None): input absent; None: present but not a constant.
     let constant = |i: usize| match g.sources(n).get(i).copied().flatten() {
         None => Some(None),
@@ -241,8 +241,7 @@ pub fn resize_indices(g: &Graph, n: NodeIndex) -> Option<Vec<Option<Vec<i64>>>> 
     if shape != out {
         return None;
     }
-    let sources = crate::backend::cpu::resize::nearest_sources(attrs, roi.as_deref(), &xs, &out, &sc).ok()??;
-    Some(sources.into_iter().map(|axis| axis.map(|v| v.into_iter().map(|i| i as i64).collect())).collect())
+    crate::backend::cpu::resize::axis_tables(attrs, roi.as_deref(), &xs, &out, &sc).ok()
 }
 
 /// ConvTranspose as an ordinary stride-1 convolution over the input with (stride - 1) zeros

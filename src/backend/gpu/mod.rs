@@ -26,18 +26,20 @@ pub enum Kernel {
     Pool2d,
     Rows,
     Gather,
+    /// Weighted sums of taps along one axis from a (source, weight) table: Resize.
+    Taps,
     /// Convolution windows unfolded into GEMM columns, zero outside the image.
     Im2col,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 10] = [Kernel::Copy, Kernel::Unary, Kernel::Binary, Kernel::Where, Kernel::Matmul, Kernel::Conv2d, Kernel::Pool2d, Kernel::Rows, Kernel::Gather, Kernel::Im2col];
+    pub const ALL: [Kernel; 11] = [Kernel::Copy, Kernel::Unary, Kernel::Binary, Kernel::Where, Kernel::Matmul, Kernel::Conv2d, Kernel::Pool2d, Kernel::Rows, Kernel::Gather, Kernel::Taps, Kernel::Im2col];
 
     /// Storage bindings after the parameters (their element types are `B1`, `B2`, ...).
     pub fn bindings(self) -> usize {
         match self {
             Kernel::Copy | Kernel::Unary | Kernel::Pool2d | Kernel::Im2col => 2,
-            Kernel::Binary | Kernel::Gather => 3,
+            Kernel::Binary | Kernel::Gather | Kernel::Taps => 3,
             Kernel::Where | Kernel::Matmul | Kernel::Conv2d | Kernel::Rows => 4,
         }
     }
@@ -177,7 +179,7 @@ pub fn support(graph: &Graph, n: NodeIndex) -> Support {
         Op::Split { .. } | Op::DepthToSpace { .. } | Op::SpaceToDepth { .. } => carried(dt(0)) && (!matches!(node.op, Op::DepthToSpace { .. } | Op::SpaceToDepth { .. }) || rank == 4),
         Op::Pad { mode } => *mode == crate::graph::PadMode::Constant && carried(dt(0)) && (1..4).all(constant_or_absent),
         Op::Tile => carried(dt(0)) && graph.input_const(n, 1).and_then(|r| r.to_i64_vec().ok()).is_some_and(|r| in_shape(0).is_some_and(|s| layout::tile_view(s, &r).is_some())),
-        Op::Resize(_) => carried(dt(0)) && layout::resize_indices(graph, n).is_some(),
+        Op::Resize(_) => carried(dt(0)) && layout::resize_tables(graph, n).is_some(),
         Op::BatchNorm { .. } => all_f32 && rank >= 2 && (1..5).all(|i| graph.input_const(n, i).is_some()) && extra_outputs_unused,
         Op::InstanceNorm { .. } => all_f32 && rank >= 3 && (1..3).all(|i| graph.input_const(n, i).is_some()),
         Op::Variadic { op, .. } => all_f32 && binary_supported(*op),

@@ -23,6 +23,7 @@ match kernel {
         Kernel::Im2col => include_str!("../../../shaders/wgsl/im2col.wgsl"),
         Kernel::Rows => include_str!("../../../shaders/wgsl/rows.wgsl"),
         Kernel::Gather => include_str!("../../../shaders/wgsl/gather.wgsl"),
+        Kernel::Taps => include_str!("../../../shaders/wgsl/taps.wgsl"),
     }
 }
 

@@ -1,5 +1,5 @@
 //! Data movement on the GPU: each op here is one or more launches of the strided copy kernel
-//! (or of Gather, for nearest-neighbour Resize). Transposes, slices, broadcasts, concatenation,
+//! (or of the taps kernel, for Resize). Transposes, slices, broadcasts, concatenation,
 //! splits, constant padding, tiling, depth/space rearrangements.
 
 use super::Builder;
@@ -8,7 +8,7 @@ use crate::backend::gpu::{Kernel, OpSpec};
 use crate::error::{Error, Result};
 use crate::graph::infer::{pad_axes, slice_axes};
 use crate::graph::{Op, PadMode};
-use crate::tensor::{norm_axis, strides_of, Data, Tensor};
+use crate::tensor::{norm_axis, strides_of, Tensor};
 use petgraph::stable_graph::NodeIndex;
 
 /// Dense row-major strides as signed steps.
@@ -126,24 +126,24 @@ impl Builder<'_> {
                 let x = self.input(n, 0)?;
                 self.copy(x, src_base, &src_st, o, dst_base, &dst_st, &shape)?;
             }
-            Op::Resize(_) => {
-                let indices = resize_indices(self.g, n).ok_or_else(|| Error::Tensor("only nearest-neighbour Resize with constant scales or sizes runs on the GPU".into()))?;
+            Op::Resize(attrs) => {
+                let tables = resize_tables(self.g, n).ok_or_else(|| Error::Tensor("Resize needs constant scales, sizes and roi on the GPU".into()))?;
                 let mut cur = self.input(n, 0)?;
                 let mut shape = xs.clone();
-                let resized: Vec<usize> = (0..xs.len()).filter(|&d| indices[d].is_some()).collect();
+                let resized: Vec<usize> = (0..xs.len()).filter(|&d| tables[d].is_some()).collect();
                 if resized.is_empty() {
                     self.value_buf.insert((n, 0), cur);
                 }
-                // One Gather per resized axis, innermost first (the smaller intermediate when
-                // upsampling is the one with fewer resized axes).
+                // One launch per resized axis, innermost first.
                 for (j, &d) in resized.iter().rev().enumerate() {
-                    let idx = indices[d].clone().unwrap_or_default();
-                    let (src_len, count, inner) = (shape[d], idx.len(), shape[d + 1..].iter().product::<usize>());
+                    let (width, table) = tables[d].clone().unwrap_or_default();
+                    let (src_len, count, inner) = (shape[d], out_shape[d], shape[d + 1..].iter().product::<usize>());
                     shape[d] = count;
                     let numel: usize = shape.iter().product();
                     let dst = if j + 1 == resized.len() { self.output(n, 0)? } else { self.new_buffer(numel, self.buffers[cur].elem)? };
-                    let ib = self.data_buffer(&Tensor::new(vec![count], Data::I64(idx))?, crate::backend::gpu::Elem::F32)?;
-                    self.step(Kernel::Gather, OpSpec::None, &[numel as u32, src_len as u32, count as u32, inner as u32], &[cur, ib, dst], grid(numel))?;
+                    let tb = self.data_buffer(&Tensor::from_f32(&[table.len()], table)?, crate::backend::gpu::Elem::F32)?;
+                    let p = [numel as u32, src_len as u32, count as u32, inner as u32, width as u32, attrs.extrapolation.to_bits()];
+                    self.step(Kernel::Taps, OpSpec::None, &p, &[cur, tb, dst], grid(numel))?;
                     cur = dst;
                 }
             }
