@@ -1,4 +1,4 @@
-//! The CUDA device: the four shared models (f32 at the 1e-4 bound, f16 storage, TF32), the ONNX
+//! The CUDA device: the test models (shared and tests/data/models) (f32 at the 1e-4 bound, f16 storage, TF32), the ONNX
 //! node suite against tests/conformance/cuda.txt, submit/wait, refusal of unsupported nodes and
 //! concurrent runs.
 //!
@@ -43,7 +43,7 @@ fn cuda(f16: bool, tf32: bool) -> SessionOptions {
     SessionOptions { device: "cuda".into(), f16, tf32, ..Default::default() }
 }
 
-/// The four shared models with `options`, at a model-level bound.
+/// Every test model with `options`, at a model-level bound.
 fn every_model(options: SessionOptions, rel_l2: f64, max_frac: f64) {
     if !cuda_available() {
         return;

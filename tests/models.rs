@@ -1,4 +1,4 @@
-//! The four shared models, both test-data sets (batch 1 and 2), on the CPU, against ONNX
+//! The test models (the four shared ones and tests/data/models), both test-data sets (batch 1 and 2), on the CPU, against ONNX
 //! Runtime's reference outputs; and each graph pass on its own preserves those outputs.
 
 mod common;
@@ -7,8 +7,7 @@ use hetsched::passes::{self, Pass};
 use hetsched::{Session, SessionOptions};
 
 fn check_model(name: &str, optimize: bool) {
-    let Some(shared) = shared_dir() else { return };
-    let dir = shared.join("models").join(name);
+    let Some(dir) = model_dir(name) else { return };
     let s = Session::from_path(dir.join("model.onnx"), SessionOptions { optimize, ..Default::default() }).unwrap();
     for set in ["test_data_set_0", "test_data_set_1"] {
         let (ins, refs) = load_case(&s, &dir.join(set));
@@ -36,6 +35,10 @@ fn shufflenet_matches_reference() {
 fn bert_tiny_matches_reference() {
     check_model("bert_tiny", true);
 }
+#[test]
+fn unet_tiny_matches_reference() {
+    check_model("unet_tiny", true);
+}
 
 #[test]
 fn unoptimized_graphs_match_reference() {
@@ -48,11 +51,10 @@ fn unoptimized_graphs_match_reference() {
 /// on at least one model (so the test cannot pass vacuously).
 #[test]
 fn each_pass_preserves_outputs() {
-    let Some(shared) = shared_dir() else { return };
     let all: Vec<Box<dyn Pass>> = passes::default_passes();
     let mut changed_somewhere = vec![false; all.len()];
     for m in MODELS {
-        let dir = shared.join("models").join(m);
+        let Some(dir) = model_dir(m) else { return };
         let s = Session::from_path(dir.join("model.onnx"), SessionOptions { optimize: false, ..Default::default() }).unwrap();
         let (ins, refs) = load_case(&s, &dir.join("test_data_set_1"));
         let bindings = s.bindings_for(&ins).unwrap();

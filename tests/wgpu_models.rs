@@ -1,4 +1,4 @@
-//! The four shared models on the wgpu device against ONNX Runtime's references (relative L2
+//! The test models (the four shared ones and tests/data/models) on the wgpu device against ONNX Runtime's references (relative L2
 //! <= 1e-3 in f32). Skips with a reason where no adapter exists, except in CI, which must have
 //! one (Mesa's lavapipe).
 #![cfg(feature = "wgpu")]
@@ -53,6 +53,10 @@ fn shufflenet_on_wgpu() {
 #[test]
 fn bert_tiny_on_wgpu() {
     check("bert_tiny");
+}
+#[test]
+fn unet_tiny_on_wgpu() {
+    check("unet_tiny");
 }
 
 #[test]

@@ -23,7 +23,21 @@ pub fn shared_dir() -> Option<PathBuf> {
     None
 }
 
-pub const MODELS: [&str; 4] = ["squeezenet1_1", "mobilenet_v2", "shufflenet_v2_x1_0", "bert_tiny"];
+/// The shared models, then the project's own (tests/data/models, written by
+/// scripts/gen_test_models.py: ops the shared four lack, references from ONNX Runtime).
+pub const MODELS: [&str; 5] = ["squeezenet1_1", "mobilenet_v2", "shufflenet_v2_x1_0", "bert_tiny", "unet_tiny"];
+
+/// The folder of model `name`: tests/data/models/NAME if the project has it, else under the
+/// shared data (None, having said why, when that is missing).
+pub fn model_dir(name: &str) -> Option<PathBuf> {
+    // The build's checkout, else the working directory's (test binaries run elsewhere, as on
+    // the GPU machine, start in a copy of the repository).
+    let roots = [PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from(".")];
+    if let Some(local) = roots.iter().map(|r| r.join("tests/data/models").join(name)).find(|d| d.is_dir()) {
+        return Some(local);
+    }
+    shared_dir().map(|s| s.join("models").join(name))
+}
 
 /// Inputs (named after the model's inputs) and reference outputs of one test-data folder.
 pub fn load_case(session: &hetsched::Session, dir: &std::path::Path) -> (Vec<(String, hetsched::Tensor)>, Vec<hetsched::Tensor>) {
@@ -44,11 +58,10 @@ pub fn assert_close(what: &str, out: &hetsched::Tensor, reference: &hetsched::Te
     );
 }
 
-/// One shared model on `options.device` against both reference sets, at a model-level bound
+/// One test model on `options.device` against both reference sets, at a model-level bound
 /// (relative L2 and max |out - ref| as a fraction of max |ref|).
 pub fn check_model_on(name: &str, options: hetsched::SessionOptions, rel_l2: f64, max_frac: f64) {
-    let Some(shared) = shared_dir() else { return };
-    let dir = shared.join("models").join(name);
+    let Some(dir) = model_dir(name) else { return };
     let label = format!("{} f16={} tf32={}", options.device, options.f16, options.tf32);
     let s = hetsched::Session::from_path(dir.join("model.onnx"), options).unwrap();
     for set in ["test_data_set_0", "test_data_set_1"] {

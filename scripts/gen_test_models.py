@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Writes tests/data/models/unet_tiny: a small encoder-decoder segmentation net in the layout of
+../shared/models (model.onnx with a dynamic `batch`, test_data_set_0 at batch 1 and
+test_data_set_1 at batch 2, references from ONNX Runtime CPU). It uses the ops the four shared
+models lack and real models have: constant Pad, standalone BatchNormalization, ConvTranspose,
+bilinear and nearest Resize, variadic Sum, InstanceNormalization, Split, DepthToSpace, softmax
+over channels. Weights are random (fixed seed), scaled so each Conv output has about unit variance.
+
+Usage: pip install onnx onnxruntime numpy; python3 scripts/gen_test_models.py
+"""
+import os
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+rng = np.random.default_rng(7)
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "models", "unet_tiny")
+inits, nodes = [], []
+
+
+def const(name, array):
+    array = np.asarray(array)
+    if array.dtype == np.float64:
+        array = array.astype(np.float32)
+    inits.append(numpy_helper.from_array(array, name))
+    return name
+
+
+def conv(x, cin, cout, k, name, **attrs):
+    w = rng.standard_normal((cout, cin, k, k)).astype(np.float32) / np.sqrt(cin * k * k)
+    b = (0.1 * rng.standard_normal(cout)).astype(np.float32)
+    nodes.append(helper.make_node("Conv", [x, const(name + ".w", w), const(name + ".b", b)], [name], **attrs))
+    return name
+
+
+def node(op, inputs, name, outputs=None, **attrs):
+    nodes.append(helper.make_node(op, inputs, outputs or [name], name=name, **attrs))
+    return name
+
+
+x = node("Pad", ["input", const("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)), const("pad_value", np.float32(0.0))], "padded", mode="constant")
+e1 = node("Relu", [conv(x, 3, 8, 3, "enc1")], "e1")
+p1 = node("MaxPool", [e1], "pool1", kernel_shape=[2, 2], strides=[2, 2])
+e2 = node("Relu", [conv(p1, 8, 16, 3, "enc2", pads=[1, 1, 1, 1])], "e2")
+# Batch norm after the activation: nothing to fold it into.
+bn = node("BatchNormalization", [e2, const("bn.scale", 1 + 0.1 * rng.standard_normal(16).astype(np.float32)), const("bn.bias", 0.1 * rng.standard_normal(16).astype(np.float32)),
+          const("bn.mean", 0.5 + 0.1 * rng.standard_normal(16).astype(np.float32)), const("bn.var", 0.5 + rng.random(16).astype(np.float32))], "bn", epsilon=1e-5)
+wt = (rng.standard_normal((16, 8, 2, 2)) / np.sqrt(16 * 4 / 4)).astype(np.float32)
+up1 = node("ConvTranspose", [bn, const("up1.w", wt), const("up1.b", (0.1 * rng.standard_normal(8)).astype(np.float32))], "up1", strides=[2, 2], kernel_shape=[2, 2])
+bilinear = node("Resize", [bn, "", const("scales2", np.array([1, 1, 2, 2], np.float32))], "bilinear", mode="linear", coordinate_transformation_mode="half_pixel")
+up2 = conv(bilinear, 16, 8, 1, "up2")
+s = node("Sum", [up1, up2, e1], "sum")
+inorm = node("InstanceNormalization", [s, const("in.scale", 1 + 0.1 * rng.standard_normal(8).astype(np.float32)), const("in.bias", 0.1 * rng.standard_normal(8).astype(np.float32))], "inorm", epsilon=1e-5)
+node("Split", [inorm, const("halves", np.array([4, 4], np.int64))], "split", outputs=["value", "gate"], axis=1)
+glu = node("Mul", ["value", node("Sigmoid", ["gate"], "gate_sig")], "glu")
+logits = conv(glu, 4, 3, 1, "head")
+node("Softmax", [logits], "probs", axis=1)
+# A 2x sub-pixel upsampling of a 12-channel map (nearest-resized first), as super-resolution heads do.
+near = node("Resize", [glu, "", const("scales_half", np.array([1, 1, 0.5, 0.5], np.float32))], "near", mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+node("DepthToSpace", [conv(near, 4, 12, 3, "sr", pads=[1, 1, 1, 1])], "subpixel", blocksize=2, mode="CRD")
+
+graph = helper.make_graph(
+    nodes, "unet_tiny",
+    [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 32, 32])],
+    [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 3, 32, 32]), helper.make_tensor_value_info("subpixel", TensorProto.FLOAT, ["batch", 3, 32, 32])],
+    inits,
+)
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="hetsched gen_test_models.py")
+onnx.checker.check_model(model, full_check=True)
+os.makedirs(OUT, exist_ok=True)
+onnx.save(model, os.path.join(OUT, "model.onnx"))
+session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+for i, batch in enumerate([1, 2]):
+    d = os.path.join(OUT, f"test_data_set_{i}")
+    os.makedirs(d, exist_ok=True)
+    inp = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
+    with open(os.path.join(d, "input_0.pb"), "wb") as f:
+        f.write(numpy_helper.from_array(inp, "input").SerializeToString())
+    for k, (name, out) in enumerate(zip(["probs", "subpixel"], session.run(None, {"input": inp}))):
+        with open(os.path.join(d, f"output_{k}.pb"), "wb") as f:
+            f.write(numpy_helper.from_array(out, name).SerializeToString())
+print("wrote", OUT, "with onnxruntime", ort.__version__)
