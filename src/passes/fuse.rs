@@ -1,9 +1,10 @@
-//! Fusions: BatchNormalization into the preceding Conv, Relu/Clip into Conv or Gemm,
+//! Fusions: BatchNormalization into the preceding Conv, a zero Pad into the following Conv's
+//! pads, Relu/Clip into Conv or Gemm,
 //! `x * Sigmoid(x)` into one Swish (SiLU) op, and the five-op erf GELU into one Gelu.
 
 use super::Pass;
 use crate::error::Result;
-use crate::graph::{Activation, Graph, Op, UnaryOp};
+use crate::graph::{Activation, AutoPad, Graph, Op, PadMode, UnaryOp};
 use crate::tensor::Tensor;
 use petgraph::stable_graph::NodeIndex;
 
@@ -72,6 +73,72 @@ impl Pass for FoldBatchNorm {
         }
         Ok(changed)
     }
+}
+
+/// A constant-mode Pad with zero fill and non-negative spatial pads whose only use is a Conv
+/// becomes part of the Conv's own pads (TensorFlow exports pad this way): no padded copy.
+pub struct FusePadIntoConv;
+
+impl Pass for FusePadIntoConv {
+    fn name(&self) -> &'static str {
+        "fuse-pad-into-conv"
+    }
+    fn run(&self, g: &mut Graph) -> Result<bool> {
+        let mut changed = false;
+        let pads: Vec<_> = g.g.node_indices().filter(|&n| matches!(g.g[n].op, Op::Pad { mode: PadMode::Constant })).collect();
+        for pad in pads {
+            let Some(conv) = sole_consumer(g, pad) else { continue };
+            let Some(extra) = spatial_zero_pads(g, pad) else { continue };
+            let Some(Some(x)) = g.sources(pad).first().copied() else { continue };
+            let Op::Conv { window, .. } = &mut g.g[conv].op else { continue };
+            let nd = extra.len() / 2;
+            if window.auto_pad != AutoPad::NotSet || !(window.pads.is_empty() || window.pads.len() == 2 * nd) {
+                continue;
+            }
+            let old = if window.pads.is_empty() { vec![0; 2 * nd] } else { window.pads.clone() };
+            window.pads = old.iter().zip(&extra).map(|(a, b)| a + b).collect();
+            let edge: Vec<_> = g.g.edges_directed(conv, petgraph::Direction::Incoming).filter(|e| e.weight().in_slot == 0).map(|e| petgraph::visit::EdgeRef::id(&e)).collect();
+            for e in edge {
+                g.g.remove_edge(e);
+            }
+            g.connect(x.0, x.1, conv, 0);
+            g.g.remove_node(pad);
+            changed = true;
+        }
+        if changed {
+            g.remove_dead();
+        }
+        Ok(changed)
+    }
+}
+
+/// The spatial pads (begins, then ends; rank - 2 of each) of a Pad node that adds only zeros,
+/// only around spatial axes of a rank >= 3 input.
+fn spatial_zero_pads(g: &Graph, pad: NodeIndex) -> Option<Vec<usize>> {
+    let rank = g.input_value(pad, 0)?.shape.as_ref()?.len();
+    let pads = g.input_const(pad, 1)?.to_i64_vec().ok()?;
+    let value_is_zero = match g.sources(pad).get(2).copied().flatten() {
+        None => true,
+        Some(_) => g.input_const(pad, 2)?.to_f64_vec().first().is_none_or(|&v| v == 0.0),
+    };
+    let axes = match g.sources(pad).get(3).copied().flatten() {
+        None => None,
+        Some(_) => Some(g.input_const(pad, 3)?.to_i64_vec().ok()?),
+    };
+    let axes = crate::graph::infer::pad_axes(rank, axes).ok()?;
+    if rank < 3 || !value_is_zero || pads.len() != 2 * axes.len() {
+        return None;
+    }
+    let (mut begin, mut end) = (vec![0i64; rank], vec![0i64; rank]);
+    for (i, &a) in axes.iter().enumerate() {
+        begin[a] = pads[i];
+        end[a] = pads[i + axes.len()];
+    }
+    let spatial = begin[2..].iter().chain(&end[2..]);
+    if begin[..2].iter().chain(&end[..2]).any(|&p| p != 0) || spatial.clone().any(|&p| p < 0) {
+        return None;
+    }
+    Some(begin[2..].iter().chain(&end[2..]).map(|&p| p as usize).collect())
 }
 
 pub struct FuseActivation;

@@ -6,7 +6,7 @@ mod fold;
 mod fuse;
 
 pub use fold::{ConstantFold, RemoveIdentity};
-pub use fuse::{FoldBatchNorm, FuseActivation, FuseGelu, FuseSwish};
+pub use fuse::{FoldBatchNorm, FuseActivation, FuseGelu, FusePadIntoConv, FuseSwish};
 
 use crate::error::Result;
 use crate::graph::Graph;
@@ -19,7 +19,7 @@ pub trait Pass {
 
 /// The default pipeline, in order.
 pub fn default_passes() -> Vec<Box<dyn Pass>> {
-    vec![Box::new(ConstantFold), Box::new(RemoveIdentity), Box::new(FoldBatchNorm), Box::new(FuseActivation), Box::new(FuseSwish), Box::new(FuseGelu)]
+    vec![Box::new(ConstantFold), Box::new(RemoveIdentity), Box::new(FoldBatchNorm), Box::new(FusePadIntoConv), Box::new(FuseActivation), Box::new(FuseSwish), Box::new(FuseGelu)]
 }
 
 /// Runs `passes` until none changes the graph (bounded, in case two passes undo each other).

@@ -53,6 +53,36 @@ fn gather_by_tables<T: Copy>(v: &[T], shape: &[usize], tables: &[Vec<usize>], fi
     out
 }
 
+/// Where each of `out_len` positions along one axis of a Pad output reads from an axis of `n`
+/// (`before` positions were added in front, negative to crop); `None` takes the fill value.
+pub fn pad_sources(n: usize, out_len: usize, before: i64, mode: PadMode) -> Vec<Option<usize>> {
+    let n = n as i64;
+    (0..out_len as i64)
+        .map(|o| {
+            let i = o - before;
+            let src = if (0..n).contains(&i) {
+                Some(i)
+            } else {
+                match mode {
+                    PadMode::Constant => None,
+                    PadMode::Edge => Some(i.clamp(0, n - 1)),
+                    PadMode::Wrap => Some(i.rem_euclid(n)),
+                    PadMode::Reflect => {
+                        if n == 1 {
+                            Some(0)
+                        } else {
+                            let period = 2 * (n - 1);
+                            let m = i.rem_euclid(period);
+                            Some(if m < n { m } else { period - m })
+                        }
+                    }
+                }
+            };
+            src.map(|s| s as usize)
+        })
+        .collect()
+}
+
 pub fn pad(x: &Tensor, pads: &[i64], axes: &[usize], mode: PadMode, value: Option<&Tensor>, out_shape: &[usize]) -> Result<Tensor> {
     let st = strides_of(x.shape());
     let r = x.rank();
@@ -62,31 +92,7 @@ pub fn pad(x: &Tensor, pads: &[i64], axes: &[usize], mode: PadMode, value: Optio
     let tables: Vec<Vec<usize>> = (0..r)
         .map(|d| {
             let before = axes.iter().position(|&a| a == d).map(|i| pads[i]).unwrap_or(0);
-            let n = x.shape()[d] as i64;
-            (0..out_shape[d] as i64)
-                .map(|o| {
-                    let i = o - before;
-                    let src = if (0..n).contains(&i) {
-                        Some(i)
-                    } else {
-                        match mode {
-                            PadMode::Constant => None,
-                            PadMode::Edge => Some(i.clamp(0, n - 1)),
-                            PadMode::Wrap => Some(i.rem_euclid(n)),
-                            PadMode::Reflect => {
-                                if n == 1 {
-                                    Some(0)
-                                } else {
-                                    let period = 2 * (n - 1);
-                                    let m = i.rem_euclid(period);
-                                    Some(if m < n { m } else { period - m })
-                                }
-                            }
-                        }
-                    };
-                    src.map(|s| s as usize * st[d]).unwrap_or(usize::MAX)
-                })
-                .collect()
+            pad_sources(x.shape()[d], out_shape[d], before, mode).into_iter().map(|s| s.map(|s| s * st[d]).unwrap_or(usize::MAX)).collect()
         })
         .collect();
     let fill = match value {

@@ -177,7 +177,7 @@ pub fn support(graph: &Graph, n: NodeIndex) -> Support {
         Op::Reduce { .. } => all_f32 && layout::reduce_plan(graph, n).is_some(),
         Op::Softmax { .. } => all_f32,
         Op::Split { .. } | Op::DepthToSpace { .. } | Op::SpaceToDepth { .. } => carried(dt(0)) && (!matches!(node.op, Op::DepthToSpace { .. } | Op::SpaceToDepth { .. }) || rank == 4),
-        Op::Pad { mode } => *mode == crate::graph::PadMode::Constant && carried(dt(0)) && (1..4).all(constant_or_absent),
+        Op::Pad { .. } => carried(dt(0)) && graph.input_const(n, 1).is_some() && (2..4).all(constant_or_absent),
         Op::Tile => carried(dt(0)) && graph.input_const(n, 1).and_then(|r| r.to_i64_vec().ok()).is_some_and(|r| in_shape(0).is_some_and(|s| layout::tile_view(s, &r).is_some())),
         Op::Resize(_) => carried(dt(0)) && layout::resize_tables(graph, n).is_some(),
         Op::BatchNorm { .. } => all_f32 && rank >= 2 && (1..5).all(|i| graph.input_const(n, i).is_some()) && extra_outputs_unused,

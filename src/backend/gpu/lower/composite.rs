@@ -98,8 +98,7 @@ impl Builder<'_> {
                 let (zs, front) = convtranspose_zero_insertion(window, &xs, &ws, output_padding, output_shape, &out_shape)?;
                 let x = self.input(n, 0)?;
                 let z = self.new_buffer(zs.iter().product(), self.buffers[x].elem)?;
-                let zero = self.data_buffer(&Tensor::scalar_f32(0.0), self.buffers[z].elem)?;
-                self.copy(zero, 0, &vec![0; zs.len()], z, 0, &dense(&zs), &zs)?;
+                self.fill(z, 0.0, &zs)?;
                 let z_st = dense(&zs);
                 let dst_st: Vec<isize> = (0..zs.len()).map(|i| if i < 2 { z_st[i] } else { z_st[i] * at(&window.strides, i - 2, 1) as isize }).collect();
                 let base: usize = (0..nd).map(|i| front[i] * z_st[2 + i] as usize).sum();

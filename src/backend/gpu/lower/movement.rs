@@ -1,6 +1,6 @@
 //! Data movement on the GPU: each op here is one or more launches of the strided copy kernel
 //! (or of the taps kernel, for Resize). Transposes, slices, broadcasts, concatenation,
-//! splits, constant padding, tiling, depth/space rearrangements.
+//! splits, padding (every mode, as taps), tiling, depth/space rearrangements.
 
 use super::Builder;
 use crate::backend::gpu::layout::*;
@@ -37,9 +37,33 @@ impl Builder<'_> {
     }
 
     /// Writes `value` into every element of `o`, viewed as `shape`.
-    fn fill(&mut self, o: usize, value: f32, shape: &[usize]) -> Result<()> {
+    pub(super) fn fill(&mut self, o: usize, value: f32, shape: &[usize]) -> Result<()> {
         let v = self.data_buffer(&Tensor::scalar_f32(value), self.buffers[o].elem)?;
         self.copy(v, 0, &vec![0; shape.len()], o, 0, &dense(shape), shape)
+    }
+
+    /// Node `n`'s output from input 0 (shape `xs`) by one taps launch per axis with a table
+    /// (`(taps per position, [source, weight] pairs)`), innermost first; `outside` is the
+    /// value of positions whose source is -1. No tables: the output is the input.
+    fn taps_per_axis(&mut self, n: NodeIndex, xs: &[usize], tables: Vec<Option<(usize, Vec<f32>)>>, outside: f32) -> Result<()> {
+        let mut cur = self.input(n, 0)?;
+        let mut shape = xs.to_vec();
+        let axes: Vec<usize> = (0..xs.len()).filter(|&d| tables[d].is_some()).collect();
+        if axes.is_empty() {
+            self.value_buf.insert((n, 0), cur);
+        }
+        for (j, &d) in axes.iter().rev().enumerate() {
+            let (width, table) = tables[d].clone().unwrap_or_default();
+            let (src_len, count, inner) = (shape[d], table.len() / (2 * width.max(1)), shape[d + 1..].iter().product::<usize>());
+            shape[d] = count;
+            let numel: usize = shape.iter().product();
+            let dst = if j + 1 == axes.len() { self.output(n, 0)? } else { self.new_buffer(numel, self.buffers[cur].elem)? };
+            let tb = self.data_buffer(&Tensor::from_f32(&[table.len()], table)?, crate::backend::gpu::Elem::F32)?;
+            let p = [numel as u32, src_len as u32, count as u32, inner as u32, width as u32, outside.to_bits()];
+            self.step(Kernel::Taps, OpSpec::None, &p, &[cur, tb, dst], grid(numel))?;
+            cur = dst;
+        }
+        Ok(())
     }
 
     pub(super) fn movement(&mut self, n: NodeIndex) -> Result<()> {
@@ -96,56 +120,31 @@ impl Builder<'_> {
                 self.copy(x, 0, &src, o, 0, &dst, &shape)?;
             }
             Op::Pad { mode } => {
-                if *mode != PadMode::Constant {
-                    return Err(Error::Tensor(format!("Pad mode {mode:?} has no GPU kernel")));
-                }
                 let pads = self.const_ints(n, 1)?.unwrap_or_default();
                 let axes = pad_axes(xs.len(), self.const_ints(n, 3)?)?;
                 if pads.len() != 2 * axes.len() {
                     return Err(Error::Tensor(format!("{} pads for {} axes", pads.len(), axes.len())));
                 }
+                if *mode != PadMode::Constant && xs.iter().zip(&out_shape).any(|(&i, &o)| i == 0 && o > 0) {
+                    return Err(Error::Tensor(format!("{mode:?} padding of an empty axis")));
+                }
                 let value = self.g.input_const(n, 2).and_then(|t| t.to_f64_vec().first().copied()).unwrap_or(0.0) as f32;
-                let (mut begin, mut end) = (vec![0i64; xs.len()], vec![0i64; xs.len()]);
-                for (i, &a) in axes.iter().enumerate() {
-                    begin[a] = pads[i];
-                    end[a] = pads[i + axes.len()];
-                }
-                let o = self.output(n, 0)?;
-                let (src_st, dst_st) = (dense(&xs), dense(&out_shape));
-                if begin.iter().chain(&end).any(|&p| p > 0) {
-                    self.fill(o, value, &out_shape)?;
-                }
-                // The input's surviving part (negative pads crop) lands at the begin pads.
-                let (mut shape, mut src_base, mut dst_base) = (vec![], 0isize, 0usize);
-                for d in 0..xs.len() {
-                    let (front, back) = ((-begin[d]).max(0) as usize, (-end[d]).max(0) as usize);
-                    shape.push(xs[d].saturating_sub(front + back));
-                    src_base += front as isize * src_st[d];
-                    dst_base += begin[d].max(0) as usize * dst_st[d] as usize;
-                }
-                let x = self.input(n, 0)?;
-                self.copy(x, src_base, &src_st, o, dst_base, &dst_st, &shape)?;
+                // One taps launch per padded axis: a source per output position, or the fill.
+                let tables = (0..xs.len())
+                    .map(|d| {
+                        let k = axes.iter().position(|&a| a == d)?;
+                        let (begin, end) = (pads[k], pads[k + axes.len()]);
+                        (begin != 0 || end != 0).then(|| {
+                            let pairs = crate::backend::cpu::misc::pad_sources(xs[d], out_shape[d], begin, *mode).into_iter().flat_map(|s| s.map_or([-1.0, 0.0], |i| [i as f32, 1.0]));
+                            (1, pairs.collect())
+                        })
+                    })
+                    .collect();
+                self.taps_per_axis(n, &xs, tables, value)?;
             }
             Op::Resize(attrs) => {
                 let tables = resize_tables(self.g, n).ok_or_else(|| Error::Tensor("Resize needs constant scales, sizes and roi on the GPU".into()))?;
-                let mut cur = self.input(n, 0)?;
-                let mut shape = xs.clone();
-                let resized: Vec<usize> = (0..xs.len()).filter(|&d| tables[d].is_some()).collect();
-                if resized.is_empty() {
-                    self.value_buf.insert((n, 0), cur);
-                }
-                // One launch per resized axis, innermost first.
-                for (j, &d) in resized.iter().rev().enumerate() {
-                    let (width, table) = tables[d].clone().unwrap_or_default();
-                    let (src_len, count, inner) = (shape[d], out_shape[d], shape[d + 1..].iter().product::<usize>());
-                    shape[d] = count;
-                    let numel: usize = shape.iter().product();
-                    let dst = if j + 1 == resized.len() { self.output(n, 0)? } else { self.new_buffer(numel, self.buffers[cur].elem)? };
-                    let tb = self.data_buffer(&Tensor::from_f32(&[table.len()], table)?, crate::backend::gpu::Elem::F32)?;
-                    let p = [numel as u32, src_len as u32, count as u32, inner as u32, width as u32, attrs.extrapolation.to_bits()];
-                    self.step(Kernel::Taps, OpSpec::None, &p, &[cur, tb, dst], grid(numel))?;
-                    cur = dst;
-                }
+                self.taps_per_axis(n, &xs, tables, attrs.extrapolation)?;
             }
             Op::Concat { axis } => {
                 let ax = norm_axis(*axis, out_shape.len())?;
