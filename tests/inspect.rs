@@ -5,8 +5,7 @@ mod common;
 use common::*;
 
 fn costs(name: &str) -> Option<hetsched::analysis::ModelCost> {
-    let shared = shared_dir()?;
-    let g = hetsched::onnx::load_model(shared.join("models").join(name).join("model.onnx")).unwrap();
+    let g = hetsched::onnx::load_model(model_dir(name)?.join("model.onnx")).unwrap();
     let b = hetsched::session::default_bindings(&g, 1, 16, &Default::default());
     let bound = hetsched::session::bind(&g, &b).unwrap();
     Some(hetsched::analysis::analyze(&bound).unwrap())
@@ -40,6 +39,18 @@ fn conv_flops_follow_the_formula() {
     assert_eq!(first.macs, macs);
     assert_eq!(first.flops, 2 * macs + 111 * 111 * 64);
     assert_eq!(first.params, 64 * 3 * 3 * 3 + 64);
+}
+
+#[test]
+fn conv_transpose_macs_follow_the_formula() {
+    let Some(c) = costs("unet_tiny") else { return };
+    // unet_tiny's up1: 16 -> 8 channels, 2x2 kernel, stride 2, over a 16x16 input at batch 1:
+    // every input element meets 8 * 2 * 2 weights.
+    let up = c.nodes.iter().find(|n| n.op_type == "ConvTranspose").unwrap();
+    assert_eq!(up.output_shapes[0], vec![1, 8, 32, 32]);
+    let macs = 16 * 16 * 16 * 8 * 2 * 2;
+    assert_eq!(up.macs, macs);
+    assert_eq!(up.flops, 2 * macs + 8 * 32 * 32);
 }
 
 #[test]

@@ -57,6 +57,22 @@ pub fn node_cost(g: &Graph, n: NodeIndex) -> NodeCost {
             let per_out: u64 = w.iter().skip(1).product::<usize>() as u64; // (C/g) * K...
             (out_numel * per_out, out_numel * (has(2) as u64 + activation.is_some() as u64))
         }
+        Op::ConvTranspose { .. } => {
+            // Every input element meets (C_out/g) * K weights (W is [C_in, C_out/g, K...]).
+            let w = in_shape(1);
+            (in_numel(0) * w.iter().skip(1).product::<usize>() as u64, out_numel * has(2) as u64)
+        }
+        Op::Attention(at) => {
+            let past = ins.get(4).copied().flatten().and_then(|v| v.shape.clone());
+            match crate::graph::infer::attention_geometry(at, &in_shape(0), &in_shape(1), &in_shape(2), past.as_deref()) {
+                // Q K^T and the weighted sum of V, per batch and query head.
+                Ok(a) => {
+                    let per_head = (a.q_seq * a.total_seq * (a.head_size + a.v_size)) as u64;
+                    ((a.batch * a.q_heads) as u64 * per_head, 5 * (a.batch * a.q_heads * a.q_seq * a.total_seq) as u64)
+                }
+                Err(_) => (0, 0),
+            }
+        }
         Op::Gemm { trans_a, activation, .. } => {
             let a = in_shape(0);
             let k = if *trans_a { a.first() } else { a.get(1) }.copied().unwrap_or(0) as u64;
@@ -79,7 +95,7 @@ pub fn node_cost(g: &Graph, n: NodeIndex) -> NodeCost {
         Op::GlobalPool { .. } | Op::Reduce { .. } | Op::ArgExtreme { .. } => (0, in_numel(0)),
         Op::BatchNorm { .. } => (0, 2 * out_numel),
         Op::Softmax { .. } => (0, 5 * out_numel),
-        Op::LayerNorm { .. } => (0, 8 * out_numel + 2 * in_numel(1)),
+        Op::LayerNorm { .. } | Op::RmsNorm { .. } | Op::InstanceNorm { .. } => (0, 8 * out_numel + 2 * in_numel(1)),
         Op::Recurrent(r) => {
             // Per step, direction and sequence: gates x (input + hidden) MACs.
             let x = in_shape(0);
