@@ -71,4 +71,7 @@ for m in squeezenet1_1 mobilenet_v2; do
 done
 tail -n 8 "$OUT/profile.txt" | tee -a "$OUT/summary.txt"
 python3 "$(dirname "$0")/torch_baseline.py" --batch 1,8,32 2>&1 | tee -a "$OUT/summary.txt" || status=1
+echo "== same-run table (timing.md)" | tee -a "$OUT/summary.txt"
+python3 "$(dirname "$0")/timing_table.py" "$OUT/summary.txt" > "$OUT/timing.md" || status=1
+cat "$OUT/timing.md"
 exit $status
