@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Writes tests/data/models/unet_tiny: a small encoder-decoder segmentation net in the layout of
-../shared/models (model.onnx with a dynamic `batch`, test_data_set_0 at batch 1 and
+"""Writes the project's own test models under tests/data/models, in the layout of
+../shared/models. unet_tiny: a small encoder-decoder segmentation net (model.onnx with a dynamic `batch`, test_data_set_0 at batch 1 and
 test_data_set_1 at batch 2, references from ONNX Runtime CPU). It uses the ops the four shared
 models lack and real models have: constant Pad, standalone BatchNormalization, ConvTranspose,
 bilinear and nearest Resize, variadic Sum, InstanceNormalization, Split, DepthToSpace, softmax
 over channels. Weights are random (fixed seed), scaled so each Conv output has about unit variance.
+mixed_f16: f16 weights and tensors with Casts at the edges, as fp16 exports have.
 
 Usage: pip install onnx onnxruntime numpy; python3 scripts/gen_test_models.py
 """
@@ -16,7 +17,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 rng = np.random.default_rng(7)
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "models", "unet_tiny")
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "models")
 inits, nodes = [], []
 
 
@@ -36,6 +37,7 @@ def conv(x, cin, cout, k, name, **attrs):
 
 
 def node(op, inputs, name, outputs=None, **attrs):
+    # Node names double as their output names.
     nodes.append(helper.make_node(op, inputs, outputs or [name], name=name, **attrs))
     return name
 
@@ -67,18 +69,56 @@ graph = helper.make_graph(
     [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 3, 32, 32]), helper.make_tensor_value_info("subpixel", TensorProto.FLOAT, ["batch", 3, 32, 32])],
     inits,
 )
-model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="hetsched gen_test_models.py")
-onnx.checker.check_model(model, full_check=True)
-os.makedirs(OUT, exist_ok=True)
-onnx.save(model, os.path.join(OUT, "model.onnx"))
-session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-for i, batch in enumerate([1, 2]):
-    d = os.path.join(OUT, f"test_data_set_{i}")
-    os.makedirs(d, exist_ok=True)
-    inp = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
-    with open(os.path.join(d, "input_0.pb"), "wb") as f:
-        f.write(numpy_helper.from_array(inp, "input").SerializeToString())
-    for k, (name, out) in enumerate(zip(["probs", "subpixel"], session.run(None, {"input": inp}))):
-        with open(os.path.join(d, f"output_{k}.pb"), "wb") as f:
-            f.write(numpy_helper.from_array(out, name).SerializeToString())
-print("wrote", OUT, "with onnxruntime", ort.__version__)
+
+
+def write(name, graph, make_inputs):
+    """Saves `graph` as tests/data/models/NAME with ONNX Runtime's outputs at batch 1 and 2."""
+    out = os.path.join(ROOT, name)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="hetsched gen_test_models.py")
+    onnx.checker.check_model(model, full_check=True)
+    os.makedirs(out, exist_ok=True)
+    onnx.save(model, os.path.join(out, "model.onnx"))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for i, batch in enumerate([1, 2]):
+        d = os.path.join(out, f"test_data_set_{i}")
+        os.makedirs(d, exist_ok=True)
+        feeds = make_inputs(batch)
+        for k, (n, v) in enumerate(feeds.items()):
+            with open(os.path.join(d, f"input_{k}.pb"), "wb") as f:
+                f.write(numpy_helper.from_array(v, n).SerializeToString())
+        names = [o.name for o in graph.output]
+        for k, (n, v) in enumerate(zip(names, session.run(None, feeds))):
+            with open(os.path.join(d, f"output_{k}.pb"), "wb") as f:
+                f.write(numpy_helper.from_array(v, n).SerializeToString())
+    print("wrote", out, "with onnxruntime", ort.__version__)
+
+
+write("unet_tiny", graph, lambda b: {"input": rng.standard_normal((b, 3, 32, 32)).astype(np.float32)})
+
+# mixed_f16: a model stored in half precision, as fp16 exports are: f16 weights and an f16 image
+# input, a Cast from an f32 input, f16 layer norm, MatMuls, softmax, Conv and MaxPool, a Cast
+# back to f32 on one output and an f16 output.
+inits, nodes = [], []
+D = 32
+h = lambda a: np.asarray(a, dtype=np.float16)
+const("w1", h(rng.standard_normal((D, 64)) / np.sqrt(D)))
+const("b1", h(0.1 * rng.standard_normal(64)))
+const("w2", h(rng.standard_normal((64, D)) / 8))
+const("ln.g", h(1 + 0.1 * rng.standard_normal(D)))
+const("ln.b", h(0.1 * rng.standard_normal(D)))
+const("cw", h(rng.standard_normal((8, 4, 3, 3)) / 6))
+const("cb", h(0.1 * rng.standard_normal(8)))
+node("Cast", ["x"], "xh", to=TensorProto.FLOAT16)
+node("LayerNormalization", ["xh", "ln.g", "ln.b"], "ln", axis=-1)
+node("Add", [node("MatMul", ["ln", "w1"], "h1"), "b1"], "h2")
+node("MatMul", [node("Relu", ["h2"], "h3"), "w2"], "h4")
+node("Softmax", [node("Add", ["h4", "xh"], "h5")], "sm", axis=-1)
+node("Cast", ["sm"], "y", to=TensorProto.FLOAT)
+node("MaxPool", [node("Relu", [node("Conv", ["img", "cw", "cb"], "co", pads=[1, 1, 1, 1])], "cr")], "z", kernel_shape=[2, 2], strides=[2, 2])
+graph = helper.make_graph(
+    nodes, "mixed_f16",
+    [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8, D]), helper.make_tensor_value_info("img", TensorProto.FLOAT16, ["batch", 4, 16, 16])],
+    [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8, D]), helper.make_tensor_value_info("z", TensorProto.FLOAT16, ["batch", 8, 8, 8])],
+    inits,
+)
+write("mixed_f16", graph, lambda b: {"x": rng.standard_normal((b, 8, D)).astype(np.float32), "img": h(rng.standard_normal((b, 4, 16, 16)))})

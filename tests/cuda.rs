@@ -64,6 +64,10 @@ fn models_match_the_references_in_f32() {
 #[ignore = "needs a CUDA device (or the emulator: device_tests_on_the_emulator)"]
 fn models_track_the_references_with_f16_storage() {
     every_model(cuda(true, false), 5e-3, 2e-2);
+    // A model whose own tensors are f16 (stored as f16 whatever the session asks).
+    if cuda_available() {
+        check_model_on(F16_MODEL, cuda(false, false), 5e-3, 2e-2);
+    }
 }
 
 /// TF32 rounds GEMM inputs to 10 mantissa bits: about 1e-3 relative error on a model.

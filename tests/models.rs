@@ -39,6 +39,10 @@ fn bert_tiny_matches_reference() {
 fn unet_tiny_matches_reference() {
     check_model("unet_tiny", true);
 }
+#[test]
+fn f16_model_tracks_reference() {
+    check_model_on(F16_MODEL, SessionOptions::default(), 5e-3, 2e-2);
+}
 
 #[test]
 fn unoptimized_graphs_match_reference() {

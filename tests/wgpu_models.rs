@@ -58,6 +58,10 @@ fn bert_tiny_on_wgpu() {
 fn unet_tiny_on_wgpu() {
     check("unet_tiny");
 }
+#[test]
+fn f16_model_on_wgpu() {
+    check_precision(F16_MODEL, false, 5e-3, 2e-2);
+}
 
 #[test]
 fn models_in_f16_on_wgpu() {

@@ -27,6 +27,10 @@ pub fn shared_dir() -> Option<PathBuf> {
 /// scripts/gen_test_models.py: ops the shared four lack, references from ONNX Runtime).
 pub const MODELS: [&str; 5] = ["squeezenet1_1", "mobilenet_v2", "shufflenet_v2_x1_0", "bert_tiny", "unet_tiny"];
 
+/// A test model kept in f16 (weights, an input, an output; Casts at the edges), judged at the
+/// f16 bound (relative L2 5e-3) against ONNX Runtime, which rounds every op to f16.
+pub const F16_MODEL: &str = "mixed_f16";
+
 /// The folder of model `name`: tests/data/models/NAME if the project has it, else under the
 /// shared data (None, having said why, when that is missing).
 pub fn model_dir(name: &str) -> Option<PathBuf> {

@@ -119,7 +119,7 @@ impl Backend for CudaBackend {
     }
 
     fn supports(&self, graph: &Graph, n: NodeIndex) -> Support {
-        super::gpu::support(graph, n)
+        super::gpu::support(graph, n, true)
     }
 
     fn compile(&self, graph: Arc<Graph>, options: &CompileOptions) -> Result<Arc<dyn Executable>> {

@@ -141,7 +141,7 @@ pub fn all_ops() -> Vec<OpSpec> {
 
 /// Whether the GPU kernels cover `n` with its inferred types (static shapes, rank <= 6,
 /// f32 data; integer and bool tensors only where f32 carries them exactly).
-pub fn support(graph: &Graph, n: NodeIndex) -> Support {
+pub fn support(graph: &Graph, n: NodeIndex, stores_f16: bool) -> Support {
     let node = &graph.g[n];
     if matches!(node.op, Op::Input | Op::Constant { .. }) || node.outputs.iter().all(|v| v.value.is_some()) {
         return Support::Yes;
@@ -155,41 +155,44 @@ pub fn support(graph: &Graph, n: NodeIndex) -> Support {
     }
     let dt = |i: usize| ins.get(i).copied().flatten().and_then(|v| v.dtype);
     // Integer constants are parameters (axes, shapes), not data the kernels read.
-    let all_f32 = ins.iter().flatten().filter(|v| v.value.is_none() || v.dtype.is_some_and(|d| d.is_float())).all(|v| v.dtype == Some(DType::F32));
-    let carried = |d: Option<DType>| matches!(d, Some(DType::F32 | DType::I64 | DType::I32 | DType::Bool | DType::I8 | DType::U8));
+    // f16 tensors live in f16 buffers (the kernels compute in f32 and convert on load and store)
+    // where the device stores f16.
+    let float = |d: Option<DType>| d == Some(DType::F32) || (stores_f16 && d == Some(DType::F16));
+    let all_float = ins.iter().flatten().filter(|v| v.value.is_none() || v.dtype.is_some_and(|d| d.is_float())).all(|v| float(v.dtype));
+    let carried = |d: Option<DType>| float(d) || matches!(d, Some(DType::I64 | DType::I32 | DType::Bool | DType::I8 | DType::U8));
     let in_shape = |i: usize| ins.get(i).copied().flatten().and_then(|v| v.shape.as_deref());
     let rank = in_shape(0).map_or(0, |s| s.len());
     let constant_or_absent = |i: usize| graph.sources(n).get(i).copied().flatten().is_none() || graph.input_const(n, i).is_some();
     let extra_outputs_unused = node.outputs.iter().skip(1).all(|v| v.name.is_empty());
     let ok = match &node.op {
         Op::Identity | Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Transpose { .. } | Op::Slice | Op::Expand | Op::Concat { .. } => carried(dt(0)),
-        Op::Unary(u) => (all_f32 && unary_supported(*u)) || (*u == crate::graph::UnaryOp::Not && dt(0) == Some(DType::Bool)),
-        Op::Binary(b) => binary_supported(*b) && (all_f32 || ((b.is_comparison() || b.is_logical()) && carried(dt(0)))),
+        Op::Unary(u) => (all_float && unary_supported(*u)) || (*u == crate::graph::UnaryOp::Not && dt(0) == Some(DType::Bool)),
+        Op::Binary(b) => binary_supported(*b) && (all_float || ((b.is_comparison() || b.is_logical()) && carried(dt(0)))),
         Op::Where => dt(0) == Some(DType::Bool) && carried(dt(1)),
-        Op::Clip { .. } => all_f32 && (1..3).all(|i| ins.get(i).copied().flatten().is_none_or(|v| v.value.is_some())),
+        Op::Clip { .. } => all_float && (1..3).all(|i| ins.get(i).copied().flatten().is_none_or(|v| v.value.is_some())),
         Op::Cast { to } => carried(dt(0)) && carried(Some(*to)),
         Op::CastLike => carried(dt(0)) && carried(dt(1)),
-        Op::ArgExtreme { .. } => all_f32,
-        Op::RmsNorm { .. } => all_f32 && layout::rms_len(graph, n).is_some(),
-        Op::Conv { .. } => all_f32 && matches!(ins[0].and_then(|v| v.shape.as_ref()).map(|s| s.len()), Some(3 | 4)),
-        Op::Pool { kind, .. } => all_f32 && !matches!(kind, PoolKind::Lp { .. }) && matches!(ins[0].and_then(|v| v.shape.as_ref()).map(|s| s.len()), Some(3 | 4)),
-        Op::GlobalPool { kind } => all_f32 && !matches!(kind, PoolKind::Lp { .. }),
-        Op::Reduce { .. } => all_f32 && layout::reduce_plan(graph, n).is_some(),
-        Op::Softmax { .. } => all_f32,
+        Op::ArgExtreme { .. } => all_float,
+        Op::RmsNorm { .. } => all_float && layout::rms_len(graph, n).is_some(),
+        Op::Conv { .. } => all_float && matches!(ins[0].and_then(|v| v.shape.as_ref()).map(|s| s.len()), Some(3 | 4)),
+        Op::Pool { kind, .. } => all_float && !matches!(kind, PoolKind::Lp { .. }) && matches!(ins[0].and_then(|v| v.shape.as_ref()).map(|s| s.len()), Some(3 | 4)),
+        Op::GlobalPool { kind } => all_float && !matches!(kind, PoolKind::Lp { .. }),
+        Op::Reduce { .. } => all_float && layout::reduce_plan(graph, n).is_some(),
+        Op::Softmax { .. } => all_float,
         Op::Split { .. } | Op::DepthToSpace { .. } | Op::SpaceToDepth { .. } => carried(dt(0)) && (!matches!(node.op, Op::DepthToSpace { .. } | Op::SpaceToDepth { .. }) || rank == 4),
         Op::Pad { .. } => carried(dt(0)) && graph.input_const(n, 1).is_some() && (2..4).all(constant_or_absent),
         Op::Tile => carried(dt(0)) && graph.input_const(n, 1).and_then(|r| r.to_i64_vec().ok()).is_some_and(|r| in_shape(0).is_some_and(|s| layout::tile_view(s, &r).is_some())),
         Op::Resize(_) => carried(dt(0)) && layout::resize_tables(graph, n).is_some(),
-        Op::BatchNorm { .. } => all_f32 && rank >= 2 && (1..5).all(|i| graph.input_const(n, i).is_some()) && extra_outputs_unused,
-        Op::InstanceNorm { .. } => all_f32 && rank >= 3 && (1..3).all(|i| graph.input_const(n, i).is_some()),
-        Op::Variadic { op, .. } => all_f32 && binary_supported(*op),
+        Op::BatchNorm { .. } => all_float && rank >= 2 && (1..5).all(|i| graph.input_const(n, i).is_some()) && extra_outputs_unused,
+        Op::InstanceNorm { .. } => all_float && rank >= 3 && (1..3).all(|i| graph.input_const(n, i).is_some()),
+        Op::Variadic { op, .. } => all_float && binary_supported(*op),
         Op::ConvTranspose { window, output_padding, output_shape, .. } => {
             let (xs, ws, out) = (in_shape(0), in_shape(1), node.outputs[0].shape.as_deref());
-            all_f32 && matches!(rank, 3 | 4) && graph.input_const(n, 1).is_some() && matches!((xs, ws, out), (Some(x), Some(w), Some(o)) if layout::convtranspose_zero_insertion(window, x, w, output_padding, output_shape, o).is_ok())
+            all_float && matches!(rank, 3 | 4) && graph.input_const(n, 1).is_some() && matches!((xs, ws, out), (Some(x), Some(w), Some(o)) if layout::convtranspose_zero_insertion(window, x, w, output_padding, output_shape, o).is_ok())
         }
-        Op::LayerNorm { .. } => all_f32 && extra_outputs_unused,
-        Op::Gemm { .. } => all_f32,
-        Op::MatMul => all_f32 && layout::matmul_batches(graph, n).is_some(),
+        Op::LayerNorm { .. } => all_float && extra_outputs_unused,
+        Op::Gemm { .. } => all_float,
+        Op::MatMul => all_float && layout::matmul_batches(graph, n).is_some(),
         Op::Gather { .. } => carried(dt(0)) && matches!(dt(1), Some(DType::I64 | DType::I32)),
         _ => false,
     };

@@ -141,7 +141,7 @@ impl Backend for WgpuBackend {
     }
 
     fn supports(&self, graph: &Graph, n: NodeIndex) -> Support {
-        gpu::support(graph, n)
+        gpu::support(graph, n, self.ctx.has_f16)
     }
 
     fn compile(&self, graph: Arc<Graph>, options: &CompileOptions) -> Result<Arc<dyn Executable>> {

@@ -85,9 +85,10 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    /// How a value of `dtype` is stored: floats as f16 in f16 mode, everything else as f32.
+    /// How a value of `dtype` is stored: f16 tensors as f16, other floats as f16 in f16 mode,
+    /// everything else as f32.
     fn elem_for(&self, dtype: Option<DType>) -> Elem {
-        if self.f16 && dtype.is_some_and(|d| d.is_float()) { Elem::F16 } else { Elem::F32 }
+        if dtype == Some(DType::F16) || (self.f16 && dtype.is_some_and(|d| d.is_float())) { Elem::F16 } else { Elem::F32 }
     }
 
     fn new_buffer(&mut self, len: usize, elem: Elem) -> Result<usize> {
@@ -242,7 +243,7 @@ impl<'a> Builder<'a> {
         }
         let Some(bias) = self.g.input_const(add, 1 - slot) else { return Ok(None) };
         let row = bias.shape().last() == Some(&cols) && bias.numel() == cols;
-        if !row || bias.dtype() != DType::F32 {
+        if !row || !matches!(bias.dtype(), DType::F32 | DType::F16) {
             return Ok(None);
         }
         let buf = self.input(add, 1 - slot)?;
