@@ -176,7 +176,8 @@ fn emulator() -> Option<&'static Path> {
                 Err(format!("{cmd:?} failed:\n{}", String::from_utf8_lossy(&out.stderr)))
             }
         };
-        run(Command::new("g++").args(["-std=c++20", "-O2", "-fPIC", "-shared", "-o", "libcudaemu.so"]).arg(src.join("runtime.cpp")).args(["-ldl", "-lpthread"]))?;
+        let parts = ["runtime.cpp", "nvrtc.cpp", "cublas.cpp"].map(|f| src.join(f));
+        run(Command::new("g++").args(["-std=c++20", "-O2", "-fPIC", "-shared", "-o", "libcudaemu.so"]).args(parts).args(["-ldl", "-lpthread"]))?;
         std::fs::write(dir.join("empty.c"), "").map_err(|e| e.to_string())?;
         for lib in ["cuda", "nvrtc", "cublas"] {
             let name = format!("lib{lib}.so");

@@ -14,9 +14,12 @@
 //
 // HETSCHED_EMULATOR_TRACE=1 prints every kernel launch and GEMM as it is queued.
 //
-// Loaded as libcuda.so / libnvrtc.so / libcublas.so (thin libraries that depend on this one),
-// through LD_LIBRARY_PATH. Built and driven by tests/cuda.rs.
+// This file is the driver; nvrtc.cpp and cublas.cpp are the other two libraries, emulator.h what
+// they share. All three build into libcudaemu.so, loaded as libcuda.so / libnvrtc.so /
+// libcublas.so (thin libraries that depend on it) through LD_LIBRARY_PATH. Built and driven by
+// tests/cuda.rs.
 #include "prelude.h"
+#include "emulator.h"
 
 #include <dlfcn.h>
 #include <stdio.h>
@@ -37,9 +40,13 @@
 
 thread_local EmuThread emu_thread;
 
-namespace {
+using emu::capturing;
+using emu::compile_unit;
+using emu::enqueue;
+using emu::MARK;
+using emu::tracing;
 
-constexpr const char* MARK = "//HETSCHED-EMULATOR\n";
+namespace {
 constexpr size_t CANARY = 64;
 constexpr unsigned char CANARY_BYTE = 0xA5;
 constexpr size_t FIBER_STACK = 128 * 1024;
@@ -194,8 +201,9 @@ uint64_t fnv1a(const std::string& s) {
 
 std::mutex compile_lock;
 
-// Compiles `src` (CUDA C) into a shared object; returns its path, or "" with `log` set.
-std::string compile_unit(const std::string& src, std::string& log) {
+}  // namespace
+
+std::string emu::compile_unit(const std::string& src, std::string& log) {
     std::lock_guard<std::mutex> g(compile_lock);
     std::string dir = self_dir();
     const char* cache = getenv("HETSCHED_EMULATOR_CACHE");
@@ -249,6 +257,8 @@ std::string compile_unit(const std::string& src, std::string& log) {
     return so;
 }
 
+namespace {
+
 // ---------------------------------------------------------------- memory
 
 std::mutex mem_lock;
@@ -288,7 +298,7 @@ bool device_free(uintptr_t p) {
 
 // ---------------------------------------------------------------- streams and graphs
 
-using Op = std::function<void()>;
+using emu::Op;
 struct Graph {
     std::vector<Op> ops;
 };
@@ -307,12 +317,14 @@ Stream default_stream;
 
 Stream* stream_of(void* s) { return s ? static_cast<Stream*>(s) : &default_stream; }
 
-bool tracing() {
+}  // namespace
+
+bool emu::tracing() {
     static const bool on = getenv("HETSCHED_EMULATOR_TRACE") != nullptr;
     return on;
 }
 
-void enqueue(void* s, Op op) {
+void emu::enqueue(void* s, Op op) {
     Stream* st = stream_of(s);
     {
         std::lock_guard<std::mutex> g(st->lock);
@@ -324,13 +336,12 @@ void enqueue(void* s, Op op) {
     op();
 }
 
-bool capturing(void* s) {
+bool emu::capturing(void* s) {
     Stream* st = stream_of(s);
     std::lock_guard<std::mutex> g(st->lock);
     return st->capture != nullptr;
 }
 
-}  // namespace
 
 // Used by the prelude (and so by every compiled unit).
 extern "C" void emu_syncthreads() { yield_with(BLOCK_WAIT); }
@@ -558,106 +569,5 @@ static const char* error_name(CUresult r) {
 }
 CUresult cuGetErrorName(CUresult r, const char** s) { *s = error_name(r); return OK; }
 CUresult cuGetErrorString(CUresult r, const char** s) { *s = error_name(r); return OK; }
-
-// ---------------------------------------------------------------- NVRTC
-
-struct Program {
-    std::string src, log, ptx;
-};
-int nvrtcVersion(int* major, int* minor) { *major = 13; *minor = 0; return 0; }
-const char* nvrtcGetErrorString(int r) { return r == 0 ? "NVRTC_SUCCESS" : "NVRTC_ERROR_COMPILATION"; }
-int nvrtcCreateProgram(void** prog, const char* src, const char*, int, const char* const*, const char* const*) {
-    *prog = new Program{src, "", ""};
-    return 0;
-}
-int nvrtcDestroyProgram(void** prog) { delete static_cast<Program*>(*prog); *prog = nullptr; return 0; }
-int nvrtcCompileProgram(void* prog, int, const char* const*) {
-    Program* p = static_cast<Program*>(prog);
-    if (compile_unit(p->src, p->log).empty()) return 6;
-    p->ptx = std::string(MARK) + p->src;
-    return 0;
-}
-int nvrtcGetPTXSize(void* prog, size_t* n) { *n = static_cast<Program*>(prog)->ptx.size() + 1; return 0; }
-int nvrtcGetPTX(void* prog, char* out) { auto& s = static_cast<Program*>(prog)->ptx; memcpy(out, s.c_str(), s.size() + 1); return 0; }
-int nvrtcGetProgramLogSize(void* prog, size_t* n) { *n = static_cast<Program*>(prog)->log.size() + 1; return 0; }
-int nvrtcGetProgramLog(void* prog, char* out) { auto& s = static_cast<Program*>(prog)->log; memcpy(out, s.c_str(), s.size() + 1); return 0; }
-
-// ---------------------------------------------------------------- cuBLAS
-
-struct Blas {
-    void* stream = nullptr;
-    int math_mode = 0;
-};
-int cublasCreate_v2(void** h) { *h = new Blas(); return 0; }
-int cublasDestroy_v2(void* h) { delete static_cast<Blas*>(h); return 0; }
-int cublasSetStream_v2(void* h, void* s) { static_cast<Blas*>(h)->stream = s; return 0; }
-int cublasGetStream_v2(void* h, void** s) { *s = static_cast<Blas*>(h)->stream; return 0; }
-int cublasSetMathMode(void* h, int mode) { static_cast<Blas*>(h)->math_mode = mode; return 0; }
-int cublasGetMathMode(void* h, int* mode) { *mode = static_cast<Blas*>(h)->math_mode; return 0; }
-int cublasSetPointerMode_v2(void*, int mode) { return mode == 0 ? 0 : 15; }
-int cublasGetPointerMode_v2(void*, int* mode) { *mode = 0; return 0; }
-int cublasSetWorkspace_v2(void*, void*, size_t) { return 0; }
-
-// TF32 keeps 10 explicit mantissa bits (round to nearest even), as the tensor cores read inputs.
-static inline float to_tf32(float x) {
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0xfffu + ((u >> 13) & 1u)) & 0xffffe000u;
-    memcpy(&x, &u, 4);
-    return x;
-}
-
-// Element types cuBLAS names: CUDA_R_32F = 0, CUDA_R_16F = 2.
-static inline float load(const void* p, long i, int type) {
-    return type == 2 ? emu_h2f(static_cast<const unsigned short*>(p)[i]) : static_cast<const float*>(p)[i];
-}
-static inline void store(void* p, long i, int type, float v) {
-    if (type == 2) static_cast<unsigned short*>(p)[i] = emu_f2h(v);
-    else static_cast<float*>(p)[i] = v;
-}
-
-// Column-major C = alpha op(A) op(B) + beta C, batched by strides (in elements); C is not read
-// when beta == 0. Accumulates in double: the reference the device's f32 result is judged by.
-static void gemm(bool ta, bool tb, int m, int n, int k, float alpha, const void* a, int at, long lda, long sa, const void* b, int bt, long ldb, long sb, float beta, void* c, int ct, long ldc, long sc, int batch, bool tf32) {
-    for (int z = 0; z < batch; z++)
-        for (int j = 0; j < n; j++)
-            for (int i = 0; i < m; i++) {
-                double acc = 0;
-                for (int p = 0; p < k; p++) {
-                    float x = load(a, z * sa + (ta ? p + i * lda : i + p * lda), at);
-                    float y = load(b, z * sb + (tb ? j + p * ldb : p + j * ldb), bt);
-                    if (tf32) x = to_tf32(x), y = to_tf32(y);
-                    acc += double(x) * double(y);
-                }
-                long at_c = z * sc + i + j * ldc;
-                float v = alpha * float(acc);
-                store(c, at_c, ct, beta == 0.0f ? v : v + beta * load(c, at_c, ct));
-            }
-}
-
-static int enqueue_gemm(void* h, int ta, int tb, int m, int n, int k, const float* alpha, const void* a, int at, int lda, long long sa, const void* b, int bt, int ldb, long long sb, const float* beta, void* c, int ct, int ldc, long long sc, int batch, bool tf32) {
-    if (m < 0 || n < 0 || k < 0 || batch < 0 || lda < std::max(1, ta ? k : m) || ldb < std::max(1, tb ? n : k) || ldc < std::max(1, m)) return 7;  // INVALID_VALUE
-    float al = *alpha, be = *beta;
-    if (tracing()) fprintf(stderr, "emulator: cublas gemm %c%c m=%d n=%d k=%d batch=%d%s%s%s\n", ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, batch, at == 2 ? " f16" : "", tf32 ? " tf32" : "", capturing(static_cast<Blas*>(h)->stream) ? " [captured]" : "");
-    enqueue(static_cast<Blas*>(h)->stream, [=] { gemm(ta != 0, tb != 0, m, n, k, al, a, at, lda, sa, b, bt, ldb, sb, be, c, ct, ldc, sc, batch, tf32); });
-    return 0;
-}
-
-int cublasSgemm_v2(void* h, int ta, int tb, int m, int n, int k, const float* alpha, const float* a, int lda, const float* b, int ldb, const float* beta, float* c, int ldc) {
-    return enqueue_gemm(h, ta, tb, m, n, k, alpha, a, 0, lda, 0, b, 0, ldb, 0, beta, c, 0, ldc, 0, 1, static_cast<Blas*>(h)->math_mode == 3);
-}
-int cublasSgemmStridedBatched(void* h, int ta, int tb, int m, int n, int k, const float* alpha, const float* a, int lda, long long sa, const float* b, int ldb, long long sb, const float* beta, float* c, int ldc, long long sc, int batch) {
-    return enqueue_gemm(h, ta, tb, m, n, k, alpha, a, 0, lda, sa, b, 0, ldb, sb, beta, c, 0, ldc, sc, batch, static_cast<Blas*>(h)->math_mode == 3);
-}
-// The combinations cuBLAS documents for compute type 68 (CUBLAS_COMPUTE_32F): f32 x f32 -> f32
-// and f16 x f16 -> f16 or f32; 77 (CUBLAS_COMPUTE_32F_FAST_TF32) only for f32. Scalars are f32.
-int cublasGemmStridedBatchedEx(void* h, int ta, int tb, int m, int n, int k, const void* alpha, const void* a, int at, int lda, long long sa, const void* b, int bt, int ldb, long long sb, const void* beta, void* c, int ct, int ldc, long long sc, int batch, int compute, int) {
-    bool f32 = at == 0 && bt == 0 && ct == 0, f16 = at == 2 && bt == 2 && (ct == 2 || ct == 0);
-    if (!((compute == 68 && (f32 || f16)) || (compute == 77 && f32))) return 15;  // NOT_SUPPORTED
-    return enqueue_gemm(h, ta, tb, m, n, k, static_cast<const float*>(alpha), a, at, lda, sa, b, bt, ldb, sb, static_cast<const float*>(beta), c, ct, ldc, sc, batch, compute == 77);
-}
-int cublasGemmEx(void* h, int ta, int tb, int m, int n, int k, const void* alpha, const void* a, int at, int lda, const void* b, int bt, int ldb, const void* beta, void* c, int ct, int ldc, int compute, int algo) {
-    return cublasGemmStridedBatchedEx(h, ta, tb, m, n, k, alpha, a, at, lda, 0, b, bt, ldb, 0, beta, c, ct, ldc, 0, 1, compute, algo);
-}
 
 }  // extern "C"
