@@ -87,3 +87,22 @@ extern "C" __global__ void taps(const u32* p, const B1* x, const B2* table, B3* 
     }
     st(y, i, acc);
 }
+
+// Cumulative sum or product along one axis, one thread per lane (outer x inner); exclusive
+// leaves a position's own element out, reverse runs from the end.
+// p: [lanes, len, inner, product, exclusive, reverse]
+extern "C" __global__ void scan(const u32* p, const B1* x, B2* y) {
+    u32 lane = flat_index();
+    if (lane >= p[0]) return;
+    u32 len = p[1], inner = p[2];
+    u32 base = (lane / inner) * len * inner + lane % inner;
+    bool product = p[3] != 0u, exclusive = p[4] != 0u, reverse = p[5] != 0u;
+    float acc = product ? 1.0f : 0.0f;
+    for (u32 j = 0; j < len; ++j) {
+        u32 at = base + (reverse ? len - 1u - j : j) * inner;
+        float v = ld(x, at);
+        if (exclusive) st(y, at, acc);
+        acc = product ? acc * v : acc + v;
+        if (!exclusive) st(y, at, acc);
+    }
+}

@@ -127,6 +127,7 @@ fn entry(kernel: Kernel, op: OpSpec, types: &[Elem]) -> Result<(Unit, &'static s
         Kernel::Where => (elementwise(String::new(), false), "select_where"),
         Kernel::Gather => (elementwise(String::new(), false), "gather"),
         Kernel::Taps => (elementwise(String::new(), false), "taps"),
+        Kernel::Scan => (elementwise(String::new(), false), "scan"),
         Kernel::Unary => {
             let expr = match op {
                 OpSpec::Unary(u) => kernels::unary_expr(u).ok_or_else(missing)?,

@@ -26,19 +26,21 @@ pub enum Kernel {
     Pool2d,
     Rows,
     Gather,
-    /// Weighted sums of taps along one axis from a (source, weight) table: Resize.
+    /// Weighted sums of taps along one axis from a (source, weight) table: Resize, Pad.
     Taps,
+    /// Cumulative sums and products along one axis.
+    Scan,
     /// Convolution windows unfolded into GEMM columns, zero outside the image.
     Im2col,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 11] = [Kernel::Copy, Kernel::Unary, Kernel::Binary, Kernel::Where, Kernel::Matmul, Kernel::Conv2d, Kernel::Pool2d, Kernel::Rows, Kernel::Gather, Kernel::Taps, Kernel::Im2col];
+    pub const ALL: [Kernel; 12] = [Kernel::Copy, Kernel::Unary, Kernel::Binary, Kernel::Where, Kernel::Matmul, Kernel::Conv2d, Kernel::Pool2d, Kernel::Rows, Kernel::Gather, Kernel::Taps, Kernel::Scan, Kernel::Im2col];
 
     /// Storage bindings after the parameters (their element types are `B1`, `B2`, ...).
     pub fn bindings(self) -> usize {
         match self {
-            Kernel::Copy | Kernel::Unary | Kernel::Pool2d | Kernel::Im2col => 2,
+            Kernel::Copy | Kernel::Unary | Kernel::Pool2d | Kernel::Im2col | Kernel::Scan => 2,
             Kernel::Binary | Kernel::Gather | Kernel::Taps => 3,
             Kernel::Where | Kernel::Matmul | Kernel::Conv2d | Kernel::Rows => 4,
         }
@@ -186,6 +188,8 @@ pub fn support(graph: &Graph, n: NodeIndex, stores_f16: bool) -> Support {
         Op::BatchNorm { .. } => all_float && rank >= 2 && (1..5).all(|i| graph.input_const(n, i).is_some()) && extra_outputs_unused,
         Op::InstanceNorm { .. } => all_float && rank >= 3 && (1..3).all(|i| graph.input_const(n, i).is_some()),
         Op::Variadic { op, .. } => all_float && binary_supported(*op),
+        Op::Trilu { .. } => carried(dt(0)) && rank >= 2 && constant_or_absent(1),
+        Op::Cumulative { .. } => carried(dt(0)) && graph.input_const(n, 1).is_some(),
         Op::ConvTranspose { window, output_padding, output_shape, .. } => {
             let (xs, ws, out) = (in_shape(0), in_shape(1), node.outputs[0].shape.as_deref());
             all_float && matches!(rank, 3 | 4) && graph.input_const(n, 1).is_some() && matches!((xs, ws, out), (Some(x), Some(w), Some(o)) if layout::convtranspose_zero_insertion(window, x, w, output_padding, output_shape, o).is_ok())

@@ -24,6 +24,7 @@ match kernel {
         Kernel::Rows => include_str!("../../../shaders/wgsl/rows.wgsl"),
         Kernel::Gather => include_str!("../../../shaders/wgsl/gather.wgsl"),
         Kernel::Taps => include_str!("../../../shaders/wgsl/taps.wgsl"),
+        Kernel::Scan => include_str!("../../../shaders/wgsl/scan.wgsl"),
     }
 }
 

@@ -1,16 +1,17 @@
 //! Ops the GPU runs as short sequences of the shared kernels, with constants prepared at
 //! lowering time: batch and instance normalisation (a per-channel affine is a depthwise 1x1
 //! convolution), variadic Sum/Mean/Max/Min (a chain of broadcast binaries), transposed
-//! convolution (zero-insertion copy + an ordinary convolution with the flipped kernel), and
-//! softmax over an inner axis (moved last and back).
+//! convolution (zero-insertion copy + an ordinary convolution with the flipped kernel), softmax
+//! over an inner axis (moved last and back), Trilu (a select against a constant mask) and
+//! CumSum/CumProd (the scan kernel).
 
 use super::movement::dense;
 use super::Builder;
 use crate::backend::gpu::layout::*;
-use crate::backend::gpu::Kernel;
+use crate::backend::gpu::{Elem, Kernel, OpSpec};
 use crate::error::{Error, Result};
 use crate::graph::{BinaryOp, Op};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Data, Tensor};
 use petgraph::stable_graph::NodeIndex;
 
 impl Builder<'_> {
@@ -30,7 +31,7 @@ impl Builder<'_> {
         let mut p = geo.to_vec();
         p.extend([c as u32, 1]);
         p.extend(act_params(None));
-        self.step(Kernel::Conv2d, crate::backend::gpu::OpSpec::None, &p, &[x, w, b, o], grid(n * c * spatial))
+        self.step(Kernel::Conv2d, OpSpec::None, &p, &[x, w, b, o], grid(n * c * spatial))
     }
 
     pub(super) fn composite(&mut self, n: NodeIndex) -> Result<()> {
@@ -144,6 +145,34 @@ impl Builder<'_> {
                 self.rows(t, numel / xs[ax].max(1), xs[ax], if *log { 5 } else { 4 }, 0.0, None, None, u)?;
                 let o = self.output(n, 0)?;
                 self.permute(u, &moved, &back, o)?;
+            }
+            Op::Trilu { upper } => {
+                // Where(constant triangle mask, x, 0).
+                let k = self.const_ints(n, 1)?.and_then(|v| v.first().copied()).unwrap_or(0);
+                let (rows, cols) = (xs[xs.len() - 2], xs[xs.len() - 1]);
+                let keep = |e: usize| {
+                    let d = (e % cols) as i64 - (e / cols) as i64;
+                    if *upper { d >= k } else { d <= k }
+                };
+                let mask = Tensor::new(vec![rows, cols], Data::Bool((0..rows * cols).map(keep).collect()))?;
+                let x = self.input(n, 0)?;
+                let (m, zero) = (self.data_buffer(&mask, Elem::F32)?, self.data_buffer(&Tensor::scalar_f32(0.0), self.buffers[x].elem)?);
+                let o = self.output(n, 0)?;
+                let mut p = vec![numel as u32];
+                p.extend(shape6(&out_shape));
+                for s in [&[rows, cols][..], &xs, &[]] {
+                    p.extend(bcast_strides6(s, &out_shape));
+                }
+                self.step(Kernel::Where, OpSpec::None, &p, &[m, x, zero, o], grid(numel))?;
+            }
+            Op::Cumulative { product, exclusive, reverse } => {
+                let axis = self.const_ints(n, 1)?.and_then(|v| v.first().copied()).ok_or_else(|| Error::Tensor("the axis must be a constant on the GPU".into()))?;
+                let ax = crate::tensor::norm_axis(axis, xs.len())?;
+                let (len, inner) = (xs[ax], xs[ax + 1..].iter().product::<usize>());
+                let lanes = if len == 0 { 0 } else { numel / len };
+                let (x, o) = (self.input(n, 0)?, self.output(n, 0)?);
+                let p = [lanes, len, inner, *product as usize, *exclusive as usize, *reverse as usize].map(|v| v as u32);
+                self.step(Kernel::Scan, OpSpec::None, &p, &[x, o], grid(lanes))?;
             }
             other => return Err(Error::Tensor(format!("{} is not a composite op", other.name()))),
         }
