@@ -106,3 +106,38 @@ extern "C" __global__ void scan(const u32* p, const B1* x, B2* y) {
         if (!exclusive) st(y, at, acc);
     }
 }
+
+// GatherElements / ScatterElements along one axis, over the index tensor's elements: gather
+// c[i] = a[at], scatter c[at] = a[i], where `at` has i's coordinates except on the axis (idx[i]).
+// p: [n, shape[6] (of idx), strides[6] (of the other tensor; 0 on the axis), axis_len,
+//     axis_stride, scatter]
+extern "C" __global__ void elements(const u32* p, const B1* a, const B2* idx, B3* c) {
+    u32 i = flat_index();
+    if (i >= p[0]) return;
+    u32 rem = i, at = 0;
+    for (int k = 5; k >= 0; --k) {
+        at += (rem % p[1 + k]) * p[7 + k];
+        rem /= p[1 + k];
+    }
+    int len = (int)p[13], k = (int)ld(idx, i);
+    if (k < 0) k += len;
+    at += (u32)max(0, min(k, len - 1)) * p[14];
+    if (p[15]) st(c, at, ld(a, i));
+    else st(c, i, ld(a, at));
+}
+
+// GatherND / ScatterND (batch_dims 0): index tuple j (q integers) picks a slice of `inner`
+// elements; over i = j * inner + e: gather c[i] = a[at], scatter c[at] = a[i].
+// p: [n, q, inner, dims[6] (of the first q axes), strides[6] (of those axes), scatter]
+extern "C" __global__ void nd(const u32* p, const B1* a, const B2* idx, B3* c) {
+    u32 i = flat_index();
+    if (i >= p[0]) return;
+    u32 q = p[1], j = i / p[2], at = i % p[2];
+    for (u32 t = 0; t < q; ++t) {
+        int len = (int)p[3 + t], k = (int)ld(idx, j * q + t);
+        if (k < 0) k += len;
+        at += (u32)max(0, min(k, len - 1)) * p[9 + t];
+    }
+    if (p[15]) st(c, at, ld(a, i));
+    else st(c, i, ld(a, at));
+}

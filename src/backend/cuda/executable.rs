@@ -128,6 +128,8 @@ fn entry(kernel: Kernel, op: OpSpec, types: &[Elem]) -> Result<(Unit, &'static s
         Kernel::Gather => (elementwise(String::new(), false), "gather"),
         Kernel::Taps => (elementwise(String::new(), false), "taps"),
         Kernel::Scan => (elementwise(String::new(), false), "scan"),
+        Kernel::Elements => (elementwise(String::new(), false), "elements"),
+        Kernel::Nd => (elementwise(String::new(), false), "nd"),
         Kernel::Unary => {
             let expr = match op {
                 OpSpec::Unary(u) => kernels::unary_expr(u).ok_or_else(missing)?,

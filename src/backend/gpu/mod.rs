@@ -30,18 +30,22 @@ pub enum Kernel {
     Taps,
     /// Cumulative sums and products along one axis.
     Scan,
+    /// GatherElements / ScatterElements (an index per element along one axis).
+    Elements,
+    /// GatherND / ScatterND (index tuples picking slices).
+    Nd,
     /// Convolution windows unfolded into GEMM columns, zero outside the image.
     Im2col,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 12] = [Kernel::Copy, Kernel::Unary, Kernel::Binary, Kernel::Where, Kernel::Matmul, Kernel::Conv2d, Kernel::Pool2d, Kernel::Rows, Kernel::Gather, Kernel::Taps, Kernel::Scan, Kernel::Im2col];
+    pub const ALL: [Kernel; 14] = [Kernel::Copy, Kernel::Unary, Kernel::Binary, Kernel::Where, Kernel::Matmul, Kernel::Conv2d, Kernel::Pool2d, Kernel::Rows, Kernel::Gather, Kernel::Taps, Kernel::Scan, Kernel::Elements, Kernel::Nd, Kernel::Im2col];
 
     /// Storage bindings after the parameters (their element types are `B1`, `B2`, ...).
     pub fn bindings(self) -> usize {
         match self {
             Kernel::Copy | Kernel::Unary | Kernel::Pool2d | Kernel::Im2col | Kernel::Scan => 2,
-            Kernel::Binary | Kernel::Gather | Kernel::Taps => 3,
+            Kernel::Binary | Kernel::Gather | Kernel::Taps | Kernel::Elements | Kernel::Nd => 3,
             Kernel::Where | Kernel::Matmul | Kernel::Conv2d | Kernel::Rows => 4,
         }
     }
@@ -165,6 +169,7 @@ pub fn support(graph: &Graph, n: NodeIndex, stores_f16: bool) -> Support {
     let in_shape = |i: usize| ins.get(i).copied().flatten().and_then(|v| v.shape.as_deref());
     let rank = in_shape(0).map_or(0, |s| s.len());
     let constant_or_absent = |i: usize| graph.sources(n).get(i).copied().flatten().is_none() || graph.input_const(n, i).is_some();
+    let index = |d: Option<DType>| matches!(d, Some(DType::I64 | DType::I32));
     let extra_outputs_unused = node.outputs.iter().skip(1).all(|v| v.name.is_empty());
     let ok = match &node.op {
         Op::Identity | Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Transpose { .. } | Op::Slice | Op::Expand | Op::Concat { .. } => carried(dt(0)),
@@ -190,6 +195,10 @@ pub fn support(graph: &Graph, n: NodeIndex, stores_f16: bool) -> Support {
         Op::Variadic { op, .. } => all_float && binary_supported(*op),
         Op::Trilu { .. } => carried(dt(0)) && rank >= 2 && constant_or_absent(1),
         Op::Cumulative { .. } => carried(dt(0)) && graph.input_const(n, 1).is_some(),
+        Op::GatherElements { .. } => carried(dt(0)) && rank <= 6 && index(dt(1)),
+        Op::ScatterElements { reduction, .. } => *reduction == crate::graph::Reduction::None && carried(dt(0)) && rank <= 6 && index(dt(1)) && carried(dt(2)),
+        Op::GatherNd { batch_dims: 0 } => carried(dt(0)) && index(dt(1)) && in_shape(1).and_then(|s| s.last()).is_some_and(|&q| q <= 6),
+        Op::ScatterNd { reduction } => *reduction == crate::graph::Reduction::None && carried(dt(0)) && index(dt(1)) && carried(dt(2)) && in_shape(1).and_then(|s| s.last()).is_some_and(|&q| q <= 6),
         Op::ConvTranspose { window, output_padding, output_shape, .. } => {
             let (xs, ws, out) = (in_shape(0), in_shape(1), node.outputs[0].shape.as_deref());
             all_float && matches!(rank, 3 | 4) && graph.input_const(n, 1).is_some() && matches!((xs, ws, out), (Some(x), Some(w), Some(o)) if layout::convtranspose_zero_insertion(window, x, w, output_padding, output_shape, o).is_ok())
@@ -197,7 +206,7 @@ pub fn support(graph: &Graph, n: NodeIndex, stores_f16: bool) -> Support {
         Op::LayerNorm { .. } => all_float && extra_outputs_unused,
         Op::Gemm { .. } => all_float,
         Op::MatMul => all_float && layout::matmul_batches(graph, n).is_some(),
-        Op::Gather { .. } => carried(dt(0)) && matches!(dt(1), Some(DType::I64 | DType::I32)),
+        Op::Gather { .. } => carried(dt(0)) && index(dt(1)),
         _ => false,
     };
     if ok {

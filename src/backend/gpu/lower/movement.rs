@@ -1,6 +1,7 @@
 //! Data movement on the GPU: each op here is one or more launches of the strided copy kernel
 //! (or of the taps kernel, for Resize). Transposes, slices, broadcasts, concatenation,
-//! splits, padding (every mode, as taps), tiling, depth/space rearrangements.
+//! splits, padding (every mode, as taps), tiling, depth/space rearrangements, and the indexed
+//! gathers and scatters (Elements, ND).
 
 use super::Builder;
 use crate::backend::gpu::layout::*;
@@ -10,6 +11,10 @@ use crate::graph::infer::{pad_axes, slice_axes};
 use crate::graph::{Op, PadMode};
 use crate::tensor::{norm_axis, strides_of, Tensor};
 use petgraph::stable_graph::NodeIndex;
+
+fn numel_of(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
 
 /// Dense row-major strides as signed steps.
 pub(super) fn dense(shape: &[usize]) -> Vec<isize> {
@@ -64,6 +69,45 @@ impl Builder<'_> {
             cur = dst;
         }
         Ok(())
+    }
+
+    /// GatherElements (`c[i] = a[at]`) or ScatterElements (`c[at] = a[i]`) over the elements of
+    /// the index tensor (shape `index_shape`), `at` being the same coordinates in the other
+    /// tensor (shape `other`) but idx[i] on `axis`.
+    #[allow(clippy::too_many_arguments)]
+    fn elements(&mut self, a: usize, idx: usize, c: usize, index_shape: &[usize], other: &[usize], axis: usize, scatter: bool) -> Result<()> {
+        let count = numel_of(index_shape);
+        if count == 0 {
+            return Ok(());
+        }
+        let mut st = dense(other);
+        let axis_stride = std::mem::replace(&mut st[axis], 0);
+        let mut p = vec![count as u32];
+        p.extend(shape6(index_shape));
+        p.extend(i32_6(&st));
+        p.extend([other[axis] as u32, axis_stride as u32, scatter as u32]);
+        self.step(Kernel::Elements, OpSpec::None, &p, &[a, idx, c], grid(count))
+    }
+
+    /// GatherND (`c[i] = a[at]`) or ScatterND (`c[at] = a[i]`) with batch_dims 0 over `count`
+    /// slice elements: the index tensor's last axis (q) addresses the first q axes of the
+    /// indexed tensor (shape `indexed`).
+    #[allow(clippy::too_many_arguments)]
+    fn nd(&mut self, a: usize, idx: usize, c: usize, index_shape: &[usize], indexed: &[usize], count: usize, scatter: bool) -> Result<()> {
+        let q = index_shape.last().copied().unwrap_or(0);
+        if count == 0 || q > 6 || q > indexed.len() {
+            return if count == 0 { Ok(()) } else { Err(Error::Tensor(format!("index tuples of {q} for a rank-{} tensor", indexed.len()))) };
+        }
+        let st = dense(indexed);
+        let (mut dims, mut strides) = ([0u32; 6], [0u32; 6]);
+        for t in 0..q {
+            (dims[t], strides[t]) = (indexed[t] as u32, st[t] as u32);
+        }
+        let mut p = vec![count as u32, q as u32, numel_of(&indexed[q..]) as u32];
+        p.extend(dims);
+        p.extend(strides);
+        p.push(scatter as u32);
+        self.step(Kernel::Nd, OpSpec::None, &p, &[a, idx, c], grid(count))
     }
 
     pub(super) fn movement(&mut self, n: NodeIndex) -> Result<()> {
@@ -145,6 +189,26 @@ impl Builder<'_> {
             Op::Resize(attrs) => {
                 let tables = resize_tables(self.g, n).ok_or_else(|| Error::Tensor("Resize needs constant scales, sizes and roi on the GPU".into()))?;
                 self.taps_per_axis(n, &xs, tables, attrs.extrapolation)?;
+            }
+            Op::GatherElements { axis } => {
+                let ax = norm_axis(*axis, xs.len())?;
+                let (x, idx, o) = (self.input(n, 0)?, self.input(n, 1)?, self.output(n, 0)?);
+                self.elements(x, idx, o, &self.in_shape(n, 1), &xs, ax, false)?;
+            }
+            Op::GatherNd { .. } => {
+                let (x, idx, o) = (self.input(n, 0)?, self.input(n, 1)?, self.output(n, 0)?);
+                self.nd(x, idx, o, &self.in_shape(n, 1), &xs, numel_of(&out_shape), false)?;
+            }
+            Op::ScatterElements { .. } | Op::ScatterNd { .. } => {
+                // The data, then each update written over it (reduction "none": no two updates
+                // share a target).
+                let (x, idx, updates, o) = (self.input(n, 0)?, self.input(n, 1)?, self.input(n, 2)?, self.output(n, 0)?);
+                self.copy(x, 0, &dense(&xs), o, 0, &dense(&xs), &xs)?;
+                let (is, us) = (self.in_shape(n, 1), self.in_shape(n, 2));
+                match &node.op {
+                    Op::ScatterElements { axis, .. } => self.elements(updates, idx, o, &is, &xs, norm_axis(*axis, xs.len())?, true)?,
+                    _ => self.nd(updates, idx, o, &is, &xs, numel_of(&us), true)?,
+                }
             }
             Op::Concat { axis } => {
                 let ax = norm_axis(*axis, out_shape.len())?;
