@@ -5,9 +5,15 @@
 # .gpu-bundle/; then run this from the repository root (carrying .gpu-bundle):
 #   bash scripts/gpu-check.sh [.gpu-bundle]
 # Writes everything it measures under ${OUT:-gpu-check-out}/.
+# Dry run without a GPU, on the CPU emulator that tests/cuda.rs builds (correctness only, and
+# PyTorch's rows missing):
+#   LD_LIBRARY_PATH=target/tmp/cuda-emulator BATCHES=1 REPEAT=2 bash scripts/gpu-check.sh
 set -uo pipefail
 BUNDLE=${1:-.gpu-bundle}
 OUT=${OUT:-gpu-check-out}
+# Smaller settings only for a dry run of this script elsewhere (e.g. on the CPU emulator).
+BATCHES=${BATCHES:-"1 8 32"}
+REPEAT=${REPEAT:-50}
 mkdir -p "$OUT"
 BIN=$(find "$BUNDLE" -type f -name hetsched -perm -u+x | head -n 1)
 MODELS=$(dirname "$(find "$BUNDLE" -name model.onnx -path '*squeezenet1_1*' | head -n 1)")/..
@@ -28,6 +34,32 @@ for m in squeezenet1_1 mobilenet_v2 shufflenet_v2_x1_0 bert_tiny unet_tiny; do
   done
 done
 
+# The speed comparison comes first: if the device time runs out, it is what matters most.
+echo "== timing: hetsched cuda vs PyTorch eager fp32 and CUDA-graph replay (same run)" | tee -a "$OUT/summary.txt"
+for m in squeezenet1_1 mobilenet_v2 shufflenet_v2_x1_0 bert_tiny; do
+  for b in $BATCHES; do
+    printf '%s b%s hetsched cuda: ' "$m" "$b" | tee -a "$OUT/summary.txt"
+    "$BIN" run "$MODELS/$m" --device cuda --batch "$b" --repeat "$REPEAT" 2>&1 | grep median | tee -a "$OUT/summary.txt" || status=1
+  done
+  # The tiled GEMM kernel (bias and activation fused, one launch) instead of cuBLAS + bias_act:
+  # which wins, and from what size, decides the default (HETSCHED_CUDA_GEMM).
+  for b in $BATCHES; do
+    printf '%s b%s hetsched cuda, own GEMM kernel: ' "$m" "$b" | tee -a "$OUT/summary.txt"
+    HETSCHED_CUDA_GEMM=kernel "$BIN" run "$MODELS/$m" --device cuda --batch "$b" --repeat "$REPEAT" 2>&1 | grep median | tee -a "$OUT/summary.txt" || status=1
+  done
+  # Informational: batch 32 with TF32 GEMMs (PyTorch's fp32 rows keep TF32 off).
+  last=${BATCHES##* }
+  printf '%s b%s hetsched cuda, tf32: ' "$m" "$last" | tee -a "$OUT/summary.txt"
+  "$BIN" run "$MODELS/$m" --device cuda --batch "$last" --repeat "$REPEAT" --tf32 2>&1 | grep median | tee -a "$OUT/summary.txt" || status=1
+  # The same at batch 1 without graph replay: what one launch per kernel costs.
+  printf '%s b1 hetsched cuda, no graphs: ' "$m" | tee -a "$OUT/summary.txt"
+  HETSCHED_CUDA_GRAPHS=0 "$BIN" run "$MODELS/$m" --device cuda --batch 1 --repeat "$REPEAT" 2>&1 | grep median | tee -a "$OUT/summary.txt" || status=1
+done
+python3 "$(dirname "$0")/torch_baseline.py" --batch "${BATCHES// /,}" --runs "$REPEAT" 2>&1 | tee -a "$OUT/summary.txt" || status=1
+echo "== same-run table (timing.md)" | tee -a "$OUT/summary.txt"
+python3 "$(dirname "$0")/timing_table.py" "$OUT/summary.txt" > "$OUT/timing.md" || status=1
+cat "$OUT/timing.md"
+
 echo "== conformance on cuda" | tee -a "$OUT/summary.txt"
 if [ -d "$BUNDLE/onnx-node" ]; then
   for mode in "" --frozen; do
@@ -43,35 +75,12 @@ for t in $(find "$BUNDLE" -type f -perm -u+x \( -name 'cuda-*' -o -name 'cuda_nv
   grep -E '^test |test result' "$OUT/$(basename "$t").log" | tee -a "$OUT/summary.txt"
 done
 
-echo "== timing: hetsched cuda vs PyTorch eager fp32 and CUDA-graph replay (same run)" | tee -a "$OUT/summary.txt"
-for m in squeezenet1_1 mobilenet_v2 shufflenet_v2_x1_0 bert_tiny; do
-  for b in 1 8 32; do
-    printf '%s b%s hetsched cuda: ' "$m" "$b" | tee -a "$OUT/summary.txt"
-    "$BIN" run "$MODELS/$m" --device cuda --batch "$b" --repeat 50 2>&1 | grep median | tee -a "$OUT/summary.txt" || status=1
-  done
-  # The tiled GEMM kernel (bias and activation fused, one launch) instead of cuBLAS + bias_act:
-  # which wins, and from what size, decides the default (HETSCHED_CUDA_GEMM).
-  for b in 1 8 32; do
-    printf '%s b%s hetsched cuda, own GEMM kernel: ' "$m" "$b" | tee -a "$OUT/summary.txt"
-    HETSCHED_CUDA_GEMM=kernel "$BIN" run "$MODELS/$m" --device cuda --batch "$b" --repeat 50 2>&1 | grep median | tee -a "$OUT/summary.txt" || status=1
-  done
-  # Informational: batch 32 with TF32 GEMMs (PyTorch's fp32 rows keep TF32 off).
-  printf '%s b32 hetsched cuda, tf32: ' "$m" | tee -a "$OUT/summary.txt"
-  "$BIN" run "$MODELS/$m" --device cuda --batch 32 --repeat 50 --tf32 2>&1 | grep median | tee -a "$OUT/summary.txt" || status=1
-  # The same at batch 1 without graph replay: what one launch per kernel costs.
-  printf '%s b1 hetsched cuda, no graphs: ' "$m" | tee -a "$OUT/summary.txt"
-  HETSCHED_CUDA_GRAPHS=0 "$BIN" run "$MODELS/$m" --device cuda --batch 1 --repeat 50 2>&1 | grep median | tee -a "$OUT/summary.txt" || status=1
-done
 echo "== where the device time goes (batch 1 and 32, kernels launched one by one between events)" | tee -a "$OUT/summary.txt"
 for m in squeezenet1_1 mobilenet_v2; do
-  for b in 1 32; do
+  for b in 1 ${BATCHES##* }; do
     echo "-- $m b$b" >> "$OUT/profile.txt"
     HETSCHED_PROFILE=1 "$BIN" run "$MODELS/$m" --device cuda --batch "$b" --repeat 3 >> "$OUT/profile.txt" 2>&1 || status=1
   done
 done
 tail -n 8 "$OUT/profile.txt" | tee -a "$OUT/summary.txt"
-python3 "$(dirname "$0")/torch_baseline.py" --batch 1,8,32 2>&1 | tee -a "$OUT/summary.txt" || status=1
-echo "== same-run table (timing.md)" | tee -a "$OUT/summary.txt"
-python3 "$(dirname "$0")/timing_table.py" "$OUT/summary.txt" > "$OUT/timing.md" || status=1
-cat "$OUT/timing.md"
 exit $status
