@@ -29,3 +29,11 @@ __device__ __forceinline__ float activate(float v, u32 kind, float lo, float hi)
 }
 
 __device__ __forceinline__ u32 flat_index() { return blockIdx.x * blockDim.x + threadIdx.x + blockIdx.y * gridDim.x * blockDim.x; }
+
+// Mod with fmod = 0: the remainder takes the divisor's sign (Python's %).
+__device__ __forceinline__ float mod_floor(float x, float y) {
+    float r = fmodf(x, y);
+    return (r != 0.0f && ((r < 0.0f) != (y < 0.0f))) ? r + y : r;
+}
+
+__device__ __forceinline__ float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }

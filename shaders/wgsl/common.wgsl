@@ -30,3 +30,21 @@ fn activate(v: f32, kind: u32, lo: f32, hi: f32) -> f32 {
     if (kind == 2u) { return clamp(v, lo, hi); }
     return v;
 }
+
+// log(1 + e^x) without overflow, and by its series where e^-|x| is tiny (log(1 + e) in f32
+// loses e's digits there).
+fn softplus(x: f32) -> f32 {
+    let e = exp(-abs(x));
+    return max(x, 0.0) + select(log(1.0 + e), e * (1.0 - e * (0.5 - e / 3.0)), e < 1e-3);
+}
+
+// C's fmod: the remainder takes the dividend's sign; a finite x modulo an infinite y is x.
+fn fmod_c(x: f32, y: f32) -> f32 {
+    return select(x - y * trunc(x / y), x, abs(y) > 3.4028235e38 && abs(x) <= 3.4028235e38);
+}
+
+// Mod with fmod = 0: the remainder takes the divisor's sign (Python's %).
+fn mod_floor(x: f32, y: f32) -> f32 {
+    let r = fmod_c(x, y);
+    return select(r, r + y, r != 0.0 && ((r < 0.0) != (y < 0.0)));
+}

@@ -2,7 +2,7 @@
 //! (source, architecture), cached in memory and on disk. Parameter layouts match the WGSL
 //! kernels, so the GPU planner can serve both backends.
 
-use crate::backend::gpu::Elem;
+use crate::backend::gpu::{Elem, OpSpec};
 use crate::error::{Error, Result};
 use crate::graph::{BinaryOp, UnaryOp};
 use std::collections::HashMap;
@@ -64,7 +64,7 @@ pub fn unary_expr(op: UnaryOp) -> Option<String> {
         UnaryOp::Sin => "sinf(x)".into(),
         UnaryOp::Cos => "cosf(x)".into(),
         UnaryOp::Softsign => "x / (1.0f + fabsf(x))".into(),
-        UnaryOp::Softplus => "(x > 20.0f ? x : log1pf(expf(x)))".into(),
+        UnaryOp::Softplus => "softplus(x)".into(),
         UnaryOp::HardSwish => "x * fminf(fmaxf(x / 6.0f + 0.5f, 0.0f), 1.0f)".into(),
         UnaryOp::Swish(al) => format!("x / (1.0f + expf(-({al:?}f) * x))"),
         UnaryOp::LeakyRelu(al) => format!("(x < 0.0f ? {al:?}f * x : x)"),
@@ -72,6 +72,24 @@ pub fn unary_expr(op: UnaryOp) -> Option<String> {
         UnaryOp::HardSigmoid { alpha, beta } => format!("fminf(fmaxf({alpha:?}f * x + {beta:?}f, 0.0f), 1.0f)"),
         UnaryOp::Gelu { tanh: false } => "0.5f * x * (1.0f + erff(x * 0.70710678f))".into(),
         UnaryOp::Not => "(x == 0.0f ? 1.0f : 0.0f)".into(),
+        UnaryOp::Round => "rintf(x)".into(),
+        UnaryOp::Sign => "(x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x))".into(),
+        UnaryOp::Tan => "tanf(x)".into(),
+        UnaryOp::Asin => "asinf(x)".into(),
+        UnaryOp::Acos => "acosf(x)".into(),
+        UnaryOp::Atan => "atanf(x)".into(),
+        UnaryOp::Sinh => "sinhf(x)".into(),
+        UnaryOp::Cosh => "coshf(x)".into(),
+        UnaryOp::Asinh => "asinhf(x)".into(),
+        UnaryOp::Acosh => "acoshf(x)".into(),
+        UnaryOp::Atanh => "atanhf(x)".into(),
+        UnaryOp::Mish => "x * tanhf(softplus(x))".into(),
+        UnaryOp::Celu(a) => format!("fmaxf(x, 0.0f) + fminf({a:?}f * (expf(x / {a:?}f) - 1.0f), 0.0f)"),
+        UnaryOp::Selu { alpha, gamma } => format!("{gamma:?}f * (x > 0.0f ? x : {alpha:?}f * (expf(x) - 1.0f))"),
+        UnaryOp::ThresholdedRelu(a) => format!("(x > {a:?}f ? x : 0.0f)"),
+        UnaryOp::Gelu { tanh: true } => "0.5f * x * (1.0f + tanhf(0.7978846f * (x + 0.044715f * x * x * x)))".into(),
+        UnaryOp::IsNaN => "(isnan(x) ? 1.0f : 0.0f)".into(),
+        UnaryOp::IsInf { negative, positive } => format!("((isinf(x) && (x > 0.0f ? {positive} : {negative})) ? 1.0f : 0.0f)"),
         _ => return None,
     })
 }
@@ -84,6 +102,8 @@ pub fn binary_expr(op: BinaryOp) -> Option<&'static str> {
         BinaryOp::Mul => "x * y",
         BinaryOp::Div => "x / y",
         BinaryOp::Pow => "powf(x, y)",
+        BinaryOp::Mod { fmod: true } => "fmodf(x, y)",
+        BinaryOp::Mod { fmod: false } => "mod_floor(x, y)",
         BinaryOp::Max => "fmaxf(x, y)",
         BinaryOp::Min => "fminf(x, y)",
         BinaryOp::Equal => "(x == y ? 1.0f : 0.0f)",
@@ -113,12 +133,16 @@ pub const EXTRA_UNARY: [&str; 4] = ["fminf(fmaxf(x, a), b)", "truncf(x)", "(x !=
 
 /// Every unit the backend builds, for compile checks without a device.
 pub fn all_units() -> Vec<Unit> {
-    use BinaryOp::*;
-    use UnaryOp::*;
-    let unary = [Relu, Sigmoid, Tanh, Erf, Exp, Log, Sqrt, Neg, Abs, Reciprocal, Floor, Ceil, Sin, Cos, Softsign, Softplus, HardSwish, Swish(1.0), LeakyRelu(0.1), Elu(1.0), HardSigmoid { alpha: 0.2, beta: 0.5 }, Gelu { tanh: false }, Not];
-    let binary = [Add, Sub, Mul, Div, Pow, Max, Min, Equal, Less, LessOrEqual, Greater, GreaterOrEqual, And, Or, Xor];
-    let mut v: Vec<Unit> = unary.iter().filter_map(|&u| unary_expr(u)).chain(EXTRA_UNARY.iter().map(|s| s.to_string())).map(|op| Unit::new("elementwise.cu", op, false, &[])).collect();
-    v.extend(binary.iter().filter_map(|&b| binary_expr(b)).map(|op| Unit::new("elementwise.cu", op.into(), true, &[])));
+    // One unit per op the GPU lowering can emit (gpu::all_ops), plus the Clip and Cast forms.
+    let mut v: Vec<Unit> = vec![];
+    for op in crate::backend::gpu::all_ops() {
+        match op {
+            OpSpec::Unary(u) => v.push(Unit::new("elementwise.cu", unary_expr(u).expect("every GPU unary op has a CUDA expression"), false, &[])),
+            OpSpec::Binary(b) => v.push(Unit::new("elementwise.cu", binary_expr(b).expect("every GPU binary op has a CUDA expression").into(), true, &[])),
+            _ => {}
+        }
+    }
+    v.extend(EXTRA_UNARY.iter().map(|s| Unit::new("elementwise.cu", s.to_string(), false, &[])));
     // f16 storage, and f16 data beside f32 (integer indices and conditions stay f32).
     v.push(Unit::new("elementwise.cu", "x".into(), false, &[Elem::F16; 4]));
     v.push(Unit::new("elementwise.cu", "x + y".into(), true, &[Elem::F32, Elem::F16, Elem::F16, Elem::F32]));

@@ -124,21 +124,40 @@ pub struct GpuPlan {
 /// Unary ops every GPU backend implements (each backend's expression table covers these).
 pub fn unary_supported(op: UnaryOp) -> bool {
     use UnaryOp::*;
-    matches!(op, Relu | Sigmoid | Tanh | Erf | Exp | Log | Sqrt | Neg | Abs | Reciprocal | Floor | Ceil | Sin | Cos | Softsign | Softplus | HardSwish | Swish(_) | LeakyRelu(_) | Elu(_) | HardSigmoid { .. } | Gelu { tanh: false } | Not)
+    matches!(
+        op,
+        Relu | Sigmoid | Tanh | Erf | Exp | Log | Sqrt | Neg | Abs | Reciprocal | Floor | Ceil | Round | Sign | Sin | Cos | Tan | Asin | Acos | Atan | Sinh | Cosh | Asinh | Acosh | Atanh
+            | Softsign | Softplus | HardSwish | Mish | Swish(_) | LeakyRelu(_) | Elu(_) | Celu(_) | Selu { .. } | ThresholdedRelu(_) | HardSigmoid { .. } | Gelu { .. } | IsNaN | IsInf { .. } | Not
+    )
 }
 
 /// Binary ops every GPU backend implements.
 pub fn binary_supported(op: BinaryOp) -> bool {
     use BinaryOp::*;
-    matches!(op, Add | Sub | Mul | Div | Pow | Max | Min | Equal | Less | LessOrEqual | Greater | GreaterOrEqual | And | Or | Xor)
+    matches!(op, Add | Sub | Mul | Div | Pow | Max | Min | Mod { .. } | Equal | Less | LessOrEqual | Greater | GreaterOrEqual | And | Or | Xor)
+}
+
+/// Ops whose f32 arithmetic is exact on integer carriers (below 2^24, where f32 holds every
+/// integer): integer tensors may use them. Division is not (it truncates).
+fn integer_exact(op: &Op) -> bool {
+    use BinaryOp::*;
+    match op {
+        Op::Binary(b) => matches!(b, Add | Sub | Mul | Max | Min | Mod { .. }) || b.is_comparison() || b.is_logical(),
+        Op::Unary(u) => matches!(u, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Sign | UnaryOp::Not),
+        _ => false,
+    }
 }
 
 /// Every (unary or binary) op the GPU kernels are specialised for.
 pub fn all_ops() -> Vec<OpSpec> {
     use BinaryOp::*;
     use UnaryOp::*;
-    let unary = [Relu, Sigmoid, Tanh, Erf, Exp, Log, Sqrt, Neg, Abs, Reciprocal, Floor, Ceil, Sin, Cos, Softsign, Softplus, HardSwish, Swish(1.0), LeakyRelu(0.1), Elu(1.0), HardSigmoid { alpha: 0.2, beta: 0.5 }, Gelu { tanh: false }, Not];
-    let binary = [Add, Sub, Mul, Div, Pow, Max, Min, Equal, Less, LessOrEqual, Greater, GreaterOrEqual, And, Or, Xor];
+    let unary = [
+        Relu, Sigmoid, Tanh, Erf, Exp, Log, Sqrt, Neg, Abs, Reciprocal, Floor, Ceil, Round, Sign, Sin, Cos, Tan, Asin, Acos, Atan, Sinh, Cosh, Asinh, Acosh, Atanh, Softsign, Softplus,
+        HardSwish, Mish, Swish(1.0), LeakyRelu(0.1), Elu(1.0), Celu(1.0), Selu { alpha: 1.67, gamma: 1.05 }, ThresholdedRelu(1.0), HardSigmoid { alpha: 0.2, beta: 0.5 },
+        Gelu { tanh: false }, Gelu { tanh: true }, IsNaN, IsInf { negative: true, positive: false }, Not,
+    ];
+    let binary = [Add, Sub, Mul, Div, Pow, Max, Min, Mod { fmod: true }, Mod { fmod: false }, Equal, Less, LessOrEqual, Greater, GreaterOrEqual, And, Or, Xor];
     let mut v: Vec<OpSpec> = unary.into_iter().map(OpSpec::Unary).collect();
     v.extend([OpSpec::Clip, OpSpec::Cast(DType::F32), OpSpec::Cast(DType::I64), OpSpec::Cast(DType::Bool)]);
     v.extend(binary.into_iter().map(OpSpec::Binary));
@@ -173,8 +192,8 @@ pub fn support(graph: &Graph, n: NodeIndex, stores_f16: bool) -> Support {
     let extra_outputs_unused = node.outputs.iter().skip(1).all(|v| v.name.is_empty());
     let ok = match &node.op {
         Op::Identity | Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Transpose { .. } | Op::Slice | Op::Expand | Op::Concat { .. } => carried(dt(0)),
-        Op::Unary(u) => (all_float && unary_supported(*u)) || (*u == crate::graph::UnaryOp::Not && dt(0) == Some(DType::Bool)),
-        Op::Binary(b) => binary_supported(*b) && (all_float || ((b.is_comparison() || b.is_logical()) && carried(dt(0)))),
+        Op::Unary(u) => unary_supported(*u) && (all_float || (integer_exact(&node.op) && carried(dt(0)))),
+        Op::Binary(b) => binary_supported(*b) && (all_float || (integer_exact(&node.op) && carried(dt(0)))),
         Op::Where => dt(0) == Some(DType::Bool) && carried(dt(1)),
         Op::Clip { .. } => all_float && (1..3).all(|i| ins.get(i).copied().flatten().is_none_or(|v| v.value.is_some())),
         Op::Cast { to } => carried(dt(0)) && carried(Some(*to)),

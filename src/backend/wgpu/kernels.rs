@@ -72,7 +72,7 @@ pub fn unary_expr(op: UnaryOp) -> Option<String> {
         UnaryOp::Cos => "cos(x)".into(),
         UnaryOp::Softsign => "x / (1.0 + abs(x))".into(),
         // log1p by its series where exp(-|x|) is tiny: log(1 + e) in f32 loses e's digits there.
-        UnaryOp::Softplus => "max(x, 0.0) + select(log(1.0 + exp(-abs(x))), exp(-abs(x)) * (1.0 - exp(-abs(x)) * (0.5 - exp(-abs(x)) / 3.0)), exp(-abs(x)) < 1e-3)".into(),
+        UnaryOp::Softplus => "softplus(x)".into(),
         UnaryOp::HardSwish => "x * clamp(x / 6.0 + 0.5, 0.0, 1.0)".into(),
         UnaryOp::Swish(al) => format!("x / (1.0 + exp(-({al:?}) * x))"),
         UnaryOp::LeakyRelu(al) => format!("select(x, {al:?} * x, x < 0.0)"),
@@ -80,6 +80,26 @@ pub fn unary_expr(op: UnaryOp) -> Option<String> {
         UnaryOp::HardSigmoid { alpha, beta } => format!("clamp({alpha:?} * x + {beta:?}, 0.0, 1.0)"),
         UnaryOp::Gelu { tanh: false } => "0.5 * x * (1.0 + erf_approx(x * 0.70710678))".into(),
         UnaryOp::Not => "select(0.0, 1.0, x == 0.0)".into(),
+        // WGSL's round is half-to-even, as ONNX's Round.
+        UnaryOp::Round => "round(x)".into(),
+        UnaryOp::Sign => "select(select(x, -1.0, x < 0.0), 1.0, x > 0.0)".into(),
+        UnaryOp::Tan => "tan(x)".into(),
+        UnaryOp::Asin => "asin(x)".into(),
+        UnaryOp::Acos => "acos(x)".into(),
+        UnaryOp::Atan => "atan(x)".into(),
+        UnaryOp::Sinh => "sinh(x)".into(),
+        UnaryOp::Cosh => "cosh(x)".into(),
+        UnaryOp::Asinh => "asinh(x)".into(),
+        UnaryOp::Acosh => "acosh(x)".into(),
+        UnaryOp::Atanh => "atanh(x)".into(),
+        UnaryOp::Mish => "x * tanh(softplus(x))".into(),
+        UnaryOp::Celu(a) => format!("max(x, 0.0) + min({a:?} * (exp(x / {a:?}) - 1.0), 0.0)"),
+        UnaryOp::Selu { alpha, gamma } => format!("{gamma:?} * select({alpha:?} * (exp(x) - 1.0), x, x > 0.0)"),
+        UnaryOp::ThresholdedRelu(a) => format!("select(0.0, x, x > {a:?})"),
+        UnaryOp::Gelu { tanh: true } => "0.5 * x * (1.0 + tanh(0.7978846 * (x + 0.044715 * x * x * x)))".into(),
+        // By the bits: WGSL lets compilers assume floats are finite, so x != x may fold away.
+        UnaryOp::IsNaN => "select(0.0, 1.0, (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u)".into(),
+        UnaryOp::IsInf { negative, positive } => format!("select(0.0, 1.0, (bitcast<u32>(x) & 0x7fffffffu) == 0x7f800000u && select({negative}, {positive}, x > 0.0))"),
         _ => return None,
     })
 }
@@ -94,6 +114,8 @@ pub fn binary_expr(op: BinaryOp) -> Option<&'static str> {
         // WGSL's pow is exp2(y * log2(x)): undefined for x < 0 and for 0^0. A negative base
         // with an integral exponent takes the sign of the odd powers, as C's powf does.
         BinaryOp::Pow => "select(select(pow(x, y), pow(abs(x), y) * select(1.0, -1.0, abs(y) % 2.0 == 1.0), x < 0.0 && trunc(y) == y), 1.0, y == 0.0)",
+        BinaryOp::Mod { fmod: true } => "fmod_c(x, y)",
+        BinaryOp::Mod { fmod: false } => "mod_floor(x, y)",
         BinaryOp::Max => "max(x, y)",
         BinaryOp::Min => "min(x, y)",
         BinaryOp::Equal => "select(0.0, 1.0, x == y)",
