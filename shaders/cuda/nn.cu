@@ -85,7 +85,8 @@ __device__ __forceinline__ float warp_prod(float v) {
 // loads), then combine through shuffles. p: [rows, len, kind, eps_bits, flag] as in rows.wgsl
 // (flag: layer norm has a shift; argmax/argmin select the last index on ties).
 // kind: 0 mean, 1 sum, 2 max, 3 min, 4 softmax, 5 log-softmax, 6 layer norm, 7 sum of squares,
-// 8 L1, 9 L2, 10 log-sum, 11 log-sum-exp, 12 product, 13 RMS norm, 14 argmax, 15 argmin.
+// 8 L1, 9 L2, 10 log-sum, 11 log-sum-exp, 12 product, 13 RMS norm, 14 argmax, 15 argmin, 16 softmax
+// with all -inf rows giving zeros (attention).
 // Launch 32 threads per row (blocks of a multiple of 32).
 extern "C" __global__ void rows(const u32* p, const B1* x, const B2* scale, const B3* shift, B4* y) {
     u32 t = flat_index(), r = t / 32u, lane = t % 32u;
@@ -139,15 +140,17 @@ extern "C" __global__ void rows(const u32* p, const B1* x, const B2* scale, cons
         if (lane == 0u) st(y, r, (float)best);
         return;
     }
-    if (kind == 4u || kind == 5u) {
+    if (kind == 4u || kind == 5u || kind == 16u) {
         float mx = -inf, sum = 0.0f;
         for (u32 j = lane; j < len; j += 32u) mx = fmaxf(mx, ld(x, base + j));
         mx = warp_max(mx);
         for (u32 j = lane; j < len; j += 32u) sum += expf(ld(x, base + j) - mx);
         sum = warp_sum(sum);
+        // Kind 16 (attention): a row masked everywhere attends to nothing.
+        bool nothing = kind == 16u && mx == -inf;
         for (u32 j = lane; j < len; j += 32u) {
             float e = ld(x, base + j) - mx;
-            st(y, base + j, kind == 5u ? e - logf(sum) : expf(e) / sum);
+            st(y, base + j, nothing ? 0.0f : (kind == 5u ? e - logf(sum) : expf(e) / sum));
         }
         return;
     }

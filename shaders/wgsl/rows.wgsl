@@ -1,7 +1,8 @@
 // Row-wise ops over the contiguous trailing block, one row per thread:
 // kind 0 mean, 1 sum, 2 max, 3 min, 4 softmax, 5 log-softmax, 6 layer norm (eps = pf(3)),
 // 7 sum of squares, 8 L1, 9 L2, 10 log-sum, 11 log-sum-exp, 12 product, 13 RMS norm,
-// 14 argmax, 15 argmin (p[4] = 1: last index among ties).
+// 14 argmax, 15 argmin (p[4] = 1: last index among ties), 16 softmax with all -inf rows
+// giving zeros (attention).
 // p: [rows, len, kind, eps_bits, has_bias | select_last]
 @group(0) @binding(1) var<storage, read> x: array<B1>;
 @group(0) @binding(2) var<storage, read> scale: array<B2>;
@@ -61,14 +62,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         y[r] = B4(acc);
         return;
     }
-    if (kind <= 5u) {
+    if (kind <= 5u || kind == 16u) {
         var mx = -3.4028235e38;
         for (var j = 0u; j < len; j++) { mx = max(mx, f32(x[base + j])); }
         var sum = 0.0;
         for (var j = 0u; j < len; j++) { sum += exp(f32(x[base + j]) - mx); }
+        // Kind 16 (attention): a row masked everywhere (-inf, so no term left) attends to nothing.
+        let nothing = kind == 16u && sum == 0.0;
         for (var j = 0u; j < len; j++) {
             let e = f32(x[base + j]) - mx;
-            y[base + j] = B4(select(exp(e) / sum, e - log(sum), kind == 5u));
+            y[base + j] = B4(select(select(exp(e) / sum, e - log(sum), kind == 5u), 0.0, nothing));
         }
         return;
     }

@@ -2,8 +2,11 @@
 //! zero or more launches of the shared kernels with their parameter words. wgpu and CUDA realise
 //! the same plan with their own resources.
 
+mod attention;
 mod composite;
 mod movement;
+
+pub(crate) use attention::attention_supported;
 
 use super::layout::*;
 use super::{binary_supported, unary_supported, BufferSpec, Elem, GpuPlan, Kernel, Launch, OpSpec, PlanInput, PlanOutput};
@@ -487,6 +490,7 @@ impl<'a> Builder<'a> {
                 self.step(Kernel::Matmul, OpSpec::None, &p, &[a, b, d, o], [nn.div_ceil(16) as u32, m.div_ceil(16) as u32, batch as u32])?;
             }
             Op::Transpose { .. } | Op::Slice | Op::Expand | Op::Concat { .. } | Op::Split { .. } | Op::Pad { .. } | Op::Tile | Op::DepthToSpace { .. } | Op::SpaceToDepth { .. } | Op::Resize(_) | Op::GatherElements { .. } | Op::GatherNd { .. } | Op::ScatterElements { .. } | Op::ScatterNd { .. } => self.movement(n)?,
+            Op::Attention(_) => self.attention(n)?,
             Op::BatchNorm { .. } | Op::InstanceNorm { .. } | Op::Variadic { .. } | Op::ConvTranspose { .. } | Op::Trilu { .. } | Op::Cumulative { .. } => self.composite(n)?,
             Op::Gather { axis } => {
                 let xs = self.in_shape(n, 0);
