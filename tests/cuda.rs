@@ -104,6 +104,15 @@ fn products_are_written_into_their_concat() {
     check_concat_of_products("cuda");
 }
 
+/// Einsum as permutes around one batched GEMM, against the CPU.
+#[test]
+#[ignore = "needs a CUDA device (or the emulator: device_tests_on_the_emulator)"]
+fn einsum_matches_the_cpu() {
+    if cuda_available() {
+        check_einsum("cuda");
+    }
+}
+
 /// A node the kernels lack is refused as unsupported, not run wrongly.
 #[test]
 #[ignore = "needs a CUDA device (or the emulator: device_tests_on_the_emulator)"]
@@ -228,7 +237,7 @@ fn device_tests_on_the_emulator() {
     println!("{out}");
     assert!(ok, "device tests failed on the emulator:\n{out}\n{err}");
     let passed = out.lines().filter(|l| l.starts_with("test ") && l.ends_with("... ok")).count();
-    assert_eq!(passed, 7, "expected the 7 device tests to run:\n{out}");
+    assert_eq!(passed, 8, "expected the 8 device tests to run:\n{out}");
 }
 
 #[test]

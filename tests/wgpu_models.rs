@@ -115,3 +115,11 @@ fn products_are_written_into_their_concat() {
     }
     check_concat_of_products("wgpu");
 }
+
+/// Einsum as permutes around one batched GEMM, against the CPU.
+#[test]
+fn einsum_matches_the_cpu() {
+    if wgpu_available() {
+        check_einsum("wgpu");
+    }
+}

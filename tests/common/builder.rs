@@ -17,6 +17,9 @@ pub fn attr_int(name: &str, v: i64) -> AttributeProto {
 pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: attr_type::INTS, ints: v.to_vec(), ..Default::default() }
 }
+pub fn attr_string(name: &str, v: &str) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: attr_type::STRING, s: v.as_bytes().to_vec(), ..Default::default() }
+}
 pub fn attr_float(name: &str, v: f32) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: attr_type::FLOAT, f: v, ..Default::default() }
 }

@@ -102,3 +102,45 @@ pub fn check_concat_of_products(device: &str) {
     assert_eq!(gpu[0].1.shape(), &[2, 6, 5]);
     assert_close(&format!("concat of products on {device}"), &gpu[0].1, &cpu[0].1);
 }
+
+/// Einsum equations the GPU lowering routes through permutes and one batched GEMM, each on
+/// `device` against the CPU; and one it has no route for ("ii->i", a diagonal) refused as
+/// unsupported.
+pub fn check_einsum(device: &str) {
+    use builder::*;
+    let cases: [(&str, &[usize], &[usize]); 7] = [
+        ("bhqd,bhkd->bhqk", &[2, 3, 4, 5], &[2, 3, 6, 5]),
+        ("ij,jk->ik", &[3, 4], &[4, 5]),
+        ("bnd,dh->bnh", &[2, 3, 4], &[4, 5]),
+        ("i,j->ij", &[3], &[4]),
+        ("abc,cd->dab", &[2, 3, 4], &[4, 5]),
+        ("ij->ji", &[3, 4], &[]),
+        ("...ij,...jk->...ik", &[2, 3, 4], &[2, 4, 5]),
+    ];
+    let dims = |s: &[usize]| s.iter().map(|d| d.to_string()).collect::<Vec<_>>();
+    for (i, (eq, sa, sb)) in cases.into_iter().enumerate() {
+        let mut b = ModelBuilder::new();
+        let (da, db) = (dims(sa), dims(sb));
+        b.input("a", 1, &da.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut names = vec!["a"];
+        if !sb.is_empty() {
+            b.input("b", 1, &db.iter().map(String::as_str).collect::<Vec<_>>());
+            names.push("b");
+        }
+        b.output("y").node("Einsum", &names, &["y"], vec![attr_string("equation", eq)]);
+        let t = |shape: &[usize], seed| hetsched::Tensor::from_f32(shape, rand_vec(shape.iter().product(), seed)).unwrap();
+        let mut inputs = vec![("a".to_string(), t(sa, 10 + i as u64))];
+        if !sb.is_empty() {
+            inputs.push(("b".to_string(), t(sb, 20 + i as u64)));
+        }
+        let run = |dev: &str| hetsched::Session::from_bytes(&b.bytes(), hetsched::SessionOptions { device: dev.into(), ..Default::default() }).unwrap().run(inputs.clone()).unwrap();
+        let (cpu, dev) = (run("cpu"), run(device));
+        let r = hetsched::compare(&dev[0].1, &cpu[0].1, hetsched::Tolerance::ONNX);
+        assert!(r.model_ok(1e-5, 1e-4), "einsum {eq} on {device}: rel_l2 {:.3e}, shape {:?} vs {:?}", r.rel_l2, dev[0].1.shape(), cpu[0].1.shape());
+    }
+    let mut b = ModelBuilder::new();
+    b.input("a", 1, &["3", "3"]).output("y").node("Einsum", &["a"], &["y"], vec![attr_string("equation", "ii->i")]);
+    let s = hetsched::Session::from_bytes(&b.bytes(), hetsched::SessionOptions { device: device.into(), ..Default::default() }).unwrap();
+    let r = s.run(vec![("a".into(), hetsched::Tensor::zeros(hetsched::DType::F32, &[3, 3]).unwrap())]);
+    assert!(matches!(r, Err(hetsched::Error::Unsupported { .. })), "a diagonal einsum on {device}: {:?}", r.err());
+}

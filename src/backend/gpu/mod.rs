@@ -217,6 +217,7 @@ pub fn support(graph: &Graph, n: NodeIndex, stores_f16: bool) -> Support {
         Op::Attention(_) => {
             (0..3).all(|i| float(dt(i))) && (dt(3).is_none() || float(dt(3)) || dt(3) == Some(DType::Bool)) && lower::attention_supported(graph, n)
         }
+        Op::Einsum { .. } => all_float && lower::einsum_route(graph, n).is_some(),
         Op::GatherElements { .. } => carried(dt(0)) && rank <= 6 && index(dt(1)),
         Op::ScatterElements { reduction, .. } => *reduction == crate::graph::Reduction::None && carried(dt(0)) && rank <= 6 && index(dt(1)) && carried(dt(2)),
         Op::GatherNd { batch_dims: 0 } => carried(dt(0)) && index(dt(1)) && in_shape(1).and_then(|s| s.last()).is_some_and(|&q| q <= 6),

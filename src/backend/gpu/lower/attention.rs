@@ -55,7 +55,7 @@ impl Builder<'_> {
     /// A batched product `c[z] = alpha * a[z] (m x k) * b[z] (k x n)`, `b` read with row and
     /// column strides `b_rs`, `b_cs`.
     #[allow(clippy::too_many_arguments)]
-    fn batched_product(&mut self, a: usize, b: usize, c: usize, batch: usize, [m, n, k]: [usize; 3], (b_rs, b_cs): (usize, usize), alpha: f32) -> Result<()> {
+    pub(super) fn batched_product(&mut self, a: usize, b: usize, c: usize, batch: usize, [m, n, k]: [usize; 3], (b_rs, b_cs): (usize, usize), alpha: f32) -> Result<()> {
         let d = self.dummy()?;
         let mut p = vec![m as u32, n as u32, k as u32, (m * k) as u32, k as u32, 1, (k * n) as u32, b_rs as u32, b_cs as u32, 0, 0, 1, alpha.to_bits(), 0f32.to_bits()];
         p.extend(act_params(None));

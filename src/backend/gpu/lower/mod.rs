@@ -4,9 +4,11 @@
 
 mod attention;
 mod composite;
+mod einsum;
 mod movement;
 
 pub(crate) use attention::attention_supported;
+pub(crate) use einsum::einsum_route;
 
 use super::layout::*;
 use super::{binary_supported, unary_supported, BufferSpec, Elem, GpuPlan, Kernel, Launch, OpSpec, PlanInput, PlanOutput};
@@ -491,6 +493,7 @@ impl<'a> Builder<'a> {
             }
             Op::Transpose { .. } | Op::Slice | Op::Expand | Op::Concat { .. } | Op::Split { .. } | Op::Pad { .. } | Op::Tile | Op::DepthToSpace { .. } | Op::SpaceToDepth { .. } | Op::Resize(_) | Op::GatherElements { .. } | Op::GatherNd { .. } | Op::ScatterElements { .. } | Op::ScatterNd { .. } => self.movement(n)?,
             Op::Attention(_) => self.attention(n)?,
+            Op::Einsum { .. } => self.einsum(n)?,
             Op::BatchNorm { .. } | Op::InstanceNorm { .. } | Op::Variadic { .. } | Op::ConvTranspose { .. } | Op::Trilu { .. } | Op::Cumulative { .. } => self.composite(n)?,
             Op::Gather { axis } => {
                 let xs = self.in_shape(n, 0);
