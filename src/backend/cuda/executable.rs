@@ -29,6 +29,14 @@ enum Step {
     Gemm { spec: GemmSpec, bufs: [usize; 3], operands: Elem, out: Elem },
 }
 
+/// A step and what it is, for `HETSCHED_PROFILE` (then runs launch step by step between timing
+/// events instead of replaying the graph).
+struct Labelled {
+    what: Step,
+    kind: String,
+    detail: String,
+}
+
 /// A captured launch sequence.
 struct Replay(CudaGraph);
 // SAFETY: a CUDA graph may be used from any thread as long as calls on it are serialised; it
@@ -69,13 +77,10 @@ pub struct CudaExecutable {
     /// cuBLAS bound to `stream` and its workspace, if the plan has GEMMs.
     blas: Option<(CudaBlas, CudaSlice<u8>)>,
     state: Mutex<State>,
-    steps: Vec<Step>,
+    steps: Vec<Labelled>,
     tf32: bool,
     /// Storage type of each buffer.
     elems: Vec<Elem>,
-    /// What each step is, for `HETSCHED_PROFILE` (then runs launch step by step between timing
-    /// events instead of replaying the graph).
-    labels: Vec<(String, String)>,
     profile: Profile,
     inputs: Vec<(usize, String, Vec<usize>)>,
     outputs: Vec<(usize, Vec<usize>, DType)>,
@@ -168,7 +173,6 @@ impl CudaExecutable {
             buffers.push(stream.clone_htod(&host).map_err(cuda_err)?);
         }
         let mut steps = Vec::with_capacity(plan.launches.len());
-        let mut labels = Vec::with_capacity(plan.launches.len());
         // HETSCHED_CUDA_GEMM=kernel runs every Matmul in the tiled kernel (one launch with its
         // epilogue) instead of cuBLAS + bias_act: which is faster for small products is a
         // measurement (scripts/gpu-check.sh times both).
@@ -181,14 +185,14 @@ impl CudaExecutable {
                 if blas.is_none() {
                     blas = Some(blas_on(&stream)?);
                 }
-                steps.push(Step::Gemm { spec, bufs: [l.bufs[1], l.bufs[0], l.bufs[3]], operands: types[0], out: types[3] });
-                labels.push(("cublas gemm".to_string(), format!("m={} n={} k={} batch={}", spec.m, spec.n, spec.k, spec.batch)));
+                let (kind, detail) = ("cublas gemm".to_string(), format!("m={} n={} k={} batch={}", spec.m, spec.n, spec.k, spec.batch));
+                steps.push(Labelled { what: Step::Gemm { spec, bufs: [l.bufs[1], l.bufs[0], l.bufs[3]], operands: types[0], out: types[3] }, kind, detail });
                 if let Some(p) = epilogue_params(&l.params, l.grid[2]) {
                     let cfg = linear_launch(p[0] as usize);
                     let params = stream.clone_htod(&p).map_err(cuda_err)?;
                     let unit = Unit::new("nn.cu", String::new(), false, &[types[2], types[3]]);
-                    steps.push(Step::Kernel { func: dev.function(&unit, "bias_act")?, params, bufs: vec![l.bufs[2], l.bufs[3]], cfg });
-                    labels.push(("bias_act".to_string(), format!("{} elements", p[0])));
+                    let what = Step::Kernel { func: dev.function(&unit, "bias_act")?, params, bufs: vec![l.bufs[2], l.bufs[3]], cfg };
+                    steps.push(Labelled { what, kind: "bias_act".into(), detail: format!("{} elements", p[0]) });
                 }
                 continue;
             }
@@ -205,12 +209,11 @@ impl CudaExecutable {
             } else {
                 LaunchConfig { grid_dim: (l.grid[0], l.grid[1], l.grid[2]), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
             };
-            steps.push(Step::Kernel { func, params, bufs: l.bufs.clone(), cfg });
-            let what = match l.op {
+            let op = match l.op {
                 OpSpec::None => String::new(),
                 op => format!(" {op:?}"),
             };
-            labels.push((format!("{name}{what}"), format!("grid {:?}", l.grid)));
+            steps.push(Labelled { what: Step::Kernel { func, params, bufs: l.bufs.clone(), cfg }, kind: format!("{name}{op}"), detail: format!("grid {:?}", l.grid) });
         }
         let inputs: Vec<(usize, String, Vec<usize>)> = plan.inputs.iter().map(|i| (i.buffer, i.name.clone(), i.shape.clone())).collect();
         let outputs: Vec<(usize, Vec<usize>, DType)> = plan.outputs.iter().map(|o| (o.buffer, o.shape.clone(), o.dtype)).collect();
@@ -231,7 +234,7 @@ impl CudaExecutable {
         let timed = || dev.ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).map_err(cuda_err);
         let (uploaded, started, computed) = (dev.ctx.new_event(None).map_err(cuda_err)?, timed()?, timed()?);
         let state = Mutex::new(State { buffers, uploads, downloads, uploaded, started, computed, marks, graph });
-        Ok(CudaExecutable { stream, copies, blas, state, steps, tf32, elems, labels, profile, inputs, outputs })
+        Ok(CudaExecutable { stream, copies, blas, state, steps, tf32, elems, profile, inputs, outputs })
     }
 }
 
@@ -244,7 +247,7 @@ impl CudaExecutable {
             if let Some(m) = marks.get(i) {
                 m.record(stream).map_err(cuda_err)?;
             }
-            match s {
+            match &s.what {
                 Step::Kernel { func, params, bufs, cfg } => {
                     let mut launch = stream.launch_builder(func);
                     launch.arg(params);
@@ -267,7 +270,7 @@ impl CudaExecutable {
     /// Prints the device time of each step (per step, or summed per kind) from the marks.
     fn print_profile(&self, marks: &[CudaEvent]) -> Result<()> {
         let mut kinds: std::collections::BTreeMap<&str, (f64, usize)> = Default::default();
-        for (i, (kind, detail)) in self.labels.iter().enumerate() {
+        for (i, Labelled { kind, detail, .. }) in self.steps.iter().enumerate() {
             let ms = marks[i].elapsed_ms(&marks[i + 1]).map_err(cuda_err)? as f64;
             if self.profile == Profile::PerNode {
                 eprintln!("{i:>4} {kind:<40} {detail:<36} {ms:>9.3} ms");
