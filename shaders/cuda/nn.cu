@@ -238,3 +238,68 @@ extern "C" __global__ void bias_act(const u32* p, const B1* bias, B2* c) {
     if (p[3] == 1u) v += pf(p, 6) * ld(bias, row * p[4] + col * p[5]);
     st(c, at, activate(v, p[7], pf(p, 8), pf(p, 9)));
 }
+
+// GridSample over 2 spatial dims, as grid_sample.wgsl (and the CPU kernel): y[b, c, oy, ox]
+// samples x[b, c] at grid[b, oy, ox] = (x, y) in [-1, 1]; nearest (ties to even), linear or
+// cubic (Keys' a = -0.75) taps; zeros, border or reflection padding.
+// p: [n, C, H, W, Ho, Wo, mode (0 nearest, 1 linear, 2 cubic), padding (0 zeros, 1 border,
+//     2 reflection), align_corners]
+__device__ float reflect_into(float v, float lo, float hi) {
+    float range = hi - lo;
+    if (range <= 0.0f) return lo;
+    if (v >= lo && v <= hi) return v;
+    bool from_lo = v < lo;
+    float dx = from_lo ? lo - v : v - hi;
+    float flips = floorf(dx / range), rem = dx - flips * range;
+    bool even = ((unsigned long long)flips % 2ull) == 0ull;
+    return even == from_lo ? lo + rem : hi - rem;
+}
+
+__device__ float cubic_w(float t, u32 k) {
+    const float a = -0.75f;
+    float s = k == 0u ? t + 1.0f : (k == 1u ? t : (k == 2u ? 1.0f - t : 2.0f - t));
+    if (k == 1u || k == 2u) return ((a + 2.0f) * s - (a + 3.0f)) * s * s + 1.0f;
+    return ((a * s - 5.0f * a) * s + 8.0f * a) * s - 4.0f * a;
+}
+
+extern "C" __global__ void grid_sample(const u32* p, const B1* x, const B2* grid, B3* y) {
+    u32 i = flat_index();
+    if (i >= p[0]) return;
+    u32 c_n = p[1], h = p[2], w = p[3], ho = p[4], wo = p[5], mode = p[6], padding = p[7];
+    bool align = p[8] != 0u;
+    u32 ox = i % wo, oy = (i / wo) % ho, plane = i / (wo * ho), b = plane / c_n;
+    u32 g = ((b * ho + oy) * wo + ox) * 2u;
+    float dims[2] = {(float)w, (float)h}, v[2];
+    for (int a = 0; a < 2; ++a) {
+        float d = dims[a], lo = align ? 0.0f : -0.5f, hi = align ? d - 1.0f : d - 0.5f;
+        float c = align ? (ld(grid, g + a) + 1.0f) / 2.0f * (d - 1.0f) : ((ld(grid, g + a) + 1.0f) * d - 1.0f) / 2.0f;
+        if (mode == 0u) c = rintf(c);
+        if (c < lo || c > hi) {
+            if (padding == 1u) c = fminf(fmaxf(c, 0.0f), d - 1.0f);
+            if (padding == 2u) c = reflect_into(c, lo, hi);
+        }
+        v[a] = c;
+    }
+    u32 taps = mode == 0u ? 1u : (mode == 1u ? 2u : 4u);
+    float acc = 0.0f;
+    for (u32 ty = 0; ty < taps; ++ty) {
+        for (u32 tx = 0; tx < taps; ++tx) {
+            int idx[2];
+            float wt = 1.0f;
+            u32 k[2] = {tx, ty};
+            for (int a = 0; a < 2; ++a) {
+                float f = floorf(v[a]);
+                float ti = mode == 0u ? truncf(v[a]) : (mode == 1u ? f + (float)k[a] : f - 1.0f + (float)k[a]);
+                float tw = mode == 0u ? 1.0f : (mode == 1u ? (k[a] == 0u ? 1.0f - (v[a] - f) : v[a] - f) : cubic_w(v[a] - f, k[a]));
+                int d = a == 0 ? (int)w : (int)h, ii = (int)ti;
+                float lo = align ? 0.0f : -0.5f, hi = align ? (float)d - 1.0f : (float)d - 0.5f;
+                if (padding == 0u) idx[a] = (ii >= 0 && ii < d) ? ii : -1;
+                else if (padding == 1u) idx[a] = max(0, min(ii, d - 1));
+                else idx[a] = max(0, min((int)reflect_into((float)ii, lo, hi), d - 1));
+                wt = a == 0 ? tw : tw * wt;
+            }
+            if (idx[0] >= 0 && idx[1] >= 0) acc += wt * ld(x, (plane * h + (u32)idx[1]) * w + (u32)idx[0]);
+        }
+    }
+    st(y, i, acc);
+}

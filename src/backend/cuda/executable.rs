@@ -135,6 +135,7 @@ fn entry(kernel: Kernel, op: OpSpec, types: &[Elem]) -> Result<(Unit, &'static s
         Kernel::Scan => (elementwise(String::new(), false), "scan"),
         Kernel::Elements => (elementwise(String::new(), false), "elements"),
         Kernel::Nd => (elementwise(String::new(), false), "nd"),
+        Kernel::GridSample => (nn(), "grid_sample"),
         Kernel::Unary => {
             let expr = match op {
                 OpSpec::Unary(u) => kernels::unary_expr(u).ok_or_else(missing)?,

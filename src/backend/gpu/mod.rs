@@ -34,18 +34,20 @@ pub enum Kernel {
     Elements,
     /// GatherND / ScatterND (index tuples picking slices).
     Nd,
+    /// GridSample over 2 spatial dims.
+    GridSample,
     /// Convolution windows unfolded into GEMM columns, zero outside the image.
     Im2col,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 14] = [Kernel::Copy, Kernel::Unary, Kernel::Binary, Kernel::Where, Kernel::Matmul, Kernel::Conv2d, Kernel::Pool2d, Kernel::Rows, Kernel::Gather, Kernel::Taps, Kernel::Scan, Kernel::Elements, Kernel::Nd, Kernel::Im2col];
+    pub const ALL: [Kernel; 15] = [Kernel::Copy, Kernel::Unary, Kernel::Binary, Kernel::Where, Kernel::Matmul, Kernel::Conv2d, Kernel::Pool2d, Kernel::Rows, Kernel::Gather, Kernel::Taps, Kernel::Scan, Kernel::Elements, Kernel::Nd, Kernel::GridSample, Kernel::Im2col];
 
     /// Storage bindings after the parameters (their element types are `B1`, `B2`, ...).
     pub fn bindings(self) -> usize {
         match self {
             Kernel::Copy | Kernel::Unary | Kernel::Pool2d | Kernel::Im2col | Kernel::Scan => 2,
-            Kernel::Binary | Kernel::Gather | Kernel::Taps | Kernel::Elements | Kernel::Nd => 3,
+            Kernel::Binary | Kernel::Gather | Kernel::Taps | Kernel::Elements | Kernel::Nd | Kernel::GridSample => 3,
             Kernel::Where | Kernel::Matmul | Kernel::Conv2d | Kernel::Rows => 4,
         }
     }
@@ -218,6 +220,7 @@ pub fn support(graph: &Graph, n: NodeIndex, stores_f16: bool) -> Support {
             (0..3).all(|i| float(dt(i))) && (dt(3).is_none() || float(dt(3)) || dt(3) == Some(DType::Bool)) && lower::attention_supported(graph, n)
         }
         Op::Einsum { .. } => all_float && lower::einsum_route(graph, n).is_some(),
+        Op::GridSample(_) => all_float && rank == 4 && in_shape(1).is_some_and(|g| g.len() == 4 && g[3] == 2),
         Op::GatherElements { .. } => carried(dt(0)) && rank <= 6 && index(dt(1)),
         Op::ScatterElements { reduction, .. } => *reduction == crate::graph::Reduction::None && carried(dt(0)) && rank <= 6 && index(dt(1)) && carried(dt(2)),
         Op::GatherNd { batch_dims: 0 } => carried(dt(0)) && index(dt(1)) && in_shape(1).and_then(|s| s.last()).is_some_and(|&q| q <= 6),

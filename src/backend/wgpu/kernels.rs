@@ -27,6 +27,7 @@ match kernel {
         Kernel::Scan => include_str!("../../../shaders/wgsl/scan.wgsl"),
         Kernel::Elements => include_str!("../../../shaders/wgsl/elements.wgsl"),
         Kernel::Nd => include_str!("../../../shaders/wgsl/nd.wgsl"),
+        Kernel::GridSample => include_str!("../../../shaders/wgsl/grid_sample.wgsl"),
     }
 }
 

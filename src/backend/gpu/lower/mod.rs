@@ -491,7 +491,7 @@ impl<'a> Builder<'a> {
                 p.extend([c_base, c_batch]);
                 self.step(Kernel::Matmul, OpSpec::None, &p, &[a, b, d, o], [nn.div_ceil(16) as u32, m.div_ceil(16) as u32, batch as u32])?;
             }
-            Op::Transpose { .. } | Op::Slice | Op::Expand | Op::Concat { .. } | Op::Split { .. } | Op::Pad { .. } | Op::Tile | Op::DepthToSpace { .. } | Op::SpaceToDepth { .. } | Op::Resize(_) | Op::GatherElements { .. } | Op::GatherNd { .. } | Op::ScatterElements { .. } | Op::ScatterNd { .. } => self.movement(n)?,
+            Op::Transpose { .. } | Op::Slice | Op::Expand | Op::Concat { .. } | Op::Split { .. } | Op::Pad { .. } | Op::Tile | Op::DepthToSpace { .. } | Op::SpaceToDepth { .. } | Op::Resize(_) | Op::GatherElements { .. } | Op::GatherNd { .. } | Op::ScatterElements { .. } | Op::ScatterNd { .. } | Op::GridSample(_) => self.movement(n)?,
             Op::Attention(_) => self.attention(n)?,
             Op::Einsum { .. } => self.einsum(n)?,
             Op::BatchNorm { .. } | Op::InstanceNorm { .. } | Op::Variadic { .. } | Op::ConvTranspose { .. } | Op::Trilu { .. } | Op::Cumulative { .. } => self.composite(n)?,

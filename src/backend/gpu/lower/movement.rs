@@ -210,6 +210,25 @@ impl Builder<'_> {
                     _ => self.nd(updates, idx, o, &is, &xs, numel_of(&us), true)?,
                 }
             }
+            Op::GridSample(at) => {
+                let (x, grid_buf, o) = (self.input(n, 0)?, self.input(n, 1)?, self.output(n, 0)?);
+                let mode = match at.mode {
+                    crate::graph::GridInterp::Nearest => 0,
+                    crate::graph::GridInterp::Linear => 1,
+                    crate::graph::GridInterp::Cubic => 2,
+                };
+                let padding = match at.padding {
+                    crate::graph::GridPadding::Zeros => 0,
+                    crate::graph::GridPadding::Border => 1,
+                    crate::graph::GridPadding::Reflection => 2,
+                };
+                let count = numel_of(&out_shape);
+                if count > 0 && xs[2..].contains(&0) {
+                    return Err(Error::Tensor(format!("cannot sample an empty input {xs:?}")));
+                }
+                let p = [count, xs[1], xs[2], xs[3], out_shape[2], out_shape[3], mode, padding, at.align_corners as usize].map(|v| v as u32);
+                self.step(Kernel::GridSample, OpSpec::None, &p, &[x, grid_buf, o], grid(count))?;
+            }
             Op::Concat { axis } => {
                 let ax = norm_axis(*axis, out_shape.len())?;
                 let o = match self.value_buf.get(&(n, 0)) {
