@@ -130,9 +130,14 @@ impl Graph {
         v
     }
 
+    /// The producer (node, output slot) feeding input slot `i` of `n`, if that input is given.
+    pub fn source(&self, n: NodeIndex, i: usize) -> Option<(NodeIndex, usize)> {
+        self.g.edges_directed(n, Direction::Incoming).find(|e| e.weight().in_slot == i).map(|e| (e.source(), e.weight().out_slot))
+    }
+
     /// The value feeding input slot `i` of `n`.
     pub fn input_value(&self, n: NodeIndex, i: usize) -> Option<&Value> {
-        self.sources(n).get(i).copied().flatten().map(|(p, s)| &self.g[p].outputs[s])
+        self.source(n, i).map(|(p, s)| &self.g[p].outputs[s])
     }
 
     /// The constant feeding input slot `i` of `n`, if that input is known at plan time.

@@ -46,7 +46,7 @@ impl Pass for RemoveIdentity {
         let ids: Vec<_> = g.g.node_indices().filter(|&n| matches!(g.g[n].op, Op::Identity)).collect();
         let mut changed = false;
         for n in ids {
-            let Some(src) = g.sources(n).first().copied().flatten() else { continue };
+            let Some(src) = g.source(n, 0) else { continue };
             // A graph input passed straight to an output keeps its Identity: the output needs a node of its own name.
             if g.is_graph_output(n, 0) && matches!(g.g[src.0].op, Op::Input) {
                 continue;

@@ -89,7 +89,7 @@ impl Pass for FusePadIntoConv {
         for pad in pads {
             let Some(conv) = sole_consumer(g, pad) else { continue };
             let Some(extra) = spatial_zero_pads(g, pad) else { continue };
-            let Some(Some(x)) = g.sources(pad).first().copied() else { continue };
+            let Some(x) = g.source(pad, 0) else { continue };
             let Op::Conv { window, .. } = &mut g.g[conv].op else { continue };
             let nd = extra.len() / 2;
             if window.auto_pad != AutoPad::NotSet || !(window.pads.is_empty() || window.pads.len() == 2 * nd) {
@@ -117,11 +117,11 @@ impl Pass for FusePadIntoConv {
 fn spatial_zero_pads(g: &Graph, pad: NodeIndex) -> Option<Vec<usize>> {
     let rank = g.input_value(pad, 0)?.shape.as_ref()?.len();
     let pads = g.input_const(pad, 1)?.to_i64_vec().ok()?;
-    let value_is_zero = match g.sources(pad).get(2).copied().flatten() {
+    let value_is_zero = match g.source(pad, 2) {
         None => true,
         Some(_) => g.input_const(pad, 2)?.to_f64_vec().first().is_none_or(|&v| v == 0.0),
     };
-    let axes = match g.sources(pad).get(3).copied().flatten() {
+    let axes = match g.source(pad, 3) {
         None => None,
         Some(_) => Some(g.input_const(pad, 3)?.to_i64_vec().ok()?),
     };
@@ -160,7 +160,7 @@ impl Pass for FuseActivation {
                 Op::Unary(UnaryOp::Relu) => Activation::Relu,
                 Op::Clip { min, max } => {
                     let bound = |slot: usize, attr: Option<f32>, default: f32| -> Option<f32> {
-                        match g.sources(c).get(slot).copied().flatten() {
+                        match g.source(c, slot) {
                             Some(_) => g.input_const(c, slot).and_then(|t| t.as_f32().ok().and_then(|v| v.first().copied())),
                             None => Some(attr.unwrap_or(default)),
                         }
@@ -197,13 +197,13 @@ impl Pass for FuseSwish {
         let mut changed = false;
         let sigmoids: Vec<_> = g.g.node_indices().filter(|&n| matches!(g.g[n].op, Op::Unary(UnaryOp::Sigmoid))).collect();
         for sg in sigmoids {
-            let Some(x) = g.sources(sg).first().copied().flatten() else { continue };
+            let Some(x) = g.source(sg, 0) else { continue };
             let Some((mul, slot)) = g.sole_use(sg, 0) else { continue };
             if !matches!(g.g[mul].op, Op::Binary(crate::graph::BinaryOp::Mul)) {
                 continue;
             }
             // The other operand must be the Sigmoid's own input.
-            if g.sources(mul).get(1 - slot).copied().flatten() != Some(x) {
+            if g.source(mul, 1 - slot) != Some(x) {
                 continue;
             }
             become_unary(g, mul, x, UnaryOp::Swish(1.0));
@@ -233,13 +233,13 @@ impl FuseGelu {
     /// the GELU's).
     fn match_at(g: &Graph, erf: NodeIndex) -> Option<((NodeIndex, usize), Vec<NodeIndex>, NodeIndex)> {
         use crate::graph::BinaryOp::{Add, Div, Mul};
-        let scaled = g.sources(erf).first().copied().flatten()?;
+        let scaled = g.source(erf, 0)?;
         let d = scaled.0;
         let by_root2 = (Self::binary(g, d, Div) && Self::scalar_is(g, d, 1, std::f64::consts::SQRT_2)) || (Self::binary(g, d, Mul) && Self::scalar_is(g, d, 1, std::f64::consts::FRAC_1_SQRT_2));
         if !by_root2 || g.sole_use(d, 0)?.0 != erf {
             return None;
         }
-        let x = g.sources(d).first().copied().flatten()?;
+        let x = g.source(d, 0)?;
         let (add, slot) = g.sole_use(erf, 0)?;
         if !Self::binary(g, add, Add) || !Self::scalar_is(g, add, 1 - slot, 1.0) {
             return None;
@@ -248,7 +248,7 @@ impl FuseGelu {
         if !Self::binary(g, m1, Mul) {
             return None;
         }
-        let other = g.sources(m1).get(1 - slot).copied().flatten()?;
+        let other = g.source(m1, 1 - slot)?;
         if other == x {
             // x * (1 + erf) then * 0.5
             let (m2, slot) = g.sole_use(m1, 0)?;
@@ -256,7 +256,7 @@ impl FuseGelu {
         } else {
             // (x * 0.5) * (1 + erf)
             let h = other.0;
-            let x_slot = (0..2).find(|&i| g.sources(h).get(i).copied().flatten() == Some(x))?;
+            let x_slot = (0..2).find(|&i| g.source(h, i) == Some(x))?;
             let ok = Self::binary(g, h, Mul) && Self::scalar_is(g, h, 1 - x_slot, 0.5) && g.sole_use(h, 0)?.0 == m1;
             ok.then(|| (x, vec![d, erf, add, h], m1))
         }

@@ -125,7 +125,7 @@ pub fn reduce_plan(g: &Graph, n: NodeIndex) -> Option<(Option<Vec<usize>>, usize
         Op::Reduce { axes, noop_with_empty_axes, .. } => {
             let axes = match axes {
                 Some(a) => Some(a.clone()),
-                None => match g.sources(n).get(1).copied().flatten() {
+                None => match g.source(n, 1) {
                     Some(_) => Some(g.input_const(n, 1)?.to_i64_vec().ok()?),
                     None => None,
                 },
@@ -227,7 +227,7 @@ pub fn resize_tables(g: &Graph, n: NodeIndex) -> Option<Vec<Option<(usize, Vec<f
         return None;
     }
     // Some(None): input absent; None: present but not a constant.
-    let constant = |i: usize| match g.sources(n).get(i).copied().flatten() {
+    let constant = |i: usize| match g.source(n, i) {
         None => Some(None),
         Some(_) => g.input_const(n, i).map(Some),
     };

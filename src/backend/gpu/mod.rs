@@ -189,7 +189,7 @@ pub fn support(graph: &Graph, n: NodeIndex, stores_f16: bool) -> Support {
     let carried = |d: Option<DType>| float(d) || matches!(d, Some(DType::I64 | DType::I32 | DType::Bool | DType::I8 | DType::U8));
     let in_shape = |i: usize| ins.get(i).copied().flatten().and_then(|v| v.shape.as_deref());
     let rank = in_shape(0).map_or(0, |s| s.len());
-    let constant_or_absent = |i: usize| graph.sources(n).get(i).copied().flatten().is_none() || graph.input_const(n, i).is_some();
+    let constant_or_absent = |i: usize| graph.source(n, i).is_none() || graph.input_const(n, i).is_some();
     let index = |d: Option<DType>| matches!(d, Some(DType::I64 | DType::I32));
     let extra_outputs_unused = node.outputs.iter().skip(1).all(|v| v.name.is_empty());
     let ok = match &node.op {

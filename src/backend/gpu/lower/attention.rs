@@ -19,7 +19,7 @@ use petgraph::stable_graph::NodeIndex;
 pub fn attention_supported(g: &Graph, n: NodeIndex) -> bool {
     let Op::Attention(at) = &g.g[n].op else { return false };
     let shape = |i: usize| g.input_value(n, i).and_then(|v| v.shape.clone());
-    let present = |i: usize| g.sources(n).get(i).copied().flatten().is_some();
+    let present = |i: usize| g.source(n, i).is_some();
     let (Some(q), Some(k), Some(v)) = (shape(0), shape(1), shape(2)) else { return false };
     let Ok(geo) = attention_geometry(at, &q, &k, &v, None) else { return false };
     let mask_ok = match shape(3) {
@@ -102,7 +102,7 @@ impl Builder<'_> {
             let c = self.data_buffer(&Tensor::from_f32(&[s, t], causal)?, elem)?;
             add(self, c, &[s, t], Some(BinaryOp::Add))?;
         }
-        if self.g.sources(n).get(3).copied().flatten().is_some() {
+        if self.g.source(n, 3).is_some() {
             let mask_shape = self.in_shape(n, 3);
             let boolean = self.g.input_value(n, 3).and_then(|v| v.dtype) == Some(DType::Bool);
             let m = self.input(n, 3)?;

@@ -65,7 +65,7 @@ impl Builder<'_> {
                 self.channel_affine(normalised, &xs, scale.iter().map(|&v| v as f32).collect(), bias.iter().map(|&v| v as f32).collect(), o)?;
             }
             Op::Variadic { op, mean } => {
-                let present: Vec<usize> = (0..node.num_inputs).filter(|&i| self.g.sources(n).get(i).copied().flatten().is_some()).collect();
+                let present: Vec<usize> = (0..node.num_inputs).filter(|&i| self.g.source(n, i).is_some()).collect();
                 let mut operands = vec![];
                 for &i in &present {
                     operands.push((self.input(n, i)?, self.in_shape(n, i)));
@@ -119,7 +119,7 @@ impl Builder<'_> {
                 }
                 let w_shape: Vec<usize> = [cout_g * group, cin_g].into_iter().chain(kernel.iter().copied()).collect();
                 let wb = self.data_buffer(&Tensor::from_f32(&w_shape, flipped)?, self.elem_for(Some(DType::F32)))?;
-                let bias = match self.g.sources(n).get(2).copied().flatten() {
+                let bias = match self.g.source(n, 2) {
                     Some(_) => Some(self.input(n, 2)?),
                     None => None,
                 };

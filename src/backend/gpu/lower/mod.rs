@@ -128,7 +128,7 @@ impl<'a> Builder<'a> {
     }
 
     fn input(&mut self, n: NodeIndex, i: usize) -> Result<usize> {
-        let src = self.g.sources(n).get(i).copied().flatten().ok_or_else(|| Error::Tensor(format!("missing input {i}")))?;
+        let src = self.g.source(n, i).ok_or_else(|| Error::Tensor(format!("missing input {i}")))?;
         self.value(src)
     }
 
@@ -223,7 +223,7 @@ impl<'a> Builder<'a> {
         if outer != batch || xs.len() != out_shape.len() || xs[ax..].iter().product::<usize>() != each || self.elem_for(cv.dtype) != self.buffers[o].elem {
             return dense;
         }
-        let before: usize = (0..slot).filter(|&i| self.g.sources(c).get(i).copied().flatten().is_some()).map(|i| self.in_shape(c, i)[ax]).sum();
+        let before: usize = (0..slot).filter(|&i| self.g.source(c, i).is_some()).map(|i| self.in_shape(c, i)[ax]).sum();
         let inner: usize = out_shape[ax + 1..].iter().product();
         let target = match self.value_buf.get(&(c, 0)) {
             Some(&b) => b,
@@ -347,7 +347,7 @@ impl<'a> Builder<'a> {
                 let pads = resolve_pads(window, &xs[2..], &ws[2..])?;
                 let at = |v: &[usize], i: usize| v.get(i).copied().unwrap_or(1);
                 let geo = conv_geometry(&xs, &ws, &out_shape, [at(&window.strides, 0), at(&window.strides, 1)], [pads[0], pads.get(1).copied().unwrap_or(0)], [at(&window.dilations, 0), at(&window.dilations, 1)]);
-                let has_bias = self.g.sources(n).get(2).copied().flatten().is_some();
+                let has_bias = self.g.source(n, 2).is_some();
                 let x = self.input(n, 0)?;
                 let w = self.input(n, 1)?;
                 let b = if has_bias { Some(self.input(n, 2)?) } else { None };
@@ -439,7 +439,7 @@ impl<'a> Builder<'a> {
                 if self.in_shape(n, 1).iter().product::<usize>() != len {
                     return Err(Error::Tensor("LayerNormalization scale must cover the normalised block".into()));
                 }
-                let has_bias = self.g.sources(n).get(2).copied().flatten().is_some();
+                let has_bias = self.g.source(n, 2).is_some();
                 let x = self.input(n, 0)?;
                 let s = self.input(n, 1)?;
                 let b = if has_bias { Some(self.input(n, 2)?) } else { None };
@@ -452,7 +452,7 @@ impl<'a> Builder<'a> {
                 let nn = out_shape[1];
                 let (a_rs, a_cs) = if *trans_a { (1, a_s[1]) } else { (a_s[1], 1) };
                 let (b_rs, b_cs) = if *trans_b { (1, b_s[1]) } else { (b_s[1], 1) };
-                let has_c = self.g.sources(n).get(2).copied().flatten().is_some() && *beta != 0.0;
+                let has_c = self.g.source(n, 2).is_some() && *beta != 0.0;
                 let (c_rs, c_cs) = if has_c {
                     let cs = self.in_shape(n, 2);
                     let c2: Vec<usize> = std::iter::repeat_n(1, 2usize.saturating_sub(cs.len())).chain(cs.iter().copied()).collect();

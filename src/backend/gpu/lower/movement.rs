@@ -24,7 +24,7 @@ pub(super) fn dense(shape: &[usize]) -> Vec<isize> {
 impl Builder<'_> {
     /// Input `i` of `n` as integers: `None` if absent, an error if it is not a constant.
     pub(super) fn const_ints(&self, n: NodeIndex, i: usize) -> Result<Option<Vec<i64>>> {
-        match self.g.sources(n).get(i).copied().flatten() {
+        match self.g.source(n, i) {
             None => Ok(None),
             Some(_) => {
                 let t = self.g.input_const(n, i).ok_or_else(|| Error::Tensor(format!("input {i} must be a constant on the GPU")))?;
@@ -238,7 +238,7 @@ impl Builder<'_> {
                 let dst = dense(&out_shape);
                 let mut offset = 0;
                 for i in 0..node.num_inputs {
-                    let Some(src) = self.g.sources(n).get(i).copied().flatten() else { continue };
+                    let Some(src) = self.g.source(n, i) else { continue };
                     let shape = self.in_shape(n, i);
                     if self.placed.contains(&src) {
                         offset += shape[ax];
