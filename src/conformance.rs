@@ -107,7 +107,7 @@ fn run_case_inner(bytes: &[u8], dir: &Path, device: &str, tol: Tolerance, frozen
         let outs = if frozen && named.len() > 1 {
             // Every input but the first becomes a constant of the model, as weights and shape
             // parameters are in real models.
-            let mut graph = crate::onnx::load_model_bytes(bytes)?;
+            let mut graph = session.graph().clone();
             for (name, t) in &named[1..] {
                 graph.freeze_input(name, t.clone())?;
             }

@@ -55,9 +55,13 @@ fn gather_by_tables<T: Copy>(v: &[T], shape: &[usize], tables: &[Vec<usize>], fi
 
 /// Where each of `out_len` positions along one axis of a Pad output reads from an axis of `n`
 /// (`before` positions were added in front, negative to crop); `None` takes the fill value.
-pub fn pad_sources(n: usize, out_len: usize, before: i64, mode: PadMode) -> Vec<Option<usize>> {
+/// Only constant padding can grow an empty axis.
+pub fn pad_sources(n: usize, out_len: usize, before: i64, mode: PadMode) -> Result<Vec<Option<usize>>> {
+    if mode != PadMode::Constant && n == 0 && out_len > 0 {
+        bail!("{mode:?} padding of an empty axis");
+    }
     let n = n as i64;
-    (0..out_len as i64)
+    Ok((0..out_len as i64)
         .map(|o| {
             let i = o - before;
             let src = if (0..n).contains(&i) {
@@ -80,21 +84,18 @@ pub fn pad_sources(n: usize, out_len: usize, before: i64, mode: PadMode) -> Vec<
             };
             src.map(|s| s as usize)
         })
-        .collect()
+        .collect())
 }
 
 pub fn pad(x: &Tensor, pads: &[i64], axes: &[usize], mode: PadMode, value: Option<&Tensor>, out_shape: &[usize]) -> Result<Tensor> {
     let st = strides_of(x.shape());
     let r = x.rank();
-    if mode != PadMode::Constant && x.shape().iter().zip(out_shape).any(|(&i, &o)| i == 0 && o > 0) {
-        bail!("{mode:?} padding of an empty axis");
-    }
     let tables: Vec<Vec<usize>> = (0..r)
         .map(|d| {
             let before = axes.iter().position(|&a| a == d).map(|i| pads[i]).unwrap_or(0);
-            pad_sources(x.shape()[d], out_shape[d], before, mode).into_iter().map(|s| s.map(|s| s * st[d]).unwrap_or(usize::MAX)).collect()
+            Ok(pad_sources(x.shape()[d], out_shape[d], before, mode)?.into_iter().map(|s| s.map(|s| s * st[d]).unwrap_or(usize::MAX)).collect())
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let fill = match value {
         Some(v) if v.numel() > 0 => cast(v, x.dtype())?,
         _ => Tensor::zeros(x.dtype(), &[1])?,

@@ -163,9 +163,6 @@ fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
 }
 
-/// PTX for `unit` on `arch` (e.g. `compute_90`), from memory, the disk cache, or NVRTC. The
-/// caller must have checked that libnvrtc loads ([`super::probe_libraries`]): cudarc panics
-/// otherwise.
 /// `major.minor` of the loaded NVRTC.
 fn nvrtc_version() -> String {
     let (mut major, mut minor) = (0, 0);
@@ -174,6 +171,9 @@ fn nvrtc_version() -> String {
     format!("{major}.{minor}")
 }
 
+/// PTX for `unit` on `arch` (e.g. `compute_90`), from memory, the disk cache, or NVRTC. The
+/// caller must have checked that libnvrtc loads ([`super::probe_libraries`]): cudarc panics
+/// otherwise.
 pub fn ptx(unit: &Unit, arch: &'static str) -> Result<String> {
     let src = source(unit);
     let key = (src.clone(), arch);

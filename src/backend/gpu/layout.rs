@@ -178,7 +178,6 @@ pub fn matmul_batches(g: &Graph, n: NodeIndex) -> Option<(usize, usize, usize, u
     Some((batch, m, k, nn, stride(ab, m * k)?, stride(bb, k * nn)?))
 }
 
-
 /// The conv kernel's 15 geometry words `[n, c, h, w, m, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw]`
 /// for a 2-D (rank-4) or 1-D (rank-3, as height 1) convolution; `strides`, `pads` (begin) and
 /// `dilations` per spatial axis, only the first used in 1-D.

@@ -15,7 +15,7 @@ use super::{binary_supported, unary_supported, BufferSpec, Elem, GpuPlan, Kernel
 use crate::error::{Error, Result};
 use crate::graph::infer::resolve_pads;
 use crate::graph::{Graph, Op, PoolKind, ReduceOp};
-use crate::tensor::{norm_axis, strides_of, DType, Tensor};
+use crate::tensor::{norm_axis, DType, Tensor};
 use petgraph::stable_graph::NodeIndex;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -404,12 +404,8 @@ impl<'a> Builder<'a> {
                 if let Some(perm) = perm {
                     // Move the reduced axes last so every row is contiguous.
                     let xs = self.in_shape(n, 0);
-                    let st = strides_of(&xs);
-                    let shape: Vec<usize> = perm.iter().map(|&d| xs[d]).collect();
-                    let src: Vec<isize> = perm.iter().map(|&d| st[d] as isize).collect();
-                    let dst: Vec<isize> = strides_of(&shape).iter().map(|&s| s as isize).collect();
                     let t = self.new_buffer(xs.iter().product(), self.buffers[x].elem)?;
-                    self.copy(x, 0, &src, t, 0, &dst, &shape)?;
+                    self.permute(x, &xs, &perm, t)?;
                     x = t;
                 }
                 let o = self.output(n, 0)?;

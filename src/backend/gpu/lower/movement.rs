@@ -8,7 +8,7 @@ use crate::backend::gpu::layout::*;
 use crate::backend::gpu::{Kernel, OpSpec};
 use crate::error::{Error, Result};
 use crate::graph::infer::{pad_axes, slice_axes};
-use crate::graph::{Op, PadMode};
+use crate::graph::Op;
 use crate::tensor::{norm_axis, strides_of, Tensor};
 use petgraph::stable_graph::NodeIndex;
 
@@ -169,21 +169,16 @@ impl Builder<'_> {
                 if pads.len() != 2 * axes.len() {
                     return Err(Error::Tensor(format!("{} pads for {} axes", pads.len(), axes.len())));
                 }
-                if *mode != PadMode::Constant && xs.iter().zip(&out_shape).any(|(&i, &o)| i == 0 && o > 0) {
-                    return Err(Error::Tensor(format!("{mode:?} padding of an empty axis")));
-                }
                 let value = self.g.input_const(n, 2).and_then(|t| t.to_f64_vec().first().copied()).unwrap_or(0.0) as f32;
                 // One taps launch per padded axis: a source per output position, or the fill.
-                let tables = (0..xs.len())
-                    .map(|d| {
-                        let k = axes.iter().position(|&a| a == d)?;
-                        let (begin, end) = (pads[k], pads[k + axes.len()]);
-                        (begin != 0 || end != 0).then(|| {
-                            let pairs = crate::backend::cpu::misc::pad_sources(xs[d], out_shape[d], begin, *mode).into_iter().flat_map(|s| s.map_or([-1.0, 0.0], |i| [i as f32, 1.0]));
-                            (1, pairs.collect())
-                        })
-                    })
-                    .collect();
+                let mut tables = vec![None; xs.len()];
+                for (k, &d) in axes.iter().enumerate() {
+                    let begin = pads[k];
+                    if begin != 0 || pads[k + axes.len()] != 0 {
+                        let sources = crate::backend::cpu::misc::pad_sources(xs[d], out_shape[d], begin, *mode)?;
+                        tables[d] = Some((1, sources.into_iter().flat_map(|s| s.map_or([-1.0, 0.0], |i| [i as f32, 1.0])).collect()));
+                    }
+                }
                 self.taps_per_axis(n, &xs, tables, value)?;
             }
             Op::Resize(attrs) => {
