@@ -130,6 +130,15 @@ impl Graph {
         v
     }
 
+    /// Makes `src` (node, output slot) the producer of input slot `i` of `n`, replacing any.
+    pub fn set_input(&mut self, n: NodeIndex, i: usize, src: (NodeIndex, usize)) {
+        let old: Vec<_> = self.g.edges_directed(n, Direction::Incoming).filter(|e| e.weight().in_slot == i).map(|e| e.id()).collect();
+        for e in old {
+            self.g.remove_edge(e);
+        }
+        self.connect(src.0, src.1, n, i);
+    }
+
     /// The producer (node, output slot) feeding input slot `i` of `n`, if that input is given.
     pub fn source(&self, n: NodeIndex, i: usize) -> Option<(NodeIndex, usize)> {
         self.g.edges_directed(n, Direction::Incoming).find(|e| e.weight().in_slot == i).map(|e| (e.source(), e.weight().out_slot))

@@ -57,12 +57,8 @@ impl Pass for FoldBatchNorm {
             let wc = g.add_constant(format!("{name}/W_bn"), Tensor::from_f32(w.shape(), new_w)?, true);
             let bc = g.add_constant(format!("{name}/B_bn"), Tensor::from_f32(&[m], new_b)?, true);
             // Rewire the conv to the folded weights, then let the conv stand in for the BN.
-            let old: Vec<_> = g.g.edges_directed(conv, petgraph::Direction::Incoming).filter(|e| e.weight().in_slot >= 1).map(|e| petgraph::visit::EdgeRef::id(&e)).collect();
-            for e in old {
-                g.g.remove_edge(e);
-            }
-            g.connect(wc, 0, conv, 1);
-            g.connect(bc, 0, conv, 2);
+            g.set_input(conv, 1, (wc, 0));
+            g.set_input(conv, 2, (bc, 0));
             g.g[conv].num_inputs = 3;
             g.replace_uses((bn, 0), (conv, 0));
             g.g.remove_node(bn);
@@ -97,11 +93,7 @@ impl Pass for FusePadIntoConv {
             }
             let old = if window.pads.is_empty() { vec![0; 2 * nd] } else { window.pads.clone() };
             window.pads = old.iter().zip(&extra).map(|(a, b)| a + b).collect();
-            let edge: Vec<_> = g.g.edges_directed(conv, petgraph::Direction::Incoming).filter(|e| e.weight().in_slot == 0).map(|e| petgraph::visit::EdgeRef::id(&e)).collect();
-            for e in edge {
-                g.g.remove_edge(e);
-            }
-            g.connect(x.0, x.1, conv, 0);
+            g.set_input(conv, 0, x);
             g.g.remove_node(pad);
             changed = true;
         }
