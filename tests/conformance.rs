@@ -3,20 +3,10 @@
 //! case that stops passing fails the test; newly passing cases are printed so the list can grow.
 
 mod common;
-use hetsched::conformance::{list_cases, run_case};
-use hetsched::Tolerance;
 
-/// The suite as is, then with every input but the first fed as a constant (`<device>-frozen`).
 fn check_device(device: &str) {
     let Some(shared) = common::shared_dir() else { return };
-    let suite = shared.join("onnx-node");
-    assert!(suite.is_dir(), "{} missing", suite.display());
-    for (frozen, list) in [(false, device.to_string()), (true, format!("{device}-frozen"))] {
-        std::panic::set_hook(Box::new(|_| {}));
-        let results: Vec<_> = list_cases(&suite).unwrap().iter().map(|c| run_case(c, device, Tolerance::ONNX, frozen)).collect();
-        let _ = std::panic::take_hook();
-        common::expectations::check(&list, &results);
-    }
+    common::expectations::check_suite(&shared.join("onnx-node"), device);
 }
 
 #[test]

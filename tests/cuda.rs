@@ -84,13 +84,7 @@ fn onnx_node_suite() {
     if !cuda_available() {
         return;
     }
-    use hetsched::conformance::{list_cases, run_case};
-    for (frozen, list) in [(false, "cuda"), (true, "cuda-frozen")] {
-        std::panic::set_hook(Box::new(|_| {}));
-        let results: Vec<_> = list_cases(&shared.join("onnx-node")).unwrap().iter().map(|c| run_case(c, "cuda", hetsched::Tolerance::ONNX, frozen)).collect();
-        let _ = std::panic::take_hook();
-        expectations::check(list, &results);
-    }
+    expectations::check_suite(&shared.join("onnx-node"), "cuda");
 }
 
 /// MatMuls written straight into their Concat's output, through cuBLAS (an offset C pointer and
@@ -120,13 +114,7 @@ fn unsupported_node_is_refused() {
     if !cuda_available() {
         return;
     }
-    use common::builder::*;
-    let mut b = ModelBuilder::new();
-    // NonZero's output shape depends on the data: no GPU plan can hold it.
-    b.input("x", 1, &["2", "3"]).output("y").node("NonZero", &["x"], &["y"], vec![]);
-    let s = Session::from_bytes(&b.bytes(), cuda(false, false)).unwrap();
-    let r = s.run(vec![("x".into(), hetsched::Tensor::zeros(hetsched::DType::F32, &[2, 3]).unwrap())]);
-    assert!(matches!(r, Err(hetsched::Error::Unsupported { .. })), "{:?}", r.err());
+    check_refusal("cuda");
 }
 
 /// Runs from many threads, on one plan (sharing its buffers and captured graph) and on two

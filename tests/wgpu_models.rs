@@ -76,13 +76,7 @@ fn unsupported_node_is_refused() {
     if !wgpu_available() {
         return;
     }
-    use common::builder::*;
-    let mut b = ModelBuilder::new();
-    // NonZero's output shape depends on the data: no GPU plan can hold it.
-    b.input("x", 1, &["2", "3"]).output("y").node("NonZero", &["x"], &["y"], vec![]);
-    let s = Session::from_bytes(&b.bytes(), SessionOptions { device: "wgpu".into(), ..Default::default() }).unwrap();
-    let r = s.run(vec![("x".into(), hetsched::Tensor::zeros(hetsched::DType::F32, &[2, 3]).unwrap())]);
-    assert!(matches!(r, Err(hetsched::Error::Unsupported { .. })), "{:?}", r.err());
+    check_refusal("wgpu");
 }
 
 /// submit() returns before the results exist; wait() collects the same outputs run() gives.

@@ -3,7 +3,7 @@
 //! `<device>-frozen` with every input but the first fed as a constant): a listed case that stops
 //! passing fails the test; newly passing cases are printed so the list can grow.
 
-use hetsched::conformance::{CaseResult, Status};
+use hetsched::conformance::{list_cases, run_case, CaseResult, Status};
 use std::collections::BTreeSet;
 
 pub fn check(list: &str, results: &[CaseResult]) {
@@ -34,4 +34,17 @@ pub fn check(list: &str, results: &[CaseResult]) {
     println!("{list}: {} of {} cases pass ({} expected)", passing.len(), results.len(), expected.len());
     assert!(panics.is_empty(), "cases panicked (bugs):\n{}", panics.join("\n"));
     assert!(regressions.is_empty(), "{} expected cases no longer pass in {list}:\n{}", regressions.len(), regressions.join("\n"));
+}
+
+/// The suite under `suite` on `device`, as is (list `<device>`) and with every input but the
+/// first fed as a constant (list `<device>-frozen`).
+pub fn check_suite(suite: &std::path::Path, device: &str) {
+    assert!(suite.is_dir(), "{} missing", suite.display());
+    for (frozen, list) in [(false, device.to_string()), (true, format!("{device}-frozen"))] {
+        // Panics inside a case are caught and reported; keep the default hook from printing each.
+        std::panic::set_hook(Box::new(|_| {}));
+        let results: Vec<_> = list_cases(suite).unwrap().iter().map(|c| run_case(c, device, hetsched::Tolerance::ONNX, frozen)).collect();
+        let _ = std::panic::take_hook();
+        check(&list, &results);
+    }
 }

@@ -144,3 +144,14 @@ pub fn check_einsum(device: &str) {
     let r = s.run(vec![("a".into(), hetsched::Tensor::zeros(hetsched::DType::F32, &[3, 3]).unwrap())]);
     assert!(matches!(r, Err(hetsched::Error::Unsupported { .. })), "a diagonal einsum on {device}: {:?}", r.err());
 }
+
+/// A node `device` lacks (NonZero: its output shape depends on the data, so no GPU plan can hold
+/// it) is refused as unsupported, not run wrongly.
+pub fn check_refusal(device: &str) {
+    use builder::*;
+    let mut b = ModelBuilder::new();
+    b.input("x", 1, &["2", "3"]).output("y").node("NonZero", &["x"], &["y"], vec![]);
+    let s = hetsched::Session::from_bytes(&b.bytes(), hetsched::SessionOptions { device: device.into(), ..Default::default() }).unwrap();
+    let r = s.run(vec![("x".into(), hetsched::Tensor::zeros(hetsched::DType::F32, &[2, 3]).unwrap())]);
+    assert!(matches!(r, Err(hetsched::Error::Unsupported { .. })), "{device}: {:?}", r.err());
+}
