@@ -25,7 +25,7 @@ echo "== devices" | tee "$OUT/summary.txt"
 "$BIN" devices 2>&1 | tee -a "$OUT/summary.txt"
 
 echo "== models on cuda against the references (rel L2 <= 1e-4)" | tee -a "$OUT/summary.txt"
-for m in squeezenet1_1 mobilenet_v2 shufflenet_v2_x1_0 bert_tiny unet_tiny; do
+for m in squeezenet1_1 mobilenet_v2 shufflenet_v2_x1_0 bert_tiny unet_tiny video3d; do
   for set in 0 1; do
     dir="$MODELS/$m"
     [ -d "$dir" ] || dir="tests/data/models/$m"

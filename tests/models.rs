@@ -40,6 +40,10 @@ fn unet_tiny_matches_reference() {
     check_model("unet_tiny", true);
 }
 #[test]
+fn video3d_matches_reference() {
+    check_model("video3d", true);
+}
+#[test]
 fn f16_model_tracks_reference() {
     check_model_on(F16_MODEL, SessionOptions::default(), 5e-3, 2e-2);
 }

@@ -59,6 +59,10 @@ fn unet_tiny_on_wgpu() {
     check("unet_tiny");
 }
 #[test]
+fn video3d_on_wgpu() {
+    check("video3d");
+}
+#[test]
 fn f16_model_on_wgpu() {
     check_precision(F16_MODEL, false, 5e-3, 2e-2);
 }

@@ -1,5 +1,5 @@
 // Convolution, pooling and row-wise kernels. Parameter layouts match shaders/wgsl/{conv2d,
-// pool2d,rows,matmul}.wgsl. The CUDA executable runs Matmul launches through cuBLAS where
+// pool,rows,matmul}.wgsl. The CUDA executable runs Matmul launches through cuBLAS where
 // their strides allow (then bias_act applies bias and activation); matmul is the
 // fallback for general views.
 
@@ -28,35 +28,47 @@ extern "C" __global__ void conv2d(const u32* p, const B1* x, const B2* w, const 
     st(y, i, activate(acc, p[17], pf(p, 18), pf(p, 19)));
 }
 
-// Unfolds convolution windows into GEMM columns: cols[n][c][ky][kx][oy][ox] = x[n][c][iy][ix]
-// with iy = oy*sh + ky*dh - ph (and ix alike), zero outside the image (the padding).
-// p: [total, C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw], as in im2col.wgsl.
+// Unfolds convolution windows into GEMM columns over (D, H, W), zero outside the input:
+// cols[n][c][kz][ky][kx][oz][oy][ox] = x[n][c][iz][iy][ix] with iz = oz*sd + kz*dd - pd, ...
+// p: [total, C, D, H, W, KD, KH, KW, OD, OH, OW, sd, sh, sw, pd, ph, pw, dd, dh, dw], as in
+// im2col.wgsl.
 extern "C" __global__ void im2col(const u32* p, const B1* x, B2* cols) {
     u32 i = flat_index();
     if (i >= p[0]) return;
-    u32 ox = i % p[7], oy = (i / p[7]) % p[6], kx = (i / (p[7] * p[6])) % p[5], ky = (i / (p[7] * p[6] * p[5])) % p[4];
-    u32 plane = i / (p[7] * p[6] * p[5] * p[4]);
-    int iy = (int)(oy * p[8] + ky * p[12]) - (int)p[10], ix = (int)(ox * p[9] + kx * p[13]) - (int)p[11];
-    bool inside = iy >= 0 && ix >= 0 && iy < (int)p[2] && ix < (int)p[3];
-    st(cols, i, inside ? ld(x, (plane * p[2] + (u32)iy) * p[3] + (u32)ix) : 0.0f);
+    // Digits of i from the fastest: ox, oy, oz, kx, ky, kz, then the (n, c) plane.
+    u32 rest = i, digit[6];
+    for (int a = 0; a < 6; ++a) {
+        u32 size = p[10 - a];
+        digit[a] = rest % size;
+        rest /= size;
+    }
+    int iz = (int)(digit[2] * p[11] + digit[5] * p[17]) - (int)p[14];
+    int iy = (int)(digit[1] * p[12] + digit[4] * p[18]) - (int)p[15];
+    int ix = (int)(digit[0] * p[13] + digit[3] * p[19]) - (int)p[16];
+    bool inside = iz >= 0 && iy >= 0 && ix >= 0 && iz < (int)p[2] && iy < (int)p[3] && ix < (int)p[4];
+    st(cols, i, inside ? ld(x, ((rest * p[2] + (u32)iz) * p[3] + (u32)iy) * p[4] + (u32)ix) : 0.0f);
 }
 
-extern "C" __global__ void pool2d(const u32* p, const B1* x, B2* y) {
-    u32 H = p[1], W = p[2], OH = p[3], OW = p[4];
+// p: as in pool.wgsl.
+extern "C" __global__ void pool(const u32* p, const B1* x, B2* y) {
+    u32 D = p[1], H = p[2], W = p[3], OD = p[4], OH = p[5], OW = p[6];
     u32 i = flat_index();
-    if (i >= p[0] * OH * OW) return;
-    u32 ox = i % OW, oy = (i / OW) % OH, plane = i / (OW * OH), kind = p[13];
+    if (i >= p[0] * OD * OH * OW) return;
+    u32 ox = i % OW, oy = (i / OW) % OH, oz = (i / (OW * OH)) % OD, plane = i / (OW * OH * OD), kind = p[19];
     float acc = kind == 0u ? -3.4028235e38f : 0.0f;
     u32 count = 0, padded = 0;
-    for (u32 ky = 0; ky < p[5]; ++ky) {
-        int iy = (int)(oy * p[7] + ky * p[11]) - (int)p[9];
-        for (u32 kx = 0; kx < p[6]; ++kx) {
-            int ix = (int)(ox * p[8] + kx * p[12]) - (int)p[10];
-            if (iy < (int)(H + p[14]) && ix < (int)(W + p[15])) padded++;
-            if (iy < 0 || ix < 0 || iy >= (int)H || ix >= (int)W) continue;
-            float v = ld(x, plane * H * W + (u32)iy * W + (u32)ix);
-            count++;
-            acc = kind == 0u ? fmaxf(acc, v) : acc + v;
+    for (u32 kz = 0; kz < p[7]; ++kz) {
+        int iz = (int)(oz * p[10] + kz * p[16]) - (int)p[13];
+        for (u32 ky = 0; ky < p[8]; ++ky) {
+            int iy = (int)(oy * p[11] + ky * p[17]) - (int)p[14];
+            for (u32 kx = 0; kx < p[9]; ++kx) {
+                int ix = (int)(ox * p[12] + kx * p[18]) - (int)p[15];
+                if (iz < (int)(D + p[20]) && iy < (int)(H + p[21]) && ix < (int)(W + p[22])) padded++;
+                if (iz < 0 || iy < 0 || ix < 0 || iz >= (int)D || iy >= (int)H || ix >= (int)W) continue;
+                float v = ld(x, ((plane * D + (u32)iz) * H + (u32)iy) * W + (u32)ix);
+                count++;
+                acc = kind == 0u ? fmaxf(acc, v) : acc + v;
+            }
         }
     }
     if (kind == 1u) acc /= (float)max(count, 1u);

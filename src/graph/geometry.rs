@@ -31,6 +31,53 @@ pub fn window_output(w: &Window, input: &[usize], kernel: &[usize], ceil: bool) 
     Ok(out)
 }
 
+/// A convolution window over up to three spatial axes, lifted to exactly three (D, H, W): a 2-D
+/// convolution has D = KD = OD = 1, a 1-D one also H = 1. Every backend's kernels index 3 axes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvAxes {
+    pub input: [usize; 3],
+    pub kernel: [usize; 3],
+    pub out: [usize; 3],
+    pub strides: [usize; 3],
+    /// Begin pads.
+    pub pads: [usize; 3],
+    pub pad_ends: [usize; 3],
+    pub dilations: [usize; 3],
+}
+
+/// Per-axis values `v` of an `nd`-axis window (nd <= 3) on (D, H, W): axis `a` is the model's
+/// axis `a + nd - 3`; leading axes it lacks, and values `v` omits, are `fill`.
+pub fn lift3(v: &[usize], nd: usize, fill: usize) -> [usize; 3] {
+    std::array::from_fn(|a| (a + nd).checked_sub(3).and_then(|i| v.get(i).copied()).unwrap_or(fill))
+}
+
+impl ConvAxes {
+    /// From the spatial dims of X, the kernel (W's, or a pool's kernel_shape) and Y, and the
+    /// window. `None` above 3 spatial axes.
+    pub fn new(w: &Window, input: &[usize], kernel: &[usize], out: &[usize]) -> Result<Option<ConvAxes>> {
+        let nd = input.len();
+        if nd > 3 || kernel.len() != nd || out.len() != nd {
+            return Ok(None);
+        }
+        let pads = resolve_pads(w, input, kernel)?;
+        let lift = |v: &[usize], fill: usize| lift3(v, nd, fill);
+        Ok(Some(ConvAxes {
+            input: lift(input, 1),
+            kernel: lift(kernel, 1),
+            out: lift(out, 1),
+            strides: lift(&w.strides, 1),
+            pads: lift(&pads[..nd], 0),
+            pad_ends: lift(&pads[nd..], 0),
+            dilations: lift(&w.dilations, 1),
+        }))
+    }
+
+    /// A 1x1x1 window at stride 1 without padding: the input is already the GEMM's right side.
+    pub fn pointwise(&self) -> bool {
+        self.kernel == [1; 3] && self.strides == [1; 3] && self.pads == [0; 3] && self.out == self.input
+    }
+}
+
 /// Explicit pads (begins then ends) after applying `auto_pad`.
 pub fn resolve_pads(w: &Window, input: &[usize], kernel: &[usize]) -> Result<Vec<usize>> {
     let nd = input.len();

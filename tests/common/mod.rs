@@ -25,7 +25,7 @@ pub fn shared_dir() -> Option<PathBuf> {
 
 /// The shared models, then the project's own (tests/data/models, written by
 /// scripts/gen_test_models.py: ops the shared four lack, references from ONNX Runtime).
-pub const MODELS: [&str; 5] = ["squeezenet1_1", "mobilenet_v2", "shufflenet_v2_x1_0", "bert_tiny", "unet_tiny"];
+pub const MODELS: [&str; 6] = ["squeezenet1_1", "mobilenet_v2", "shufflenet_v2_x1_0", "bert_tiny", "unet_tiny", "video3d"];
 
 /// A test model kept in f16 (weights, an input, an output; Casts at the edges), judged at the
 /// f16 bound (relative L2 5e-3) against ONNX Runtime, which rounds every op to f16.

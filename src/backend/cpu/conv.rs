@@ -3,24 +3,31 @@
 //! pad) convolutions, on an im2col unfolding otherwise. A batch runs one task per image; a
 //! single image splits its output columns across threads, each task unfolding, multiplying and
 //! applying bias + activation to its own columns while they are in cache, so one convolution is
-//! one parallel region.
+//! one parallel region. 3-D convolutions take the GEMM path with a depth axis in the unfolding.
 
 use super::depthwise::depthwise_image;
 use super::fused_gemm::{gemm_epilogue, Rhs};
 use super::gemm::{sgemm, Mat, SharedOut};
 use super::simd;
 use crate::error::Result;
-use crate::graph::infer::resolve_pads;
+use crate::graph::geometry::{lift3, ConvAxes};
 use crate::graph::{Activation, Window};
 use crate::tensor::Tensor;
 use crate::bail;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
-/// Geometry of a 2-D convolution (1-D convs run as H = 1).
+/// Geometry of a convolution over (D, H, W): 2-D convs run as D = 1, 1-D as D = H = 1.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Geom {
     pub c: usize,
+    pub d: usize,
+    pub kd: usize,
+    pub od: usize,
+    pub sd: usize,
+    pub dd: usize,
+    /// Front (depth) padding.
+    pub pf: usize,
     pub h: usize,
     pub w: usize,
     pub m: usize,
@@ -35,6 +42,21 @@ pub(super) struct Geom {
     pub pt: usize,
     pub pl: usize,
     pub group: usize,
+    /// 1x1x1 at stride 1 without padding: the GEMM reads the input as it is.
+    pub pointwise: bool,
+}
+
+impl Geom {
+    fn new(c: usize, m: usize, a: &ConvAxes, group: usize) -> Geom {
+        let ([d, h, w], [kd, kh, kw], [od, oh, ow]) = (a.input, a.kernel, a.out);
+        let ([sd, sh, sw], [dd, dh, dw], [pf, pt, pl]) = (a.strides, a.dilations, a.pads);
+        Geom { c, d, h, w, m, kd, kh, kw, od, oh, ow, sd, sh, sw, dd, dh, dw, pf, pt, pl, group, pointwise: a.pointwise() }
+    }
+
+    /// Elements of one input channel.
+    pub fn volume(&self) -> usize {
+        self.d * self.h * self.w
+    }
 }
 
 /// What every convolution output goes through last: the per-channel bias, then the fused
@@ -70,38 +92,25 @@ impl<'a> Epilogue<'a> {
 pub fn conv(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, window: &Window, group: usize, act: Option<Activation>, out_shape: &[usize]) -> Result<Tensor> {
     let xs = x.shape();
     let nd = xs.len() - 2;
-    if nd > 2 {
-        bail!("{nd}-D convolution is not supported on cpu yet");
+    if !(1..=3).contains(&nd) {
+        crate::unsupported!("{nd}-D convolution on cpu");
     }
     let ws = wt.shape();
-    let kernel = &ws[2..];
-    let pads = resolve_pads(window, &xs[2..], kernel)?;
-    let at = |v: &[usize], i: usize| v.get(i).copied().unwrap_or(1);
-    let g = if nd == 2 {
-        Geom {
-            c: xs[1], h: xs[2], w: xs[3], m: ws[0], kh: ws[2], kw: ws[3], oh: out_shape[2], ow: out_shape[3],
-            sh: at(&window.strides, 0), sw: at(&window.strides, 1), dh: at(&window.dilations, 0), dw: at(&window.dilations, 1),
-            pt: pads[0], pl: pads[1], group,
-        }
-    } else {
-        Geom {
-            c: xs[1], h: 1, w: xs[2], m: ws[0], kh: 1, kw: ws[2], oh: 1, ow: out_shape[2],
-            sh: 1, sw: at(&window.strides, 0), dh: 1, dw: at(&window.dilations, 0), pt: 0, pl: pads[0], group,
-        }
-    };
+    let Some(axes) = ConvAxes::new(window, &xs[2..], &ws[2..], &out_shape[2..])? else { bail!("Conv of X {xs:?} and W {ws:?} into {out_shape:?}") };
+    let g = Geom::new(xs[1], ws[0], &axes, group);
     let n = xs[0];
     let (xv, wv) = (x.as_f32()?, wt.as_f32()?);
     let bv = bias.map(|b| b.as_f32()).transpose()?;
     let epi = Epilogue::new(bv, act);
-    let plane = g.oh * g.ow;
+    let plane = g.od * g.oh * g.ow;
     let total = n * g.m * plane;
     let mut y: Vec<f32> = Vec::with_capacity(total);
     let yu = &mut y.spare_capacity_mut()[..total];
-    let depthwise = g.group == g.c && g.group > 1 && g.m % g.c == 0;
+    let depthwise = g.group == g.c && g.group > 1 && g.m % g.c == 0 && g.kd == 1 && g.d == 1;
     // Every path below writes each output element exactly once, so the output starts
     // uninitialised rather than zeroed (a full extra pass over memory).
     let image = |img: usize, yi: &mut [MaybeUninit<f32>], tasks: usize| {
-        let xi = &xv[img * g.c * g.h * g.w..(img + 1) * g.c * g.h * g.w];
+        let xi = &xv[img * g.c * g.volume()..(img + 1) * g.c * g.volume()];
         if depthwise {
             depthwise_image(xi, wv, &epi, yi, &g);
         } else {
@@ -128,14 +137,14 @@ pub fn min_tasks(work_per_plane: usize) -> usize {
 
 
 
-/// One image by GEMM: `yi[M, OH*OW] = W[M, C/g*KH*KW] * unfold(xi)` per group, then the epilogue,
+/// One image by GEMM: `yi[M, OD*OH*OW] = W[M, C/g*KD*KH*KW] * unfold(xi)` per group, then the epilogue,
 /// split over up to `tasks` parallel tasks by output columns, or by output channels when there
 /// are too few columns to share (the small feature maps late in a network).
 fn gemm_conv_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [MaybeUninit<f32>], g: &Geom, tasks: usize) {
     let (cg, mg) = (g.c / g.group, g.m / g.group);
-    let kk = cg * g.kh * g.kw;
-    let plane = g.oh * g.ow;
-    let pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.oh == g.h && g.ow == g.w;
+    let kk = cg * g.kd * g.kh * g.kw;
+    let plane = g.od * g.oh * g.ow;
+    let pointwise = g.pointwise;
     // Below ~1M MACs a task is too small to hand to another thread.
     let tasks = if g.m * kk * plane >= 1 << 20 { tasks.max(1) } else { 1 };
     let out = SharedOut(yi.as_mut_ptr().cast::<f32>());
@@ -169,7 +178,7 @@ fn gemm_conv_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [MaybeUninit
             return;
         }
         for grp in 0..g.group {
-            let xg = &xi[grp * cg * g.h * g.w..(grp + 1) * cg * g.h * g.w];
+            let xg = &xi[grp * cg * g.volume()..(grp + 1) * cg * g.volume()];
             if pointwise {
                 gemm_block(grp, (0, mg), (n0, n1), Rhs::Matrix(Mat { data: &xg[n0..], rs: plane, cs: 1 }));
             } else {
@@ -186,26 +195,29 @@ fn gemm_conv_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [MaybeUninit
     }
 }
 
-/// Row `row` = (c, ky, kx) of the unfolding, output columns `[n0, n1)`, into `dst`.
+/// Row `row` = (c, kz, ky, kx) of the unfolding, output columns `[n0, n1)`, into `dst`.
 pub(super) fn unfold_row(x: &[f32], g: &Geom, row: usize, n0: usize, n1: usize, dst: &mut [f32]) {
-    let c = row / (g.kh * g.kw);
+    let c = row / (g.kd * g.kh * g.kw);
+    let kz = (row / (g.kh * g.kw)) % g.kd;
     let ky = (row / g.kw) % g.kh;
     let kx = row % g.kw;
-    let src = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+    let src = &x[c * g.volume()..(c + 1) * g.volume()];
     let (lo, hi) = valid_range(g.ow, g.sw, g.pl, kx * g.dw, g.w);
     let mut p = n0;
     while p < n1 {
-        let (oy, ox0) = (p / g.ow, p % g.ow);
+        let (oz, oy, ox0) = (p / (g.oh * g.ow), (p / g.ow) % g.oh, p % g.ow);
         let ox1 = (g.ow).min(ox0 + n1 - p);
         let d = &mut dst[p - n0..p - n0 + ox1 - ox0];
         p += ox1 - ox0;
+        let iz = (oz * g.sd + kz * g.dd) as isize - g.pf as isize;
         let iy = (oy * g.sh + ky * g.dh) as isize - g.pt as isize;
         let (a, b) = (lo.clamp(ox0, ox1), hi.clamp(ox0, ox1));
-        if iy < 0 || iy >= g.h as isize || a >= b {
+        if iz < 0 || iz >= g.d as isize || iy < 0 || iy >= g.h as isize || a >= b {
             d.fill(0.0);
             continue;
         }
-        let srow = &src[iy as usize * g.w..(iy as usize + 1) * g.w];
+        let row_start = (iz as usize * g.h + iy as usize) * g.w;
+        let srow = &src[row_start..row_start + g.w];
         d[..a - ox0].fill(0.0);
         d[b - ox0..].fill(0.0);
         if g.sw == 1 {
@@ -228,48 +240,47 @@ fn valid_range(out: usize, stride: usize, pad: usize, offset: usize, size: usize
 }
 
 #[allow(clippy::too_many_arguments)]
-/// ConvTranspose (1-D and 2-D): per image and group, `col = W_g^T * X_g` by GEMM, then col2im
-/// scatters each column entry to its output position.
+/// ConvTranspose over 1 to 3 spatial axes: per image and group, `col = W_g^T * X_g` by GEMM,
+/// then col2im scatters each column entry to its output position.
 pub fn conv_transpose(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, window: &Window, group: usize, output_padding: &[usize], output_shape: &[usize], out_shape: &[usize]) -> Result<Tensor> {
     let xs = x.shape();
     let nd = xs.len() - 2;
-    if nd > 2 {
+    if !(1..=3).contains(&nd) {
         crate::unsupported!("{nd}-D ConvTranspose on cpu");
     }
     let ws = wt.shape();
     let pads = crate::graph::infer::convtranspose_pads(window, &xs[2..], &ws[2..], output_padding, output_shape)?;
-    let at = |v: &[usize], i: usize| v.get(i).copied().unwrap_or(1);
-    let (h, w, kh, kw, oh, ow) = if nd == 2 { (xs[2], xs[3], ws[2], ws[3], out_shape[2], out_shape[3]) } else { (1, xs[2], 1, ws[2], 1, out_shape[2]) };
-    let (sh, sw, dh, dw, pt, pl) = if nd == 2 {
-        (at(&window.strides, 0), at(&window.strides, 1), at(&window.dilations, 0), at(&window.dilations, 1), pads[0], pads[1])
-    } else {
-        (1, at(&window.strides, 0), 1, at(&window.dilations, 0), 0, pads[0])
-    };
+    let (size, k, o) = (lift3(&xs[2..], nd, 1), lift3(&ws[2..], nd, 1), lift3(&out_shape[2..], nd, 1));
+    let (s, d, p) = (lift3(&window.strides, nd, 1), lift3(&window.dilations, nd, 1), lift3(&pads[..nd], nd, 0));
     let (n, c) = (xs[0], xs[1]);
     let (cg, mg) = (c / group, ws[1]);
     let m = mg * group;
     let (xv, wv) = (x.as_f32()?, wt.as_f32()?);
-    let kk = mg * kh * kw;
-    let mut y = vec![0f32; n * m * oh * ow];
-    let mut col = vec![0f32; kk * h * w];
+    let (vol, ovol, kvol) = (size.iter().product::<usize>(), o.iter().product::<usize>(), k.iter().product::<usize>());
+    let kk = mg * kvol;
+    let mut y = vec![0f32; n * m * ovol];
+    let mut col = vec![0f32; kk * vol];
+    // Where input index i lands along axis a for tap t, if inside the output.
+    let land = |a: usize, i: usize, t: usize| (i * s[a] + t * d[a]).checked_sub(p[a]).filter(|&v| v < o[a]);
     for img in 0..n {
         for g in 0..group {
-            let xg = &xv[(img * c + g * cg) * h * w..(img * c + (g + 1) * cg) * h * w];
+            let xg = &xv[(img * c + g * cg) * vol..(img * c + (g + 1) * cg) * vol];
             let wg = &wv[g * cg * kk..(g + 1) * cg * kk];
-            // W_g is [cg, kk]; its transpose times X_g [cg, h*w] gives [kk, h*w].
-            sgemm(kk, h * w, cg, Mat::row_major(wg, kk).transposed(), Mat::row_major(xg, h * w), &mut col, false, 1.0);
+            // W_g is [cg, kk]; its transpose times X_g [cg, vol] gives [kk, vol].
+            sgemm(kk, vol, cg, Mat::row_major(wg, kk).transposed(), Mat::row_major(xg, vol), &mut col, false, 1.0);
             for r in 0..kk {
-                let (oc, ky, kx) = (r / (kh * kw), (r / kw) % kh, r % kw);
-                let dst = &mut y[(img * m + g * mg + oc) * oh * ow..(img * m + g * mg + oc + 1) * oh * ow];
-                for iy in 0..h {
-                    let oy = (iy * sh + ky * dh) as isize - pt as isize;
-                    if oy < 0 || oy >= oh as isize {
-                        continue;
-                    }
-                    for ix in 0..w {
-                        let ox = (ix * sw + kx * dw) as isize - pl as isize;
-                        if ox >= 0 && ox < ow as isize {
-                            dst[oy as usize * ow + ox as usize] += col[r * h * w + iy * w + ix];
+                let (oc, tap) = (r / kvol, r % kvol);
+                let (kz, ky, kx) = (tap / (k[1] * k[2]), (tap / k[2]) % k[1], tap % k[2]);
+                let dst = &mut y[(img * m + g * mg + oc) * ovol..(img * m + g * mg + oc + 1) * ovol];
+                let src = &col[r * vol..(r + 1) * vol];
+                for iz in 0..size[0] {
+                    let Some(oz) = land(0, iz, kz) else { continue };
+                    for iy in 0..size[1] {
+                        let Some(oy) = land(1, iy, ky) else { continue };
+                        for ix in 0..size[2] {
+                            if let Some(ox) = land(2, ix, kx) {
+                                dst[(oz * o[1] + oy) * o[2] + ox] += src[(iz * size[1] + iy) * size[2] + ix];
+                            }
                         }
                     }
                 }
@@ -278,7 +289,7 @@ pub fn conv_transpose(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, window: &W
     }
     if let Some(b) = bias {
         let b = b.as_f32()?;
-        for (i, p) in y.chunks_mut(oh * ow).enumerate() {
+        for (i, p) in y.chunks_mut(ovol.max(1)).enumerate() {
             p.iter_mut().for_each(|v| *v += b[i % m]);
         }
     }

@@ -2,7 +2,7 @@
 //! column- and channel-split tasks, per-image batches, groups, 1-D) against a direct loop.
 
 use super::conv;
-use crate::graph::geometry::window_output;
+use crate::graph::geometry::{lift3, window_output};
 use crate::graph::{Activation, AutoPad, Window};
 use crate::tensor::Tensor;
 
@@ -33,39 +33,33 @@ fn values(len: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
-/// Direct convolution over 2-D geometry (1-D as H = 1), the definition written out.
+/// Direct convolution over (D, H, W) geometry (2-D as D = 1, 1-D as D = H = 1), the
+/// definition written out.
 fn reference(case: &Case, x: &[f32], w: &[f32], b: Option<&[f32]>, out: &[usize]) -> Vec<f32> {
-    let two = |v: &[usize], i: usize, one: usize| if v.len() == 2 { v[i] } else if i == 0 { one } else { v[0] };
-    let (h, wd) = (two(&case.spatial, 0, 1), two(&case.spatial, 1, 1));
-    let (kh, kw) = (two(&case.kernel, 0, 1), two(&case.kernel, 1, 1));
-    let (sh, sw) = (two(&case.strides, 0, 1), two(&case.strides, 1, 1));
-    let (dh, dw) = (two(&case.dilations, 0, 1), two(&case.dilations, 1, 1));
     let nd = case.spatial.len();
-    let (pt, pl) = if nd == 2 { (case.pads[0], case.pads[1]) } else { (0, case.pads[0]) };
-    let (oh, ow) = (two(out, 0, 1), two(out, 1, 1));
+    let three = |v: &[usize], fill: usize| lift3(v, nd, fill);
+    let (size, k, s, d, o, p) = (three(&case.spatial, 1), three(&case.kernel, 1), three(&case.strides, 1), three(&case.dilations, 1), three(out, 1), three(&case.pads[..nd], 0));
     let (cg, mg) = (case.c / case.group, case.m / case.group);
-    let mut y = vec![0f32; case.n * case.m * oh * ow];
+    let (vol, ovol, kvol) = (size.iter().product::<usize>(), o.iter().product::<usize>(), k.iter().product::<usize>());
+    let mut y = vec![0f32; case.n * case.m * ovol];
     for img in 0..case.n {
         for oc in 0..case.m {
             let grp = oc / mg;
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut acc = b.map_or(0.0, |b| b[oc]);
-                    for ic in 0..cg {
-                        for ky in 0..kh {
-                            for kx in 0..kw {
-                                let iy = (oy * sh + ky * dh) as isize - pt as isize;
-                                let ix = (ox * sw + kx * dw) as isize - pl as isize;
-                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
-                                    continue;
-                                }
-                                let xi = ((img * case.c + grp * cg + ic) * h + iy as usize) * wd + ix as usize;
-                                acc += x[xi] * w[((oc * cg + ic) * kh + ky) * kw + kx];
-                            }
+            for op in 0..ovol {
+                let opos = [op / (o[1] * o[2]), (op / o[2]) % o[1], op % o[2]];
+                let mut acc = b.map_or(0.0, |b| b[oc]);
+                for ic in 0..cg {
+                    for t in 0..kvol {
+                        let tap = [t / (k[1] * k[2]), (t / k[2]) % k[1], t % k[2]];
+                        let at: [isize; 3] = std::array::from_fn(|a| (opos[a] * s[a] + tap[a] * d[a]) as isize - p[a] as isize);
+                        if (0..3).any(|a| at[a] < 0 || at[a] >= size[a] as isize) {
+                            continue;
                         }
+                        let xi = (img * case.c + grp * cg + ic) * vol + (at[0] as usize * size[1] + at[1] as usize) * size[2] + at[2] as usize;
+                        acc += x[xi] * w[(oc * cg + ic) * kvol + t];
                     }
-                    y[((img * case.m + oc) * oh + oy) * ow + ox] = case.act.map_or(acc, |a| a.apply(acc));
                 }
+                y[(img * case.m + oc) * ovol + op] = case.act.map_or(acc, |a| a.apply(acc));
             }
         }
     }
@@ -150,6 +144,18 @@ fn gemm_paths_match_reference() {
     ];
     // 1-D convolution.
     cases.push(Case { n: 2, c: 6, m: 10, spatial: vec![50], kernel: vec![5], strides: vec![2], dilations: vec![1], pads: vec![2, 1], group: 1, bias: true, act: None });
+    // 3-D: padded and strided per axis, dilated depth, pointwise, grouped, depthwise (which takes
+    // the GEMM path in 3-D), and one image large enough to split by columns.
+    let case3 = |n, c, m, dhw: [usize; 3], k: [usize; 3], s: [usize; 3], d: [usize; 3], pads: [usize; 6], group| Case {
+        n, c, m, spatial: dhw.to_vec(), kernel: k.to_vec(), strides: s.to_vec(), dilations: d.to_vec(), pads: pads.to_vec(), group, bias: true, act: None,
+    };
+    cases.extend([
+        case3(2, 3, 8, [5, 9, 10], [3, 3, 3], [1, 2, 1], [2, 1, 1], [1, 1, 0, 2, 1, 1], 1),
+        case3(1, 8, 6, [4, 6, 7], [1, 1, 1], [1, 1, 1], [1, 1, 1], [0; 6], 1),
+        case3(1, 6, 9, [6, 5, 5], [2, 3, 3], [2, 1, 1], [1, 1, 1], [0, 1, 1, 1, 1, 1], 3),
+        case3(2, 4, 4, [5, 6, 6], [3, 3, 3], [1, 1, 1], [1, 1, 1], [1; 6], 4),
+        case3(1, 16, 32, [8, 16, 16], [3, 3, 3], [1, 1, 1], [1, 1, 1], [1; 6], 1),
+    ]);
     for mut case in cases {
         check(&case);
         case.act = relu;

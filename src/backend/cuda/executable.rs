@@ -151,7 +151,7 @@ fn entry(kernel: Kernel, op: OpSpec, types: &[Elem]) -> Result<(Unit, &'static s
         }
         Kernel::Matmul => (nn(), "matmul"),
         Kernel::Conv2d => (nn(), "conv2d"),
-        Kernel::Pool2d => (nn(), "pool2d"),
+        Kernel::Pool => (nn(), "pool"),
         Kernel::Im2col => (nn(), "im2col"),
         Kernel::Rows => (nn(), "rows"),
     })

@@ -3,6 +3,7 @@
 //! row and GEMM kernels.
 
 use super::{Elem, BLOCK};
+use crate::graph::geometry::ConvAxes;
 use crate::graph::infer::reduce_axes;
 use crate::graph::{Activation, Graph, Op};
 use crate::tensor::{norm_axis, strides_of, DType, Data, Tensor};
@@ -178,16 +179,53 @@ pub fn matmul_batches(g: &Graph, n: NodeIndex) -> Option<(usize, usize, usize, u
     Some((batch, m, k, nn, stride(ab, m * k)?, stride(bb, k * nn)?))
 }
 
-/// The conv kernel's 15 geometry words `[n, c, h, w, m, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw]`
-/// for a 2-D (rank-4) or 1-D (rank-3, as height 1) convolution; `strides`, `pads` (begin) and
-/// `dilations` per spatial axis, only the first used in 1-D.
-pub fn conv_geometry(xs: &[usize], ws: &[usize], out: &[usize], strides: [usize; 2], pads: [usize; 2], dilations: [usize; 2]) -> [u32; 15] {
-    let g = if xs.len() == 4 {
-        [xs[0], xs[1], xs[2], xs[3], ws[0], out[2], out[3], ws[2], ws[3], strides[0], strides[1], pads[0], pads[1], dilations[0], dilations[1]]
-    } else {
-        [xs[0], xs[1], 1, xs[2], ws[0], 1, out[2], 1, ws[2], 1, strides[0], 0, pads[0], 1, dilations[0]]
-    };
-    g.map(|v| v as u32)
+/// A convolution as the GPU kernels see it: batch, channels in and out, and the window on
+/// (D, H, W).
+#[derive(Clone, Copy, Debug)]
+pub struct ConvShape {
+    pub n: usize,
+    pub c: usize,
+    pub m: usize,
+    pub axes: ConvAxes,
+}
+
+impl ConvShape {
+    /// From X [N, C, spatial...], W [M, C/group, kernel...] and Y's shape; `None` above three
+    /// spatial axes.
+    pub fn new(xs: &[usize], ws: &[usize], out: &[usize], window: &crate::graph::Window) -> crate::error::Result<Option<ConvShape>> {
+        if xs.len() < 3 || ws.len() != xs.len() || out.len() != xs.len() {
+            return Ok(None);
+        }
+        Ok(ConvAxes::new(window, &xs[2..], &ws[2..], &out[2..])?.map(|axes| ConvShape { n: xs[0], c: xs[1], m: ws[0], axes }))
+    }
+
+    /// The direct conv2d kernel's geometry, `[N, C, H, W, M, OH, OW, KH, KW, sh, sw, ph, pw, dh,
+    /// dw]`; `None` for a 3-D convolution.
+    pub fn planar(&self) -> Option<[u32; 15]> {
+        let a = &self.axes;
+        if a.input[0] != 1 || a.kernel[0] != 1 || a.out[0] != 1 {
+            return None;
+        }
+        let g = [self.n, self.c, a.input[1], a.input[2], self.m, a.out[1], a.out[2], a.kernel[1], a.kernel[2], a.strides[1], a.strides[2], a.pads[1], a.pads[2], a.dilations[1], a.dilations[2]];
+        Some(g.map(|v| v as u32))
+    }
+
+    /// Rows of the unfolded input (C * KD * KH * KW) and its columns (OD * OH * OW).
+    pub fn unfolded(&self) -> (usize, usize) {
+        (self.c * self.axes.kernel.iter().product::<usize>(), self.axes.out.iter().product())
+    }
+
+    /// The im2col kernel's parameters: `[total, C, D, H, W, KD, KH, KW, OD, OH, OW, strides,
+    /// pads, dilations]` (each of the last three per axis).
+    pub fn im2col_params(&self) -> Vec<u32> {
+        let (k, pixels) = self.unfolded();
+        let a = &self.axes;
+        let mut p = vec![self.n * k * pixels, self.c];
+        for v in [a.input, a.kernel, a.out, a.strides, a.pads, a.dilations] {
+            p.extend(v);
+        }
+        p.into_iter().map(|v| v as u32).collect()
+    }
 }
 
 /// Tile as one strided copy: `(shape, source strides, destination strides)`, each tiled axis

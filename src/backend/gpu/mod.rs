@@ -23,7 +23,8 @@ pub enum Kernel {
     Where,
     Matmul,
     Conv2d,
-    Pool2d,
+    /// Max / average pooling over up to 3 spatial axes.
+    Pool,
     Rows,
     Gather,
     /// Weighted sums of taps along one axis from a (source, weight) table: Resize, Pad.
@@ -41,12 +42,12 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 15] = [Kernel::Copy, Kernel::Unary, Kernel::Binary, Kernel::Where, Kernel::Matmul, Kernel::Conv2d, Kernel::Pool2d, Kernel::Rows, Kernel::Gather, Kernel::Taps, Kernel::Scan, Kernel::Elements, Kernel::Nd, Kernel::GridSample, Kernel::Im2col];
+    pub const ALL: [Kernel; 15] = [Kernel::Copy, Kernel::Unary, Kernel::Binary, Kernel::Where, Kernel::Matmul, Kernel::Conv2d, Kernel::Pool, Kernel::Rows, Kernel::Gather, Kernel::Taps, Kernel::Scan, Kernel::Elements, Kernel::Nd, Kernel::GridSample, Kernel::Im2col];
 
     /// Storage bindings after the parameters (their element types are `B1`, `B2`, ...).
     pub fn bindings(self) -> usize {
         match self {
-            Kernel::Copy | Kernel::Unary | Kernel::Pool2d | Kernel::Im2col | Kernel::Scan => 2,
+            Kernel::Copy | Kernel::Unary | Kernel::Pool | Kernel::Im2col | Kernel::Scan => 2,
             Kernel::Binary | Kernel::Gather | Kernel::Taps | Kernel::Elements | Kernel::Nd | Kernel::GridSample => 3,
             Kernel::Where | Kernel::Matmul | Kernel::Conv2d | Kernel::Rows => 4,
         }
@@ -202,8 +203,9 @@ pub fn support(graph: &Graph, n: NodeIndex, stores_f16: bool) -> Support {
         Op::CastLike => carried(dt(0)) && carried(dt(1)),
         Op::ArgExtreme { .. } => all_float,
         Op::RmsNorm { .. } => all_float && layout::rms_len(graph, n).is_some(),
-        Op::Conv { .. } => all_float && matches!(rank, 3 | 4),
-        Op::Pool { kind, .. } => all_float && !matches!(kind, PoolKind::Lp { .. }) && matches!(rank, 3 | 4),
+        // 3-D convolutions run as im2col + GEMM, one GEMM for all channels: ungrouped only.
+        Op::Conv { group, .. } => all_float && (matches!(rank, 3 | 4) || (rank == 5 && *group == 1)),
+        Op::Pool { kind, .. } => all_float && !matches!(kind, PoolKind::Lp { .. }) && matches!(rank, 3..=5),
         Op::GlobalPool { kind } => all_float && !matches!(kind, PoolKind::Lp { .. }),
         Op::Reduce { .. } => all_float && layout::reduce_plan(graph, n).is_some(),
         Op::Softmax { .. } => all_float,
@@ -226,9 +228,9 @@ pub fn support(graph: &Graph, n: NodeIndex, stores_f16: bool) -> Support {
         Op::ScatterElements { reduction, .. } => *reduction == crate::graph::Reduction::None && carried(dt(0)) && rank <= 6 && index(dt(1)) && carried(dt(2)),
         Op::GatherNd { batch_dims: 0 } => carried(dt(0)) && index(dt(1)) && in_shape(1).and_then(|s| s.last()).is_some_and(|&q| q <= 6),
         Op::ScatterNd { reduction } => *reduction == crate::graph::Reduction::None && carried(dt(0)) && index(dt(1)) && carried(dt(2)) && in_shape(1).and_then(|s| s.last()).is_some_and(|&q| q <= 6),
-        Op::ConvTranspose { window, output_padding, output_shape, .. } => {
+        Op::ConvTranspose { window, output_padding, output_shape, group } => {
             let (xs, ws, out) = (in_shape(0), in_shape(1), node.outputs[0].shape.as_deref());
-            all_float && matches!(rank, 3 | 4) && graph.input_const(n, 1).is_some() && matches!((xs, ws, out), (Some(x), Some(w), Some(o)) if layout::convtranspose_zero_insertion(window, x, w, output_padding, output_shape, o).is_ok())
+            all_float && (matches!(rank, 3 | 4) || (rank == 5 && *group == 1)) && graph.input_const(n, 1).is_some() && matches!((xs, ws, out), (Some(x), Some(w), Some(o)) if layout::convtranspose_zero_insertion(window, x, w, output_padding, output_shape, o).is_ok())
         }
         Op::LayerNorm { .. } => all_float && extra_outputs_unused,
         Op::Gemm { .. } => all_float,

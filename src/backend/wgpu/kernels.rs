@@ -19,7 +19,7 @@ match kernel {
         Kernel::Where => include_str!("../../../shaders/wgsl/where.wgsl"),
         Kernel::Matmul => include_str!("../../../shaders/wgsl/matmul.wgsl"),
         Kernel::Conv2d => include_str!("../../../shaders/wgsl/conv2d.wgsl"),
-        Kernel::Pool2d => include_str!("../../../shaders/wgsl/pool2d.wgsl"),
+        Kernel::Pool => include_str!("../../../shaders/wgsl/pool.wgsl"),
         Kernel::Im2col => include_str!("../../../shaders/wgsl/im2col.wgsl"),
         Kernel::Rows => include_str!("../../../shaders/wgsl/rows.wgsl"),
         Kernel::Gather => include_str!("../../../shaders/wgsl/gather.wgsl"),

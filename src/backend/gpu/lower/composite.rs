@@ -123,10 +123,11 @@ impl Builder<'_> {
                     Some(_) => Some(self.input(n, 2)?),
                     None => None,
                 };
-                let dil = [at(&window.dilations, 0, 1), at(&window.dilations, 1, 1)];
-                let geo = conv_geometry(&zs, &w_shape, &out_shape, [1, 1], [0, 0], dil);
+                // A stride-1 convolution without padding (the zeros are in `z`), same dilations.
+                let unit = crate::graph::Window { strides: vec![], pads: vec![], auto_pad: crate::graph::AutoPad::NotSet, ..window.clone() };
+                let shape = ConvShape::new(&zs, &w_shape, &out_shape, &unit)?.ok_or_else(|| Error::Tensor(format!("ConvTranspose into {out_shape:?} on the GPU")))?;
                 let o = self.output(n, 0)?;
-                self.conv(n, geo, *group, z, wb, bias, None, o)?;
+                self.conv(n, shape, *group, z, wb, bias, None, o)?;
             }
             Op::Softmax { axis, log, .. } => {
                 // Only reached for an inner axis: move it last, normalise rows, move it back.

@@ -13,7 +13,7 @@ pub(crate) use einsum::einsum_route;
 use super::layout::*;
 use super::{binary_supported, unary_supported, BufferSpec, Elem, GpuPlan, Kernel, Launch, OpSpec, PlanInput, PlanOutput};
 use crate::error::{Error, Result};
-use crate::graph::infer::resolve_pads;
+use crate::graph::geometry::ConvAxes;
 use crate::graph::{Graph, Op, PoolKind, ReduceOp};
 use crate::tensor::{norm_axis, DType, Tensor};
 use petgraph::stable_graph::NodeIndex;
@@ -159,14 +159,16 @@ impl<'a> Builder<'a> {
         self.step(Kernel::Binary, OpSpec::Binary(op), &p, &[a, b, o], grid(numel))
     }
 
-    /// One convolution of geometry `geo` (see [`conv_geometry`]): im2col + GEMM where the
-    /// backend's GEMM is a vendor library and the convolution is ungrouped, the direct conv
-    /// kernel otherwise. `n` is the node whose output `o` holds.
+    /// One convolution: im2col + GEMM where the backend's GEMM is a vendor library or the
+    /// convolution is 3-D, the direct conv kernel otherwise. `n` is the node whose output `o`
+    /// holds.
     #[allow(clippy::too_many_arguments)]
-    fn conv(&mut self, n: NodeIndex, geo: [u32; 15], group: usize, x: usize, w: usize, bias: Option<usize>, activation: Option<crate::graph::Activation>, o: usize) -> Result<()> {
-        if self.conv_as_gemm && group == 1 {
-            return self.conv_gemm(n, geo, x, w, bias, activation, o);
-        }
+    fn conv(&mut self, n: NodeIndex, shape: ConvShape, group: usize, x: usize, w: usize, bias: Option<usize>, activation: Option<crate::graph::Activation>, o: usize) -> Result<()> {
+        let geo = match shape.planar() {
+            Some(geo) if !(self.conv_as_gemm && group == 1) => geo,
+            _ if group == 1 => return self.conv_gemm(n, shape, x, w, bias, activation, o),
+            _ => crate::unsupported!("grouped 3-D convolution on the GPU (node '{}')", self.g.g[n].name),
+        };
         let b = match bias {
             Some(b) => b,
             None => self.dummy()?,
@@ -179,20 +181,18 @@ impl<'a> Builder<'a> {
         self.step(Kernel::Conv2d, OpSpec::None, &p, &[x, w, b, o], grid(numel))
     }
 
-    /// An ungrouped convolution as one batched GEMM, Y[n] (M x OH*OW) = W (M x C*KH*KW) *
+    /// An ungrouped convolution as one batched GEMM, Y[n] (M x OD*OH*OW) = W (M x C*KD*KH*KW) *
     /// cols[n], with bias and activation in the Matmul's epilogue. A pointwise convolution reads
     /// the input in place; otherwise the Im2col kernel unfolds it (zeros for the padding) into the
     /// shared im2col buffer.
-    fn conv_gemm(&mut self, node: NodeIndex, geo: [u32; 15], x: usize, w: usize, bias: Option<usize>, activation: Option<crate::graph::Activation>, o: usize) -> Result<()> {
-        let [n, c, h, wd, m, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw] = geo.map(|v| v as usize);
-        let (k, pixels) = (c * kh * kw, oh * ow);
-        let pointwise = kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0 && oh == h && ow == wd;
-        let cols = if pointwise {
+    fn conv_gemm(&mut self, node: NodeIndex, shape: ConvShape, x: usize, w: usize, bias: Option<usize>, activation: Option<crate::graph::Activation>, o: usize) -> Result<()> {
+        let (n, m) = (shape.n, shape.m);
+        let (k, pixels) = shape.unfolded();
+        let cols = if shape.axes.pointwise() {
             x
         } else {
             let cols = self.scratch(n * k * pixels, self.buffers[x].elem)?;
-            let p = [(n * k * pixels) as u32, c as u32, h as u32, wd as u32, kh as u32, kw as u32, oh as u32, ow as u32, sh as u32, sw as u32, ph as u32, pw as u32, dh as u32, dw as u32];
-            self.step(Kernel::Im2col, OpSpec::None, &p, &[x, cols], grid(n * k * pixels))?;
+            self.step(Kernel::Im2col, OpSpec::None, &shape.im2col_params(), &[x, cols], grid(n * k * pixels))?;
             cols
         };
         let b = match bias {
@@ -344,34 +344,33 @@ impl<'a> Builder<'a> {
             }
             Op::Conv { window, group, activation } => {
                 let (xs, ws) = (self.in_shape(n, 0), self.in_shape(n, 1));
-                let pads = resolve_pads(window, &xs[2..], &ws[2..])?;
-                let at = |v: &[usize], i: usize| v.get(i).copied().unwrap_or(1);
-                let geo = conv_geometry(&xs, &ws, &out_shape, [at(&window.strides, 0), at(&window.strides, 1)], [pads[0], pads.get(1).copied().unwrap_or(0)], [at(&window.dilations, 0), at(&window.dilations, 1)]);
+                let shape = ConvShape::new(&xs, &ws, &out_shape, window)?.ok_or_else(|| Error::Tensor(format!("Conv of X {xs:?} and W {ws:?} on the GPU")))?;
                 let has_bias = self.g.source(n, 2).is_some();
                 let x = self.input(n, 0)?;
                 let w = self.input(n, 1)?;
                 let b = if has_bias { Some(self.input(n, 2)?) } else { None };
                 let o = self.output(n, 0)?;
-                self.conv(n, geo, *group, x, w, b, *activation, o)?;
+                self.conv(n, shape, *group, x, w, b, *activation, o)?;
             }
             Op::Pool { kind, window } => {
                 let xs = self.in_shape(n, 0);
-                let pads = resolve_pads(window, &xs[2..], &window.kernel_shape)?;
-                let at = |v: &[usize], i: usize| v.get(i).copied().unwrap_or(1) as u32;
-                let k = &window.kernel_shape;
+                let fail = || Error::Tensor(format!("Pool of {xs:?} into {out_shape:?} on the GPU"));
+                let (x_sp, out_sp) = (xs.get(2..).ok_or_else(fail)?, out_shape.get(2..).ok_or_else(fail)?);
+                let axes = ConvAxes::new(window, x_sp, &window.kernel_shape, out_sp)?.ok_or_else(fail)?;
                 let kind_id = match kind {
                     PoolKind::Max => 0,
                     PoolKind::Average { count_include_pad: false } => 1,
                     _ => 2,
                 };
-                let p: Vec<u32> = if xs.len() == 4 {
-                    vec![(xs[0] * xs[1]) as u32, xs[2] as u32, xs[3] as u32, out_shape[2] as u32, out_shape[3] as u32, k[0] as u32, k[1] as u32,
-                         at(&window.strides, 0), at(&window.strides, 1), pads[0] as u32, pads[1] as u32, at(&window.dilations, 0), at(&window.dilations, 1), kind_id, pads[2] as u32, pads[3] as u32]
-                } else {
-                    vec![(xs[0] * xs[1]) as u32, 1, xs[2] as u32, 1, out_shape[2] as u32, 1, k[0] as u32, 1, at(&window.strides, 0), 0, pads[0] as u32, 1, at(&window.dilations, 0), kind_id, 0, pads[1] as u32]
-                };
+                let mut p = vec![xs[0] * xs[1]];
+                for v in [axes.input, axes.out, axes.kernel, axes.strides, axes.pads, axes.dilations] {
+                    p.extend(v);
+                }
+                p.push(kind_id);
+                p.extend(axes.pad_ends);
+                let p: Vec<u32> = p.into_iter().map(|v| v as u32).collect();
                 let (x, o) = (self.input(n, 0)?, self.output(n, 0)?);
-                self.step(Kernel::Pool2d, OpSpec::None, &p, &[x, o], grid(numel))?;
+                self.step(Kernel::Pool, OpSpec::None, &p, &[x, o], grid(numel))?;
             }
             Op::GlobalPool { kind } => {
                 let xs = self.in_shape(n, 0);
