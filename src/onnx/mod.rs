@@ -1,5 +1,6 @@
 //! ONNX ModelProto -> [`Graph`], and TensorProto <-> [`Tensor`].
 
+mod external;
 mod ops;
 pub mod proto;
 
@@ -12,15 +13,23 @@ use proto::*;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-/// Loads an `.onnx` file.
+/// Loads an `.onnx` file, and any tensors it stores as external data (files named relative to
+/// the model's folder, as `onnx.save(..., save_as_external_data=True)` and exporters of large
+/// models write them).
 pub fn load_model(path: impl AsRef<Path>) -> Result<Graph> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
-    load_model_bytes(&bytes)
+    let folder = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    decode_model(&bytes, Some(&folder))
 }
 
-/// Decodes a serialized ModelProto and builds the graph.
+/// Decodes a serialized ModelProto and builds the graph. A model with external data needs its
+/// folder: load it with [`load_model`].
 pub fn load_model_bytes(bytes: &[u8]) -> Result<Graph> {
+    decode_model(bytes, None)
+}
+
+fn decode_model(bytes: &[u8], folder: Option<&Path>) -> Result<Graph> {
     let model = ModelProto::decode(bytes).map_err(|e| Error::Decode(e.to_string()))?;
     let graph = model.graph.as_ref().ok_or_else(|| Error::InvalidModel("model has no graph".into()))?;
     let opset = model
@@ -31,10 +40,10 @@ pub fn load_model_bytes(bytes: &[u8]) -> Result<Graph> {
         .max()
         // A model of other domains only: its nodes are refused one by one as unsupported.
         .unwrap_or(0);
-    build_graph(graph, opset)
+    build_graph(graph, opset, folder)
 }
 
-fn build_graph(gp: &GraphProto, opset: i64) -> Result<Graph> {
+fn build_graph(gp: &GraphProto, opset: i64, folder: Option<&Path>) -> Result<Graph> {
     let mut g = Graph { opset, ..Default::default() };
     // name -> (node, slot) of the producer
     let mut producers: HashMap<String, (petgraph::stable_graph::NodeIndex, usize)> = HashMap::new();
@@ -45,8 +54,14 @@ fn build_graph(gp: &GraphProto, opset: i64) -> Result<Graph> {
         Ok(())
     };
     let init_names: HashSet<&str> = gp.initializer.iter().map(|t| t.name.as_str()).collect();
+    let mut external = external::Files::default();
     for t in &gp.initializer {
-        let tensor = tensor_from_proto(t)?;
+        let tensor = if external::is_external(t) {
+            let folder = folder.ok_or_else(|| Error::InvalidModel(format!("tensor '{}' is stored as external data: load the model from its file, not from bytes", t.name)))?;
+            tensor_from_proto(&external.inline(t, folder)?)?
+        } else {
+            tensor_from_proto(t)?
+        };
         let n = g.add_constant(t.name.clone(), tensor, true);
         claim(&t.name, (n, 0), &mut producers)?;
     }
@@ -130,8 +145,8 @@ fn value_info_type(vi: &ValueInfoProto) -> Result<(DType, Vec<Dim>)> {
 /// Decodes a TensorProto (raw_data or typed fields).
 pub fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
     let ctx = |m: String| Error::InvalidModel(format!("tensor '{}': {m}", t.name));
-    if t.data_location == 1 || !t.external_data.is_empty() {
-        return Err(ctx("stored as external data, which hetsched does not load; re-save the model with all tensors inline".into()));
+    if external::is_external(t) {
+        return Err(ctx("stored as external data outside the graph's initializers (hetsched reads external data for initializers only)".into()));
     }
     let dtype = DType::from_onnx(t.data_type)
         .ok_or_else(|| Error::Unsupported { node: t.name.clone(), op: "Tensor".into(), what: format!("dtype {}", DType::onnx_name(t.data_type)) })?;
