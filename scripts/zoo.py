@@ -45,6 +45,11 @@ MODELS = {
     "deeplabv3_mobilenet_v3_large": (lambda: tvm.segmentation.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, aux_loss=False), 96),
     "lraspp_mobilenet_v3_large": (lambda: tvm.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None), 96),
     "r3d_18": (lambda: tvm.video.r3d_18(), None),
+    "r2plus1d_18": (lambda: tvm.video.r2plus1d_18(), None),
+    "s3d": (lambda: tvm.video.s3d(), None),
+    "resnext50_32x4d": (lambda: tvm.resnext50_32x4d(), 96),
+    "swin_v2_t": (lambda: tvm.swin_v2_t(), 96),
+    "maxvit_t": (lambda: tvm.maxvit_t(), 224),
 }
 
 

@@ -79,3 +79,67 @@ pub fn einsum_plan(equation: &str, shapes: &[&[usize]]) -> Result<(Vec<Vec<char>
     Ok((labels, out, dims))
 }
 
+
+/// An einsum of one operand (a pure permutation) or two (permutes around one batched GEMM):
+/// with two, the labels both share and keep are the batch, those both share and drop are
+/// contracted, those only one keeps are its free rows or columns. Covers equations with no
+/// label repeated within an operand, none summed away from one operand alone, and no
+/// broadcasting; the kernels of every device use it, and sum directly otherwise.
+pub struct EinsumGemm {
+    pub labels: Vec<Vec<char>>,
+    pub out: Vec<char>,
+    pub dims: BTreeMap<char, usize>,
+}
+
+/// The labels of a two-operand [`EinsumGemm`] by role, each in the order the GEMM lays it out.
+pub struct GemmLabels {
+    pub batch: Vec<char>,
+    pub left: Vec<char>,
+    pub contract: Vec<char>,
+    pub right: Vec<char>,
+}
+
+impl EinsumGemm {
+    pub fn new(equation: &str, shapes: &[&[usize]]) -> Option<EinsumGemm> {
+        let (labels, out, dims) = einsum_plan(equation, shapes).ok()?;
+        let distinct = |l: &[char]| l.iter().enumerate().all(|(i, c)| !l[..i].contains(c));
+        let sized = labels.iter().zip(shapes).all(|(l, s)| l.iter().zip(s.iter()).all(|(c, &d)| dims[c] == d));
+        if !labels.iter().all(|l| distinct(l)) || !distinct(&out) || !sized {
+            return None;
+        }
+        // Every label an operand has is kept or shared: nothing is summed out of one operand alone.
+        let covered = match labels.as_slice() {
+            [a] => a.len() == out.len() && a.iter().all(|c| out.contains(c)),
+            [a, b] => a.iter().all(|c| out.contains(c) || b.contains(c)) && b.iter().all(|c| out.contains(c) || a.contains(c)),
+            _ => false,
+        };
+        covered.then_some(EinsumGemm { labels, out, dims })
+    }
+
+    /// Roles of the labels of a two-operand einsum.
+    pub fn roles(&self) -> Option<GemmLabels> {
+        let [la, lb] = self.labels.as_slice() else { return None };
+        let pick = |keep: &dyn Fn(&char) -> bool, order: &[char]| -> Vec<char> { order.iter().copied().filter(|c| keep(c)).collect() };
+        Some(GemmLabels {
+            batch: pick(&|c| la.contains(c) && lb.contains(c), &self.out),
+            contract: pick(&|c| lb.contains(c) && !self.out.contains(c), la),
+            left: pick(&|c| la.contains(c) && !lb.contains(c), &self.out),
+            right: pick(&|c| lb.contains(c) && !la.contains(c), &self.out),
+        })
+    }
+
+    /// Elements spanned by labels `ls`.
+    pub fn size(&self, ls: &[char]) -> usize {
+        ls.iter().map(|c| self.dims[c]).product()
+    }
+
+    /// Shape of a tensor labelled `ls`.
+    pub fn shape(&self, ls: &[char]) -> Vec<usize> {
+        ls.iter().map(|c| self.dims[c]).collect()
+    }
+
+    /// The permutation that lays a tensor labelled `from` out as `to`.
+    pub fn perm(from: &[char], to: &[char]) -> Vec<usize> {
+        to.iter().map(|c| from.iter().position(|f| f == c).unwrap_or(0)).collect()
+    }
+}

@@ -170,7 +170,7 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let nb: usize = batch.iter().product();
     let (sa, sb) = (strides_of(abatch), strides_of(bbatch));
     let bs = strides_of(&batch);
-    for bi in 0..nb {
+    let product = |bi: usize, yb: &mut [f32]| {
         let (mut ia, mut ib) = (0, 0);
         for d in 0..batch.len() {
             let idx = (bi / bs[d]) % batch[d];
@@ -185,7 +185,14 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         }
         let am = Mat::row_major(&av[ia * m * k..(ia + 1) * m * k], k);
         let bm = Mat::row_major(&bv[ib * k * n..(ib + 1) * k * n], n);
-        sgemm(m, n, k, am, bm, &mut y[bi * m * n..(bi + 1) * m * n], false, 1.0);
+        sgemm(m, n, k, am, bm, yb, false, 1.0);
+    };
+    if m * n == 0 {
+    } else if nb > 1 && m * n * k < 1 << 20 {
+        // Many small products (attention heads): one per task; sgemm would not split them.
+        y.par_chunks_mut(m * n).with_min_len(((1 << 16) / (m * n * k).max(1)).max(1)).enumerate().for_each(|(bi, yb)| product(bi, yb));
+    } else {
+        y.chunks_mut(m * n).enumerate().for_each(|(bi, yb)| product(bi, yb));
     }
     Tensor::from_f32(&out_shape, y)
 }
