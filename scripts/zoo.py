@@ -10,8 +10,8 @@ Real architectures beyond the four shared models, for checking hetsched on every
     python3 scripts/zoo.py /tmp/zoo [NAME...]
     for m in /tmp/zoo/*/; do hetsched run $m --inputs $m/test_data_set_0 --check --device cpu; done
 
-Needs torch, torchvision, transformers and onnxruntime (not CI's dependencies: this is a developer
-tool). Small inputs (96x96 unless a model needs more) keep the software GPU devices quick.
+Needs torch, torchvision, transformers, ultralytics (for the YOLO detectors) and onnxruntime
+(not CI's dependencies: this is a developer tool). Small inputs (96x96 unless a model needs more) keep the software GPU devices quick.
 """
 import os
 import sys
@@ -51,6 +51,27 @@ MODELS = {
     "swin_v2_t": (lambda: tvm.swin_v2_t(), 96),
     "maxvit_t": (lambda: tvm.maxvit_t(), 224),
 }
+
+
+def export_yolo(name, out):
+    """An Ultralytics detector built from its YAML (random weights), exported by Ultralytics
+    itself at 160x160 with a dynamic batch (needs `pip install ultralytics`)."""
+    import shutil
+    from ultralytics import YOLO
+    torch.manual_seed(0)
+    folder = os.path.join(out, name)
+    os.makedirs(folder, exist_ok=True)
+    exported = YOLO(name + ".yaml").export(format="onnx", imgsz=160, dynamic=True, simplify=False, opset=17)
+    path = os.path.join(folder, "model.onnx")
+    shutil.move(exported, path)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    for i, batch in enumerate((1, 2)):
+        write_case(folder, i, sess, {sess.get_inputs()[0].name: rng.random((batch, 3, 160, 160)).astype(np.float32)})
+    report(name, path)
+
+
+YOLO_MODELS = ["yolov8n", "yolo11n"]
 
 
 def text_model(kind):
@@ -130,6 +151,8 @@ def report(name, path):
 def export(name, out):
     if name in TEXT_MODELS:
         return export_text(name, out)
+    if name in YOLO_MODELS:
+        return export_yolo(name, out)
     make, side = MODELS[name]
     torch.manual_seed(0)
     model = make().eval()
@@ -161,7 +184,7 @@ def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
     out = sys.argv[1]
-    for name in sys.argv[2:] or list(MODELS) + TEXT_MODELS:
+    for name in sys.argv[2:] or list(MODELS) + TEXT_MODELS + YOLO_MODELS:
         try:
             export(name, out)
         except Exception as e:  # one architecture's export failure should not stop the rest

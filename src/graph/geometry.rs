@@ -352,3 +352,49 @@ pub fn resize_plan(attrs: &super::ResizeAttrs, input: &[usize], scales: Option<&
     }
     Ok((out, sc))
 }
+
+/// RotaryEmbedding's layout: X as [batch, heads, seq, head] (4-D input, `heads_first`) or [batch,
+/// seq, heads, head] (3-D input [batch, seq, heads * head] with `num_heads`), and `half` =
+/// rotary_embedding_dim / 2 (the cos/sin caches' last dim).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RotaryGeometry {
+    pub batch: usize,
+    pub heads: usize,
+    pub seq: usize,
+    pub head: usize,
+    pub half: usize,
+    pub heads_first: bool,
+}
+
+impl RotaryGeometry {
+    pub fn new(x: &[usize], cos: &[usize], rotary_dim: usize, num_heads: usize) -> Result<RotaryGeometry> {
+        let (batch, heads, seq, head, heads_first) = match x.len() {
+            4 => (x[0], x[1], x[2], x[3], true),
+            3 if num_heads > 0 && x[2] % num_heads == 0 => (x[0], num_heads, x[1], x[2] / num_heads, false),
+            _ => return Err(Error::Tensor(format!("RotaryEmbedding needs [B, H, S, D] or [B, S, H*D] with num_heads, got {x:?}"))),
+        };
+        let rd = if rotary_dim == 0 { head } else { rotary_dim };
+        if rd > head || rd % 2 != 0 || cos.last() != Some(&(rd / 2)) {
+            return Err(Error::Tensor(format!("rotary_embedding_dim {rd} does not fit head size {head} and cache {cos:?}")));
+        }
+        Ok(RotaryGeometry { batch, heads, seq, head, half: rd / 2, heads_first })
+    }
+
+    /// X viewed as 4 dims: [batch, heads, seq, head] or [batch, seq, heads, head].
+    pub fn view(&self) -> [usize; 4] {
+        if self.heads_first {
+            [self.batch, self.heads, self.seq, self.head]
+        } else {
+            [self.batch, self.seq, self.heads, self.head]
+        }
+    }
+
+    /// The (batch, seq) cos/sin rows broadcast against [`Self::view`] with the last dim `half`.
+    pub fn cache_view(&self) -> [usize; 4] {
+        if self.heads_first {
+            [self.batch, 1, self.seq, self.half]
+        } else {
+            [self.batch, self.seq, 1, self.half]
+        }
+    }
+}

@@ -6,6 +6,7 @@ use super::fastmath::exp;
 use super::elementwise::cast;
 use super::layout::{concat, transpose};
 use crate::error::Result;
+use crate::graph::geometry::RotaryGeometry;
 use crate::graph::infer::attention_geometry;
 use crate::graph::AttentionAttrs;
 use crate::tensor::{broadcast_shapes, strides_of, DType, Tensor};
@@ -154,17 +155,7 @@ pub fn rotary_embedding(x: &Tensor, cos: &Tensor, sin: &Tensor, positions: Optio
     let (cf, sf) = (cast(cos, DType::F32)?, cast(sin, DType::F32)?);
     let (xv, cv, sv) = (xf.as_f32()?, cf.as_f32()?, sf.as_f32()?);
     let s = x.shape();
-    // (batch, heads, seq, head_size) and the element offset of (b, h, t).
-    let (b, h, sq, d, four_d) = match s.len() {
-        4 => (s[0], s[1], s[2], s[3], true),
-        3 if num_heads > 0 && s[2] % num_heads == 0 => (s[0], num_heads, s[1], s[2] / num_heads, false),
-        _ => bail!("RotaryEmbedding needs [B, H, S, D] or [B, S, H*D] with num_heads, got {s:?}"),
-    };
-    let rd = if rotary_dim == 0 { d } else { rotary_dim };
-    let half = rd / 2;
-    if rd > d || rd % 2 != 0 || cos.shape().last() != Some(&half) {
-        bail!("rotary_embedding_dim {rd} does not fit head size {d} and cache {:?}", cos.shape());
-    }
+    let RotaryGeometry { batch: b, heads: h, seq: sq, head: d, half, heads_first: four_d } = RotaryGeometry::new(s, cos.shape(), rotary_dim, num_heads)?;
     let pos = positions.map(|p| p.to_i64_vec()).transpose()?;
     let mut y = xv.to_vec();
     for bi in 0..b {

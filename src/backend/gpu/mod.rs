@@ -7,6 +7,7 @@ pub mod layout;
 pub mod lower;
 
 use super::Support;
+use crate::graph::geometry::RotaryGeometry;
 use crate::graph::{BinaryOp, Graph, Op, PoolKind, UnaryOp};
 use crate::tensor::{DType, Tensor};
 use petgraph::stable_graph::NodeIndex;
@@ -223,6 +224,16 @@ pub fn support(graph: &Graph, n: NodeIndex, stores_f16: bool) -> Support {
             (0..3).all(|i| float(dt(i))) && (dt(3).is_none() || float(dt(3)) || dt(3) == Some(DType::Bool)) && lower::attention_supported(graph, n)
         }
         Op::Einsum { .. } => all_float && lower::einsum_route(graph, n).is_some(),
+        Op::Rotary { rotary_dim, num_heads, .. } => {
+            let geo = in_shape(0).zip(in_shape(1)).and_then(|(x, c)| RotaryGeometry::new(x, c, *rotary_dim, *num_heads).ok());
+            let rows = |s: Option<&[usize]>, tail: usize| geo.is_some_and(|g| s.is_some_and(|s| s.iter().product::<usize>() == g.batch * g.seq * tail));
+            // Rows of cos/sin picked by position ids [batch, seq], or given as [batch, seq, half].
+            let cache_rows = match graph.source(n, 3) {
+                Some(_) => index(dt(3)) && rows(in_shape(3), 1),
+                None => geo.is_some_and(|g| rows(in_shape(1), g.half) && rows(in_shape(2), g.half)),
+            };
+            (0..3).all(|i| float(dt(i))) && cache_rows && in_shape(1) == in_shape(2)
+        }
         Op::GridSample(_) => all_float && rank == 4 && in_shape(1).is_some_and(|g| g.len() == 4 && g[3] == 2),
         Op::GatherElements { .. } => carried(dt(0)) && rank <= 6 && index(dt(1)),
         Op::ScatterElements { reduction, .. } => *reduction == crate::graph::Reduction::None && carried(dt(0)) && rank <= 6 && index(dt(1)) && carried(dt(2)),
@@ -232,7 +243,7 @@ pub fn support(graph: &Graph, n: NodeIndex, stores_f16: bool) -> Support {
             let (xs, ws, out) = (in_shape(0), in_shape(1), node.outputs[0].shape.as_deref());
             all_float && (matches!(rank, 3 | 4) || (rank == 5 && *group == 1)) && graph.input_const(n, 1).is_some() && matches!((xs, ws, out), (Some(x), Some(w), Some(o)) if layout::convtranspose_zero_insertion(window, x, w, output_padding, output_shape, o).is_ok())
         }
-        Op::LayerNorm { .. } => all_float && extra_outputs_unused,
+        Op::LayerNorm { .. } => all_float,
         Op::Gemm { .. } => all_float,
         Op::MatMul => all_float && layout::matmul_batches(graph, n).is_some(),
         Op::Gather { .. } => carried(dt(0)) && index(dt(1)),

@@ -34,6 +34,31 @@ impl Builder<'_> {
         self.step(Kernel::Conv2d, OpSpec::None, &p, &[x, w, b, o], grid(n * c * spatial))
     }
 
+    /// LayerNormalization's optional outputs, Mean and InvStdDev (1 / sqrt(variance + eps)) of
+    /// each of the `rows` normalised blocks of `len` elements of `x`: a mean row pass, the
+    /// centred squares summed by a second, and the scaling as broadcasting binary launches.
+    pub(super) fn layer_norm_stats(&mut self, n: NodeIndex, x: usize, rows: usize, len: usize, epsilon: f32) -> Result<()> {
+        let named = |slot: usize| self.g.g[n].outputs.get(slot).is_some_and(|v| !v.name.is_empty());
+        let (want_mean, want_inv_std) = (named(1), named(2));
+        let elem = self.elem_for(Some(DType::F32));
+        let mean = if want_mean { self.output(n, 1)? } else { self.new_buffer(rows, elem)? };
+        let (block, row) = ([rows, len], [rows, 1]);
+        self.rows(x, rows, len, 0, 0.0, None, None, mean)?;
+        if !want_inv_std {
+            return Ok(());
+        }
+        let inv_std = self.output(n, 2)?;
+        let centred = self.new_buffer(rows * len, self.buffers[x].elem)?;
+        self.binary(BinaryOp::Sub, (x, &block), (mean, &row), centred, &block)?;
+        let squares = self.new_buffer(rows, elem)?;
+        self.rows(centred, rows, len, 7, 0.0, None, None, squares)?;
+        let [per_element, eps, power] = [1.0 / len.max(1) as f32, epsilon, -0.5].map(|v| self.data_buffer(&Tensor::scalar_f32(v), elem));
+        let (variance, shifted) = (self.new_buffer(rows, elem)?, self.new_buffer(rows, elem)?);
+        self.binary(BinaryOp::Mul, (squares, &[rows]), (per_element?, &[]), variance, &[rows])?;
+        self.binary(BinaryOp::Add, (variance, &[rows]), (eps?, &[]), shifted, &[rows])?;
+        self.binary(BinaryOp::Pow, (shifted, &[rows]), (power?, &[]), inv_std, &[rows])
+    }
+
     pub(super) fn composite(&mut self, n: NodeIndex) -> Result<()> {
         let node = &self.g.g[n];
         let out_shape = node.outputs[0].shape.clone().unwrap_or_default();

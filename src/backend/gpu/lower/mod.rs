@@ -6,6 +6,7 @@ mod attention;
 mod composite;
 mod einsum;
 mod movement;
+mod rotary;
 
 pub(crate) use attention::attention_supported;
 pub(crate) use einsum::einsum_route;
@@ -439,7 +440,11 @@ impl<'a> Builder<'a> {
                 let s = self.input(n, 1)?;
                 let b = if has_bias { Some(self.input(n, 2)?) } else { None };
                 let o = self.output(n, 0)?;
-                self.rows(x, numel / len.max(1), len, 6, *epsilon, Some(s), b, o)?;
+                let rows = numel / len.max(1);
+                self.rows(x, rows, len, 6, *epsilon, Some(s), b, o)?;
+                if self.g.g[n].outputs.iter().skip(1).any(|v| !v.name.is_empty()) {
+                    self.layer_norm_stats(n, x, rows, len, *epsilon)?;
+                }
             }
             Op::Gemm { alpha, beta, trans_a, trans_b, activation } => {
                 let (a_s, b_s) = (self.in_shape(n, 0), self.in_shape(n, 1));
@@ -490,6 +495,7 @@ impl<'a> Builder<'a> {
             Op::Attention(_) => self.attention(n)?,
             Op::Einsum { .. } => self.einsum(n)?,
             Op::BatchNorm { .. } | Op::InstanceNorm { .. } | Op::Variadic { .. } | Op::ConvTranspose { .. } | Op::Trilu { .. } | Op::Cumulative { .. } => self.composite(n)?,
+            Op::Rotary { .. } => self.rotary(n)?,
             Op::Gather { axis } => {
                 let xs = self.in_shape(n, 0);
                 let ax = norm_axis(*axis, xs.len())?;
