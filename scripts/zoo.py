@@ -103,8 +103,30 @@ class LastHidden(torch.nn.Module):
         super().__init__()
         self.inner = inner
 
-    def forward(self, ids):
-        return self.inner(input_ids=ids).last_hidden_state
+    def forward(self, ids, mask=None):
+        if mask is None:
+            return self.inner(input_ids=ids).last_hidden_state
+        return self.inner(input_ids=ids, attention_mask=mask).last_hidden_state
+
+
+def export_masked(name, out):
+    """BERT as served: token ids and an attention mask (padding at the end of the second row)."""
+    torch.manual_seed(0)
+    model = LastHidden(text_model("bert")).eval()
+    folder = os.path.join(out, name)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "model.onnx")
+    ids, mask = torch.randint(0, 1000, (1, SEQ)), torch.ones(1, SEQ, dtype=torch.int64)
+    axes = {k: {0: "batch", 1: "sequence"} for k in ["input_ids", "attention_mask", "last_hidden_state"]}
+    with torch.no_grad():
+        torch.onnx.export(model, (ids, mask), path, input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=18, dynamo=False)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    for i, batch in enumerate((1, 2)):
+        mask = np.ones((batch, SEQ), np.int64)
+        mask[-1, SEQ - 5:] = 0
+        write_case(folder, i, sess, {"input_ids": rng.integers(0, 1000, (batch, SEQ)).astype(np.int64), "attention_mask": mask})
+    report(name, path)
 
 
 def export_text(name, out):
@@ -149,6 +171,8 @@ def report(name, path):
 
 
 def export(name, out):
+    if name == "bert_masked":
+        return export_masked(name, out)
     if name in TEXT_MODELS:
         return export_text(name, out)
     if name in YOLO_MODELS:
@@ -184,7 +208,7 @@ def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
     out = sys.argv[1]
-    for name in sys.argv[2:] or list(MODELS) + TEXT_MODELS + YOLO_MODELS:
+    for name in sys.argv[2:] or list(MODELS) + TEXT_MODELS + ["bert_masked"] + YOLO_MODELS:
         try:
             export(name, out)
         except Exception as e:  # one architecture's export failure should not stop the rest
