@@ -122,14 +122,22 @@ pub fn binary_expr(op: BinaryOp) -> Option<&'static str> {
 pub fn cast_expr(to: crate::tensor::DType) -> &'static str {
     use crate::tensor::DType;
     match to {
-        DType::F32 | DType::F16 | DType::F64 | DType::BF16 => EXTRA_UNARY[3],
+        DType::F32 | DType::F16 | DType::F64 => EXTRA_UNARY[3],
+        DType::BF16 => EXTRA_UNARY[4],
         DType::Bool => EXTRA_UNARY[2],
         _ => EXTRA_UNARY[1],
     }
 }
 
-/// Expressions for Clip and the Casts on f32 carriers.
-pub const EXTRA_UNARY: [&str; 4] = ["fminf(fmaxf(x, a), b)", "truncf(x)", "(x != 0.0f ? 1.0f : 0.0f)", "x"];
+/// Expressions for Clip and the Casts on f32 carriers (the last rounds to the nearest bfloat16,
+/// ties to even, as wgpu::kernels::CAST_BF16).
+pub const EXTRA_UNARY: [&str; 5] = [
+    "fminf(fmaxf(x, a), b)",
+    "truncf(x)",
+    "(x != 0.0f ? 1.0f : 0.0f)",
+    "x",
+    "__uint_as_float((__float_as_uint(x) + 0x7FFFu + ((__float_as_uint(x) >> 16) & 1u)) & 0xFFFF0000u)",
+];
 
 /// Every unit the backend builds, for compile checks without a device.
 pub fn all_units() -> Vec<Unit> {

@@ -163,7 +163,7 @@ pub fn all_ops() -> Vec<OpSpec> {
     ];
     let binary = [Add, Sub, Mul, Div, Pow, Max, Min, Mod { fmod: true }, Mod { fmod: false }, Equal, Less, LessOrEqual, Greater, GreaterOrEqual, And, Or, Xor];
     let mut v: Vec<OpSpec> = unary.into_iter().map(OpSpec::Unary).collect();
-    v.extend([OpSpec::Clip, OpSpec::Cast(DType::F32), OpSpec::Cast(DType::I64), OpSpec::Cast(DType::Bool)]);
+    v.extend([OpSpec::Clip, OpSpec::Cast(DType::F32), OpSpec::Cast(DType::I64), OpSpec::Cast(DType::Bool), OpSpec::Cast(DType::BF16)]);
     v.extend(binary.into_iter().map(OpSpec::Binary));
     v
 }
@@ -186,7 +186,8 @@ pub fn support(graph: &Graph, n: NodeIndex, stores_f16: bool) -> Support {
     // Integer constants are parameters (axes, shapes), not data the kernels read.
     // f16 tensors live in f16 buffers (the kernels compute in f32 and convert on load and store)
     // where the device stores f16.
-    let float = |d: Option<DType>| d == Some(DType::F32) || (stores_f16 && d == Some(DType::F16));
+    // bfloat16 tensors ride on f32 carriers (computed in f32, rounded back at Casts and outputs).
+    let float = |d: Option<DType>| matches!(d, Some(DType::F32 | DType::BF16)) || (stores_f16 && d == Some(DType::F16));
     let all_float = ins.iter().flatten().filter(|v| v.value.is_none() || v.dtype.is_some_and(|d| d.is_float())).all(|v| float(v.dtype));
     let carried = |d: Option<DType>| float(d) || matches!(d, Some(DType::I64 | DType::I32 | DType::Bool | DType::I8 | DType::U8));
     let in_shape = |i: usize| ins.get(i).copied().flatten().and_then(|v| v.shape.as_deref());

@@ -162,11 +162,15 @@ pub const CLIP: &str = "clamp(x, a, b)";
 pub fn cast_expr(to: crate::tensor::DType) -> &'static str {
     use crate::tensor::DType;
     match to {
-        DType::F32 | DType::F16 | DType::F64 | DType::BF16 => IDENTITY,
+        DType::F32 | DType::F16 | DType::F64 => IDENTITY,
+        DType::BF16 => CAST_BF16,
         DType::Bool => CAST_BOOL,
         _ => CAST_TRUNC,
     }
 }
+/// Rounds to the nearest bfloat16 (ties to even) on its f32 carrier: bfloat16 is the upper half
+/// of an f32 (infinities and NaNs stay as they are).
+pub const CAST_BF16: &str = "bitcast<f32>((bitcast<u32>(x) + 0x7FFFu + ((bitcast<u32>(x) >> 16u) & 1u)) & 0xFFFF0000u)";
 pub const CAST_TRUNC: &str = "trunc(x)";
 pub const CAST_BOOL: &str = "select(0.0, 1.0, x != 0.0)";
 pub const IDENTITY: &str = "x";

@@ -94,7 +94,8 @@ impl<'a> Builder<'a> {
     /// How a value of `dtype` is stored: f16 tensors as f16, other floats as f16 in f16 mode,
     /// everything else as f32.
     fn elem_for(&self, dtype: Option<DType>) -> Elem {
-        if dtype == Some(DType::F16) || (self.f16 && dtype.is_some_and(|d| d.is_float())) { Elem::F16 } else { Elem::F32 }
+        // bfloat16 keeps f32 storage: its range exceeds f16's.
+        if dtype == Some(DType::F16) || (self.f16 && dtype.is_some_and(|d| d.is_float() && d != DType::BF16)) { Elem::F16 } else { Elem::F32 }
     }
 
     fn new_buffer(&mut self, len: usize, elem: Elem) -> Result<usize> {
