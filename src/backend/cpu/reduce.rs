@@ -42,14 +42,17 @@ pub fn reduce(x: &Tensor, op: ReduceOp, axes: Option<&[i64]>, keepdims: bool, no
     }
     let (v, block) = blocks(x, &red)?;
     let nout: usize = out_shape.iter().product();
+    // Max and Min of an empty set are the type's lowest and highest values (false and true for
+    // bools; integers saturate from the infinities at the cast).
+    let (lowest, highest) = if x.dtype() == DType::Bool { (0.0, 1.0) } else { (f64::NEG_INFINITY, f64::INFINITY) };
     let out: Vec<f64> = (0..nout)
         .map(|i| {
             let c = &v[i * block..(i + 1) * block];
             match op {
                 ReduceOp::Sum => c.iter().sum(),
                 ReduceOp::Mean => c.iter().sum::<f64>() / block as f64,
-                ReduceOp::Max => c.iter().copied().fold(f64::NEG_INFINITY, |a, b| if b.is_nan() || a.is_nan() { f64::NAN } else { a.max(b) }),
-                ReduceOp::Min => c.iter().copied().fold(f64::INFINITY, |a, b| if b.is_nan() || a.is_nan() { f64::NAN } else { a.min(b) }),
+                ReduceOp::Max => c.iter().copied().fold(lowest, |a, b| if b.is_nan() || a.is_nan() { f64::NAN } else { a.max(b) }),
+                ReduceOp::Min => c.iter().copied().fold(highest, |a, b| if b.is_nan() || a.is_nan() { f64::NAN } else { a.min(b) }),
                 ReduceOp::Prod => c.iter().product(),
                 ReduceOp::L1 => c.iter().map(|x| x.abs()).sum(),
                 ReduceOp::L2 => c.iter().map(|x| x * x).sum::<f64>().sqrt(),
