@@ -107,6 +107,15 @@ fn einsum_matches_the_cpu() {
     }
 }
 
+/// TopK by ranks, against the CPU.
+#[test]
+#[ignore = "needs a CUDA device (or the emulator: device_tests_on_the_emulator)"]
+fn top_k_matches_the_cpu() {
+    if cuda_available() {
+        check_top_k("cuda");
+    }
+}
+
 /// A node the kernels lack is refused as unsupported, not run wrongly.
 #[test]
 #[ignore = "needs a CUDA device (or the emulator: device_tests_on_the_emulator)"]
@@ -225,7 +234,7 @@ fn device_tests_on_the_emulator() {
     println!("{out}");
     assert!(ok, "device tests failed on the emulator:\n{out}\n{err}");
     let passed = out.lines().filter(|l| l.starts_with("test ") && l.ends_with("... ok")).count();
-    assert_eq!(passed, 8, "expected the 8 device tests to run:\n{out}");
+    assert_eq!(passed, 9, "expected the 9 device tests to run:\n{out}");
 }
 
 #[test]

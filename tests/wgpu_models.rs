@@ -121,3 +121,11 @@ fn einsum_matches_the_cpu() {
         check_einsum("wgpu");
     }
 }
+
+/// TopK by ranks, against the CPU.
+#[test]
+fn top_k_matches_the_cpu() {
+    if wgpu_available() {
+        check_top_k("wgpu");
+    }
+}

@@ -107,6 +107,26 @@ extern "C" __global__ void scan(const u32* p, const B1* x, B2* y) {
     }
 }
 
+// p: as in topk.wgsl.
+extern "C" __global__ void topk(const u32* p, const B1* x, B2* values, B3* indices) {
+    u32 i = flat_index();
+    if (i >= p[0]) return;
+    u32 len = p[1], inner = p[2], k = p[3];
+    u32 j = (i / inner) % len, base = i - j * inner;
+    bool largest = p[4] != 0u;
+    float v = ld(x, i);
+    u32 place = 0;
+    for (u32 m = 0; m < len; ++m) {
+        float w = ld(x, base + m * inner);
+        if ((largest ? w > v : w < v) || (w == v && m < j)) place++;
+    }
+    if (place < k) {
+        u32 at = (base / (len * inner)) * k * inner + place * inner + base % inner;
+        st(values, at, v);
+        st(indices, at, (float)j);
+    }
+}
+
 // GatherElements / ScatterElements along one axis, over the index tensor's elements: gather
 // c[i] = a[at], scatter c[at] = a[i], where `at` has i's coordinates except on the axis (idx[i]).
 // p: [n, shape[6] (of idx), strides[6] (of the other tensor; 0 on the axis), axis_len,

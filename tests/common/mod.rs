@@ -145,6 +145,26 @@ pub fn check_einsum(device: &str) {
     assert!(matches!(r, Err(hetsched::Error::Unsupported { .. })), "a diagonal einsum on {device}: {:?}", r.err());
 }
 
+/// TopK on `device` against the CPU: values and indices, over long lanes full of ties (values
+/// in tenths, so ONNX's lower-index-first order decides), largest along the last axis and
+/// smallest along the first.
+pub fn check_top_k(device: &str) {
+    use builder::*;
+    let mut b = ModelBuilder::new();
+    b.input("x", 1, &["3", "1000"]).output("v").output("i").output("w").output("j");
+    b.init("k50", &hetsched::Tensor::from_i64(&[1], vec![50]).unwrap()).init("k2", &hetsched::Tensor::from_i64(&[1], vec![2]).unwrap());
+    b.node("TopK", &["x", "k50"], &["v", "i"], vec![attr_int("axis", -1)]);
+    b.node("TopK", &["x", "k2"], &["w", "j"], vec![attr_int("axis", 0), attr_int("largest", 0)]);
+    let x: Vec<f32> = rand_vec(3000, 7).iter().map(|v| (v * 10.0).round() / 10.0).collect();
+    let inputs = vec![("x".to_string(), hetsched::Tensor::from_f32(&[3, 1000], x).unwrap())];
+    let run = |dev: &str| hetsched::Session::from_bytes(&b.bytes(), hetsched::SessionOptions { device: dev.into(), ..Default::default() }).unwrap().run(inputs.clone()).unwrap();
+    let (cpu, dev) = (run("cpu"), run(device));
+    for ((name, got), (_, want)) in dev.iter().zip(&cpu) {
+        assert_eq!(got.shape(), want.shape(), "TopK output {name} on {device}");
+        assert_eq!(got.to_f64_vec(), want.to_f64_vec(), "TopK output {name} on {device}");
+    }
+}
+
 /// A node `device` lacks (NonZero: its output shape depends on the data, so no GPU plan can hold
 /// it) is refused as unsupported, not run wrongly.
 pub fn check_refusal(device: &str) {

@@ -133,6 +133,7 @@ fn entry(kernel: Kernel, op: OpSpec, types: &[Elem]) -> Result<(Unit, &'static s
         Kernel::Gather => (elementwise(String::new(), false), "gather"),
         Kernel::Taps => (elementwise(String::new(), false), "taps"),
         Kernel::Scan => (elementwise(String::new(), false), "scan"),
+        Kernel::TopK => (elementwise(String::new(), false), "topk"),
         Kernel::Elements => (elementwise(String::new(), false), "elements"),
         Kernel::Nd => (elementwise(String::new(), false), "nd"),
         Kernel::GridSample => (nn(), "grid_sample"),

@@ -13,6 +13,9 @@ use crate::tensor::{DType, Tensor};
 use petgraph::stable_graph::NodeIndex;
 use std::sync::Arc;
 
+/// The longest lane TopK runs on the GPU (its ranks cost a pass over the lane per element).
+pub const TOPK_MAX_LEN: usize = 16384;
+
 /// Threads per 1-D workgroup / thread block.
 pub const BLOCK: u32 = 64;
 
@@ -32,6 +35,8 @@ pub enum Kernel {
     Taps,
     /// Cumulative sums and products along one axis.
     Scan,
+    /// The k best elements along one axis and their indices, by ranks.
+    TopK,
     /// GatherElements / ScatterElements (an index per element along one axis).
     Elements,
     /// GatherND / ScatterND (index tuples picking slices).
@@ -43,13 +48,13 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 15] = [Kernel::Copy, Kernel::Unary, Kernel::Binary, Kernel::Where, Kernel::Matmul, Kernel::Conv2d, Kernel::Pool, Kernel::Rows, Kernel::Gather, Kernel::Taps, Kernel::Scan, Kernel::Elements, Kernel::Nd, Kernel::GridSample, Kernel::Im2col];
+    pub const ALL: [Kernel; 16] = [Kernel::Copy, Kernel::Unary, Kernel::Binary, Kernel::Where, Kernel::Matmul, Kernel::Conv2d, Kernel::Pool, Kernel::Rows, Kernel::Gather, Kernel::Taps, Kernel::Scan, Kernel::TopK, Kernel::Elements, Kernel::Nd, Kernel::GridSample, Kernel::Im2col];
 
     /// Storage bindings after the parameters (their element types are `B1`, `B2`, ...).
     pub fn bindings(self) -> usize {
         match self {
             Kernel::Copy | Kernel::Unary | Kernel::Pool | Kernel::Im2col | Kernel::Scan => 2,
-            Kernel::Binary | Kernel::Gather | Kernel::Taps | Kernel::Elements | Kernel::Nd | Kernel::GridSample => 3,
+            Kernel::Binary | Kernel::Gather | Kernel::Taps | Kernel::Elements | Kernel::Nd | Kernel::GridSample | Kernel::TopK => 3,
             Kernel::Where | Kernel::Matmul | Kernel::Conv2d | Kernel::Rows => 4,
         }
     }
@@ -225,6 +230,11 @@ pub fn support(graph: &Graph, n: NodeIndex, stores_f16: bool) -> Support {
             (0..3).all(|i| float(dt(i))) && (dt(3).is_none() || float(dt(3)) || dt(3) == Some(DType::Bool)) && lower::attention_supported(graph, n)
         }
         Op::Einsum { .. } => all_float && lower::einsum_route(graph, n).is_some(),
+        // Ranks cost a pass over the lane per element: lanes up to 16384 long.
+        Op::TopK { axis, .. } => {
+            let len = in_shape(0).and_then(|s| crate::tensor::norm_axis(*axis, s.len()).ok().map(|a| s[a]));
+            carried(dt(0)) && graph.input_const(n, 1).is_some() && len.is_some_and(|l| l <= TOPK_MAX_LEN)
+        }
         Op::Rotary { rotary_dim, num_heads, .. } => {
             let geo = in_shape(0).zip(in_shape(1)).and_then(|(x, c)| RotaryGeometry::new(x, c, *rotary_dim, *num_heads).ok());
             let rows = |s: Option<&[usize]>, tail: usize| geo.is_some_and(|g| s.is_some_and(|s| s.iter().product::<usize>() == g.batch * g.seq * tail));

@@ -25,6 +25,7 @@ match kernel {
         Kernel::Gather => include_str!("../../../shaders/wgsl/gather.wgsl"),
         Kernel::Taps => include_str!("../../../shaders/wgsl/taps.wgsl"),
         Kernel::Scan => include_str!("../../../shaders/wgsl/scan.wgsl"),
+        Kernel::TopK => include_str!("../../../shaders/wgsl/topk.wgsl"),
         Kernel::Elements => include_str!("../../../shaders/wgsl/elements.wgsl"),
         Kernel::Nd => include_str!("../../../shaders/wgsl/nd.wgsl"),
         Kernel::GridSample => include_str!("../../../shaders/wgsl/grid_sample.wgsl"),

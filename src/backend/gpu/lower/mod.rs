@@ -497,6 +497,16 @@ impl<'a> Builder<'a> {
             Op::Einsum { .. } => self.einsum(n)?,
             Op::BatchNorm { .. } | Op::InstanceNorm { .. } | Op::Variadic { .. } | Op::ConvTranspose { .. } | Op::Trilu { .. } | Op::Cumulative { .. } => self.composite(n)?,
             Op::Rotary { .. } => self.rotary(n)?,
+            Op::TopK { axis, largest } => {
+                let xs = self.in_shape(n, 0);
+                let ax = norm_axis(*axis, xs.len())?;
+                let (len, inner, k) = (xs[ax], xs[ax + 1..].iter().product::<usize>(), out_shape[ax]);
+                let total: usize = xs.iter().product();
+                let (x, values) = (self.input(n, 0)?, self.output(n, 0)?);
+                let indices = if node.outputs.len() > 1 { self.output(n, 1)? } else { self.new_buffer(numel, Elem::F32)? };
+                let p = [total, len, inner, k, *largest as usize].map(|v| v as u32);
+                self.step(Kernel::TopK, OpSpec::None, &p, &[x, values, indices], grid(total))?;
+            }
             Op::Gather { axis } => {
                 let xs = self.in_shape(n, 0);
                 let ax = norm_axis(*axis, xs.len())?;
