@@ -6,7 +6,7 @@ models lack and real models have: constant Pad, standalone BatchNormalization, C
 bilinear and nearest Resize, variadic Sum, InstanceNormalization, Split, DepthToSpace, softmax
 over channels. Weights are random (fixed seed), scaled so each Conv output has about unit variance.
 mixed_f16: f16 weights and tensors with Casts at the edges, as fp16 exports have.
-video3d: 3-D convolutions, pooling and ConvTranspose, as video and volumetric nets have.
+video3d: 3-D convolutions (one grouped), pooling and ConvTranspose, as video and volumetric nets have.
 
 Usage: pip install onnx onnxruntime numpy; python3 scripts/gen_test_models.py
 """
@@ -124,23 +124,25 @@ graph = helper.make_graph(
 )
 write("mixed_f16", graph, lambda b: {"x": rng.standard_normal((b, 8, D)).astype(np.float32), "img": h(rng.standard_normal((b, 4, 16, 16)))})
 
-# video3d: a small 3-D (video / volumetric) net: strided and padded 3-D convolutions, 3-D max and
+# video3d: a small 3-D (video / volumetric) net: strided, padded and grouped 3-D convolutions, 3-D max and
 # average pooling, a pointwise 3-D convolution, a strided 3-D ConvTranspose, global pooling and a
 # linear head, as in R3D / C3D classifiers and 3-D U-Nets.
 inits, nodes = [], []
 
 
-def conv3d(x, cin, cout, k, name, **attrs):
-    w = rng.standard_normal((cout, cin) + tuple(k)).astype(np.float32) / np.sqrt(cin * np.prod(k))
+def conv3d(x, cin, cout, k, name, group=1, **attrs):
+    w = rng.standard_normal((cout, cin // group) + tuple(k)).astype(np.float32) / np.sqrt(cin // group * np.prod(k))
     b = (0.1 * rng.standard_normal(cout)).astype(np.float32)
-    nodes.append(helper.make_node("Conv", [x, const(name + ".w", w), const(name + ".b", b)], [name], **attrs))
+    nodes.append(helper.make_node("Conv", [x, const(name + ".w", w), const(name + ".b", b)], [name], group=group, **attrs))
     return name
 
 
 v1 = node("Relu", [conv3d("clip", 3, 8, (3, 5, 5), "stem", strides=[1, 2, 2], pads=[1, 2, 2, 1, 2, 2])], "v1")
 v2 = node("MaxPool", [v1], "vpool", kernel_shape=[2, 3, 3], strides=[2, 2, 2], pads=[0, 1, 1, 0, 1, 1])
 v3 = node("Relu", [conv3d(v2, 8, 16, (3, 3, 3), "block", pads=[1, 1, 1, 1, 1, 1], dilations=[1, 1, 1])], "v3")
-v4 = conv3d(v3, 16, 8, (1, 1, 1), "squeeze")
+# A grouped (channel-separated) 3-D convolution, as CSN and X3D have.
+v3g = node("Relu", [conv3d(v3, 16, 16, (3, 3, 3), "grouped", group=4, pads=[1, 1, 1, 1, 1, 1])], "v3g")
+v4 = conv3d(v3g, 16, 8, (1, 1, 1), "squeeze")
 wt3 = (rng.standard_normal((8, 4, 2, 2, 2)) / np.sqrt(8)).astype(np.float32)
 node("ConvTranspose", [v4, const("vup.w", wt3), const("vup.b", (0.1 * rng.standard_normal(4)).astype(np.float32))], "volume", strides=[2, 2, 2], kernel_shape=[2, 2, 2])
 v5 = node("AveragePool", [v3], "vavg", kernel_shape=[1, 2, 2], strides=[1, 2, 2], count_include_pad=1, pads=[0, 1, 1, 0, 0, 0])

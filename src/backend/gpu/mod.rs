@@ -210,8 +210,9 @@ pub fn support(graph: &Graph, n: NodeIndex, stores_f16: bool) -> Support {
         Op::CastLike => carried(dt(0)) && carried(dt(1)),
         Op::ArgExtreme { .. } => all_float,
         Op::RmsNorm { .. } => all_float && layout::rms_len(graph, n).is_some(),
-        // 3-D convolutions run as im2col + GEMM, one GEMM for all channels: ungrouped only.
-        Op::Conv { group, .. } => all_float && (matches!(rank, 3 | 4) || (rank == 5 && *group == 1)),
+        // 3-D convolutions run as im2col + GEMM: grouped ones one GEMM per group, from constant
+        // weights (and bias) sliced at lowering.
+        Op::Conv { group, .. } => all_float && (matches!(rank, 3 | 4) || (rank == 5 && (*group == 1 || (1..3).all(constant_or_absent) && graph.input_const(n, 1).is_some()))),
         Op::Pool { kind, .. } => all_float && !matches!(kind, PoolKind::Lp { .. }) && matches!(rank, 3..=5),
         Op::GlobalPool { kind } => all_float && !matches!(kind, PoolKind::Lp { .. }),
         Op::Reduce { .. } => all_float && layout::reduce_plan(graph, n).is_some(),

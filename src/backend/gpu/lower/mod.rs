@@ -168,8 +168,11 @@ impl<'a> Builder<'a> {
     fn conv(&mut self, n: NodeIndex, shape: ConvShape, group: usize, x: usize, w: usize, bias: Option<usize>, activation: Option<crate::graph::Activation>, o: usize) -> Result<()> {
         let geo = match shape.planar() {
             Some(geo) if !(self.conv_as_gemm && group == 1) => geo,
-            _ if group == 1 => return self.conv_gemm(n, shape, x, w, bias, activation, o),
-            _ => crate::unsupported!("grouped 3-D convolution on the GPU (node '{}')", self.g.g[n].name),
+            _ if group == 1 => {
+                let target = self.matmul_output(n, o, shape.n, shape.m * shape.unfolded().1);
+                return self.conv_gemm(shape, x, w, bias, activation, target);
+            }
+            _ => return self.grouped_conv_gemm(n, shape, group, x, activation, o),
         };
         let b = match bias {
             Some(b) => b,
@@ -184,10 +187,11 @@ impl<'a> Builder<'a> {
     }
 
     /// An ungrouped convolution as one batched GEMM, Y[n] (M x OD*OH*OW) = W (M x C*KD*KH*KW) *
-    /// cols[n], with bias and activation in the Matmul's epilogue. A pointwise convolution reads
-    /// the input in place; otherwise the Im2col kernel unfolds it (zeros for the padding) into the
-    /// shared im2col buffer.
-    fn conv_gemm(&mut self, node: NodeIndex, shape: ConvShape, x: usize, w: usize, bias: Option<usize>, activation: Option<crate::graph::Activation>, o: usize) -> Result<()> {
+    /// cols[n], with bias and activation in the Matmul's epilogue, written to `(buffer, c_base,
+    /// c_batch)` (see [`Self::matmul_output`]). A pointwise convolution reads the input in place;
+    /// otherwise the Im2col kernel unfolds it (zeros for the padding) into the shared im2col
+    /// buffer.
+    fn conv_gemm(&mut self, shape: ConvShape, x: usize, w: usize, bias: Option<usize>, activation: Option<crate::graph::Activation>, (o, c_base, c_batch): (usize, u32, u32)) -> Result<()> {
         let (n, m) = (shape.n, shape.m);
         let (k, pixels) = shape.unfolded();
         let cols = if shape.axes.pointwise() {
@@ -203,9 +207,39 @@ impl<'a> Builder<'a> {
         };
         let mut p = vec![m as u32, pixels as u32, k as u32, 0, k as u32, 1, (k * pixels) as u32, pixels as u32, 1, bias.is_some() as u32, 1, 0, 1f32.to_bits(), 1f32.to_bits()];
         p.extend(act_params(activation));
-        let (o, c_base, c_batch) = self.matmul_output(node, o, n, m * pixels);
         p.extend([c_base, c_batch]);
         self.step(Kernel::Matmul, OpSpec::None, &p, &[w, cols, b, o], [pixels.div_ceil(16) as u32, m.div_ceil(16) as u32, n as u32])
+    }
+
+    /// A grouped 3-D convolution (of Conv node `n`, constant weights and bias) as one GEMM per
+    /// group: the group's input channels copied out, its weights and bias as their own
+    /// constants, its product written straight into its output channels.
+    fn grouped_conv_gemm(&mut self, n: NodeIndex, shape: ConvShape, group: usize, x: usize, activation: Option<crate::graph::Activation>, o: usize) -> Result<()> {
+        let node = &self.g.g[n];
+        if !matches!(node.op, Op::Conv { .. }) {
+            crate::unsupported!("grouped 3-D {} on the GPU (node '{}')", node.op.name(), node.name);
+        }
+        let constant = |i: usize, what: &str| self.g.input_const(n, i).map(|t| t.to_f64_vec()).ok_or_else(|| Error::Tensor(format!("grouped 3-D Conv '{}' needs constant {what} on the GPU", node.name)));
+        let weights = constant(1, "weights")?;
+        let bias = if self.g.source(n, 2).is_some() { Some(constant(2, "bias")?) } else { None };
+        let (cg, mg) = (shape.c / group, shape.m / group);
+        let (vol, pixels) = (shape.axes.input.iter().product::<usize>(), shape.unfolded().1);
+        let per_group = ConvShape { c: cg, m: mg, ..shape };
+        let (k, elem) = (per_group.unfolded().0, self.elem_for(Some(DType::F32)));
+        let xg = self.new_buffer(shape.n * cg * vol, self.buffers[x].elem)?;
+        let view = [shape.n, cg, vol];
+        for g in 0..group {
+            let src = [(shape.c * vol) as isize, vol as isize, 1];
+            self.copy(x, (g * cg * vol) as isize, &src, xg, 0, &movement::dense(&view), &view)?;
+            let wg: Vec<f32> = weights[g * mg * k..(g + 1) * mg * k].iter().map(|&v| v as f32).collect();
+            let wb = self.data_buffer(&Tensor::from_f32(&[mg, k], wg)?, elem)?;
+            let bb = match &bias {
+                Some(b) => Some(self.data_buffer(&Tensor::from_f32(&[mg], b[g * mg..(g + 1) * mg].iter().map(|&v| v as f32).collect())?, elem)?),
+                None => None,
+            };
+            self.conv_gemm(per_group, xg, wb, bb, activation, (o, (g * mg * pixels) as u32, (shape.m * pixels) as u32))?;
+        }
+        Ok(())
     }
 
     /// Where a Matmul launch of node `n` writes its `batch` products of `each` elements: `(buffer,
