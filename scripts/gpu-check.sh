@@ -83,4 +83,24 @@ for m in squeezenet1_1 mobilenet_v2; do
   done
 done
 tail -n 8 "$OUT/profile.txt" | tee -a "$OUT/summary.txt"
+
+# Last, as time allows: real architectures exported here with random weights and ONNX Runtime
+# references (scripts/zoo.py; each model whose export needs a missing package is skipped).
+echo "== real architectures on cuda (scripts/zoo.py)" | tee -a "$OUT/summary.txt"
+if python3 -c "import torch, onnxruntime" 2>/dev/null; then
+  # The models stay out of $OUT (hundreds of MB; only the logs come back).
+  zoo=$(mktemp -d)
+  python3 "$(dirname "$0")/zoo.py" "$zoo" resnet50 convnext_tiny efficientnet_b0 swin_t vit_tiny r3d_18 deeplabv3_mobilenet_v3_large bert gpt2 llama > "$OUT/zoo.log" 2>&1
+  grep -E '^[a-z0-9_]+: ' "$OUT/zoo.log" | cut -c1-120 | tee -a "$OUT/summary.txt"
+  for m in "$zoo"/*/; do
+    for set in 0 1; do
+      [ -f "$m/model.onnx" ] && [ -d "$m/test_data_set_$set" ] || continue
+      # run --check exits non-zero when any output misses its reference.
+      if out=$("$BIN" run "$m" --device cuda --inputs "$m/test_data_set_$set" --check 2>&1); then verdict=ok; else verdict=FAILED; status=1; fi
+      echo "$(basename "$m")/$set $verdict: $(echo "$out" | grep -E 'rel_l2|error' | sed 's/\].*rel_l2/] rel_l2/' | tr '\n' ' ')" | tee -a "$OUT/summary.txt"
+    done
+  done
+else
+  echo "torch or onnxruntime missing: skipped" | tee -a "$OUT/summary.txt"
+fi
 exit $status

@@ -20,36 +20,41 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-import torchvision.models as tvm
 from onnx import numpy_helper
+
+
+def tvm():
+    """torchvision.models, imported when a torchvision architecture is asked for."""
+    import torchvision.models
+    return torchvision.models
 
 # name -> (constructor, input side)
 MODELS = {
-    "resnet18": (lambda: tvm.resnet18(), 96),
-    "resnet50": (lambda: tvm.resnet50(), 96),
-    "densenet121": (lambda: tvm.densenet121(), 96),
-    "googlenet": (lambda: tvm.googlenet(aux_logits=False, init_weights=True), 96),
-    "inception_v3": (lambda: tvm.inception_v3(aux_logits=False, init_weights=True), 107),
-    "mnasnet0_5": (lambda: tvm.mnasnet0_5(), 96),
-    "mobilenet_v3_small": (lambda: tvm.mobilenet_v3_small(), 96),
-    "mobilenet_v3_large": (lambda: tvm.mobilenet_v3_large(), 96),
-    "efficientnet_b0": (lambda: tvm.efficientnet_b0(), 96),
-    "efficientnet_v2_s": (lambda: tvm.efficientnet_v2_s(), 96),
-    "regnet_y_400mf": (lambda: tvm.regnet_y_400mf(), 96),
-    "convnext_tiny": (lambda: tvm.convnext_tiny(), 96),
-    "shufflenet_v2_x0_5": (lambda: tvm.shufflenet_v2_x0_5(), 96),
-    "squeezenet1_0": (lambda: tvm.squeezenet1_0(), 96),
-    "alexnet": (lambda: tvm.alexnet(), 224),
-    "swin_t": (lambda: tvm.swin_t(), 96),
-    "vit_tiny": (lambda: tvm.VisionTransformer(image_size=96, patch_size=16, num_layers=4, num_heads=3, hidden_dim=192, mlp_dim=768), 96),
-    "deeplabv3_mobilenet_v3_large": (lambda: tvm.segmentation.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, aux_loss=False), 96),
-    "lraspp_mobilenet_v3_large": (lambda: tvm.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None), 96),
-    "r3d_18": (lambda: tvm.video.r3d_18(), None),
-    "r2plus1d_18": (lambda: tvm.video.r2plus1d_18(), None),
-    "s3d": (lambda: tvm.video.s3d(), None),
-    "resnext50_32x4d": (lambda: tvm.resnext50_32x4d(), 96),
-    "swin_v2_t": (lambda: tvm.swin_v2_t(), 96),
-    "maxvit_t": (lambda: tvm.maxvit_t(), 224),
+    "resnet18": (lambda: tvm().resnet18(), 96),
+    "resnet50": (lambda: tvm().resnet50(), 96),
+    "densenet121": (lambda: tvm().densenet121(), 96),
+    "googlenet": (lambda: tvm().googlenet(aux_logits=False, init_weights=True), 96),
+    "inception_v3": (lambda: tvm().inception_v3(aux_logits=False, init_weights=True), 107),
+    "mnasnet0_5": (lambda: tvm().mnasnet0_5(), 96),
+    "mobilenet_v3_small": (lambda: tvm().mobilenet_v3_small(), 96),
+    "mobilenet_v3_large": (lambda: tvm().mobilenet_v3_large(), 96),
+    "efficientnet_b0": (lambda: tvm().efficientnet_b0(), 96),
+    "efficientnet_v2_s": (lambda: tvm().efficientnet_v2_s(), 96),
+    "regnet_y_400mf": (lambda: tvm().regnet_y_400mf(), 96),
+    "convnext_tiny": (lambda: tvm().convnext_tiny(), 96),
+    "shufflenet_v2_x0_5": (lambda: tvm().shufflenet_v2_x0_5(), 96),
+    "squeezenet1_0": (lambda: tvm().squeezenet1_0(), 96),
+    "alexnet": (lambda: tvm().alexnet(), 224),
+    "swin_t": (lambda: tvm().swin_t(), 96),
+    "vit_tiny": (lambda: tvm().VisionTransformer(image_size=96, patch_size=16, num_layers=4, num_heads=3, hidden_dim=192, mlp_dim=768), 96),
+    "deeplabv3_mobilenet_v3_large": (lambda: tvm().segmentation.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, aux_loss=False), 96),
+    "lraspp_mobilenet_v3_large": (lambda: tvm().segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None), 96),
+    "r3d_18": (lambda: tvm().video.r3d_18(), None),
+    "r2plus1d_18": (lambda: tvm().video.r2plus1d_18(), None),
+    "s3d": (lambda: tvm().video.s3d(), None),
+    "resnext50_32x4d": (lambda: tvm().resnext50_32x4d(), 96),
+    "swin_v2_t": (lambda: tvm().swin_v2_t(), 96),
+    "maxvit_t": (lambda: tvm().maxvit_t(), 224),
 }
 
 
