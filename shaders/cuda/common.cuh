@@ -25,6 +25,7 @@ __device__ __forceinline__ float pf(const u32* p, u32 i) { return __uint_as_floa
 __device__ __forceinline__ float activate(float v, u32 kind, float lo, float hi) {
     if (kind == 1u) return fmaxf(v, 0.0f);
     if (kind == 2u) return fminf(fmaxf(v, lo), hi);
+    if (kind == 3u) return v / (1.0f + __expf(-lo * v));
     return v;
 }
 

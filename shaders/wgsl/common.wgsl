@@ -28,6 +28,7 @@ fn pf(i: u32) -> f32 {
 fn activate(v: f32, kind: u32, lo: f32, hi: f32) -> f32 {
     if (kind == 1u) { return max(v, 0.0); }
     if (kind == 2u) { return clamp(v, lo, hi); }
+    if (kind == 3u) { return v / (1.0 + exp(-lo * v)); }
     return v;
 }
 

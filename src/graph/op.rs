@@ -101,6 +101,8 @@ pub enum ReduceOp {
 pub enum Activation {
     Relu,
     Clip { min: f32, max: f32 },
+    /// `x * sigmoid(alpha * x)` (SiLU at alpha 1).
+    Swish(f32),
 }
 
 impl Activation {
@@ -109,6 +111,7 @@ impl Activation {
         match self {
             Activation::Relu => x.max(0.0),
             Activation::Clip { min, max } => x.max(min).min(max),
+            Activation::Swish(alpha) => x / (1.0 + (-alpha * x).exp()),
         }
     }
 }
@@ -551,5 +554,6 @@ fn with_activation(base: &str, act: &Option<Activation>) -> String {
         None => base.to_string(),
         Some(Activation::Relu) => format!("{base}+Relu"),
         Some(Activation::Clip { .. }) => format!("{base}+Clip"),
+        Some(Activation::Swish(_)) => format!("{base}+Swish"),
     }
 }

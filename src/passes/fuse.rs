@@ -150,6 +150,7 @@ impl Pass for FuseActivation {
             let Some(c) = sole_consumer(g, p) else { continue };
             let act = match &g.g[c].op {
                 Op::Unary(UnaryOp::Relu) => Activation::Relu,
+                Op::Unary(UnaryOp::Swish(alpha)) => Activation::Swish(*alpha),
                 Op::Clip { min, max } => {
                     let bound = |slot: usize, attr: Option<f32>, default: f32| -> Option<f32> {
                         match g.source(c, slot) {

@@ -8,7 +8,7 @@
 use super::depthwise::depthwise_image;
 use super::fused_gemm::{gemm_epilogue, Rhs};
 use super::gemm::{sgemm, Mat, SharedOut};
-use super::simd;
+use super::{fastmath, simd};
 use crate::error::Result;
 use crate::graph::geometry::{lift3, ConvAxes};
 use crate::graph::{Activation, Window};
@@ -60,21 +60,28 @@ impl Geom {
 }
 
 /// What every convolution output goes through last: the per-channel bias, then the fused
-/// activation as a clamp (Relu is `[0, inf)`, Clip its bounds, none `(-inf, inf)`).
+/// activation as a clamp (Relu is `[0, inf)`, Clip its bounds, none `(-inf, inf)`), or a Swish.
+/// Kernels that clamp in registers apply the clamp; the Swish then runs over what they stored
+/// ([`Epilogue::finish`]) while it is in cache.
 pub(super) struct Epilogue<'a> {
     bias: Option<&'a [f32]>,
     pub lo: f32,
     pub hi: f32,
+    swish: Option<f32>,
 }
 
 impl<'a> Epilogue<'a> {
     pub fn new(bias: Option<&'a [f32]>, act: Option<Activation>) -> Self {
         let (lo, hi) = match act {
-            None => (f32::NEG_INFINITY, f32::INFINITY),
+            None | Some(Activation::Swish(_)) => (f32::NEG_INFINITY, f32::INFINITY),
             Some(Activation::Relu) => (0.0, f32::INFINITY),
             Some(Activation::Clip { min, max }) => (min, max),
         };
-        Epilogue { bias, lo, hi }
+        let swish = match act {
+            Some(Activation::Swish(alpha)) => Some(alpha),
+            _ => None,
+        };
+        Epilogue { bias, lo, hi, swish }
     }
     pub fn bias(&self, channel: usize) -> f32 {
         self.bias.map_or(0.0, |b| b[channel])
@@ -85,6 +92,14 @@ impl<'a> Epilogue<'a> {
     pub fn apply(&self, row: &mut [f32], channel: usize) {
         if !self.is_identity() {
             simd::bias_act(row, self.bias(channel), self.lo, self.hi);
+        }
+        self.finish(row);
+    }
+    /// The part of the activation a clamp cannot express (Swish), over values the bias and
+    /// clamp have already been applied to.
+    pub fn finish(&self, row: &mut [f32]) {
+        if let Some(alpha) = self.swish {
+            row.iter_mut().for_each(|v| *v /= 1.0 + fastmath::exp(-alpha * *v));
         }
     }
 }

@@ -116,6 +116,8 @@ fn depthwise_matches_reference() {
     ] {
         case.act = relu6;
         check(&case);
+        case.act = Some(Activation::Swish(1.0));
+        check(&case);
         case.bias = false;
         case.act = None;
         check(&case);
@@ -157,6 +159,8 @@ fn gemm_paths_match_reference() {
         case3(1, 16, 32, [8, 16, 16], [3, 3, 3], [1, 1, 1], [1, 1, 1], [1; 6], 1),
     ]);
     for mut case in cases {
+        check(&case);
+        case.act = Some(Activation::Swish(1.5));
         check(&case);
         case.act = relu;
         case.bias = false;

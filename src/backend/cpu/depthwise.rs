@@ -66,6 +66,8 @@ pub fn depthwise_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [MaybeUn
             let src = &xi[(oc / mult) * g.h * g.w..(oc / mult + 1) * g.h * g.w];
             let wk = &wv[oc * kplane..(oc + 1) * kplane];
             plane_kernel(src, scratch, sc, &offsets, wk, epi.bias(oc), epi, out, g);
+            // SAFETY: plane_kernel wrote every element of the plane.
+            epi.finish(unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) });
         },
     );
 }

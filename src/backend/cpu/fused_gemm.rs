@@ -76,7 +76,11 @@ unsafe fn gemm_epilogue_on(fused: bool, m: usize, n: usize, k: usize, a: Mat, b:
         // re-entered.
         return PACK.with_borrow_mut(|(bpack, row)| {
             // SAFETY: the CPU has AVX-512F (checked above); the caller vouches for `c`.
-            unsafe { blocked(m, n, k, a, b, c, ldc, &bias, epi.lo, epi.hi, bpack, row) }
+            unsafe { blocked(m, n, k, a, b, c, ldc, &bias, epi.lo, epi.hi, bpack, row) };
+            for i in 0..m {
+                // SAFETY: row i of the block, just written by `blocked`.
+                epi.finish(unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), n) });
+            }
         });
     }
     let made;
