@@ -66,6 +66,12 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         }
         None => {
             let b = a.dims.bindings(session.graph());
+            if !b.is_empty() {
+                // Random inputs take their shapes from these; a model with symbolic image sizes
+                // may need other values than the defaults (see --dim).
+                let bound: Vec<String> = b.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                eprintln!("random inputs with symbolic dims {} (set them with --batch, --seq or --dim NAME=N)", bound.join(", "));
+            }
             (session.random_inputs(&b, a.seed)?, vec![])
         }
     };
