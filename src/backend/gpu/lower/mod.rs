@@ -86,7 +86,7 @@ struct Builder<'a> {
 impl<'a> Builder<'a> {
     fn check_size(&self, bytes: u64) -> Result<()> {
         if bytes > self.max_bytes {
-            return Err(Error::Unsupported { node: String::new(), op: String::new(), what: format!("a {bytes}-byte tensor exceeds the adapter's buffer limit") });
+            return Err(Error::Unsupported { node: String::new(), op: String::new(), what: format!("a {bytes}-byte tensor exceeds the {}-byte buffer the device can bind", self.max_bytes) });
         }
         Ok(())
     }
