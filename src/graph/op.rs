@@ -300,6 +300,14 @@ pub struct AttentionAttrs {
     pub right_window: i64,
 }
 
+impl AttentionAttrs {
+    /// Whether the causal mask or sliding window hides a key `diff` positions before the query
+    /// (negative: after it), both at their absolute positions.
+    pub fn hides(&self, diff: i64) -> bool {
+        (self.is_causal && diff < 0) || (self.left_window >= 0 && diff > self.left_window) || (self.right_window >= 0 && -diff > self.right_window)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum WindowKind {
     Hann,

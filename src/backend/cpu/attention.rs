@@ -107,8 +107,7 @@ pub fn attention(at: &AttentionAttrs, inputs: &[Option<&Tensor>]) -> Result<Vec<
                     if nonpad.as_ref().is_some_and(|n| j as i64 >= n[bi]) {
                         bias = f32::NEG_INFINITY;
                     }
-                    let outside = (at.is_causal && diff < 0) || (at.left_window >= 0 && diff > at.left_window) || (at.right_window >= 0 && -diff > at.right_window);
-                    if outside {
+                    if at.hides(diff) {
                         bias = f32::NEG_INFINITY;
                     }
                     all_masked &= bias == f32::NEG_INFINITY;

@@ -183,32 +183,25 @@ impl Builder<'_> {
             let j = constant(self, &keys, &|j| j as f32)?;
             scores = mask_where(self, scores, BinaryOp::GreaterOrEqual, (j, &keys), (valid, &per_batch))?;
         }
-        if windowed && nonpad.is_some() && g.past_seq == 0 {
-            // Query i sits at absolute position valid - S + i, so its distance to key j is
-            // valid - e with e = j - i + S: compare the valid counts against e per window side.
-            let grid_st = [1, 1, s, t];
-            let e = |shift: i64| move |x: usize| ((x % t) as i64 - (x / t) as i64 + s as i64 + shift) as f32;
-            let valid = nonpad.unwrap_or_default();
-            if at.is_causal {
-                let c = constant(self, &grid_st, &e(0))?;
-                scores = mask_where(self, scores, BinaryOp::Less, (valid, &per_batch), (c, &grid_st))?;
+        match nonpad {
+            Some(valid) if windowed && g.past_seq == 0 => {
+                // Query i sits at absolute position valid - S + i, so its distance to key j is
+                // valid - e with e = j - i + S: each window side compares the valid counts
+                // against e shifted by its bound.
+                let grid_st = [1, 1, s, t];
+                let sides = [(at.is_causal, 0, BinaryOp::Less), (at.left_window >= 0, at.left_window, BinaryOp::Greater), (at.right_window >= 0, -at.right_window, BinaryOp::Less)];
+                for (_, shift, op) in sides.into_iter().filter(|side| side.0) {
+                    let e = constant(self, &grid_st, &|x| ((x % t) as i64 - (x / t) as i64 + s as i64 + shift) as f32)?;
+                    scores = mask_where(self, scores, op, (valid, &per_batch), (e, &grid_st))?;
+                }
             }
-            if at.left_window >= 0 {
-                let c = constant(self, &grid_st, &e(at.left_window))?;
-                scores = mask_where(self, scores, BinaryOp::Greater, (valid, &per_batch), (c, &grid_st))?;
+            _ if windowed => {
+                // Queries at their absolute positions (after the past keys) against every key.
+                let hidden = |e: usize| at.hides((e / t + g.past_seq) as i64 - (e % t) as i64);
+                let c = constant(self, &[s, t], &|e| if hidden(e) { f32::NEG_INFINITY } else { 0.0 })?;
+                scores = add(self, scores, c, &[s, t], Some(BinaryOp::Add))?;
             }
-            if at.right_window >= 0 {
-                let c = constant(self, &grid_st, &e(-at.right_window))?;
-                scores = mask_where(self, scores, BinaryOp::Less, (valid, &per_batch), (c, &grid_st))?;
-            }
-        } else if windowed {
-            // Queries at their absolute positions (after the past keys) against every key.
-            let outside = |i: usize, j: usize| {
-                let diff = (i + g.past_seq) as i64 - j as i64;
-                (at.is_causal && diff < 0) || (at.left_window >= 0 && diff > at.left_window) || (at.right_window >= 0 && -diff > at.right_window)
-            };
-            let c = constant(self, &[s, t], &|e| if outside(e / t, e % t) { f32::NEG_INFINITY } else { 0.0 })?;
-            scores = add(self, scores, c, &[s, t], Some(BinaryOp::Add))?;
+            _ => {}
         }
         if self.g.source(n, 3).is_some() {
             let mask_shape = self.in_shape(n, 3);
