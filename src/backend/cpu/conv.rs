@@ -72,14 +72,12 @@ pub(super) struct Epilogue<'a> {
 
 impl<'a> Epilogue<'a> {
     pub fn new(bias: Option<&'a [f32]>, act: Option<Activation>) -> Self {
-        let (lo, hi) = match act {
-            None | Some(Activation::Swish(_)) => (f32::NEG_INFINITY, f32::INFINITY),
-            Some(Activation::Relu) => (0.0, f32::INFINITY),
-            Some(Activation::Clip { min, max }) => (min, max),
-        };
-        let swish = match act {
-            Some(Activation::Swish(alpha)) => Some(alpha),
-            _ => None,
+        let unbounded = (f32::NEG_INFINITY, f32::INFINITY);
+        let ((lo, hi), swish) = match act {
+            None => (unbounded, None),
+            Some(Activation::Swish(alpha)) => (unbounded, Some(alpha)),
+            Some(Activation::Relu) => ((0.0, f32::INFINITY), None),
+            Some(Activation::Clip { min, max }) => ((min, max), None),
         };
         Epilogue { bias, lo, hi, swish }
     }
