@@ -28,6 +28,9 @@ pub enum Error {
     Input(String),
     #[error("tensor error: {0}")]
     Tensor(String),
+    /// A malformed, stale or foreign device profile, or a bad virtual-device spec.
+    #[error("profile: {0}")]
+    Profile(String),
     #[error("device '{device}' unavailable: {reason}")]
     DeviceUnavailable { device: String, reason: String },
 }

@@ -16,6 +16,7 @@ pub mod conformance;
 pub mod error;
 pub mod graph;
 pub mod onnx;
+pub mod cost;
 pub mod passes;
 pub mod session;
 pub mod tensor;

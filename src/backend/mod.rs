@@ -67,6 +67,45 @@ impl Profile {
             Some(_) => Profile::PerOpType,
         }
     }
+
+    /// Prints one run's node times to stderr: per node in execution order, or summed per op type.
+    pub(crate) fn print(self, times: &[NodeTime]) {
+        match self {
+            Profile::Off => {}
+            Profile::PerNode => {
+                for (i, t) in times.iter().enumerate() {
+                    eprintln!("{i:>4} {:<24} {:<40} {:>9.3} ms", t.op_type, t.node, t.ms);
+                }
+            }
+            Profile::PerOpType => {
+                let mut by_op: std::collections::BTreeMap<&str, (f64, usize)> = Default::default();
+                for t in times {
+                    let e = by_op.entry(&t.op_type).or_default();
+                    e.0 += t.ms;
+                    e.1 += 1;
+                }
+                for (op, (ms, n)) in by_op {
+                    eprintln!("{op:<24} {n:>5} nodes {ms:>9.3} ms");
+                }
+            }
+        }
+    }
+}
+
+/// Time one node took in one run (host wall clock around its kernel or launches).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NodeTime {
+    pub node: String,
+    /// The op as `inspect` names it, grouped convolutions marked `/grouped`.
+    pub op_type: String,
+    pub ms: f64,
+}
+
+impl NodeTime {
+    pub fn of(node: &crate::graph::Node, ms: f64) -> NodeTime {
+        let grouped = if matches!(node.op, crate::graph::Op::Conv { group, .. } if group > 1) { "/grouped" } else { "" };
+        NodeTime { node: node.name.clone(), op_type: format!("{}{grouped}", node.op.name()), ms }
+    }
 }
 
 /// A compiled graph or partition. Immutable and shared; each `run` has its own state, so many
@@ -78,6 +117,12 @@ pub trait Executable: Send + Sync {
     /// `run`, with what the backend measured on the way. The default measures nothing.
     fn run_measured(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, RunStats)> {
         Ok((self.run(inputs)?, RunStats::default()))
+    }
+
+    /// `run`, timing every node (for calibration and fidelity checks). Backends that cannot
+    /// time single nodes say so.
+    fn run_timed(&self, _inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, Vec<NodeTime>)> {
+        Err(crate::error::Error::Unsupported { node: String::new(), op: String::new(), what: "this backend cannot time single nodes".into() })
     }
 
     /// Starts a run and returns at once where the device works asynchronously (uploads queued,

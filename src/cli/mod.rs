@@ -1,7 +1,9 @@
 //! clap commands. Each command uses the library's public API only.
 
 mod conformance;
+mod cost_args;
 mod inspect;
+mod profile;
 mod run;
 
 use clap::{Args, Parser, Subcommand};
@@ -25,6 +27,9 @@ enum Command {
     },
     /// Per-node shapes, params, MACs, FLOPs, bytes and memory of a model.
     Inspect(inspect::InspectArgs),
+    /// Measure device profiles (micro-benchmarks, copies), calibrate them on models, and report
+    /// their fidelity.
+    Profile(profile::ProfileArgs),
     /// Run a model on a device, optionally checking against reference outputs.
     Run(run::RunArgs),
     /// Run a folder of ONNX node test cases and classify each as pass/fail/unsupported/error.
@@ -77,6 +82,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Inspect(a) => inspect::inspect(a),
         Command::Run(a) => run::run(a),
+        Command::Profile(a) => profile::profile(a),
         Command::Conformance(a) => conformance::conformance(a),
     }
 }

@@ -2,6 +2,7 @@
 
 mod external;
 mod ops;
+pub mod builder;
 pub mod proto;
 
 use crate::error::{Error, Result};

@@ -4,7 +4,7 @@
 
 use crate::backend::Profile;
 use super::eval_node;
-use crate::backend::Executable;
+use crate::backend::{Executable, NodeTime};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Node, Op};
 use crate::tensor::Tensor;
@@ -87,13 +87,31 @@ impl CpuExecutable {
 
 impl Executable for CpuExecutable {
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        self.run_on_pool(inputs, false).map(|r| r.0)
+    }
+
+    fn run_timed(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, Vec<NodeTime>)> {
+        self.run_on_pool(inputs, true)
+    }
+}
+
+impl CpuExecutable {
+    fn run_on_pool(&self, inputs: Vec<Tensor>, timed: bool) -> Result<(Vec<Tensor>, Vec<NodeTime>)> {
         // Run the steps on a pool worker: each kernel's parallel loop then splits work with this
         // thread instead of handing the whole loop to the pool and sleeping until it is done
         // (two thread wake-ups per op, which cost more than many small ops compute).
         if rayon::current_thread_index().is_some() || rayon::current_num_threads() < 2 {
-            return self.run_steps(inputs);
+            return self.run_steps(inputs, timed);
         }
         let done = AtomicBool::new(false);
+        // Set on every way out of the run, a panic included, or the spinning worker would keep
+        // the scope (and the caller) waiting forever.
+        struct Finish<'a>(&'a AtomicBool);
+        impl Drop for Finish<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Release);
+            }
+        }
         rayon::scope(|s| {
             // Keeps one other worker awake for the length of the run, taking each parallel
             // loop's jobs as soon as they are queued, as ONNX Runtime's spinning pool does: a
@@ -105,15 +123,12 @@ impl Executable for CpuExecutable {
                     }
                 }
             });
-            let result = self.run_steps(inputs);
-            done.store(true, Ordering::Release);
-            result
+            let _finish = Finish(&done);
+            self.run_steps(inputs, timed)
         })
     }
-}
 
-impl CpuExecutable {
-    fn run_steps(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+    fn run_steps(&self, inputs: Vec<Tensor>, timed: bool) -> Result<(Vec<Tensor>, Vec<NodeTime>)> {
         if inputs.len() != self.inputs.len() {
             return Err(Error::Input(format!("expected {} inputs, got {}", self.inputs.len(), inputs.len())));
         }
@@ -127,9 +142,10 @@ impl CpuExecutable {
             }
             slots[*s] = Some(Arc::new(t));
         }
-        let mut times: std::collections::BTreeMap<String, (f64, usize)> = Default::default();
-        for (index, step) in self.steps.iter().enumerate() {
-            let t0 = (self.profile != Profile::Off).then(std::time::Instant::now);
+        let timed = timed || self.profile != Profile::Off;
+        let mut times: Vec<NodeTime> = Vec::with_capacity(if timed { self.steps.len() } else { 0 });
+        for step in &self.steps {
+            let t0 = timed.then(std::time::Instant::now);
             let outs = if step.alias && step.frees.contains(&step.inputs[0].unwrap_or(usize::MAX)) {
                 // Last reader of a layout-only op: reuse the buffer instead of copying it.
                 let src = slots[step.inputs[0].unwrap()].take().unwrap();
@@ -151,7 +167,7 @@ impl CpuExecutable {
                     .iter()
                     .map(|s| s.map(|s| slots[s].as_deref().expect("slot filled before use by topological order")))
                     .collect();
-                eval_node(&step.node, &ins)?
+                eval_contained(&step.node, &ins)?
             };
             for (&s, t) in step.outputs.iter().zip(outs) {
                 slots[s] = Some(Arc::new(t));
@@ -160,21 +176,27 @@ impl CpuExecutable {
                 slots[f] = None;
             }
             if let Some(t0) = t0 {
-                let kind = if matches!(step.node.op, Op::Conv { group, .. } if group > 1) { "/grouped" } else { "" };
-                let key = if self.profile == Profile::PerNode { format!("{:>4} {}{kind} {}", index, step.node.op.name(), step.node.name) } else { format!("{}{kind}", step.node.op.name()) };
-                let e = times.entry(key).or_default();
-                e.0 += t0.elapsed().as_secs_f64() * 1e3;
-                e.1 += 1;
+                times.push(NodeTime::of(&step.node, t0.elapsed().as_secs_f64() * 1e3));
             }
         }
-        if self.profile != Profile::Off {
-            for (op, (ms, n)) in &times {
-                eprintln!("{op:<24} {n:>5} nodes {ms:>9.3} ms");
-            }
-        }
-        self.outputs
+        self.profile.print(&times);
+        let outs = self.outputs
             .iter()
             .map(|&s| slots[s].as_ref().map(|t| (**t).clone()).ok_or_else(|| Error::Tensor("output not produced".into())))
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        Ok((outs, times))
+    }
+}
+
+/// Runs one kernel with its panics contained: a bug or an unchecked shape inside a kernel fails
+/// this run with an error naming the node, and leaves the executable usable.
+fn eval_contained(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| eval_node(node, inputs))) {
+        Ok(r) => r,
+        Err(payload) => {
+            let msg = payload.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| payload.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".into());
+            let shapes: Vec<String> = inputs.iter().map(|t| t.map(|t| format!("{:?}", t.shape())).unwrap_or_else(|| "-".into())).collect();
+            Err(Error::node(&node.name, &node.op.name(), format!("kernel panicked ({msg}) on inputs {}", shapes.join(", "))))
+        }
     }
 }

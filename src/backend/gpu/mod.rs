@@ -128,6 +128,15 @@ pub struct GpuPlan {
     pub launches: Vec<Launch>,
     pub inputs: Vec<PlanInput>,
     pub outputs: Vec<PlanOutput>,
+    /// Which launches each node became, in order (for timing nodes one by one).
+    pub spans: Vec<NodeSpan>,
+}
+
+/// The launches one graph node was lowered to (none where another node's launch absorbed it).
+#[derive(Clone, Debug)]
+pub struct NodeSpan {
+    pub time: crate::backend::NodeTime,
+    pub launches: std::ops::Range<usize>,
 }
 
 /// Unary ops every GPU backend implements (each backend's expression table covers these).

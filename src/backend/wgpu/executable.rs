@@ -36,6 +36,7 @@ pub struct WgpuExecutable {
     outputs: Vec<Output>,
     /// Runs share the buffers, so they take turns (the device serialises them anyway).
     run_lock: Mutex<()>,
+    spans: Vec<crate::backend::gpu::NodeSpan>,
 }
 
 impl WgpuExecutable {
@@ -84,7 +85,7 @@ impl WgpuExecutable {
                 }),
             })
             .collect();
-        Ok(WgpuExecutable { ctx, buffers, steps, inputs, outputs, run_lock: Mutex::new(()) })
+        Ok(WgpuExecutable { ctx, buffers, steps, inputs, outputs, run_lock: Mutex::new(()), spans: plan.spans })
     }
 }
 
@@ -101,28 +102,66 @@ impl Executable for WgpuExecutable {
     }
 
     fn submit<'a>(&'a self, inputs: Vec<Tensor>) -> Result<Box<dyn crate::backend::PendingRun + 'a>> {
+        let turn = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.upload(&inputs)?;
+        let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("hetsched run") });
+        self.encode_steps(&mut enc, 0..self.steps.len());
+        self.read_back(enc, turn)
+    }
+
+    /// Each node's launches in a submit of their own, waited for and timed on the host: the
+    /// times include one submit and wait each, which `hetsched profile` measures and subtracts.
+    fn run_timed(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, Vec<crate::backend::NodeTime>)> {
+        let turn = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.upload(&inputs)?;
+        self.wait_idle()?;
+        let mut times = Vec::with_capacity(self.spans.len());
+        for span in &self.spans {
+            let t0 = std::time::Instant::now();
+            let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("hetsched timed node") });
+            self.encode_steps(&mut enc, span.launches.clone());
+            self.ctx.queue.submit([enc.finish()]);
+            self.wait_idle()?;
+            times.push(crate::backend::NodeTime { ms: t0.elapsed().as_secs_f64() * 1e3, ..span.time.clone() });
+        }
+        let enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("hetsched read-back") });
+        Ok((self.read_back(enc, turn)?.wait()?, times))
+    }
+}
+
+impl WgpuExecutable {
+    fn upload(&self, inputs: &[Tensor]) -> Result<()> {
         if inputs.len() != self.inputs.len() {
             return Err(Error::Input(format!("expected {} inputs, got {}", self.inputs.len(), inputs.len())));
         }
-        let turn = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let (device, queue) = (&self.ctx.device, &self.ctx.queue);
-        for ((buf, elem, name, shape), t) in self.inputs.iter().zip(&inputs) {
+        for ((buf, elem, name, shape), t) in self.inputs.iter().zip(inputs) {
             if t.shape() != shape.as_slice() {
                 return Err(Error::Input(format!("input '{name}' has shape {:?}, the plan expects {shape:?}", t.shape())));
             }
             if t.numel() > 0 {
-                queue.write_buffer(&self.buffers[*buf], 0, &encode(t, *elem));
+                self.ctx.queue.write_buffer(&self.buffers[*buf], 0, &encode(t, *elem));
             }
         }
-        let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("hetsched run") });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-            for s in &self.steps {
-                pass.set_pipeline(&s.pipeline);
-                pass.set_bind_group(0, &s.bind, &[]);
-                pass.dispatch_workgroups(s.groups[0], s.groups[1], s.groups[2]);
-            }
+        Ok(())
+    }
+
+    fn encode_steps(&self, enc: &mut wgpu::CommandEncoder, range: std::ops::Range<usize>) {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+        for s in &self.steps[range] {
+            pass.set_pipeline(&s.pipeline);
+            pass.set_bind_group(0, &s.bind, &[]);
+            pass.dispatch_workgroups(s.groups[0], s.groups[1], s.groups[2]);
         }
+    }
+
+    fn wait_idle(&self) -> Result<()> {
+        self.ctx.queue.submit([]);
+        self.ctx.device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| Error::DeviceUnavailable { device: "wgpu".into(), reason: format!("device poll failed: {e}") })
+    }
+
+    /// Copies the outputs to their read-back buffers after `enc`'s work and maps them.
+    fn read_back<'a>(&'a self, mut enc: wgpu::CommandEncoder, turn: std::sync::MutexGuard<'a, ()>) -> Result<Box<dyn crate::backend::PendingRun + 'a>> {
+        let queue = &self.ctx.queue;
         for o in &self.outputs {
             enc.copy_buffer_to_buffer(&self.buffers[o.buffer], 0, &o.readback, 0, o.readback.size());
         }

@@ -12,7 +12,7 @@ pub(crate) use attention::attention_supported;
 pub(crate) use einsum::einsum_route;
 
 use super::layout::*;
-use super::{binary_supported, unary_supported, BufferSpec, Elem, GpuPlan, Kernel, Launch, OpSpec, PlanInput, PlanOutput};
+use super::{binary_supported, unary_supported, BufferSpec, Elem, GpuPlan, Kernel, Launch, NodeSpan, OpSpec, PlanInput, PlanOutput};
 use crate::error::{Error, Result};
 use crate::graph::geometry::ConvAxes;
 use crate::graph::{Graph, Op, PoolKind, ReduceOp};
@@ -27,7 +27,7 @@ pub fn lower(graph: &Graph, options: LowerOptions) -> Result<GpuPlan> {
     let g = graph;
     let LowerOptions { f16, max_bytes, conv_as_gemm } = options;
     let mut b = Builder { g, max_bytes, f16, conv_as_gemm, buffers: vec![], value_buf: HashMap::new(), launches: vec![], dummy: None, scratch: None, placed: Default::default(), absorbed: Default::default() };
-    let mut inputs = vec![];
+    let (mut inputs, mut spans) = (vec![], vec![]);
     for gi in &g.inputs {
         let shape = g.g[gi.node].outputs[0].shape.clone().ok_or_else(|| Error::Input(format!("input '{}' has no bound shape", gi.name)))?;
         let elem = b.elem_for(Some(gi.dtype));
@@ -41,7 +41,9 @@ pub fn lower(graph: &Graph, options: LowerOptions) -> Result<GpuPlan> {
         if known || matches!(node.op, Op::Input) {
             continue;
         }
+        let first = b.launches.len();
         b.node(n).map_err(|e| e.in_node(&node.name, &node.op.name()))?;
+        spans.push(NodeSpan { time: crate::backend::NodeTime::of(node, 0.0), launches: first..b.launches.len() });
     }
     let mut outputs = vec![];
     for o in &g.outputs {
@@ -49,7 +51,7 @@ pub fn lower(graph: &Graph, options: LowerOptions) -> Result<GpuPlan> {
         let buffer = b.value((o.node, o.slot))?;
         outputs.push(PlanOutput { buffer, shape: v.shape.clone().unwrap_or_default(), dtype: v.dtype.unwrap_or(DType::F32) });
     }
-    Ok(GpuPlan { buffers: b.buffers, launches: b.launches, inputs, outputs })
+    Ok(GpuPlan { buffers: b.buffers, launches: b.launches, inputs, outputs, spans })
 }
 
 /// What a backend asks of the lowering.

@@ -1,0 +1,209 @@
+//! Device profiles: what the cost model knows of one device, measured by `hetsched profile` or
+//! written by hand for a virtual device. Serialised as JSON; every field is checked on load.
+
+use super::{Curve, Link, OpClass};
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Bumped when the meaning of a field changes; profiles of another version are re-measured.
+pub const PROFILE_VERSION: u32 = 1;
+
+/// Identifies the device and the build a profile was measured on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// The device name plans use (`cpu`, `wgpu`, `cuda`).
+    pub device: String,
+    /// What the backend reports: processor or adapter name, driver, threads, ...
+    pub details: BTreeMap<String, String>,
+    /// hetsched's version and commit: kernels change between builds.
+    pub build: String,
+}
+
+impl Fingerprint {
+    /// A short stable hash, for cache file names.
+    pub fn key(&self) -> String {
+        // FNV-1a over the canonical JSON form.
+        let text = serde_json::to_string(self).unwrap_or_default();
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in text.bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        format!("{h:016x}")
+    }
+
+    /// What differs between two fingerprints, for messages.
+    pub fn differences(&self, other: &Fingerprint) -> Vec<String> {
+        let mut d = vec![];
+        if self.device != other.device {
+            d.push(format!("device {} vs {}", self.device, other.device));
+        }
+        if self.build != other.build {
+            d.push(format!("build {} vs {}", self.build, other.build));
+        }
+        for (k, v) in &self.details {
+            match other.details.get(k) {
+                Some(w) if w == v => {}
+                Some(w) => d.push(format!("{k} '{v}' vs '{w}'")),
+                None => d.push(format!("{k} '{v}' vs none")),
+            }
+        }
+        d
+    }
+}
+
+/// The build identity stored in fingerprints.
+pub fn build_id() -> String {
+    format!("{} {}", env!("CARGO_PKG_VERSION"), env!("HETSCHED_BUILD_ID"))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProfileKind {
+    Measured,
+    /// Described by parameters; its nodes execute on the device named in `executes_on`.
+    Virtual,
+}
+
+/// One device as the cost model sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceProfile {
+    pub version: u32,
+    /// The name plans use for this device.
+    pub device: String,
+    pub kind: ProfileKind,
+    /// Where and with what build it was measured (`None` for virtual devices).
+    pub fingerprint: Option<Fingerprint>,
+    /// Cost of one node's launch or dispatch, in µs, on top of its work.
+    pub launch_us: f64,
+    /// Fixed cost of one executable run (submit and wait), in µs.
+    pub run_overhead_us: f64,
+    /// What timing a node alone adds to its time (a submit and a wait on wgpu), in µs;
+    /// subtracted from per-node measurements.
+    pub timed_node_overhead_us: f64,
+    /// Achieved rate per op class: FLOP/s over FLOPs for compute classes, bytes/s over bytes
+    /// moved for the others.
+    pub rates: BTreeMap<OpClass, Curve>,
+    /// The memory roof: bytes/s over bytes moved, for every class.
+    pub bandwidth: Curve,
+    /// Host memory to this device.
+    pub to_device: Link,
+    /// This device to host memory.
+    pub to_host: Link,
+    /// Memory capacity, where known.
+    pub memory_bytes: Option<u64>,
+    /// Convolutions need an im2col workspace on this device (the vendor-GEMM route).
+    #[serde(default)]
+    pub im2col_workspace: bool,
+    /// Multiplicative corrections per op class fitted on real models (1 where never calibrated).
+    #[serde(default)]
+    pub calibration: BTreeMap<OpClass, f64>,
+    /// The models the calibration was fitted on.
+    #[serde(default)]
+    pub calibrated_on: Vec<String>,
+    /// For a virtual device: the real device whose kernels compute its outputs.
+    #[serde(default)]
+    pub executes_on: Option<String>,
+    /// For a virtual device run in paced mode: hold each step to its predicted time.
+    #[serde(default)]
+    pub paced: bool,
+}
+
+impl DeviceProfile {
+    /// Whether the device shares the host's memory (tensors need no copy to reach it).
+    pub fn is_host(&self) -> bool {
+        self.device == "cpu"
+    }
+
+    pub fn calibration(&self, class: OpClass) -> f64 {
+        self.calibration.get(&class).copied().unwrap_or(1.0)
+    }
+
+    /// Checks every number, so a hand-edited or truncated profile is an error, not a wrong plan.
+    pub fn validate(&self) -> Result<()> {
+        let err = |m: String| Error::Profile(format!("device '{}': {m}", self.device));
+        if self.version != PROFILE_VERSION {
+            return Err(err(format!("profile version {} (this build reads {PROFILE_VERSION}); measure it again with `hetsched profile`", self.version)));
+        }
+        if self.device.is_empty() || !self.device.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(err("the device name must be letters, digits, '_' or '-'".into()));
+        }
+        for (what, v) in [("launch_us", self.launch_us), ("run_overhead_us", self.run_overhead_us), ("timed_node_overhead_us", self.timed_node_overhead_us)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(err(format!("{what} must be a finite number ≥ 0, got {v}")));
+            }
+        }
+        self.bandwidth.validate("bandwidth").map_err(err)?;
+        if self.bandwidth.is_empty() {
+            return Err(err("bandwidth curve is empty".into()));
+        }
+        for (c, curve) in &self.rates {
+            curve.validate(&format!("rates.{}", c.name())).map_err(err)?;
+        }
+        self.to_device.validate("to_device").map_err(err)?;
+        self.to_host.validate("to_host").map_err(err)?;
+        for (c, f) in &self.calibration {
+            if !(f.is_finite() && *f > 0.0 && *f < 1e4) {
+                return Err(err(format!("calibration.{} must be a positive factor, got {f}", c.name())));
+            }
+        }
+        if self.kind == ProfileKind::Virtual && self.executes_on.is_none() {
+            return Err(err("a virtual device needs `executes_on` (the device that computes its outputs)".into()));
+        }
+        if self.kind == ProfileKind::Measured && self.fingerprint.is_none() {
+            return Err(err("a measured profile needs its fingerprint".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Several devices' profiles: what `hetsched profile --out` writes and `--profile` reads.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProfileSet {
+    pub devices: Vec<DeviceProfile>,
+}
+
+impl ProfileSet {
+    pub fn get(&self, device: &str) -> Option<&DeviceProfile> {
+        self.devices.iter().find(|p| p.device == device)
+    }
+
+    /// Adds or replaces the profile of `p.device`.
+    pub fn insert(&mut self, p: DeviceProfile) {
+        self.devices.retain(|q| q.device != p.device);
+        self.devices.push(p);
+    }
+
+    pub fn from_json(text: &str, origin: &str) -> Result<ProfileSet> {
+        // One profile alone is accepted too.
+        let set = match serde_json::from_str::<ProfileSet>(text) {
+            Ok(s) => s,
+            Err(e) => match serde_json::from_str::<DeviceProfile>(text) {
+                Ok(p) => ProfileSet { devices: vec![p] },
+                Err(_) => return Err(Error::Profile(format!("{origin}: not a profile: {e}"))),
+            },
+        };
+        for p in &set.devices {
+            p.validate().map_err(|e| Error::Profile(format!("{origin}: {e}")))?;
+        }
+        Ok(set)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<ProfileSet> {
+        let meta = std::fs::metadata(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+        if meta.len() > 64 << 20 {
+            return Err(Error::Profile(format!("{}: {} bytes is too large for a profile", path.display(), meta.len())));
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+        ProfileSet::from_json(&text, &path.display().to_string())
+    }
+
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.display().to_string(), source })?;
+        }
+        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Profile(e.to_string()))?;
+        std::fs::write(path, text).map_err(|source| Error::Io { path: path.display().to_string(), source })
+    }
+}
