@@ -28,6 +28,9 @@ pub enum Error {
     Input(String),
     #[error("tensor error: {0}")]
     Tensor(String),
+    /// A plan that cannot be made (constraints no placement meets) or used (another model).
+    #[error("plan: {0}")]
+    Plan(String),
     /// A malformed, stale or foreign device profile, or a bad virtual-device spec.
     #[error("profile: {0}")]
     Profile(String),

@@ -17,7 +17,10 @@ pub mod error;
 pub mod graph;
 pub mod onnx;
 pub mod cost;
+pub mod partition;
 pub mod passes;
+pub mod plan;
+pub mod plan_draw;
 pub mod session;
 pub mod tensor;
 

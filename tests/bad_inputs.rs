@@ -142,3 +142,28 @@ fn wrong_inputs_say_what_was_expected() {
     let msg = err_text(s.run(vec![("x".into(), t(&[4]))]));
     assert!(msg.contains("shape [4]"), "{msg}");
 }
+
+/// A kernel that panics (here an InstanceNormalization whose scale is shorter than the channel
+/// count, which inference does not check yet) ends the run with an error naming the node, and
+/// the session stays usable: it used to spin forever.
+#[test]
+fn kernel_panic_is_an_error_not_a_hang() {
+    let mut b = ModelBuilder::new();
+    b.input("x", 1, &["1", "3", "4", "4"]).output("y");
+    b.init("scale", &Tensor::from_f32(&[2], vec![1.0, 1.0]).unwrap()).init("bias", &Tensor::from_f32(&[2], vec![0.0, 0.0]).unwrap());
+    b.node("InstanceNormalization", &["x", "scale", "bias"], &["y"], vec![]);
+    let s = match load(&b.bytes()) {
+        Ok(s) => s,
+        Err(e) => return eprintln!("refused at load (also fine): {e}"),
+    };
+    let x = || vec![("x".into(), Tensor::from_f32(&[1, 3, 4, 4], (0..48).map(|v| v as f32).collect()).unwrap())];
+    for attempt in 0..2 {
+        match s.run(x()) {
+            Ok(_) => panic!("a 2-element scale on 3 channels ran"),
+            Err(e) => {
+                let t = e.to_string();
+                assert!(t.contains("InstanceNormalization"), "attempt {attempt}: {t}");
+            }
+        }
+    }
+}

@@ -103,8 +103,14 @@ pub struct NodeTime {
 
 impl NodeTime {
     pub fn of(node: &crate::graph::Node, ms: f64) -> NodeTime {
-        let grouped = if matches!(node.op, crate::graph::Op::Conv { group, .. } if group > 1) { "/grouped" } else { "" };
-        NodeTime { node: node.name.clone(), op_type: format!("{}{grouped}", node.op.name()), ms }
+        use crate::graph::Op;
+        let grouped = if matches!(node.op, Op::Conv { group, .. } if group > 1) { "/grouped" } else { "" };
+        // Volumetric kernels run other loops than planar ones: timed and calibrated apart.
+        let volumetric = match &node.op {
+            Op::Conv { window, .. } | Op::Pool { window, .. } | Op::ConvTranspose { window, .. } if window.kernel_shape.len() == 3 => "/3d",
+            _ => "",
+        };
+        NodeTime { node: node.name.clone(), op_type: format!("{}{grouped}{volumetric}", node.op.name()), ms }
     }
 }
 

@@ -3,6 +3,7 @@
 mod conformance;
 mod cost_args;
 mod inspect;
+mod partition;
 mod profile;
 mod run;
 
@@ -30,6 +31,8 @@ enum Command {
     /// Measure device profiles (micro-benchmarks, copies), calibrate them on models, and report
     /// their fidelity.
     Profile(profile::ProfileArgs),
+    /// Place a model's nodes on devices by predicted cost and compare with each device alone.
+    Partition(partition::PartitionArgs),
     /// Run a model on a device, optionally checking against reference outputs.
     Run(run::RunArgs),
     /// Run a folder of ONNX node test cases and classify each as pass/fail/unsupported/error.
@@ -83,6 +86,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Inspect(a) => inspect::inspect(a),
         Command::Run(a) => run::run(a),
         Command::Profile(a) => profile::profile(a),
+        Command::Partition(a) => partition::partition(a),
         Command::Conformance(a) => conformance::conformance(a),
     }
 }

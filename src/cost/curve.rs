@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 /// Measured `(size, rate)` points, sorted by size; rates between points are interpolated
-/// linearly in log(size)–log(rate), and held constant beyond the first and last points.
+/// linearly in log(size)–log(rate). Past the last point the rate holds (the device's roof);
+/// below the first, the time holds: an op smaller than the smallest benchmark is assumed no
+/// faster than it (fixed costs dominate there), so the rate falls in proportion to size.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Curve {
     pub points: Vec<(f64, f64)>,
@@ -22,7 +24,7 @@ impl Curve {
         Ok(Curve { points })
     }
 
-    /// One rate at every size.
+    /// One rate at every size (from one unit up).
     pub fn flat(rate: f64) -> Curve {
         Curve { points: vec![(1.0, rate)] }
     }
@@ -36,7 +38,7 @@ impl Curve {
         let p = &self.points;
         let (first, last) = (p.first()?, p.last()?);
         if size <= first.0 {
-            return Some(first.1);
+            return Some(first.1 * size / first.0);
         }
         if size >= last.0 {
             return Some(last.1);
@@ -73,7 +75,9 @@ mod tests {
         // Rate 1e9 at size 1e3, 1e11 at 1e5: halfway in log size (1e4) is 1e10.
         let c = Curve::new(vec![(1e5, 1e11), (1e3, 1e9)]).unwrap();
         assert!((c.rate(1e4).unwrap() - 1e10).abs() < 1e-3 * 1e10);
-        assert_eq!(c.rate(10.0), Some(1e9));
+        // Below the first point the time holds: 1e3 units took 1e-6 s, so 10 units take as long.
+        assert!((c.seconds(10.0).unwrap() - 1e-6).abs() < 1e-18);
+        assert!((c.rate(10.0).unwrap() - 1e7).abs() < 1e-3);
         assert_eq!(c.rate(1e9), Some(1e11));
         // A quarter of the way: 10^(9 + 0.5) = 3.162e9.
         let q = c.rate(10f64.powf(3.5)).unwrap();

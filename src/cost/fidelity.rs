@@ -48,7 +48,7 @@ pub fn measure_model(path: &std::path::Path, device: &str, batch: usize, budget:
     let exe: &dyn Executable = &*prepared.executable;
     exe.run(ordered.clone())?;
     let (mut whole, start) = (vec![], Instant::now());
-    while whole.len() < 5 || (whole.len() < 50 && start.elapsed() < budget) {
+    while whole.len() < 3 || (whole.len() < 50 && start.elapsed() < budget) {
         let t = Instant::now();
         exe.run(ordered.clone())?;
         whole.push(t.elapsed().as_secs_f64() * 1e3);
@@ -67,7 +67,7 @@ pub fn measure_model(path: &std::path::Path, device: &str, batch: usize, budget:
         for (v, t) in per_node.iter_mut().zip(&times) {
             v.push(t.ms);
         }
-        if round >= 2 && (round >= 20 || start.elapsed() > budget) {
+        if round >= 1 && (round >= 20 || start.elapsed() > budget) {
             break;
         }
     }
@@ -132,16 +132,24 @@ pub struct FidelityRow {
     /// Share of nodes predicted within ±25% of their measured time.
     pub nodes_within_25: f64,
     pub spearman: f64,
+    /// Per op class: (predicted, measured) ms summed over its nodes.
+    pub by_class: std::collections::BTreeMap<super::OpClass, (f64, f64)>,
 }
 
 pub fn fidelity(model: &dyn CostModel, m: &ModelMeasurement, calibrated_on: bool) -> Result<FidelityRow> {
     let predicted = super::roofline::predict_graph(model, &m.graph, &m.device)?;
     let by_name: HashMap<&str, f64> = predicted.nodes.iter().map(|(n, ms)| (m.graph.g[*n].name.as_str(), *ms)).collect();
     let (mut p, mut q) = (vec![], vec![]);
+    let mut by_class: std::collections::BTreeMap<super::OpClass, (f64, f64)> = Default::default();
     for n in &m.nodes {
         if let Some(&ms) = by_name.get(n.name.as_str()) {
             p.push(ms);
             q.push(n.measured_ms);
+            if let Some(c) = n.work.class {
+                let e = by_class.entry(c).or_default();
+                e.0 += ms;
+                e.1 += n.measured_ms;
+            }
         }
     }
     let within = p.iter().zip(&q).filter(|(p, q)| (*p - *q).abs() <= 0.25 * *q).count();
@@ -156,6 +164,7 @@ pub fn fidelity(model: &dyn CostModel, m: &ModelMeasurement, calibrated_on: bool
         nodes: p.len(),
         nodes_within_25: if p.is_empty() { 0.0 } else { within as f64 / p.len() as f64 },
         spearman: spearman(&p, &q),
+        by_class,
     })
 }
 
@@ -189,4 +198,18 @@ pub fn transfer_fidelity(model: &Roofline, device: &str, quick: bool) -> Result<
         return Err(Error::Profile(format!("no transfers measured on {device}")));
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spearman;
+
+    #[test]
+    fn spearman_by_hand() {
+        // Same order: 1; reversed: -1; one swap of five: 1 - 6·2/(5·24) = 0.9.
+        assert!((spearman(&[1.0, 2.0, 3.0], &[10.0, 20.0, 30.0]) - 1.0).abs() < 1e-12);
+        assert!((spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
+        assert!((spearman(&[1.0, 2.0, 3.0, 4.0, 5.0], &[1.0, 2.0, 4.0, 3.0, 5.0]) - 0.9).abs() < 1e-12);
+        assert!(spearman(&[1.0], &[1.0]).is_nan());
+    }
 }

@@ -58,8 +58,11 @@ pub enum OpClass {
     Depthwise,
     /// Per-element arithmetic. Rate in bytes/s over bytes moved.
     Elementwise,
-    /// Reductions, softmax, normalisations, pooling. Rate in bytes/s over bytes moved.
+    /// Reductions, softmax, normalisations, global pooling. Rate in bytes/s over bytes moved.
     Reduction,
+    /// Windowed pooling (max, average, Lp): work grows with the window. Rate in FLOP/s
+    /// (window comparisons) over FLOPs.
+    Pool,
     /// Copies that rearrange data (transpose, concat, slice, gather, resize). Rate in bytes/s over bytes.
     Movement,
     /// Reshapes and other views: a launch at most.
@@ -69,11 +72,11 @@ pub enum OpClass {
 }
 
 impl OpClass {
-    pub const ALL: [OpClass; 9] = [OpClass::Gemm, OpClass::Thin, OpClass::Conv, OpClass::Depthwise, OpClass::Elementwise, OpClass::Reduction, OpClass::Movement, OpClass::View, OpClass::Other];
+    pub const ALL: [OpClass; 10] = [OpClass::Gemm, OpClass::Thin, OpClass::Conv, OpClass::Depthwise, OpClass::Elementwise, OpClass::Reduction, OpClass::Pool, OpClass::Movement, OpClass::View, OpClass::Other];
 
     /// Whether the class's curve is in FLOP/s over FLOPs (else bytes/s over bytes).
     pub fn compute_bound(self) -> bool {
-        matches!(self, OpClass::Gemm | OpClass::Conv | OpClass::Depthwise | OpClass::Other)
+        matches!(self, OpClass::Gemm | OpClass::Conv | OpClass::Pool | OpClass::Depthwise | OpClass::Other)
     }
 
     pub fn name(self) -> &'static str {
@@ -84,6 +87,7 @@ impl OpClass {
             OpClass::Depthwise => "depthwise",
             OpClass::Elementwise => "elementwise",
             OpClass::Reduction => "reduction",
+            OpClass::Pool => "pool",
             OpClass::Movement => "movement",
             OpClass::View => "view",
             OpClass::Other => "other",
@@ -99,7 +103,8 @@ pub fn op_class(op: &Op) -> OpClass {
         Op::Conv { .. } | Op::ConvTranspose { .. } | Op::QLinearConv { .. } | Op::ConvInteger { .. } => OpClass::Conv,
         Op::Gemm { .. } | Op::MatMul | Op::MatMulInteger | Op::QLinearMatMul | Op::Attention(_) | Op::Einsum { .. } => OpClass::Gemm,
         Op::Unary(_) | Op::Binary(_) | Op::Clip { .. } | Op::Where | Op::Variadic { .. } | Op::Cast { .. } | Op::CastLike | Op::BatchNorm { .. } | Op::Prelu | Op::Shrink { .. } | Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } => OpClass::Elementwise,
-        Op::Reduce { .. } | Op::GlobalPool { .. } | Op::Pool { .. } | Op::Softmax { .. } | Op::LayerNorm { .. } | Op::RmsNorm { .. } | Op::InstanceNorm { .. } | Op::GroupNorm { .. } | Op::Lrn { .. } | Op::LpNorm { .. } | Op::ArgExtreme { .. } | Op::Hardmax { .. } | Op::Cumulative { .. } => OpClass::Reduction,
+        Op::Pool { .. } => OpClass::Pool,
+        Op::Reduce { .. } | Op::GlobalPool { .. } | Op::Softmax { .. } | Op::LayerNorm { .. } | Op::RmsNorm { .. } | Op::InstanceNorm { .. } | Op::GroupNorm { .. } | Op::Lrn { .. } | Op::LpNorm { .. } | Op::ArgExtreme { .. } | Op::Hardmax { .. } | Op::Cumulative { .. } => OpClass::Reduction,
         Op::Transpose { .. } | Op::Concat { .. } | Op::Slice | Op::Split { .. } | Op::Gather { .. } | Op::GatherElements { .. } | Op::GatherNd { .. } | Op::Expand | Op::Tile | Op::Pad { .. } | Op::Resize(_) | Op::DepthToSpace { .. } | Op::SpaceToDepth { .. } | Op::ScatterNd { .. } | Op::ScatterElements { .. } | Op::Trilu { .. } | Op::Rotary { .. } => OpClass::Movement,
         op if op.is_layout_only() => OpClass::View,
         Op::Shape { .. } | Op::Size => OpClass::View,
@@ -115,6 +120,11 @@ pub struct Work {
     pub bytes: f64,
     /// `None` for nodes that cost nothing to run (inputs, weights, values folded at plan time).
     pub class: Option<OpClass>,
+}
+
+/// The op type calibration keys on (what [`crate::backend::NodeTime`] records).
+pub fn op_type(graph: &Graph, node: NodeIndex) -> String {
+    crate::backend::NodeTime::of(&graph.g[node], 0.0).op_type
 }
 
 /// What `node` does: its class, FLOPs and bytes moved.

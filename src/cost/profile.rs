@@ -99,6 +99,10 @@ pub struct DeviceProfile {
     /// Multiplicative corrections per op class fitted on real models (1 where never calibrated).
     #[serde(default)]
     pub calibration: BTreeMap<OpClass, f64>,
+    /// Finer corrections per op type (as `inspect` names it: `Conv+Relu`, `Conv/grouped`,
+    /// `Resize`), on top of the class's: fitted where calibration models ran that op.
+    #[serde(default)]
+    pub op_calibration: BTreeMap<String, f64>,
     /// The models the calibration was fitted on.
     #[serde(default)]
     pub calibrated_on: Vec<String>,
@@ -118,6 +122,11 @@ impl DeviceProfile {
 
     pub fn calibration(&self, class: OpClass) -> f64 {
         self.calibration.get(&class).copied().unwrap_or(1.0)
+    }
+
+    /// The correction of a node: its class's factor times its op type's.
+    pub fn correction(&self, class: OpClass, op_type: &str) -> f64 {
+        self.calibration(class) * self.op_calibration.get(op_type).copied().unwrap_or(1.0)
     }
 
     /// Checks every number, so a hand-edited or truncated profile is an error, not a wrong plan.
@@ -146,6 +155,11 @@ impl DeviceProfile {
         for (c, f) in &self.calibration {
             if !(f.is_finite() && *f > 0.0 && *f < 1e4) {
                 return Err(err(format!("calibration.{} must be a positive factor, got {f}", c.name())));
+            }
+        }
+        for (op, f) in &self.op_calibration {
+            if !(f.is_finite() && *f > 0.0 && *f < 1e4) {
+                return Err(err(format!("op_calibration.{op} must be a positive factor, got {f}")));
             }
         }
         if self.kind == ProfileKind::Virtual && self.executes_on.is_none() {

@@ -50,8 +50,13 @@ struct Bench {
 #[derive(Clone, Debug)]
 enum BenchOp {
     Relu,
-    Softmax,
-    Transpose,
+    /// Layer normalisation over rows of 256: a reduction and a pass over the data.
+    LayerNorm,
+    /// 3x3 max pooling, stride 1, padded: a windowed reduction that keeps the shape.
+    MaxPool,
+    /// The halves of a vector sliced out and concatenated again: three copies per link, as
+    /// channel shuffles, splits and concats move data.
+    SliceConcat,
     /// MatMul by a square [k, k] weight.
     MatMul(usize),
     /// Convolution with `c` channels in and out, a `k`×`k` window, `group` groups.
@@ -65,6 +70,11 @@ impl Bench {
             BenchOp::Conv { c, k, group } => Some(vec![*c, c / group, *k, *k]),
             _ => None,
         }
+    }
+
+    /// Nodes per link of the chain.
+    fn launches(&self) -> f64 {
+        if matches!(self.op, BenchOp::SliceConcat) { 3.0 } else { 1.0 }
     }
 
     /// The longest chain whose weights stay within 64 MiB.
@@ -92,8 +102,26 @@ fn chain_model(b: &Bench, len: usize) -> Result<crate::graph::Graph> {
         }
         match &b.op {
             BenchOp::Relu => m.node("Relu", &[&x], &[&y], vec![]),
-            BenchOp::Softmax => m.node("Softmax", &[&x], &[&y], vec![attr_int("axis", -1)]),
-            BenchOp::Transpose => m.node("Transpose", &[&x], &[&y], vec![attr_ints("perm", &[1, 0])]),
+            BenchOp::LayerNorm => {
+                if i == 0 {
+                    m.init("gamma", &rand_tensor(&[256], 5));
+                    m.init("beta", &rand_tensor(&[256], 6));
+                }
+                m.node("LayerNormalization", &[&x, "gamma", "beta"], &[&y], vec![attr_int("axis", -1)])
+            }
+            BenchOp::MaxPool => m.node("MaxPool", &[&x], &[&y], vec![attr_ints("kernel_shape", &[3, 3]), attr_ints("pads", &[1, 1, 1, 1])]),
+            BenchOp::SliceConcat => {
+                let half = b.shape[0] as i64 / 2;
+                if i == 0 {
+                    m.init("zero", &Tensor::from_i64(&[1], vec![0]).expect("index"));
+                    m.init("half", &Tensor::from_i64(&[1], vec![half]).expect("index"));
+                    m.init("end", &Tensor::from_i64(&[1], vec![2 * half]).expect("index"));
+                }
+                let (lo, hi) = (format!("lo{i}"), format!("hi{i}"));
+                m.node("Slice", &[&x, "zero", "half"], &[&lo], vec![]);
+                m.node("Slice", &[&x, "half", "end"], &[&hi], vec![]);
+                m.node("Concat", &[&hi, &lo], &[&y], vec![attr_int("axis", 0)])
+            }
             BenchOp::MatMul(_) => m.node("MatMul", &[&x, &w], &[&y], vec![]),
             BenchOp::Conv { k, group, .. } => {
                 let p = (*k as i64 - 1) / 2;
@@ -109,19 +137,24 @@ fn chain_model(b: &Bench, len: usize) -> Result<crate::graph::Graph> {
 fn benches(quick: bool) -> Vec<Bench> {
     let mut v = vec![];
     let pick = |all: Vec<usize>| -> Vec<usize> { if quick { all.into_iter().step_by(2).collect() } else { all } };
-    for n in pick(vec![1 << 10, 1 << 13, 1 << 16, 1 << 18, 1 << 20, 1 << 22]) {
+    for n in pick(vec![1 << 8, 1 << 10, 1 << 13, 1 << 16, 1 << 18, 1 << 20, 1 << 22]) {
         let bytes = 8.0 * n as f64;
         v.push(Bench { label: format!("relu {n}"), class: OpClass::Elementwise, shape: vec![n], work: Work { flops: n as f64, bytes, class: Some(OpClass::Elementwise) }, op: BenchOp::Relu });
         let rows = (n / 256).max(1);
-        v.push(Bench { label: format!("softmax {rows}x256"), class: OpClass::Reduction, shape: vec![rows, 256], work: Work { flops: 5.0 * (rows * 256) as f64, bytes: 8.0 * (rows * 256) as f64, class: Some(OpClass::Reduction) }, op: BenchOp::Softmax });
-        let s = (n as f64).sqrt() as usize;
-        v.push(Bench { label: format!("transpose {s}x{s}"), class: OpClass::Movement, shape: vec![s, s], work: Work { flops: 0.0, bytes: 8.0 * (s * s) as f64, class: Some(OpClass::Movement) }, op: BenchOp::Transpose });
+        v.push(Bench { label: format!("layernorm {rows}x256"), class: OpClass::Reduction, shape: vec![rows, 256], work: Work { flops: 8.0 * (rows * 256) as f64, bytes: 8.0 * (rows * 256) as f64, class: Some(OpClass::Reduction) }, op: BenchOp::LayerNorm });
+        let side = if n >= 1024 { 32 } else { 16 };
+        let planes = (n / (side * side)).max(1);
+        let m = planes * side * side;
+        v.push(Bench { label: format!("maxpool {planes}x{side}x{side}"), class: OpClass::Pool, shape: vec![1, planes, side, side], work: Work { flops: 9.0 * m as f64, bytes: 8.0 * m as f64, class: Some(OpClass::Pool) }, op: BenchOp::MaxPool });
+        // Three copies per link, each counted as it is in a model (reads what it writes):
+        // two halves (2 × 2 × 2n bytes) and the whole (2 × 4n bytes).
+        v.push(Bench { label: format!("slice+concat {n}"), class: OpClass::Movement, shape: vec![n], work: Work { flops: 0.0, bytes: 16.0 * n as f64, class: Some(OpClass::Movement) }, op: BenchOp::SliceConcat });
     }
     // Matrix products: batch-1 classifier rows, attention-sized and square ones.
     let gemms: Vec<(usize, usize)> = if quick {
         vec![(1, 512), (16, 128), (4, 1024), (64, 256), (256, 512), (512, 1024)]
     } else {
-        vec![(1, 256), (1, 512), (16, 192), (1, 1024), (8, 512), (4, 1024), (2, 2048), (16, 768), (64, 256), (48, 384), (128, 512), (256, 512), (384, 768), (512, 1024)]
+        vec![(1, 64), (1, 256), (1, 512), (16, 192), (1, 1024), (8, 512), (4, 1024), (2, 2048), (16, 768), (32, 64), (64, 128), (64, 256), (48, 384), (128, 512), (256, 512), (384, 768), (512, 1024)]
     };
     for (m, k) in gemms {
         let class = if m < super::THIN_ROWS { OpClass::Thin } else { OpClass::Gemm };
@@ -133,9 +166,9 @@ fn benches(quick: bool) -> Vec<Bench> {
     let convs: Vec<(usize, usize, usize, usize)> = {
         // Sizes chosen so no two of a class do the same FLOPs (a curve has one rate per size).
         let all = vec![
-            (8, 3, 1, 56), (24, 3, 1, 28), (16, 3, 1, 56), (48, 3, 1, 28), (32, 3, 1, 56), (160, 3, 1, 14), (96, 3, 1, 28), (64, 3, 1, 56), (320, 3, 1, 14),
-            (32, 1, 1, 56), (160, 1, 1, 14), (96, 1, 1, 28), (480, 1, 1, 7),
-            (960, 3, 960, 7), (384, 3, 384, 14), (144, 3, 144, 28), (96, 3, 96, 56), (32, 3, 32, 112),
+            (4, 3, 1, 16), (8, 3, 1, 28), (8, 3, 1, 56), (24, 3, 1, 28), (16, 3, 1, 56), (48, 3, 1, 28), (32, 3, 1, 56), (160, 3, 1, 14), (96, 3, 1, 28), (64, 3, 1, 56), (320, 3, 1, 14),
+            (16, 1, 1, 16), (32, 1, 1, 56), (160, 1, 1, 14), (96, 1, 1, 28), (480, 1, 1, 7),
+            (16, 3, 16, 14), (32, 3, 32, 28), (960, 3, 960, 7), (384, 3, 384, 14), (144, 3, 144, 28), (96, 3, 96, 56), (32, 3, 32, 112),
         ];
         if quick { all.into_iter().step_by(2).collect() } else { all }
     };
@@ -301,7 +334,7 @@ pub fn measure(backend: &dyn Backend, options: ProfileOptions, progress: Progres
             }
         }
         let (ms, _) = timer.per_op(b, target_ms, run_overhead_ms)?;
-        let s = ((ms - launch_ms) * 1e-3).max(ms * 1e-3 * 0.05);
+        let s = ((ms - b.launches() * launch_ms) * 1e-3).max(ms * 1e-3 * 0.05);
         busy.push((b, s));
         let e = last_rate.entry(b.class).or_insert((0, 0.0));
         *e = (e.0 + 1, size / s);
@@ -344,6 +377,7 @@ pub fn measure(backend: &dyn Backend, options: ProfileOptions, progress: Progres
         memory_bytes: if host { host_memory_bytes() } else { None },
         im2col_workspace: backend.name() == "cuda",
         calibration: BTreeMap::new(),
+        op_calibration: BTreeMap::new(),
         calibrated_on: vec![],
         executes_on: None,
         paced: false,

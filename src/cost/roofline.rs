@@ -7,6 +7,9 @@ use crate::error::{Error, Result};
 use crate::graph::Graph;
 use petgraph::stable_graph::NodeIndex;
 
+/// The device whose memory is host memory.
+const HOST: &str = "cpu";
+
 #[derive(Clone, Debug)]
 pub struct Roofline {
     pub profiles: ProfileSet,
@@ -40,9 +43,9 @@ impl Roofline {
         (p.launch_us * 1e-6 + own.max(memory)) * 1e3
     }
 
-    /// Predicted milliseconds of `work` on a device, calibrated.
-    pub fn calibrated_ms(p: &DeviceProfile, w: &Work) -> f64 {
-        let f = w.class.map(|c| p.calibration(c)).unwrap_or(1.0);
+    /// Predicted milliseconds of `work` by an op of `op_type` on a device, calibrated.
+    pub fn calibrated_ms(p: &DeviceProfile, w: &Work, op_type: &str) -> f64 {
+        let f = w.class.map(|c| p.correction(c, op_type)).unwrap_or(1.0);
         Self::work_ms(p, w) * f
     }
 }
@@ -53,17 +56,16 @@ impl CostModel for Roofline {
     }
 
     fn node_ms(&self, graph: &Graph, node: NodeIndex, device: &str) -> Result<f64> {
-        Ok(Self::calibrated_ms(self.profile(device)?, &node_work(graph, node)))
+        Ok(Self::calibrated_ms(self.profile(device)?, &node_work(graph, node), &super::op_type(graph, node)))
     }
 
     fn transfer_ms(&self, from: &str, to: &str, bytes: u64) -> Result<f64> {
         if from == to {
             return Ok(0.0);
         }
-        let (src, dst) = (self.profile(from)?, self.profile(to)?);
-        // To host memory from `from` (free if it is the host), then on to `to`.
-        let up = if src.is_host() { 0.0 } else { src.to_host.ms(bytes) };
-        let down = if dst.is_host() { 0.0 } else { dst.to_device.ms(bytes) };
+        // To host memory from `from` (free if it is the host, profiled or not), then on to `to`.
+        let up = if from == HOST { 0.0 } else { self.profile(from)?.to_host.ms(bytes) };
+        let down = if to == HOST { 0.0 } else { self.profile(to)?.to_device.ms(bytes) };
         Ok(up + down)
     }
 
@@ -141,6 +143,7 @@ mod tests {
             memory_bytes: None,
             im2col_workspace: false,
             calibration: BTreeMap::new(),
+            op_calibration: BTreeMap::new(),
             calibrated_on: vec![],
             executes_on: Some("cpu".into()),
             paced: false,
@@ -167,7 +170,11 @@ mod tests {
         // Calibration scales the whole node.
         let mut q = p.clone();
         q.calibration.insert(OpClass::Gemm, 1.5);
-        assert!((Roofline::calibrated_ms(&q, &w) - 1.5 * 2.005).abs() < 1e-9);
+        assert!((Roofline::calibrated_ms(&q, &w, "MatMul") - 1.5 * 2.005).abs() < 1e-9);
+        // An op type's own factor multiplies its class's.
+        q.op_calibration.insert("MatMul".into(), 2.0);
+        assert!((Roofline::calibrated_ms(&q, &w, "MatMul") - 3.0 * 2.005).abs() < 1e-9);
+        assert!((Roofline::calibrated_ms(&q, &w, "Gemm") - 1.5 * 2.005).abs() < 1e-9);
     }
 
     #[test]

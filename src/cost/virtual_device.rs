@@ -119,6 +119,7 @@ pub fn parse_spec(spec: &str) -> Result<DeviceProfile> {
         memory_bytes,
         im2col_workspace: false,
         calibration: BTreeMap::new(),
+        op_calibration: BTreeMap::new(),
         calibrated_on: vec![],
         executes_on: Some("cpu".into()),
         paced,

@@ -1,0 +1,133 @@
+//! `hetsched partition`: place a model's nodes on devices by predicted cost, compare the plan
+//! with each device alone and with the priority-order baseline, and write it (JSON, DOT, SVG).
+
+use super::cost_args::CostArgs;
+use super::{model_path, DimArgs};
+use clap::Args;
+use hetsched::backend::Support;
+use hetsched::partition::{self, evaluate, Constraints, Partitioner, Problem};
+use hetsched::plan::Plan;
+use hetsched::{Error, Result};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct PartitionArgs {
+    /// model.onnx, or a folder holding one.
+    model: PathBuf,
+    #[command(flatten)]
+    dims: DimArgs,
+    #[command(flatten)]
+    cost: CostArgs,
+    /// greedy (the first device in --devices order that supports a node), heft, or auto.
+    #[arg(long, default_value = "auto")]
+    algorithm: String,
+    /// REGEX=DEVICE: nodes whose name or op type matches run there (repeatable).
+    #[arg(long = "pin")]
+    pins: Vec<String>,
+    /// DEVICE=SIZE: the most memory the plan may use there, e.g. wgpu=64MiB (repeatable).
+    #[arg(long = "mem-limit")]
+    mem_limits: Vec<String>,
+    /// Leave this device out (repeatable).
+    #[arg(long)]
+    exclude: Vec<String>,
+    /// Write the plan as JSON.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Draw the plan as Graphviz DOT.
+    #[arg(long)]
+    dot: Option<PathBuf>,
+    /// Draw the plan as SVG (needs Graphviz's `dot`).
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// Print {"plan", "comparison"} as JSON instead of the tables.
+    #[arg(long)]
+    json: bool,
+}
+
+fn write(path: &PathBuf, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|source| Error::Io { path: path.display().to_string(), source })
+}
+
+pub fn partition(a: PartitionArgs) -> Result<ExitCode> {
+    let g = hetsched::onnx::load_model(model_path(&a.model))?;
+    let bindings = a.dims.bindings(&g);
+    let mut bound = hetsched::session::bind(&g, &bindings)?;
+    hetsched::passes::optimize(&mut bound)?;
+    let mut constraints = Constraints { exclude: a.exclude.clone(), ..Default::default() };
+    for p in &a.pins {
+        constraints.add_pin(p)?;
+    }
+    for m in &a.mem_limits {
+        constraints.add_mem_limit(m)?;
+    }
+    let (model, devices) = a.cost.model()?;
+    let mut backends = HashMap::new();
+    for d in &devices {
+        let runs_on = model.profile(d)?.executes_on.clone().unwrap_or_else(|| d.clone());
+        backends.insert(d.clone(), hetsched::backend::by_name(&runs_on)?);
+    }
+    let support = |d: &str, n| backends[d].supports(&bound, n);
+    let problem = Problem::new(&bound, &model, &devices, &constraints, &support as &dyn Fn(&str, _) -> Support)?;
+    let algorithm = partition::by_name(&a.algorithm)?;
+    let mut plan: Plan = partition::partition(&problem, &*algorithm)?;
+    plan.bindings = bindings.clone();
+
+    // The baselines, predicted by the same model.
+    let mut comparison = vec![];
+    for (d, name) in problem.devices.iter().enumerate() {
+        match problem.single_device(d).filter(|pl| problem.feasible(pl).is_ok()) {
+            Some(pl) => comparison.push((name.clone(), Some(evaluate::latency_ms(&problem, &pl)))),
+            None => comparison.push((name.clone(), None)),
+        }
+    }
+    let greedy = partition::greedy::Greedy.place(&problem).ok().filter(|pl| problem.feasible(pl).is_ok());
+    comparison.push(("greedy".into(), greedy.map(|pl| evaluate::latency_ms(&problem, &pl))));
+    comparison.push(("chosen".into(), Some(plan.predicted.latency_ms)));
+
+    if let Some(p) = &a.out {
+        write(p, &plan.to_json())?;
+    }
+    if a.dot.is_some() || a.svg.is_some() {
+        let dot = hetsched::plan_draw::to_dot(&plan, &bound);
+        if let Some(p) = &a.dot {
+            write(p, &dot)?;
+        }
+        if let Some(p) = &a.svg {
+            match hetsched::plan_draw::to_svg(&dot) {
+                Ok(svg) => write(p, &svg)?,
+                Err(e) => eprintln!("no SVG: {e}"),
+            }
+        }
+    }
+    if a.json {
+        let rows: Vec<serde_json::Value> = comparison
+            .iter()
+            .map(|(n, ms)| serde_json::json!({"name": n, "latency_ms": ms, "throughput_per_s": ms.map(|m| if m > 0.0 { 1e3 / m } else { 0.0 })}))
+            .collect();
+        println!("{}", serde_json::json!({"plan": plan, "comparison": rows}));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<10} {:>12} {:>14}", "plan", "latency ms", "throughput/s");
+    for (n, ms) in &comparison {
+        match ms {
+            Some(ms) => println!("{n:<10} {ms:>12.3} {:>14.1}", 1e3 / ms.max(1e-9)),
+            None => println!("{n:<10} {:>12} {:>14}", "-", "(cannot run)"),
+        }
+    }
+    println!();
+    println!("{} plan: {} partitions, {} transfers ({} bytes)", plan.algorithm, plan.partitions.len(), plan.transfers.len(), plan.transfers.iter().map(|t| t.bytes).sum::<u64>());
+    for p in &plan.partitions {
+        println!("  partition {:>3} on {:<6} {:>4} nodes {:>10.3} ms", p.id, p.device, p.nodes.len(), p.predicted_ms);
+    }
+    for (d, b) in &plan.predicted.memory_bytes {
+        println!("  memory on {d}: {b} bytes");
+    }
+    let mut by_device: std::collections::BTreeMap<&str, usize> = Default::default();
+    for n in &plan.nodes {
+        *by_device.entry(n.device.as_str()).or_default() += 1;
+    }
+    println!("  nodes per device: {by_device:?}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,123 @@
+//! A plan: where every node runs and why, the partitions in execution order, every transfer,
+//! and what the cost model predicts. Pure data shared by partition and exec (no device
+//! handles), saved as JSON with a version and the model's fingerprint.
+
+use crate::error::{Error, Result};
+use crate::graph::{Bindings, Graph};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const PLAN_VERSION: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// One request's time, input to output.
+    #[default]
+    Latency,
+    /// Requests per second with several in flight.
+    Throughput,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlannedNode {
+    pub name: String,
+    pub op_type: String,
+    pub device: String,
+    /// Why this device: `pinned`, `only cpu supports LSTM`, `cheaper by 1.3 ms including a 0.2 ms transfer`, ...
+    pub reason: String,
+    /// Predicted time on every device that supports it.
+    pub predicted_ms: BTreeMap<String, f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Partition {
+    pub id: usize,
+    pub device: String,
+    /// Node names in execution order.
+    pub nodes: Vec<String>,
+    /// The run overhead and every node, transfers excluded.
+    pub predicted_ms: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Transfer {
+    pub tensor: String,
+    pub from: String,
+    pub to: String,
+    pub bytes: u64,
+    pub predicted_ms: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct Predicted {
+    pub latency_ms: f64,
+    pub throughput_per_s: f64,
+    pub memory_bytes: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub version: u32,
+    /// Fingerprint of the bound graph the plan was made for.
+    pub model: String,
+    pub bindings: Bindings,
+    pub objective: Objective,
+    pub algorithm: String,
+    pub devices: Vec<String>,
+    pub nodes: Vec<PlannedNode>,
+    pub partitions: Vec<Partition>,
+    pub transfers: Vec<Transfer>,
+    pub predicted: Predicted,
+}
+
+/// A fingerprint of a bound graph: its nodes' names, ops and output shapes, in order.
+pub fn model_fingerprint(graph: &Graph) -> Result<String> {
+    let mut h: u64 = 0xcbf29ce484222325;
+    let mut eat = |s: &str| {
+        for b in s.bytes().chain([0xff]) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+    };
+    for n in graph.toposort()? {
+        let node = &graph.g[n];
+        eat(&node.name);
+        eat(&node.op.name());
+        for v in &node.outputs {
+            eat(&format!("{:?}", v.shape));
+        }
+    }
+    Ok(format!("{h:016x}"))
+}
+
+impl Plan {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a plan serialises")
+    }
+
+    pub fn from_json(text: &str) -> Result<Plan> {
+        let p: Plan = serde_json::from_str(text).map_err(|e| Error::Plan(format!("not a plan: {e}")))?;
+        if p.version != PLAN_VERSION {
+            return Err(Error::Plan(format!("plan version {} (this build reads {PLAN_VERSION}); make it again with `hetsched partition`", p.version)));
+        }
+        Ok(p)
+    }
+
+    /// Checks the plan was made for this bound graph.
+    pub fn check_graph(&self, graph: &Graph, bindings: &Bindings) -> Result<()> {
+        if &self.bindings != bindings {
+            return Err(Error::Plan(format!("the plan was made for dims {:?}, not {:?}", self.bindings, bindings)));
+        }
+        let fp = model_fingerprint(graph)?;
+        if fp != self.model {
+            return Err(Error::Plan(format!("the plan was made for another model (fingerprint {} vs this model's {fp})", self.model)));
+        }
+        Ok(())
+    }
+
+    /// The device of every node, by name.
+    pub fn device_of(&self) -> BTreeMap<&str, &str> {
+        self.nodes.iter().map(|n| (n.name.as_str(), n.device.as_str())).collect()
+    }
+}
