@@ -25,11 +25,6 @@ pub struct CostArgs {
     pub quick: bool,
 }
 
-/// Every device this build can open now.
-pub fn available_devices() -> Vec<String> {
-    hetsched::backend::all().into_iter().filter(|d| d.available).map(|d| d.name).collect()
-}
-
 /// A progress bar for profile measurements, one line per device.
 pub fn progress_reporter() -> impl FnMut(&str, &str, usize, usize) {
     let mut bar: Option<(String, ProgressBar)> = None;
@@ -63,7 +58,15 @@ impl CostArgs {
         if !self.devices.is_empty() {
             return Ok(self.devices.clone());
         }
-        let mut d = available_devices();
+        let mut d = vec![];
+        for info in hetsched::backend::all() {
+            if info.available {
+                d.push(info.name);
+            } else if info.name != "cuda" || cfg!(feature = "cuda") {
+                let why = info.details.iter().find(|(k, _)| k == "reason").map(|(_, v)| v.as_str()).unwrap_or("unavailable");
+                eprintln!("leaving out {}: {why}", info.name);
+            }
+        }
         d.extend(virtuals.into_iter().map(|v| v.device));
         Ok(d)
     }

@@ -57,7 +57,9 @@ impl Partitioner for Heft {
     /// is predicted faster (a schedule that overlaps devices can lose to them when run in
     /// sequence).
     fn place(&self, p: &Problem) -> Result<Placement> {
-        let mut candidates = vec![super::merge::merge(p, schedule(p)?), super::greedy::Greedy.place(p)?];
+        let scheduled = super::merge::merge(p, schedule(p)?);
+        let fitted = super::merge::merge(p, super::merge::fit_memory(p, scheduled.clone()));
+        let mut candidates = vec![scheduled, fitted, super::greedy::Greedy.place(p)?];
         candidates.extend((0..p.devices.len()).filter_map(|d| p.single_device(d)));
         super::best_of(p, candidates)
     }
