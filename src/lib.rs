@@ -14,6 +14,7 @@ pub mod backend;
 pub mod compare;
 pub mod conformance;
 pub mod error;
+pub mod exec;
 pub mod graph;
 pub mod onnx;
 pub mod cost;

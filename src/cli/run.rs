@@ -40,6 +40,9 @@ pub struct RunArgs {
     /// Let CUDA GEMMs use TF32 tensor cores (faster, ~1e-3 relative error).
     #[arg(long)]
     tf32: bool,
+    /// Run a plan from `hetsched partition --out` across its devices instead of one device.
+    #[arg(long)]
+    plan: Option<PathBuf>,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -79,17 +82,42 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         return Err(hetsched::Error::Input("--check needs --inputs DIR with output_K.pb files".into()));
     }
     let t0 = Instant::now();
-    let mut outs = session.run(inputs.clone())?;
+    let planned = match &a.plan {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| hetsched::Error::Io { path: path.display().to_string(), source })?;
+            let plan = hetsched::plan::Plan::from_json(&text)?;
+            let bindings = session.bindings_for(&inputs)?;
+            let exe = hetsched::exec::compile_plan(session.graph(), &bindings, &plan, !a.no_optimize, &hetsched::backend::CompileOptions { f16: a.f16, tf32: a.tf32 })?;
+            Some((plan, exe))
+        }
+    };
+    let run_once = |inputs: Vec<(String, hetsched::Tensor)>| -> Result<(Vec<(String, hetsched::Tensor)>, hetsched::backend::RunStats)> {
+        match &planned {
+            None => session.run_measured(inputs),
+            Some((_, exe)) => {
+                let mut by_name: std::collections::HashMap<String, hetsched::Tensor> = inputs.into_iter().collect();
+                let ordered = session.inputs().iter().map(|gi| by_name.remove(&gi.name).ok_or_else(|| hetsched::Error::Input(format!("missing input '{}'", gi.name)))).collect::<Result<Vec<_>>>()?;
+                let outs = hetsched::backend::Executable::run(exe, ordered)?;
+                Ok((session.output_names().into_iter().zip(outs).collect(), Default::default()))
+            }
+        }
+    };
+    let mut outs = run_once(inputs.clone())?.0;
     let first = t0.elapsed();
     let (mut times, mut device_times) = (vec![], vec![]);
     for _ in 1..a.repeat {
         let t = Instant::now();
-        let (o, stats) = session.run_measured(inputs.clone())?;
+        let (o, stats) = run_once(inputs.clone())?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
         device_times.extend(stats.device_ms);
         outs = o;
     }
-    println!("device {}  first run {:.3} ms (includes planning)", a.device, first.as_secs_f64() * 1e3);
+    let device = match &planned {
+        Some((plan, _)) => format!("plan ({} partitions on {})", plan.partitions.len(), plan.devices.join(",")),
+        None => a.device.clone(),
+    };
+    println!("device {device}  first run {:.3} ms (includes planning)", first.as_secs_f64() * 1e3);
     if !times.is_empty() {
         print!("median of {} runs: {:.3} ms host to host", times.len(), median(&mut times));
         if device_times.len() == times.len() {

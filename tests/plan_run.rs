@@ -1,0 +1,87 @@
+//! Plans run across devices and match the references: every test model, planned by `auto` and
+//! with forced splits (devices alternating node by node where they can, so every kind of
+//! boundary is crossed), on cpu + a virtual GPU (which computes with the CPU's kernels) and, where
+//! an adapter exists, on cpu + wgpu.
+
+mod common;
+use common::*;
+use hetsched::backend::{Backend, CompileOptions};
+use hetsched::cost::{self, CostModel, DeviceProfile, ProfileSet, Roofline};
+use hetsched::partition::{self, evaluate, Constraints, Problem};
+use hetsched::Session;
+use std::sync::Arc;
+
+fn profile(name: &str, spec: &str) -> DeviceProfile {
+    let mut p = cost::virtual_device::parse_spec(&format!("x:{spec}")).unwrap();
+    p.device = name.into();
+    if name == "cpu" {
+        p.to_device = cost::Link::LOCAL;
+        p.to_host = cost::Link::LOCAL;
+    }
+    p
+}
+
+fn wgpu() -> Option<Arc<dyn Backend>> {
+    match hetsched::backend::by_name("wgpu") {
+        Ok(b) => Some(b),
+        Err(e) => {
+            if std::env::var_os("CI").is_some() && cfg!(feature = "wgpu") {
+                panic!("CI must have a wgpu adapter: {e}");
+            }
+            eprintln!("SKIPPED cpu,wgpu plans: {e}");
+            None
+        }
+    }
+}
+
+fn check_plans(name: &str, gpu: &str, sets: &[&str]) {
+    let Some(dir) = model_dir(name) else { return eprintln!("SKIPPED {name}: not found") };
+    let session = Session::from_path(dir.join("model.onnx"), Default::default()).unwrap();
+    let model = Roofline::new(ProfileSet { devices: vec![profile("cpu", "gflops=50,gbps=20,launch_us=2"), profile(gpu, "gflops=20000,gbps=900,link_gbps=25,link_us=10")] });
+    let gpu_backend: Arc<dyn Backend> = hetsched::backend::by_name(hetsched::exec::executes_on(gpu)).unwrap();
+    let cpu_backend = hetsched::backend::by_name("cpu").unwrap();
+    for set in sets {
+        let (ins, refs) = load_case(&session, &dir.join(set));
+        let bindings = session.bindings_for(&ins).unwrap();
+        let mut g = hetsched::session::bind(session.graph(), &bindings).unwrap();
+        hetsched::passes::optimize(&mut g).unwrap();
+        let support = |d: &str, n| if d == "cpu" { cpu_backend.supports(&g, n) } else { gpu_backend.supports(&g, n) };
+        let p = Problem::new(&g, &model, &model.devices(), &Constraints::default(), &support).unwrap();
+        let auto = partition::partition(&p, &partition::Auto).unwrap();
+        // Forced: alternate devices node by node wherever the other may run it.
+        let forced: Vec<usize> = (0..p.order.len()).map(|i| if i % 2 == 1 && p.allowed(i, 1) { 1 } else { 0 }).collect();
+        let forced = evaluate::plan(&p, &forced, "forced").unwrap();
+        assert!(forced.transfers.len() >= 2 || p.order.len() < 3, "{name}: the forced split crosses devices");
+        for (label, mut plan) in [("auto", auto), ("forced", forced)] {
+            plan.bindings = bindings.clone();
+            let back = hetsched::plan::Plan::from_json(&plan.to_json()).unwrap();
+            let exe = hetsched::exec::compile_plan(session.graph(), &bindings, &back, true, &CompileOptions::default()).unwrap_or_else(|e| panic!("{name} {label} on cpu,{gpu}: {e}"));
+            let ordered: Vec<hetsched::Tensor> = ins.iter().map(|(_, t)| t.clone()).collect();
+            let (outs, steps) = exe.run_steps(ordered, true).unwrap_or_else(|e| panic!("{name} {label} on cpu,{gpu}: {e}"));
+            assert_eq!(steps.len(), plan.partitions.len());
+            for (i, (o, r)) in outs.iter().zip(&refs).enumerate() {
+                let rep = hetsched::compare(o, r, hetsched::Tolerance::ONNX);
+                println!("{name}/{set} {label} cpu,{gpu} ({} partitions, {} transfers) output {i}: rel_l2 {:.3e}", plan.partitions.len(), plan.transfers.len(), rep.rel_l2);
+                assert!(rep.model_ok(1e-3, 1e-2), "{name}/{set} {label} on cpu,{gpu}: output {i} rel_l2 {:.3e} max_abs {:.3e}", rep.rel_l2, rep.max_abs);
+            }
+        }
+    }
+}
+
+#[test]
+fn plans_on_cpu_and_a_virtual_gpu_match_the_references() {
+    for name in ["unet_tiny", "video3d", "squeezenet1_1", "mobilenet_v2", "shufflenet_v2_x1_0", "bert_tiny"] {
+        check_plans(name, "vgpu", &["test_data_set_0", "test_data_set_1"]);
+    }
+}
+
+#[test]
+fn plans_on_cpu_and_wgpu_match_the_references() {
+    if wgpu().is_none() {
+        return;
+    }
+    // Lavapipe runs the shared CNNs for seconds: the small models and bert_tiny here.
+    for name in ["unet_tiny", "video3d", "bert_tiny"] {
+        check_plans(name, "wgpu", &["test_data_set_0"]);
+    }
+}
