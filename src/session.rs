@@ -23,11 +23,15 @@ pub struct SessionOptions {
     /// Let GEMMs on NVIDIA tensor cores round their inputs to TF32 (10-bit mantissa: several
     /// times the f32 throughput, about 1e-3 relative error). Off by default; only CUDA uses it.
     pub tf32: bool,
+    /// Devices to split the model across by predicted cost (`cpu` among them: inputs and outputs
+    /// live in host memory), one plan per set of bound dims; empty: `device` alone. Profiles
+    /// come from the cache, measured on first use where there is none.
+    pub devices: Vec<String>,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { device: "cpu".into(), optimize: true, f16: false, tf32: false }
+        SessionOptions { device: "cpu".into(), optimize: true, f16: false, tf32: false, devices: vec![] }
     }
 }
 
@@ -35,6 +39,8 @@ impl Default for SessionOptions {
 pub struct Prepared {
     pub graph: Arc<Graph>,
     pub executable: Arc<dyn Executable>,
+    /// The plan, when the session splits the model across devices.
+    pub plan: Option<Arc<crate::plan::Plan>>,
 }
 
 pub struct Session {
@@ -98,15 +104,23 @@ impl Session {
         if self.options.optimize {
             crate::passes::optimize(&mut g)?;
         }
-        for n in g.g.node_indices() {
-            if let backend::Support::No(why) = self.backend.supports(&g, n) {
-                let node = &g.g[n];
-                return Err(Error::Unsupported { node: node.name.clone(), op: node.op.name(), what: format!("{why} on device {}", self.backend.name()) });
+        let options = backend::CompileOptions { f16: self.options.f16, tf32: self.options.tf32 };
+        let p = if self.options.devices.is_empty() {
+            for n in g.g.node_indices() {
+                if let backend::Support::No(why) = self.backend.supports(&g, n) {
+                    let node = &g.g[n];
+                    return Err(Error::Unsupported { node: node.name.clone(), op: node.op.name(), what: format!("{why} on device {}", self.backend.name()) });
+                }
             }
-        }
-        let graph = Arc::new(g);
-        let executable = self.backend.compile(graph.clone(), &backend::CompileOptions { f16: self.options.f16, tf32: self.options.tf32 })?;
-        let p = Arc::new(Prepared { graph, executable });
+            let graph = Arc::new(g);
+            let executable = self.backend.compile(graph.clone(), &options)?;
+            Arc::new(Prepared { graph, executable, plan: None })
+        } else {
+            let plan = partition_for(&g, bindings, &self.options.devices)?;
+            let graph = Arc::new(g);
+            let executable = Arc::new(crate::exec::PlanExecutable::new(graph.clone(), &plan, &options)?);
+            Arc::new(Prepared { graph, executable, plan: Some(Arc::new(plan)) })
+        };
         self.plans.lock().unwrap_or_else(|e| e.into_inner()).insert(bindings.clone(), p.clone());
         Ok(p)
     }
@@ -201,6 +215,21 @@ impl Session {
             })
             .collect()
     }
+}
+
+/// Plans a bound graph across `devices` with the cached (or newly measured) profiles.
+fn partition_for(g: &Graph, bindings: &Bindings, devices: &[String]) -> Result<crate::plan::Plan> {
+    let (profiles, _) = crate::cost::store::resolve(devices, None, &[], false, &mut |_, _, _, _| {})?;
+    let model = crate::cost::Roofline::new(profiles);
+    let mut backends = HashMap::new();
+    for d in devices {
+        backends.insert(d.clone(), backend::by_name(crate::exec::executes_on(d))?);
+    }
+    let support = |d: &str, n| backends[d].supports(g, n);
+    let problem = crate::partition::Problem::new(g, &model, devices, &Default::default(), &support)?;
+    let mut plan = crate::partition::partition(&problem, &crate::partition::Auto)?;
+    plan.bindings = bindings.clone();
+    Ok(plan)
 }
 
 /// Binds `graph` and infers every value, folding plan-time constants with the CPU evaluator.

@@ -85,3 +85,23 @@ fn plans_on_cpu_and_wgpu_match_the_references() {
         check_plans(name, "wgpu", &["test_data_set_0"]);
     }
 }
+
+/// A session given a device list partitions on first use and serves like any other; its plan
+/// is kept, and the outputs match the references.
+#[test]
+fn a_session_over_several_devices_matches_the_references() {
+    let Some(dir) = model_dir("unet_tiny") else { return };
+    let mut devices = vec!["cpu".to_string()];
+    if wgpu().is_some() {
+        devices.push("wgpu".into());
+    }
+    let s = Session::from_path(dir.join("model.onnx"), hetsched::SessionOptions { devices: devices.clone(), ..Default::default() }).unwrap();
+    let (ins, refs) = load_case(&s, &dir.join("test_data_set_0"));
+    let outs = s.run(ins.clone()).unwrap();
+    for ((_, o), r) in outs.iter().zip(&refs) {
+        assert!(hetsched::compare(o, r, hetsched::Tolerance::ONNX).model_ok(1e-3, 1e-2));
+    }
+    let prepared = s.prepare(&s.bindings_for(&ins).unwrap()).unwrap();
+    let plan = prepared.plan.as_ref().expect("a partitioned session keeps its plan");
+    assert_eq!(plan.devices, devices);
+}

@@ -44,6 +44,42 @@ pub struct PartitionArgs {
     /// Print {"plan", "comparison"} as JSON instead of the tables.
     #[arg(long)]
     json: bool,
+    /// Run the plan (seeded random inputs, a warm-up and 5 timed runs) and print predicted
+    /// against measured time per partition and in total.
+    #[arg(long)]
+    validate: bool,
+}
+
+/// Runs `plan` and prints predicted against measured per partition (a partition's measured time
+/// includes uploading what it reads and downloading what it writes) and in total.
+fn validate(graph: &hetsched::Graph, bindings: &hetsched::Bindings, plan: &Plan) -> Result<()> {
+    let session = hetsched::Session::from_graph(graph.clone(), Default::default())?;
+    let inputs: Vec<hetsched::Tensor> = session.random_inputs(bindings, 0)?.into_iter().map(|(_, t)| t).collect();
+    let exe = hetsched::exec::compile_plan(graph, bindings, plan, true, &Default::default())?;
+    exe.run_steps(inputs.clone(), false)?;
+    let (mut per, mut whole) = (vec![vec![]; plan.partitions.len()], vec![]);
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let (_, steps) = exe.run_steps(inputs.clone(), true)?;
+        whole.push(t.elapsed().as_secs_f64() * 1e3);
+        for s in steps {
+            per[s.partition].push(s.ms);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!();
+    println!("{:<10} {:<6} {:>6} {:>13} {:>12}", "partition", "device", "nodes", "predicted ms", "measured ms");
+    for (p, v) in plan.partitions.iter().zip(per.iter_mut()) {
+        println!("{:<10} {:<6} {:>6} {:>13.3} {:>12.3}", p.id, p.device, p.nodes.len(), p.predicted_ms, median(v));
+    }
+    let copies: f64 = plan.transfers.iter().map(|t| t.predicted_ms).sum();
+    println!("transfers  {:>13} {:>13.3} (predicted; measured inside the partitions that read or write them)", plan.transfers.len(), copies);
+    let measured = median(&mut whole);
+    println!("{:<10} {:<6} {:>6} {:>13.3} {:>12.3} {:>+7.1}%", "total", "", plan.nodes.len(), plan.predicted.latency_ms, measured, (plan.predicted.latency_ms - measured) / measured * 100.0);
+    Ok(())
 }
 
 fn write(path: &PathBuf, text: &str) -> Result<()> {
@@ -89,6 +125,7 @@ pub fn partition(a: PartitionArgs) -> Result<ExitCode> {
     if let Some(p) = &a.out {
         write(p, &plan.to_json())?;
     }
+    let validate_after = a.validate;
     if a.dot.is_some() || a.svg.is_some() {
         let dot = hetsched::plan_draw::to_dot(&plan, &bound);
         if let Some(p) = &a.dot {
@@ -129,5 +166,8 @@ pub fn partition(a: PartitionArgs) -> Result<ExitCode> {
         *by_device.entry(n.device.as_str()).or_default() += 1;
     }
     println!("  nodes per device: {by_device:?}");
+    if validate_after {
+        validate(&g, &bindings, &plan)?;
+    }
     Ok(ExitCode::SUCCESS)
 }

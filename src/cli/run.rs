@@ -43,6 +43,10 @@ pub struct RunArgs {
     /// Run a plan from `hetsched partition --out` across its devices instead of one device.
     #[arg(long)]
     plan: Option<PathBuf>,
+    /// Split the model across these devices (comma-separated, cpu among them) by predicted
+    /// cost, then run it (profiles from the cache, measured when absent).
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<String>,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -51,7 +55,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 pub fn run(a: RunArgs) -> Result<ExitCode> {
-    let opts = SessionOptions { device: a.device.clone(), optimize: !a.no_optimize, f16: a.f16, tf32: a.tf32 };
+    let opts = SessionOptions { device: a.device.clone(), optimize: !a.no_optimize, f16: a.f16, tf32: a.tf32, devices: a.devices.clone() };
     let session = Session::from_path(model_path(&a.model), opts)?;
     let (inputs, refs) = match &a.inputs {
         Some(dir) => {
@@ -115,6 +119,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     }
     let device = match &planned {
         Some((plan, _)) => format!("plan ({} partitions on {})", plan.partitions.len(), plan.devices.join(",")),
+        None if !a.devices.is_empty() => format!("{} (partitioned)", a.devices.join(",")),
         None => a.device.clone(),
     };
     println!("device {device}  first run {:.3} ms (includes planning)", first.as_secs_f64() * 1e3);
