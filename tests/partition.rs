@@ -135,6 +135,20 @@ fn random_dags_respect_constraints_and_heft_never_loses() {
                 assert!(t(&heft) <= t(&single) + 1e-9, "seed {seed}: heft {} > {} alone {}", t(&heft), p.devices[d], t(&single));
             }
         }
+        // The local delta the merge uses equals the whole re-evaluation, for random moves.
+        let mut pl = heft.clone();
+        for _ in 0..4 {
+            let a = rng.below(pl.len());
+            let b = a + 1 + rng.below(pl.len() - a);
+            let e = rng.below(p.devices.len());
+            if !(a..b).all(|i| p.allowed(i, e)) {
+                continue;
+            }
+            let before = t(&pl);
+            let delta = evaluate::move_delta_ms(&p, &mut pl, a, b, e);
+            pl[a..b].iter_mut().for_each(|x| *x = e);
+            assert!((t(&pl) - before - delta).abs() < 1e-9 * (1.0 + before), "seed {seed}: delta {delta} vs {}", t(&pl) - before);
+        }
         let plan = partition::partition(&p, &partition::Auto).unwrap();
         assert_eq!(plan.nodes.len(), p.order.len());
         assert!(plan.nodes.iter().all(|n| !n.reason.is_empty()), "seed {seed}");

@@ -35,6 +35,44 @@ pub fn transfers(p: &Problem, placement: &Placement) -> Vec<(usize, usize, usize
     out
 }
 
+/// Predicted cost of copying tensor `t` under `placement`.
+fn tensor_ms(p: &Problem, placement: &Placement, t: usize) -> f64 {
+    let tensor = &p.tensors[t];
+    let from = tensor.producer.map(|i| placement[i]).unwrap_or(p.host);
+    let mut seen = 0u64; // devices already paid for (bit per device; plans use few)
+    let mut ms = 0.0;
+    let dests = tensor.consumers.iter().map(|&c| placement[c]).chain((tensor.output && from != p.host).then_some(p.host));
+    for d in dests {
+        if d != from && seen & (1 << (d % 64)) == 0 {
+            seen |= 1 << (d % 64);
+            ms += p.transfer_ms(from, d, tensor.bytes);
+        }
+    }
+    ms
+}
+
+/// The run overhead charged at position `i`: where a partition starts.
+fn start_ms(p: &Problem, placement: &Placement, i: usize) -> f64 {
+    if i == 0 || placement[i] != placement[i - 1] { p.run_overhead_ms[placement[i]] } else { 0.0 }
+}
+
+/// The change in predicted latency if nodes `a..b` move to device `e`, in time proportional to
+/// the nodes and the tensors they touch (not the whole graph).
+pub fn move_delta_ms(p: &Problem, placement: &mut Placement, a: usize, b: usize, e: usize) -> f64 {
+    let n = placement.len();
+    let mut tensors: Vec<usize> = (a..b).flat_map(|i| p.touches[i].iter().copied()).collect();
+    tensors.sort_unstable();
+    tensors.dedup();
+    let local = |pl: &Placement| -> f64 { (a..=b.min(n - 1)).map(|i| start_ms(p, pl, i)).sum::<f64>() + tensors.iter().map(|&t| tensor_ms(p, pl, t)).sum::<f64>() };
+    let before = local(placement);
+    let old: Vec<usize> = placement[a..b].to_vec();
+    let compute: f64 = (a..b).map(|i| p.cost[i][e].unwrap_or(f64::INFINITY) - p.cost[i][placement[i]].unwrap_or(f64::INFINITY)).sum();
+    placement[a..b].iter_mut().for_each(|x| *x = e);
+    let after = local(placement);
+    placement[a..b].copy_from_slice(&old);
+    after - before + compute
+}
+
 /// Predicted latency of a placement, ms.
 pub fn latency_ms(p: &Problem, placement: &Placement) -> f64 {
     let compute: f64 = partitions(placement).iter().map(|&(d, a, b)| p.run_overhead_ms[d] + (a..b).map(|i| p.cost[i][d].unwrap_or(f64::INFINITY)).sum::<f64>()).sum();
@@ -43,7 +81,7 @@ pub fn latency_ms(p: &Problem, placement: &Placement) -> f64 {
 }
 
 /// Why node `i` sits on its device, by what moving it elsewhere would change.
-fn reason(p: &Problem, placement: &Placement, i: usize, base: f64, algorithm: &str) -> String {
+fn reason(p: &Problem, placement: &Placement, i: usize, algorithm: &str) -> String {
     let d = placement[i];
     let op = &p.graph.g[p.order[i]].op.name();
     if p.pinned[i].is_some() {
@@ -53,11 +91,10 @@ fn reason(p: &Problem, placement: &Placement, i: usize, base: f64, algorithm: &s
     if others.is_empty() {
         return format!("only {} supports {op}", p.devices[d]);
     }
-    let mut moved = placement.clone();
+    let mut scratch = placement.clone();
     let (mut best_alt, mut best_delta) = (others[0], f64::INFINITY);
     for &e in &others {
-        moved[i] = e;
-        let delta = latency_ms(p, &moved) - base;
+        let delta = move_delta_ms(p, &mut scratch, i, i + 1, e);
         if delta < best_delta {
             (best_alt, best_delta) = (e, delta);
         }
@@ -83,7 +120,7 @@ pub fn plan(p: &Problem, placement: &Placement, algorithm: &str) -> Result<Plan>
     for (i, &n) in p.order.iter().enumerate() {
         let node = &p.graph.g[n];
         let predicted_ms: BTreeMap<String, f64> = p.devices.iter().zip(&p.cost[i]).filter_map(|(d, c)| c.map(|c| (d.clone(), c))).collect();
-        nodes.push(PlannedNode { name: node.name.clone(), op_type: crate::cost::op_type(p.graph, n), device: p.devices[placement[i]].clone(), reason: reason(p, placement, i, base, algorithm), predicted_ms });
+        nodes.push(PlannedNode { name: node.name.clone(), op_type: crate::cost::op_type(p.graph, n), device: p.devices[placement[i]].clone(), reason: reason(p, placement, i, algorithm), predicted_ms });
     }
     let partitions = partitions(placement)
         .into_iter()

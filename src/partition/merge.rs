@@ -2,28 +2,34 @@
 //! device) while that lowers the predicted latency, removing tiny fragments and CPU↔GPU
 //! ping-pong that node-by-node placement leaves.
 
-use super::evaluate::{latency_ms, partitions};
+use super::evaluate::{move_delta_ms, partitions};
 use super::{Placement, Problem};
 
+/// Sweeps over the partitions, applying every move that lowers the latency, until a sweep
+/// finds none (at most 64 sweeps). Moves are judged by their local delta; memory limits are
+/// checked only where a device has one.
 pub fn merge(p: &Problem, mut placement: Placement) -> Placement {
-    let mut best = latency_ms(p, &placement);
+    let limited = p.mem_limits.iter().any(Option::is_some);
     for _ in 0..64 {
         let mut improved = false;
         for (d, a, b) in partitions(&placement) {
+            // Earlier moves in this sweep may have changed this range: skip it if so.
+            if placement[a..b].iter().any(|&x| x != d) {
+                continue;
+            }
             for e in (0..p.devices.len()).filter(|&e| e != d) {
                 if !(a..b).all(|i| p.allowed(i, e)) {
                     continue;
                 }
-                let mut moved = placement.clone();
-                moved[a..b].iter_mut().for_each(|x| *x = e);
-                let t = latency_ms(p, &moved);
-                if t < best - 1e-12 && p.feasible(&moved).is_ok() {
-                    (best, placement, improved) = (t, moved, true);
+                if move_delta_ms(p, &mut placement, a, b, e) < -1e-12 {
+                    placement[a..b].iter_mut().for_each(|x| *x = e);
+                    if limited && p.feasible(&placement).is_err() {
+                        placement[a..b].iter_mut().for_each(|x| *x = d);
+                        continue;
+                    }
+                    improved = true;
                     break;
                 }
-            }
-            if improved {
-                break;
             }
         }
         if !improved {

@@ -36,6 +36,8 @@ pub struct Problem<'a> {
     pub tensors: Vec<Tensor>,
     pub mem_limits: Vec<Option<u64>>,
     pub run_overhead_ms: Vec<f64>,
+    /// The tensors each node produces or reads (indices into `tensors`).
+    pub touches: Vec<Vec<usize>>,
 }
 
 fn is_compute(g: &Graph, n: NodeIndex) -> bool {
@@ -114,9 +116,17 @@ impl<'a> Problem<'a> {
                 }
             }
         }
+        let mut touches = vec![vec![]; order.len()];
+        for (t, tensor) in tensors.iter().enumerate() {
+            for i in tensor.producer.into_iter().chain(tensor.consumers.iter().copied()) {
+                if touches[i].last() != Some(&t) {
+                    touches[i].push(t);
+                }
+            }
+        }
         let mem_limits = devices.iter().map(|d| constraints.mem_limits.get(d).copied().or_else(|| model.capacity_bytes(d))).collect();
         let run_overhead_ms = devices.iter().map(|d| model.run_overhead_ms(d)).collect::<Result<_>>()?;
-        Ok(Problem { graph, model, devices, host, order, cost, refusals, pinned, tensors, mem_limits, run_overhead_ms })
+        Ok(Problem { graph, model, devices, host, order, cost, refusals, pinned, tensors, mem_limits, run_overhead_ms, touches })
     }
 
     /// Whether a node may go to a device (supported, and pinned there if pinned at all).
