@@ -16,6 +16,7 @@ pub mod conformance;
 pub mod error;
 pub mod exec;
 pub mod graph;
+pub mod hash;
 pub mod onnx;
 pub mod cost;
 pub mod partition;

@@ -73,22 +73,16 @@ pub struct Plan {
 
 /// A fingerprint of a bound graph: its nodes' names, ops and output shapes, in order.
 pub fn model_fingerprint(graph: &Graph) -> Result<String> {
-    let mut h: u64 = 0xcbf29ce484222325;
-    let mut eat = |s: &str| {
-        for b in s.bytes().chain([0xff]) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100000001b3);
-        }
-    };
+    // Each field ends with 0xff (never in UTF-8), so fields cannot run into each other.
+    let mut bytes = vec![];
     for n in graph.toposort()? {
         let node = &graph.g[n];
-        eat(&node.name);
-        eat(&node.op.name());
-        for v in &node.outputs {
-            eat(&format!("{:?}", v.shape));
+        let fields = [node.name.clone(), node.op.name()].into_iter().chain(node.outputs.iter().map(|v| format!("{:?}", v.shape)));
+        for f in fields {
+            bytes.extend(f.bytes().chain([0xff]));
         }
     }
-    Ok(format!("{h:016x}"))
+    Ok(format!("{:016x}", crate::hash::fnv1a(bytes)))
 }
 
 impl Plan {

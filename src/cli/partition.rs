@@ -66,10 +66,7 @@ fn validate(graph: &hetsched::Graph, bindings: &hetsched::Bindings, plan: &Plan)
             per[s.partition].push(s.ms);
         }
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let median = super::run::median;
     println!();
     println!("{:<10} {:<6} {:>6} {:>13} {:>12}", "partition", "device", "nodes", "predicted ms", "measured ms");
     for (p, v) in plan.partitions.iter().zip(per.iter_mut()) {

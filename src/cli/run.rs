@@ -49,7 +49,7 @@ pub struct RunArgs {
     devices: Vec<String>,
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(super) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }

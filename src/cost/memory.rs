@@ -21,7 +21,7 @@ impl Footprint {
 
 fn is_value(graph: &Graph, n: NodeIndex) -> bool {
     let node = &graph.g[n];
-    matches!(node.op, Op::Constant { .. }) || (!node.outputs.is_empty() && node.outputs.iter().all(|v| v.value.is_some()) && !matches!(node.op, Op::Input))
+    matches!(node.op, Op::Constant { .. }) || (node.is_folded() && !matches!(node.op, Op::Input))
 }
 
 /// The footprint of `order` (a topologically ordered set of nodes) on one device.

@@ -130,8 +130,7 @@ pub fn op_type(graph: &Graph, node: NodeIndex) -> String {
 /// What `node` does: its class, FLOPs and bytes moved.
 pub fn node_work(graph: &Graph, node: NodeIndex) -> Work {
     let n = &graph.g[node];
-    let folded = !n.outputs.is_empty() && n.outputs.iter().all(|v| v.value.is_some());
-    if matches!(n.op, Op::Input | Op::Constant { .. }) || folded {
+    if !n.is_compute() {
         return Work::default();
     }
     let c = crate::analysis::node_cost(graph, node);

@@ -23,14 +23,9 @@ pub struct Fingerprint {
 impl Fingerprint {
     /// A short stable hash, for cache file names.
     pub fn key(&self) -> String {
-        // FNV-1a over the canonical JSON form.
+        // Over the canonical JSON form.
         let text = serde_json::to_string(self).unwrap_or_default();
-        let mut h: u64 = 0xcbf29ce484222325;
-        for b in text.bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100000001b3);
-        }
-        format!("{h:016x}")
+        format!("{:016x}", crate::hash::fnv1a(text.bytes()))
     }
 
     /// What differs between two fingerprints, for messages.

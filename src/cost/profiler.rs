@@ -276,9 +276,6 @@ pub fn measure_transfers(backend: &dyn Backend, quick: bool, budget: Duration, l
         let echo = timer.compile(echo_model(n)?)?;
         let u = paired_diff_ms(&*sliced, &x, &*base, &one, budget)?;
         let d = paired_diff_ms(&*echo, &x, &*sliced, &x, budget)? + launch_ms;
-        if std::env::var_os("HETSCHED_DEBUG_PROFILE").is_some() {
-            eprintln!("copy {bytes}: up {u:.4} ms, down {d:.4} ms");
-        }
         up.push((bytes, u.max(1e-4)));
         down.push((bytes, d.max(1e-4)));
     }

@@ -100,11 +100,7 @@ pub struct GraphPrediction {
 pub fn predict_graph(model: &dyn CostModel, graph: &Graph, device: &str) -> Result<GraphPrediction> {
     let mut pr = GraphPrediction { device: device.into(), overhead_ms: model.run_overhead_ms(device)?, ..Default::default() };
     for n in graph.toposort()? {
-        let node = &graph.g[n];
-        if matches!(node.op, crate::graph::Op::Input | crate::graph::Op::Constant { .. }) {
-            continue;
-        }
-        if node.outputs.iter().all(|v| v.value.is_some()) && !node.outputs.is_empty() {
+        if !graph.g[n].is_compute() {
             continue;
         }
         pr.nodes.push((n, model.node_ms(graph, n, device)?));

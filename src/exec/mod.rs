@@ -5,7 +5,7 @@
 
 use crate::backend::{self, CompileOptions, Executable};
 use crate::error::{Error, Result};
-use crate::graph::{Graph, Op};
+use crate::graph::Graph;
 use crate::plan::Plan;
 use crate::tensor::Tensor;
 use petgraph::stable_graph::NodeIndex;
@@ -114,7 +114,7 @@ impl PlanExecutable {
             .iter()
             .map(|o| {
                 let k = (o.node, o.slot);
-                values.get(&k).cloned().or_else(|| known(k)).or_else(|| if matches!(g.g[o.node].op, Op::Input) { values.get(&(o.node, 0)).cloned() } else { None }).ok_or_else(|| Error::Plan(format!("output '{}' was not produced", o.name)))
+                values.get(&k).cloned().or_else(|| known(k)).ok_or_else(|| Error::Plan(format!("output '{}' was not produced", o.name)))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok((outs, times))

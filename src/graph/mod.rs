@@ -99,6 +99,18 @@ pub struct Graph {
     pub opset: i64,
 }
 
+impl Node {
+    /// Every output was computed at plan time (inference folded it): nothing runs for it.
+    pub fn is_folded(&self) -> bool {
+        !self.outputs.is_empty() && self.outputs.iter().all(|v| v.value.is_some())
+    }
+
+    /// A node that runs: not an input, a weight or a folded value.
+    pub fn is_compute(&self) -> bool {
+        !matches!(self.op, Op::Input | Op::Constant { .. }) && !self.is_folded()
+    }
+}
+
 impl Graph {
     pub fn add_node(&mut self, name: impl Into<String>, op: Op, num_inputs: usize, outputs: Vec<Value>) -> NodeIndex {
         self.g.add_node(Node { name: name.into(), op, num_inputs, outputs })

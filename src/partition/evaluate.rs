@@ -19,36 +19,31 @@ pub fn partitions(placement: &Placement) -> Vec<(usize, usize, usize)> {
     v
 }
 
+/// Where tensor `t` lives under `placement` and every other device it must be copied to (the
+/// devices of its readers, and the host for a graph output), each once.
+fn destinations(p: &Problem, placement: &Placement, t: usize) -> (usize, Vec<usize>) {
+    let tensor = &p.tensors[t];
+    let from = tensor.producer.map(|i| placement[i]).unwrap_or(p.host);
+    let mut to: Vec<usize> = tensor.consumers.iter().map(|&c| placement[c]).chain(tensor.output.then_some(p.host)).filter(|&d| d != from).collect();
+    to.sort_unstable();
+    to.dedup();
+    (from, to)
+}
+
 /// Every copy a placement needs: (tensor index, from device, to device).
 pub fn transfers(p: &Problem, placement: &Placement) -> Vec<(usize, usize, usize)> {
-    let mut out = vec![];
-    for (t, tensor) in p.tensors.iter().enumerate() {
-        let from = tensor.producer.map(|i| placement[i]).unwrap_or(p.host);
-        let mut to: Vec<usize> = tensor.consumers.iter().map(|&c| placement[c]).filter(|&d| d != from).collect();
-        if tensor.output && from != p.host {
-            to.push(p.host);
-        }
-        to.sort_unstable();
-        to.dedup();
-        out.extend(to.into_iter().map(|d| (t, from, d)));
-    }
-    out
+    (0..p.tensors.len())
+        .flat_map(|t| {
+            let (from, to) = destinations(p, placement, t);
+            to.into_iter().map(move |d| (t, from, d))
+        })
+        .collect()
 }
 
 /// Predicted cost of copying tensor `t` under `placement`.
 fn tensor_ms(p: &Problem, placement: &Placement, t: usize) -> f64 {
-    let tensor = &p.tensors[t];
-    let from = tensor.producer.map(|i| placement[i]).unwrap_or(p.host);
-    let mut seen = 0u64; // devices already paid for (bit per device; plans use few)
-    let mut ms = 0.0;
-    let dests = tensor.consumers.iter().map(|&c| placement[c]).chain((tensor.output && from != p.host).then_some(p.host));
-    for d in dests {
-        if d != from && seen & (1 << (d % 64)) == 0 {
-            seen |= 1 << (d % 64);
-            ms += p.transfer_ms(from, d, tensor.bytes);
-        }
-    }
-    ms
+    let (from, to) = destinations(p, placement, t);
+    to.into_iter().map(|d| p.transfer_ms(from, d, p.tensors[t].bytes)).sum()
 }
 
 /// The run overhead charged at position `i`: where a partition starts.

@@ -40,17 +40,12 @@ pub struct Problem<'a> {
     pub touches: Vec<Vec<usize>>,
 }
 
-fn is_compute(g: &Graph, n: NodeIndex) -> bool {
-    let node = &g.g[n];
-    !matches!(node.op, Op::Input | Op::Constant { .. }) && !(!node.outputs.is_empty() && node.outputs.iter().all(|v| v.value.is_some()))
-}
-
 impl<'a> Problem<'a> {
     /// `support(device, node)` answers whether a device's backend runs a node.
     pub fn new(graph: &'a Graph, model: &'a dyn CostModel, devices: &[String], constraints: &Constraints, support: &dyn Fn(&str, NodeIndex) -> Support) -> Result<Problem<'a>> {
         let devices: Vec<String> = devices.iter().filter(|d| !constraints.exclude.contains(d)).cloned().collect();
         let host = devices.iter().position(|d| d == "cpu").ok_or_else(|| Error::Plan("the device list needs cpu (graph inputs and outputs live in host memory)".into()))?;
-        let order: Vec<NodeIndex> = graph.toposort()?.into_iter().filter(|&n| is_compute(graph, n)).collect();
+        let order: Vec<NodeIndex> = graph.toposort()?.into_iter().filter(|&n| graph.g[n].is_compute()).collect();
         let index: HashMap<NodeIndex, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
         let (mut cost, mut refusals, mut pinned) = (vec![], vec![], vec![]);
         for &n in &order {
@@ -94,7 +89,7 @@ impl<'a> Problem<'a> {
         for (i, &n) in order.iter().enumerate() {
             for src in graph.sources(n).into_iter().flatten() {
                 let (p, slot) = src;
-                if !is_compute(graph, p) && !matches!(graph.g[p].op, Op::Input) {
+                if !graph.g[p].is_compute() && !matches!(graph.g[p].op, Op::Input) {
                     continue; // weights live with the node that reads them
                 }
                 let t = *seen.entry(src).or_insert_with(|| {

@@ -43,7 +43,7 @@ impl CpuExecutable {
         let mut steps = vec![];
         for &n in &order {
             let node = &graph.g[n];
-            let known = !node.outputs.is_empty() && node.outputs.iter().all(|v| v.value.is_some());
+            let known = node.is_folded();
             if let Op::Input = node.op {
                 continue;
             }

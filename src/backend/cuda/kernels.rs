@@ -167,10 +167,6 @@ fn cache_dir() -> Option<PathBuf> {
     std::env::var_os("HETSCHED_CACHE_DIR").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/hetsched"))).map(|d| d.join("cuda"))
 }
 
-fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
-}
-
 /// `major.minor` of the loaded NVRTC.
 fn nvrtc_version() -> String {
     let (mut major, mut minor) = (0, 0);
@@ -190,7 +186,7 @@ pub fn ptx(unit: &Unit, arch: &'static str) -> Result<String> {
     }
     // The NVRTC version is part of the key: PTX from a newer NVRTC than the driver knows does
     // not load, and a cache may outlive an upgrade or downgrade.
-    let file = cache_dir().map(|d| d.join(format!("{:016x}-{arch}-nvrtc{}.ptx", fnv1a(&src), nvrtc_version())));
+    let file = cache_dir().map(|d| d.join(format!("{:016x}-{arch}-nvrtc{}.ptx", crate::hash::fnv1a(src.bytes()), nvrtc_version())));
     let ptx = match file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()) {
         Some(p) => p,
         None => {

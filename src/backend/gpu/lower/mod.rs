@@ -37,7 +37,7 @@ pub fn lower(graph: &Graph, options: LowerOptions) -> Result<GpuPlan> {
     }
     for n in g.toposort()? {
         let node = &g.g[n];
-        let known = !node.outputs.is_empty() && node.outputs.iter().all(|v| v.value.is_some());
+        let known = node.is_folded();
         if known || matches!(node.op, Op::Input) {
             continue;
         }
