@@ -1,5 +1,5 @@
-//! Planning speed: HEFT on random DAGs up to 10,000 nodes over 3 devices, and `auto` on the
-//! shared models with virtual profiles (no measuring inside the timed loop).
+//! Planning speed: HEFT on random DAGs up to 10,000 nodes over 3 devices; `auto`, `optimal` and
+//! `pipeline` on the shared models with virtual profiles (no measuring inside the timed loop).
 //! `cargo bench --bench partition`
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -65,12 +65,14 @@ fn bench(c: &mut Criterion) {
         let bindings = hetsched::session::default_bindings(&g, 1, 16, &Default::default());
         let mut g = hetsched::session::bind(&g, &bindings).unwrap();
         hetsched::passes::optimize(&mut g).unwrap();
-        c.bench_function(&format!("auto/{m}"), |b| {
-            b.iter(|| {
-                let p = Problem::new(&g, &model, &names, &Constraints::default(), &yes).unwrap();
-                partition::partition(&p, &partition::Auto).unwrap()
-            })
-        });
+        for (name, algorithm) in [("auto", Box::new(partition::Auto) as Box<dyn Partitioner>), ("optimal", partition::by_name("optimal", Default::default()).unwrap()), ("pipeline", Box::new(partition::pipeline::Pipeline))] {
+            c.bench_function(&format!("{name}/{m}"), |b| {
+                b.iter(|| {
+                    let p = Problem::new(&g, &model, &names, &Constraints::default(), &yes).unwrap();
+                    partition::partition(&p, &*algorithm).unwrap()
+                })
+            });
+        }
     }
 }
 

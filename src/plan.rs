@@ -51,9 +51,24 @@ pub struct Transfer {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct Predicted {
+    /// One request alone, partitions in sequence.
     pub latency_ms: f64,
+    /// Requests pipelined: the busiest device or copy lane sets the pace.
     pub throughput_per_s: f64,
     pub memory_bytes: BTreeMap<String, u64>,
+}
+
+/// What an exact search proved about the plan it returned.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Search {
+    /// No placement is predicted faster than this, ms.
+    pub lower_bound_ms: f64,
+    /// (predicted latency − lower bound) / predicted latency; 0 when proven optimal.
+    pub gap: f64,
+    pub proven_optimal: bool,
+    /// Search-tree nodes visited.
+    pub expansions: u64,
+    pub elapsed_ms: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -69,6 +84,9 @@ pub struct Plan {
     pub partitions: Vec<Partition>,
     pub transfers: Vec<Transfer>,
     pub predicted: Predicted,
+    /// Where the algorithm searched exactly (`optimal`, `auto`): its bound and gap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<Search>,
 }
 
 /// A fingerprint of a bound graph: its nodes' names, ops and output shapes, in order.

@@ -8,7 +8,9 @@ use hetsched::cost::{self, CostModel, DeviceProfile, ProfileSet, Roofline};
 use hetsched::graph::Graph;
 use hetsched::partition::{self, evaluate, Constraints, Partitioner, Problem};
 use petgraph::stable_graph::NodeIndex;
+use hetsched::partition::optimal::Limits;
 use std::collections::HashMap;
+use std::time::Duration;
 
 struct Rng(u64);
 impl Rng {
@@ -83,7 +85,7 @@ fn random_dag(rng: &mut Rng, n: usize) -> Graph {
 
 #[test]
 fn random_dags_respect_constraints_and_heft_never_loses() {
-    let mut checked = 0;
+    let (mut checked, mut proven, mut gaps) = (0, 0, (vec![], vec![]));
     for seed in 1..=1000u64 {
         let mut rng = Rng(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1);
         let size = 2 + rng.below(30);
@@ -149,12 +151,108 @@ fn random_dags_respect_constraints_and_heft_never_loses() {
             pl[a..b].iter_mut().for_each(|x| *x = e);
             assert!((t(&pl) - before - delta).abs() < 1e-9 * (1.0 + before), "seed {seed}: delta {delta} vs {}", t(&pl) - before);
         }
+        // The exact search: never worse than HEFT, its cost is the evaluator's, its bound holds.
+        let opt = partition::optimal::solve(&p, heft.clone(), &Limits { time: Duration::from_secs(5), expansions: 2_000_000 });
+        p.feasible(&opt.placement).unwrap_or_else(|e| panic!("seed {seed} optimal: {e}"));
+        assert!(opt.latency_ms <= t(&heft) + 1e-9, "seed {seed}: optimal {} > heft {}", opt.latency_ms, t(&heft));
+        assert!((opt.latency_ms - t(&opt.placement)).abs() < 1e-9, "seed {seed}");
+        assert!(opt.lower_bound_ms <= opt.latency_ms + 1e-9, "seed {seed}");
+        proven += usize::from(opt.proven);
+        if opt.proven {
+            gaps.0.push((t(&heft) - opt.latency_ms) / opt.latency_ms);
+            gaps.1.push((t(&greedy) - opt.latency_ms) / opt.latency_ms);
+        }
+        // Pipeline stages: feasible, never slower than a device alone at pipelined throughput.
+        let pipe = partition::pipeline::Pipeline.place(&p).unwrap();
+        p.feasible(&pipe).unwrap_or_else(|e| panic!("seed {seed} pipeline: {e}"));
+        let tp = |pl: &Vec<usize>| evaluate::throughput_per_s(&p, pl);
+        for d in 0..p.devices.len() {
+            if let Some(single) = p.single_device(d) {
+                assert!(tp(&pipe) >= tp(&single) * (1.0 - 1e-12), "seed {seed}: pipeline {} < {} alone {}", tp(&pipe), p.devices[d], tp(&single));
+            }
+        }
+        assert!(tp(&pipe) >= tp(&heft) * (1.0 - 1e-12), "seed {seed}: pipeline below the latency plan's throughput");
         let plan = partition::partition(&p, &partition::Auto).unwrap();
         assert_eq!(plan.nodes.len(), p.order.len());
         assert!(plan.nodes.iter().all(|n| !n.reason.is_empty()), "seed {seed}");
         checked += 1;
     }
     assert_eq!(checked, 1000);
+    assert!(proven >= 990, "the exact search proved only {proven} of 1000 optima");
+    let stats = |v: &[f64]| (v.iter().filter(|&&g| g > 1e-9).count(), v.iter().sum::<f64>() / v.len() as f64 * 100.0, v.iter().cloned().fold(0.0, f64::max) * 100.0);
+    let ((hn, hm, hx), (gn, gm, gx)) = (stats(&gaps.0), stats(&gaps.1));
+    eprintln!("gap to the proven optimum on {proven} random DAGs: heft above it on {hn}, mean +{hm:.2}%, max +{hx:.1}%; greedy above it on {gn}, mean +{gm:.1}%, max +{gx:.1}%");
+}
+
+/// Every placement of a small problem, the fastest by the evaluator.
+fn exhaustive(p: &Problem) -> f64 {
+    let (n, nd) = (p.order.len(), p.devices.len());
+    let mut best = f64::INFINITY;
+    let mut pl = vec![0; n];
+    'all: loop {
+        if (0..n).all(|i| p.allowed(i, pl[i])) && p.feasible(&pl).is_ok() {
+            best = best.min(evaluate::latency_ms(p, &pl));
+        }
+        for i in 0..n {
+            pl[i] += 1;
+            if pl[i] < nd {
+                continue 'all;
+            }
+            pl[i] = 0;
+        }
+        break;
+    }
+    best
+}
+
+#[test]
+fn optimal_equals_exhaustive_search_on_small_dags() {
+    let mut gaps = vec![];
+    for seed in 1..=300u64 {
+        let mut rng = Rng(seed.wrapping_mul(0xD1B54A32D192ED03) | 1);
+        let size = 2 + rng.below(7);
+        let g = random_dag(&mut rng, size);
+        let nd = 2 + rng.below(2);
+        let devices: Vec<String> = std::iter::once("cpu".to_string()).chain((1..nd).map(|i| format!("gpu{i}"))).collect();
+        let mut table = Table { devices: devices.clone(), node: HashMap::new(), link_ms_per_mb: rng.unit() * 4.0, link_latency_ms: rng.unit() * 0.1 };
+        for n in g.g.node_indices() {
+            for d in &devices {
+                table.node.insert((g.g[n].name.clone(), d.clone()), 0.001 + rng.unit());
+            }
+        }
+        let p = Problem::new(&g, &table, &devices, &Constraints::default(), &|_: &str, _| Support::Yes).unwrap();
+        let heft = partition::heft::Heft.place(&p).unwrap();
+        let opt = partition::optimal::solve(&p, heft.clone(), &Limits::default());
+        assert!(opt.proven, "seed {seed}");
+        let best = exhaustive(&p);
+        assert!((opt.latency_ms - best).abs() <= 1e-9 * (1.0 + best), "seed {seed}: optimal {} vs exhaustive {best}", opt.latency_ms);
+        gaps.push((evaluate::latency_ms(&p, &heft) - best) / best);
+    }
+    // HEFT is not exact: somewhere it loses to the optimum (else this test proves nothing).
+    assert!(gaps.iter().any(|&g| g > 1e-6), "heft was optimal on every small DAG");
+}
+
+#[test]
+fn a_stopped_search_reports_a_bound_and_a_gap() {
+    let mut rng = Rng(77);
+    let g = random_dag(&mut rng, 400);
+    let devices: Vec<String> = ["cpu", "gpu1", "gpu2", "gpu3"].map(String::from).to_vec();
+    let mut table = Table { devices: devices.clone(), node: HashMap::new(), link_ms_per_mb: 1.0, link_latency_ms: 0.01 };
+    for n in g.g.node_indices() {
+        for d in &devices {
+            table.node.insert((g.g[n].name.clone(), d.clone()), 0.001 + rng.unit());
+        }
+    }
+    let p = Problem::new(&g, &table, &devices, &Constraints::default(), &|_: &str, _| Support::Yes).unwrap();
+    let heft = partition::heft::Heft.place(&p).unwrap();
+    let out = partition::optimal::solve(&p, heft.clone(), &Limits { time: Duration::from_secs(10), expansions: 20_000 });
+    assert!(!out.proven && out.expansions == 20_000);
+    assert!(out.lower_bound_ms > 0.0 && out.lower_bound_ms <= out.latency_ms && out.latency_ms <= evaluate::latency_ms(&p, &heft) + 1e-9);
+    assert!(out.gap() > 0.0 && out.gap() < 1.0, "gap {}", out.gap());
+    let plan = partition::partition(&p, &partition::Auto).unwrap();
+    let search = plan.search.expect("auto reports its search");
+    assert!(search.expansions <= partition::AUTO_EXPANSIONS && search.lower_bound_ms <= plan.predicted.latency_ms + 1e-9);
+    assert!(plan.predicted.latency_ms <= evaluate::latency_ms(&p, &heft) + 1e-9);
 }
 
 /// A CPU-like profile that needs no measuring: 50 GFLOP/s, 20 GB/s.

@@ -48,11 +48,20 @@ fn check_plans(name: &str, gpu: &str, sets: &[&str]) {
         let support = |d: &str, n| if d == "cpu" { cpu_backend.supports(&g, n) } else { gpu_backend.supports(&g, n) };
         let p = Problem::new(&g, &model, &model.devices(), &Constraints::default(), &support).unwrap();
         let auto = partition::partition(&p, &partition::Auto).unwrap();
+        // Every algorithm, on a GPU that wins some nodes and loses others (mixed plans).
+        let mixed = Roofline::new(ProfileSet { devices: vec![profile("cpu", "gflops=50,gbps=20,launch_us=2"), profile(gpu, "gflops=150,depthwise_gflops=4,gbps=40,launch_us=20,link_gbps=8,link_us=30")] });
+        let pm = Problem::new(&g, &mixed, &mixed.devices(), &Constraints::default(), &support).unwrap();
+        let mut plans: Vec<(String, hetsched::plan::Plan)> = vec![("auto".into(), auto)];
+        for alg in ["greedy", "heft", "optimal", "pipeline"] {
+            let a = partition::by_name(alg, Default::default()).unwrap();
+            plans.push((format!("{alg} (mixed)"), partition::partition(&pm, &*a).unwrap()));
+        }
         // Forced: alternate devices node by node wherever the other may run it.
         let forced: Vec<usize> = (0..p.order.len()).map(|i| if i % 2 == 1 && p.allowed(i, 1) { 1 } else { 0 }).collect();
         let forced = evaluate::plan(&p, &forced, "forced").unwrap();
         assert!(forced.transfers.len() >= 2 || p.order.len() < 3, "{name}: the forced split crosses devices");
-        for (label, mut plan) in [("auto", auto), ("forced", forced)] {
+        plans.push(("forced".into(), forced));
+        for (label, mut plan) in plans {
             plan.bindings = bindings.clone();
             let back = hetsched::plan::Plan::from_json(&plan.to_json()).unwrap();
             let exe = hetsched::exec::compile_plan(session.graph(), &bindings, &back, true, &CompileOptions::default()).unwrap_or_else(|e| panic!("{name} {label} on cpu,{gpu}: {e}"));

@@ -20,9 +20,16 @@ pub struct PartitionArgs {
     dims: DimArgs,
     #[command(flatten)]
     cost: CostArgs,
-    /// greedy (the first device in --devices order that supports a node), heft, or auto.
+    /// greedy (the first device in --devices order that supports a node), heft, optimal (exact,
+    /// within --time-limit), pipeline (stages for throughput), or auto (per objective).
     #[arg(long, default_value = "auto")]
     algorithm: String,
+    /// latency (one request alone) or throughput (requests pipelined through the devices).
+    #[arg(long, default_value = "latency", value_parser = ["latency", "throughput"])]
+    objective: String,
+    /// Seconds `optimal` may search before it returns its best plan with a bound and the gap.
+    #[arg(long, default_value_t = 10.0)]
+    time_limit: f64,
     /// REGEX=DEVICE: nodes whose name or op type matches run there (repeatable).
     #[arg(long = "pin")]
     pins: Vec<String>,
@@ -103,21 +110,26 @@ pub fn partition(a: PartitionArgs) -> Result<ExitCode> {
     }
     let support = |d: &str, n| backends[d].supports(&bound, n);
     let problem = Problem::new(&bound, &model, &devices, &constraints, &support as &dyn Fn(&str, _) -> Support)?;
-    let algorithm = partition::by_name(&a.algorithm)?;
+    let objective = if a.objective == "throughput" { hetsched::plan::Objective::Throughput } else { hetsched::plan::Objective::Latency };
+    if !(a.time_limit.is_finite() && a.time_limit > 0.0) {
+        return Err(Error::Plan(format!("--time-limit {}: expected a positive number of seconds", a.time_limit)));
+    }
+    let algorithm: Box<dyn Partitioner> = match a.algorithm.as_str() {
+        "optimal" => Box::new(partition::optimal::Optimal { limits: partition::optimal::Limits { time: std::time::Duration::from_secs_f64(a.time_limit), expansions: u64::MAX } }),
+        name => partition::by_name(name, objective)?,
+    };
     let mut plan: Plan = partition::partition(&problem, &*algorithm)?;
     plan.bindings = bindings.clone();
 
     // The baselines, predicted by the same model.
+    let predict = |pl: &Vec<usize>| (evaluate::latency_ms(&problem, pl), evaluate::throughput_per_s(&problem, pl));
     let mut comparison = vec![];
     for (d, name) in problem.devices.iter().enumerate() {
-        match problem.single_device(d).filter(|pl| problem.feasible(pl).is_ok()) {
-            Some(pl) => comparison.push((name.clone(), Some(evaluate::latency_ms(&problem, &pl)))),
-            None => comparison.push((name.clone(), None)),
-        }
+        comparison.push((name.clone(), problem.single_device(d).filter(|pl| problem.feasible(pl).is_ok()).map(|pl| predict(&pl))));
     }
     let greedy = partition::greedy::Greedy.place(&problem).ok().filter(|pl| problem.feasible(pl).is_ok());
-    comparison.push(("greedy".into(), greedy.map(|pl| evaluate::latency_ms(&problem, &pl))));
-    comparison.push(("chosen".into(), Some(plan.predicted.latency_ms)));
+    comparison.push(("greedy".into(), greedy.map(|pl| predict(&pl))));
+    comparison.push(("chosen".into(), Some((plan.predicted.latency_ms, plan.predicted.throughput_per_s))));
 
     if let Some(p) = &a.out {
         write(p, &plan.to_json())?;
@@ -138,20 +150,27 @@ pub fn partition(a: PartitionArgs) -> Result<ExitCode> {
     if a.json {
         let rows: Vec<serde_json::Value> = comparison
             .iter()
-            .map(|(n, ms)| serde_json::json!({"name": n, "latency_ms": ms, "throughput_per_s": ms.map(|m| if m > 0.0 { 1e3 / m } else { 0.0 })}))
+            .map(|(n, v)| serde_json::json!({"name": n, "latency_ms": v.map(|v| v.0), "throughput_per_s": v.map(|v| v.1)}))
             .collect();
         println!("{}", serde_json::json!({"plan": plan, "comparison": rows}));
         return Ok(ExitCode::SUCCESS);
     }
     println!("{:<10} {:>12} {:>14}", "plan", "latency ms", "throughput/s");
-    for (n, ms) in &comparison {
-        match ms {
-            Some(ms) => println!("{n:<10} {ms:>12.3} {:>14.1}", 1e3 / ms.max(1e-9)),
+    for (n, v) in &comparison {
+        match v {
+            Some((ms, per_s)) => println!("{n:<10} {ms:>12.3} {per_s:>14.1}"),
             None => println!("{n:<10} {:>12} {:>14}", "-", "(cannot run)"),
         }
     }
+    println!("(throughput: requests pipelined, the busiest device or copy lane sets the pace)");
     println!();
-    println!("{} plan: {} partitions, {} transfers ({} bytes)", plan.algorithm, plan.partitions.len(), plan.transfers.len(), plan.transfers.iter().map(|t| t.bytes).sum::<u64>());
+    println!("{} plan for {:?}: {} partitions, {} transfers ({} bytes)", plan.algorithm, plan.objective, plan.partitions.len(), plan.transfers.len(), plan.transfers.iter().map(|t| t.bytes).sum::<u64>());
+    if let Some(s) = &plan.search {
+        match s.proven_optimal {
+            true => println!("  proven optimal under the cost model ({} search nodes, {:.1} ms)", s.expansions, s.elapsed_ms),
+            false => println!("  search stopped after {} nodes, {:.1} ms: lower bound {:.3} ms, gap {:.2}%", s.expansions, s.elapsed_ms, s.lower_bound_ms, s.gap * 100.0),
+        }
+    }
     for p in &plan.partitions {
         println!("  partition {:>3} on {:<6} {:>4} nodes {:>10.3} ms", p.id, p.device, p.nodes.len(), p.predicted_ms);
     }

@@ -75,6 +75,28 @@ pub fn latency_ms(p: &Problem, placement: &Placement) -> f64 {
     compute + copies
 }
 
+/// Predicted time between requests when requests are pipelined: every device (its partitions'
+/// run overheads and nodes) and every copy lane (one direction between two devices) is a
+/// resource busy for its share of each request, working on different requests at once; the
+/// busiest one sets the pace.
+pub fn period_ms(p: &Problem, placement: &Placement) -> f64 {
+    let nd = p.devices.len();
+    let mut busy = vec![0.0; nd + nd * nd];
+    for (d, a, b) in partitions(placement) {
+        busy[d] += p.run_overhead_ms[d] + (a..b).map(|i| p.cost[i][d].unwrap_or(f64::INFINITY)).sum::<f64>();
+    }
+    for (t, f, d) in transfers(p, placement) {
+        busy[nd + f * nd + d] += p.transfer_ms(f, d, p.tensors[t].bytes);
+    }
+    busy.into_iter().fold(0.0, f64::max)
+}
+
+/// Requests per second at [`period_ms`].
+pub fn throughput_per_s(p: &Problem, placement: &Placement) -> f64 {
+    let period = period_ms(p, placement);
+    if period > 0.0 { 1e3 / period } else { 0.0 }
+}
+
 /// Why node `i` sits on its device, by what moving it elsewhere would change.
 fn reason(p: &Problem, placement: &Placement, i: usize, algorithm: &str) -> String {
     let d = placement[i];
@@ -145,6 +167,7 @@ pub fn plan(p: &Problem, placement: &Placement, algorithm: &str) -> Result<Plan>
         nodes,
         partitions,
         transfers,
-        predicted: Predicted { latency_ms: base, throughput_per_s: if base > 0.0 { 1e3 / base } else { 0.0 }, memory_bytes },
+        predicted: Predicted { latency_ms: base, throughput_per_s: throughput_per_s(p, placement), memory_bytes },
+        search: None,
     })
 }
