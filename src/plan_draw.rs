@@ -18,7 +18,7 @@ pub fn to_dot(plan: &Plan, graph: &Graph) -> String {
     let colour: HashMap<&str, &str> = plan.devices.iter().enumerate().map(|(i, d)| (d.as_str(), COLOURS[i % COLOURS.len()])).collect();
     let device = plan.device_of();
     let mut s = String::from("digraph plan {\n  rankdir=TB;\n  node [shape=box, style=\"rounded,filled\", fontname=\"Helvetica\", fontsize=10];\n  edge [color=\"#888888\"];\n");
-    let _ = writeln!(s, "  label=\"{} plan, predicted {:.3} ms, {} partitions, {} transfers\"; labelloc=t;", plan.algorithm, plan.predicted.latency_ms, plan.partitions.len(), plan.transfers.len());
+    let _ = writeln!(s, "  label=\"{} plan, predicted {:.3} ms alone, {:.0} requests/s pipelined, {} partitions, {} transfers\"; labelloc=t;", plan.algorithm, plan.predicted.latency_ms, plan.predicted.throughput_per_s, plan.partitions.len(), plan.transfers.len());
     let _ = writeln!(s, "  subgraph cluster_legend {{ label=\"devices\"; style=dashed;");
     for d in &plan.devices {
         let _ = writeln!(s, "    \"legend_{d}\" [label=\"{d}\", fillcolor=\"{}\"];", colour[d.as_str()]);

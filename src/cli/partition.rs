@@ -79,7 +79,7 @@ fn validate(graph: &hetsched::Graph, bindings: &hetsched::Bindings, plan: &Plan)
     for (p, v) in plan.partitions.iter().zip(per.iter_mut()) {
         println!("{:<10} {:<6} {:>6} {:>13.3} {:>12.3}", p.id, p.device, p.nodes.len(), p.predicted_ms, median(v));
     }
-    let copies: f64 = plan.transfers.iter().map(|t| t.predicted_ms).sum();
+    let copies: f64 = plan.transfers.iter().map(|t| t.predicted_ms).sum::<f64>() + 0.0;
     println!("transfers  {:>13} {:>13.3} (predicted; measured inside the partitions that read or write them)", plan.transfers.len(), copies);
     let measured = median(&mut whole);
     println!("{:<10} {:<6} {:>6} {:>13.3} {:>12.3} {:>+7.1}%", "total", "", plan.nodes.len(), plan.predicted.latency_ms, measured, (plan.predicted.latency_ms - measured) / measured * 100.0);
