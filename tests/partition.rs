@@ -337,4 +337,9 @@ fn plans_round_trip_and_refuse_another_model() {
     assert!(hetsched::plan::Plan::from_json("{\"version\": 1}").is_err());
     let dot = hetsched::plan_draw::to_dot(&plan, &bound);
     assert!(dot.starts_with("digraph") && dot.contains("legend_vgpu"));
+    match hetsched::plan_draw::to_svg(&dot) {
+        Ok(svg) => assert!(svg.contains("<svg") && svg.contains("vgpu"), "an SVG of the plan"),
+        Err(e) if std::env::var_os("CI").is_none() => eprintln!("SKIPPED the SVG picture: {e}"),
+        Err(e) => panic!("CI installs graphviz: {e}"),
+    }
 }
