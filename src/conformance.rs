@@ -72,10 +72,7 @@ pub fn run_case(dir: &Path, device: &str, tol: Tolerance, frozen: bool) -> CaseR
             (Status::Unsupported, format!("unsupported: {what} (node '{node}', op {op}, opset {opset}) on device {device}"))
         }
         Ok(Err(CaseError::Run(e))) => (Status::Error, e.to_string()),
-        Err(panic) => {
-            let msg = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
-            (Status::Error, format!("panic: {msg}"))
-        }
+        Err(panic) => (Status::Error, format!("panic: {}", crate::error::panic_message(&*panic))),
     };
     CaseResult { name, status, detail, op_type }
 }
@@ -100,6 +97,10 @@ fn run_case_inner(bytes: &[u8], dir: &Path, device: &str, tol: Tolerance, frozen
         .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_")))
         .collect();
     sets.sort();
+    if sets.is_empty() {
+        // Nothing to compare against is not a pass.
+        return Err(CaseError::Run(Error::InvalidModel(format!("no test_data_set_* folder in {}: nothing to check", dir.display()))));
+    }
     for set in sets {
         let ins = crate::onnx::read_tensor_set(&set, "input")?;
         let refs = crate::onnx::read_tensor_set(&set, "output")?;

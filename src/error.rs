@@ -36,9 +36,29 @@ pub enum Error {
     Profile(String),
     #[error("device '{device}' unavailable: {reason}")]
     DeviceUnavailable { device: String, reason: String },
+    /// A panic caught inside hetsched: always a bug (please report it with the model).
+    #[error("node '{node}' ({op}): internal error, this is a bug in hetsched (please report it with the model): {message}")]
+    Internal { node: String, op: String, message: String },
+    /// The request would need more memory than the budget allows.
+    #[error("out of memory budget: {0}")]
+    Memory(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The text of a caught panic's payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| payload.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Runs `f` with its panics turned into [`Error::Internal`] for `node` (`op`): an entry point
+/// (a session run, a compile, a conformance case) never unwinds into its caller.
+pub fn contain<T>(node: &str, op: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => Err(Error::Internal { node: node.to_string(), op: op.to_string(), message: panic_message(&*payload) }),
+    }
+}
 
 impl Error {
     pub fn node(node: &str, op: &str, msg: impl Into<String>) -> Self {

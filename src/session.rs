@@ -27,11 +27,14 @@ pub struct SessionOptions {
     /// live in host memory), one plan per set of bound dims; empty: `device` alone. Profiles
     /// come from the cache, measured on first use where there is none.
     pub devices: Vec<String>,
+    /// The most bytes a bound model may plan to hold (weights plus peak activations); a batch
+    /// that needs more is refused before anything is allocated. None: [`crate::budget::default_budget`].
+    pub mem_budget: Option<u64>,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { device: "cpu".into(), optimize: true, f16: false, tf32: false, devices: vec![] }
+        SessionOptions { device: "cpu".into(), optimize: true, f16: false, tf32: false, devices: vec![], mem_budget: None }
     }
 }
 
@@ -104,6 +107,7 @@ impl Session {
         if self.options.optimize {
             crate::passes::optimize(&mut g)?;
         }
+        crate::budget::check(&g, bindings, self.options.mem_budget.unwrap_or_else(crate::budget::default_budget))?;
         let options = backend::CompileOptions { f16: self.options.f16, tf32: self.options.tf32 };
         let p = if self.options.devices.is_empty() {
             for n in g.g.node_indices() {
@@ -171,12 +175,16 @@ impl Session {
 
     /// `run`, with what the backend measured (the device time of the kernels, on CUDA).
     pub fn run_measured(&self, inputs: Vec<(String, Tensor)>) -> Result<(Vec<(String, Tensor)>, RunStats)> {
-        let bindings = self.bindings_for(&inputs)?;
-        let plan = self.prepare(&bindings)?;
-        let mut by_name: HashMap<String, Tensor> = inputs.into_iter().collect();
-        let ordered: Vec<Tensor> = self.graph.inputs.iter().map(|gi| by_name.remove(&gi.name).unwrap()).collect();
-        let (outs, stats) = plan.executable.run_measured(ordered)?;
-        Ok((self.output_names().into_iter().zip(outs).collect(), stats))
+        // A panic anywhere below (a kernel, a backend, the planner) is this request's error,
+        // never the caller's unwind.
+        crate::error::contain("(session run)", "-", || {
+            let bindings = self.bindings_for(&inputs)?;
+            let plan = self.prepare(&bindings)?;
+            let mut by_name: HashMap<String, Tensor> = inputs.into_iter().collect();
+            let ordered: Vec<Tensor> = self.graph.inputs.iter().map(|gi| by_name.remove(&gi.name).ok_or_else(|| Error::Input(format!("missing input '{}'", gi.name)))).collect::<Result<_>>()?;
+            let (outs, stats) = plan.executable.run_measured(ordered)?;
+            Ok((self.output_names().into_iter().zip(outs).collect(), stats))
+        })
     }
 
     /// Seeded random inputs for `bindings`: floats uniform in [-1, 1), integers in [0, 10)

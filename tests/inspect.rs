@@ -93,3 +93,13 @@ fn cli_run_check_passes_and_fails() {
     let bad = run("test_data_set_1", &["--rel-l2", "0", "--max-frac", "0"]);
     assert_eq!(bad.status.code(), Some(1));
 }
+
+/// `--dim` with a name the model does not have is an error listing the names it has.
+#[test]
+fn cli_unknown_dim_name_is_an_error() {
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/unet_tiny");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hetsched")).args(["inspect", "--dim", "no_such_dim=3"]).arg(&model).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no_such_dim") && err.contains("symbolic dims"), "{err}");
+}

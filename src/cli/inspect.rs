@@ -70,7 +70,7 @@ fn si(x: u64) -> String {
 
 pub fn inspect(a: InspectArgs) -> Result<ExitCode> {
     let g = hetsched::onnx::load_model(model_path(&a.model))?;
-    let bindings = a.dims.bindings(&g);
+    let bindings = a.dims.bindings(&g)?;
     let mut bound = hetsched::session::bind(&g, &bindings)?;
     if a.optimized || a.cost {
         hetsched::passes::optimize(&mut bound)?;

@@ -54,9 +54,17 @@ pub struct DimArgs {
 }
 
 impl DimArgs {
-    pub fn bindings(&self, g: &hetsched::Graph) -> Bindings {
+    /// The bindings, after checking that every `--dim NAME` names a symbolic dim of the model's
+    /// inputs.
+    pub fn bindings(&self, g: &hetsched::Graph) -> Result<Bindings> {
+        let names: std::collections::BTreeSet<&str> = g.inputs.iter().flat_map(|i| i.shape.iter()).filter_map(|d| if let hetsched::graph::Dim::Sym(s) = d { Some(s.as_str()) } else { None }).collect();
+        for (k, _) in &self.dims {
+            if !names.contains(k.as_str()) {
+                return Err(hetsched::Error::Input(format!("--dim {k}: the model's inputs have no dim named '{k}' (their symbolic dims: {names:?})")));
+            }
+        }
         let explicit: Bindings = self.dims.iter().cloned().collect();
-        hetsched::session::default_bindings(g, self.batch, self.seq, &explicit)
+        Ok(hetsched::session::default_bindings(g, self.batch, self.seq, &explicit))
     }
 }
 

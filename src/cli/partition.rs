@@ -92,7 +92,7 @@ fn write(path: &PathBuf, text: &str) -> Result<()> {
 
 pub fn partition(a: PartitionArgs) -> Result<ExitCode> {
     let g = hetsched::onnx::load_model(model_path(&a.model))?;
-    let bindings = a.dims.bindings(&g);
+    let bindings = a.dims.bindings(&g)?;
     let mut bound = hetsched::session::bind(&g, &bindings)?;
     hetsched::passes::optimize(&mut bound)?;
     let mut constraints = Constraints { exclude: a.exclude.clone(), ..Default::default() };

@@ -47,6 +47,10 @@ pub struct RunArgs {
     /// cost, then run it (profiles from the cache, measured when absent).
     #[arg(long, value_delimiter = ',')]
     devices: Vec<String>,
+    /// The most memory the model may plan to hold (weights and peak activations), e.g. 2GiB;
+    /// default 80% of the memory available.
+    #[arg(long)]
+    mem_budget: Option<String>,
 }
 
 pub(super) fn median(v: &mut [f64]) -> f64 {
@@ -55,7 +59,11 @@ pub(super) fn median(v: &mut [f64]) -> f64 {
 }
 
 pub fn run(a: RunArgs) -> Result<ExitCode> {
-    let opts = SessionOptions { device: a.device.clone(), optimize: !a.no_optimize, f16: a.f16, tf32: a.tf32, devices: a.devices.clone() };
+    let mem_budget = match &a.mem_budget {
+        Some(s) => Some(hetsched::cost::virtual_device::parse_bytes(s).map_err(|e| hetsched::Error::Input(format!("--mem-budget: {e}")))?),
+        None => None,
+    };
+    let opts = SessionOptions { device: a.device.clone(), optimize: !a.no_optimize, f16: a.f16, tf32: a.tf32, devices: a.devices.clone(), mem_budget };
     let session = Session::from_path(model_path(&a.model), opts)?;
     let (inputs, refs) = match &a.inputs {
         Some(dir) => {
@@ -72,7 +80,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
             (named, hetsched::onnx::read_tensor_set(dir, "output")?)
         }
         None => {
-            let b = a.dims.bindings(session.graph());
+            let b = a.dims.bindings(session.graph())?;
             if !b.is_empty() {
                 // Random inputs take their shapes from these; a model with symbolic image sizes
                 // may need other values than the defaults (see --dim).

@@ -341,8 +341,8 @@ pub fn resize_plan(attrs: &super::ResizeAttrs, input: &[usize], scales: Option<&
                 return Err(Error::Tensor(format!("scales {s:?} do not match {} axes", axes.len())));
             }
             for (i, &a) in axes.iter().enumerate() {
-                if s[i] <= 0.0 {
-                    return Err(Error::Tensor(format!("scale {} must be positive", s[i])));
+                if !(s[i] > 0.0 && s[i].is_finite()) {
+                    return Err(Error::Tensor(format!("scale {} must be a positive finite number", s[i])));
                 }
                 sc[a] = s[i];
                 out[a] = (input[a] as f64 * s[i]).floor() as usize;
@@ -350,6 +350,7 @@ pub fn resize_plan(attrs: &super::ResizeAttrs, input: &[usize], scales: Option<&
         }
         _ => return Err(Error::Tensor("Resize needs scales or sizes".into())),
     }
+    super::validate::check_resize_axes(input, &out)?;
     Ok((out, sc))
 }
 

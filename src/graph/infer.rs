@@ -18,9 +18,9 @@ const MAX_FOLD_ELEMENTS: usize = 1 << 22;
 
 /// A node input as seen by a shape rule.
 pub struct In<'a> {
-    dtype: DType,
-    shape: &'a [usize],
-    value: Option<&'a Tensor>,
+    pub dtype: DType,
+    pub shape: &'a [usize],
+    pub value: Option<&'a Tensor>,
 }
 
 /// Output dtypes and shapes of `node` for concrete inputs (what a kernel needs to size its result).
@@ -76,7 +76,8 @@ pub fn infer(g: &mut Graph, bindings: &Bindings, eval: Option<&Evaluator>) -> Re
             });
         }
         let ctx = |msg: String| Error::node(&node.name, &node.op.name(), msg);
-        let outs = match if unknown { Err(Error::DataDependent(String::new())) } else { rule(node, &ins) } {
+        let checked = if unknown { Err(Error::DataDependent(String::new())) } else { super::validate::check(node, &ins) };
+        let outs = match checked.and_then(|()| rule(node, &ins)) {
             Ok(o) => o,
             Err(Error::DataDependent(_)) => {
                 for v in g.g[n].outputs.iter_mut() {

@@ -9,6 +9,7 @@ pub mod einsum_labels;
 pub mod geometry;
 pub mod infer;
 pub mod op;
+pub mod validate;
 
 pub use op::*;
 

@@ -129,7 +129,10 @@ fn value_info_type(vi: &ValueInfoProto) -> Result<(DType, Vec<Dim>)> {
         op: "Input".into(),
         what: format!("dtype {}", DType::onnx_name(tt.elem_type)),
     })?;
-    let dims = tt.shape.as_ref().map(|s| s.dim.as_slice()).unwrap_or(&[]);
+    // No shape field means the rank is unknown (a scalar has an empty shape field, not none).
+    let dims = tt.shape.as_ref().map(|s| s.dim.as_slice()).ok_or_else(|| {
+        Error::InvalidModel(format!("input '{}' declares no shape, so its rank is unknown; hetsched needs every input's rank (set it in the model, e.g. with onnx's update_inputs_outputs_dims)", vi.name))
+    })?;
     let shape = dims
         .iter()
         .enumerate()

@@ -330,6 +330,10 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         return cast(&binary(op, &af, &bf)?, a.dtype());
     }
     let bitwise = matches!(op, BinaryOp::BitShift { .. } | BinaryOp::BitwiseAnd | BinaryOp::BitwiseOr | BinaryOp::BitwiseXor);
+    // Integer division by zero has no answer (ONNX leaves it undefined): refused, never 0.
+    if matches!(op, BinaryOp::Div | BinaryOp::Mod { .. }) && !b.dtype().is_float() && b.dtype() != DType::Bool && b.to_i64_vec().is_ok_and(|v| v.contains(&0)) {
+        bail!("integer {} by zero ({} divisor)", if op == BinaryOp::Div { "division" } else { "modulo" }, b.dtype());
+    }
     if bitwise && (a.dtype().is_float() || a.dtype() == DType::Bool) {
         crate::unsupported!("{op:?} of {}", a.dtype());
     }

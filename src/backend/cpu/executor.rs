@@ -194,9 +194,9 @@ fn eval_contained(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| eval_node(node, inputs))) {
         Ok(r) => r,
         Err(payload) => {
-            let msg = payload.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| payload.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".into());
+            let msg = crate::error::panic_message(&*payload);
             let shapes: Vec<String> = inputs.iter().map(|t| t.map(|t| format!("{:?}", t.shape())).unwrap_or_else(|| "-".into())).collect();
-            Err(Error::node(&node.name, &node.op.name(), format!("kernel panicked ({msg}) on inputs {}", shapes.join(", "))))
+            Err(Error::Internal { node: node.name.clone(), op: node.op.name(), message: format!("kernel panicked ({msg}) on inputs {}", shapes.join(", ")) })
         }
     }
 }

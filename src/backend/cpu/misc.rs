@@ -310,6 +310,7 @@ pub fn eye_like(x: &Tensor, dtype: DType, k: i64) -> Result<Tensor> {
 
 pub fn reverse_sequence(x: &Tensor, lens: &Tensor, batch_axis: usize, time_axis: usize) -> Result<Tensor> {
     let lens = lens.to_i64_vec()?;
+    crate::graph::validate::check_lengths(&lens, x.shape()[time_axis])?;
     let st = strides_of(x.shape());
     let n = x.numel();
     let src: Vec<usize> = (0..n)

@@ -23,7 +23,10 @@ fn cubic(x: f64, a: f64) -> f64 {
 /// tf_crop_and_resize box (it takes the extrapolation value).
 fn axis_taps(attrs: &ResizeAttrs, in_len: usize, out_len: usize, scale: f64, roi: (f64, f64)) -> Result<Vec<Option<Vec<(usize, f64)>>>> {
     let n = in_len as f64;
-    let mut all = Vec::with_capacity(out_len);
+    // Each position holds a small vector of (source, weight) taps: up to 4 per axis (cubic).
+    let per = std::mem::size_of::<Option<Vec<(usize, f64)>>>() + 4 * std::mem::size_of::<(usize, f64)>();
+    crate::budget::check_side_buffer((out_len as u64).saturating_mul(per as u64), "Resize's tap table")?;
+    let mut all = crate::budget::try_with_capacity(out_len, "Resize tap table")?;
     for o in 0..out_len {
         let x = o as f64;
         let xo = match attrs.coord.as_str() {
@@ -147,7 +150,7 @@ pub fn resize(x: &Tensor, attrs: &ResizeAttrs, roi: Option<&[f64]>, out_shape: &
         let taps = axis_taps(attrs, shape[d], out_shape[d], scales[d], axis_box(attrs, roi, r, d)?)?;
         let outer: usize = shape[..d].iter().product();
         let inner: usize = shape[d + 1..].iter().product();
-        let mut next = vec![0f64; outer * out_shape[d] * inner];
+        let mut next = crate::budget::try_filled(outer * out_shape[d] * inner, 0f64, "Resize")?;
         for o in 0..outer {
             for (j, t) in taps.iter().enumerate() {
                 let dst = &mut next[(o * out_shape[d] + j) * inner..][..inner];
