@@ -74,11 +74,12 @@ pub fn default_bindings(graph: &Graph, batch: usize, seq: usize, dims: &Bindings
 
 impl Session {
     pub fn from_path(path: impl AsRef<Path>, options: SessionOptions) -> Result<Session> {
-        Session::from_graph(crate::onnx::load_model(path)?, options)
+        let path = path.as_ref();
+        crate::error::contain("(model load)", "-", || Session::from_graph(crate::onnx::load_model(path)?, options))
     }
 
     pub fn from_bytes(bytes: &[u8], options: SessionOptions) -> Result<Session> {
-        Session::from_graph(crate::onnx::load_model_bytes(bytes)?, options)
+        crate::error::contain("(model load)", "-", || Session::from_graph(crate::onnx::load_model_bytes(bytes)?, options))
     }
 
     pub fn from_graph(graph: Graph, options: SessionOptions) -> Result<Session> {

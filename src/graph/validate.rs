@@ -35,10 +35,58 @@ fn min_rank(x: &In, rank: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// A one-element parameter (an axis, a count, a bound) given as input `i`.
+fn scalar(ins: &[Option<In>], i: usize, what: &str) -> Result<()> {
+    match input(ins, i) {
+        Some(v) if v.shape.iter().product::<usize>() != 1 => bad(format!("{what} (input {i}) must hold one value, got shape {:?}", v.shape)),
+        _ => Ok(()),
+    }
+}
+
 /// Checks `node`'s inputs (those known; `None` where absent or unknown).
 pub fn check(node: &Node, ins: &[Option<In>]) -> Result<()> {
+    match &node.op {
+        Op::Cumulative { .. } => scalar(ins, 1, "axis")?,
+        Op::TopK { .. } => scalar(ins, 1, "k")?,
+        Op::Trilu { .. } => scalar(ins, 1, "k")?,
+        Op::Range => (0..3).try_for_each(|i| scalar(ins, i, ["start", "limit", "delta"][i]))?,
+        Op::OneHot { .. } => scalar(ins, 1, "depth")?,
+        _ => {}
+    }
     let Some(x) = input(ins, 0) else { return Ok(()) };
     match &node.op {
+        Op::Conv { window, .. } | Op::ConvTranspose { window, .. } => {
+            let Some(w) = input(ins, 1) else { return Ok(()) };
+            let what = node.op.name();
+            min_rank(x, 3, &what)?;
+            if w.shape.len() != x.shape.len() {
+                return bad(format!("weights {:?} must have the input's rank {} ({:?})", w.shape, x.shape.len(), x.shape));
+            }
+            check_window(window, x.shape.len() - 2)?;
+            if let Some(k) = w.shape[2..].iter().position(|&k| k == 0) {
+                return bad(format!("weights {:?} have an empty kernel on spatial axis {k}", w.shape));
+            }
+            if let (Op::ConvTranspose { group, .. }, Some(b)) = (&node.op, input(ins, 2)) {
+                let out = w.shape[1] * group;
+                if b.shape != [out] {
+                    return bad(format!("bias {:?} != [{out}] (the output channels)", b.shape));
+                }
+            }
+            if let Op::ConvTranspose { group, .. } = &node.op {
+                if *group == 0 || w.shape[0] != x.shape[1] || x.shape[1] % group != 0 {
+                    return bad(format!("weights {:?} do not fit input {:?} with group {group} (ConvTranspose weights are [C, M/group, ...])", w.shape, x.shape));
+                }
+            }
+            Ok(())
+        }
+        Op::Pool { window, .. } => {
+            min_rank(x, 3, "pooling")?;
+            check_window(window, x.shape.len() - 2)?;
+            if window.kernel_shape.len() != x.shape.len() - 2 || window.kernel_shape.contains(&0) {
+                return bad(format!("kernel_shape {:?} must give a positive size for each of the {} spatial axes", window.kernel_shape, x.shape.len() - 2));
+            }
+            Ok(())
+        }
         Op::InstanceNorm { .. } => {
             min_rank(x, 3, "InstanceNormalization")?;
             per_channel(ins, 1, "scale", x.shape[1])?;
@@ -136,7 +184,7 @@ pub fn check(node: &Node, ins: &[Option<In>]) -> Result<()> {
             }
             Ok(())
         }
-        Op::ArgExtreme { .. } | Op::Gather { .. } | Op::Split { .. } | Op::GatherElements { .. } | Op::Cumulative { .. } | Op::Hardmax { .. } | Op::TopK { .. } => {
+        Op::Unique { axis: Some(_), .. } | Op::ArgExtreme { .. } | Op::Gather { .. } | Op::Split { .. } | Op::GatherElements { .. } | Op::Cumulative { .. } | Op::Hardmax { .. } | Op::TopK { .. } | Op::Concat { .. } | Op::Softmax { .. } => {
             if x.shape.is_empty() {
                 return bad(format!("{} of a rank-0 tensor (it needs an axis)", node.op.name()));
             }
@@ -144,6 +192,25 @@ pub fn check(node: &Node, ins: &[Option<In>]) -> Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// Strides and dilations positive, one per spatial axis where given; pads two per axis.
+fn check_window(w: &super::op::Window, spatial: usize) -> Result<()> {
+    for (name, v) in [("strides", &w.strides), ("dilations", &w.dilations)] {
+        if !v.is_empty() && (v.len() != spatial || v.contains(&0)) {
+            return bad(format!("{name} {v:?} must hold a positive value for each of the {spatial} spatial axes"));
+        }
+    }
+    if !w.pads.is_empty() && w.pads.len() != 2 * spatial {
+        return bad(format!("pads {:?} must hold {} values (begins, then ends)", w.pads, 2 * spatial));
+    }
+    Ok(())
+}
+
+/// [`check`] on concrete tensors: what a run checks for nodes whose shapes were only known then.
+pub fn check_tensors(node: &Node, inputs: &[Option<&crate::tensor::Tensor>]) -> Result<()> {
+    let ins: Vec<Option<In>> = inputs.iter().map(|t| t.map(|t| In { dtype: t.dtype(), shape: t.shape(), value: Some(t) })).collect();
+    check(node, &ins)
 }
 
 /// ReverseSequence's lengths: each in 0..=time.

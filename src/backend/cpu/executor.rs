@@ -191,6 +191,8 @@ impl CpuExecutable {
 /// Runs one kernel with its panics contained: a bug or an unchecked shape inside a kernel fails
 /// this run with an error naming the node, and leaves the executable usable.
 fn eval_contained(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    // Inference checked the inputs it knew; those only a run knows are checked here.
+    crate::graph::validate::check_tensors(node, inputs).map_err(|e| e.in_node(&node.name, &node.op.name()))?;
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| eval_node(node, inputs))) {
         Ok(r) => r,
         Err(payload) => {

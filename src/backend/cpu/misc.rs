@@ -421,16 +421,20 @@ pub fn unique(x: &Tensor, axis: Option<i64>, sorted: bool) -> Result<Vec<Tensor>
     let outer: usize = src.shape()[..ax].iter().product();
     let slice_of = |k: usize| -> Vec<f64> { (0..outer).flat_map(|o| v[(o * dim + k) * inner..(o * dim + k + 1) * inner].to_vec()).collect() };
     let slices: Vec<Vec<f64>> = (0..dim).map(slice_of).collect();
+    // NaNs equal each other here (as numpy's unique with equal_nan), so every element has a
+    // first occurrence; sorting puts them last.
+    let same = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| x == y || (x.is_nan() && y.is_nan()));
     let mut firsts: Vec<usize> = vec![];
     for k in 0..dim {
-        if !firsts.iter().any(|&f| slices[f] == slices[k]) {
+        if !firsts.iter().any(|&f| same(&slices[f], &slices[k])) {
             firsts.push(k);
         }
     }
     if sorted {
-        firsts.sort_by(|&a, &b| slices[a].partial_cmp(&slices[b]).unwrap_or(std::cmp::Ordering::Equal));
+        let key = |v: &f64| if v.is_nan() { f64::INFINITY } else { *v };
+        firsts.sort_by(|&a, &b| slices[a].iter().zip(&slices[b]).map(|(x, y)| key(x).total_cmp(&key(y)).then(x.is_nan().cmp(&y.is_nan()))).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal));
     }
-    let inverse: Vec<i64> = (0..dim).map(|k| firsts.iter().position(|&f| slices[f] == slices[k]).unwrap() as i64).collect();
+    let inverse: Vec<i64> = (0..dim).map(|k| firsts.iter().position(|&f| same(&slices[f], &slices[k])).unwrap_or(0) as i64).collect();
     let counts: Vec<i64> = (0..firsts.len()).map(|u| inverse.iter().filter(|&&i| i as usize == u).count() as i64).collect();
     let idx = Tensor::from_i64(&[firsts.len()], firsts.iter().map(|&f| f as i64).collect())?;
     let mut shape = src.shape().to_vec();

@@ -1,0 +1,98 @@
+//! A short fuzz pass on stable, for CI: the cargo-fuzz harnesses (`fuzz/src/lib.rs`) fed with
+//! seeded random bytes and with byte mutations and truncations of every model the project and
+//! `../shared` hold. Not coverage-guided (that is `cargo +nightly fuzz run TARGET`, see
+//! README), but any panic, contained or not, fails it with the seed that found it.
+//! `HETSCHED_FUZZ_SECONDS` sets each part's time (default 20).
+
+#[path = "../fuzz/src/lib.rs"]
+mod harness;
+mod common;
+
+use std::time::{Duration, Instant};
+
+fn seconds() -> Duration {
+    Duration::from_secs_f64(std::env::var("HETSCHED_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20.0))
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Runs `f` on inputs from `make` until the time is up; a panic names the seed.
+fn pass(name: &str, mut make: impl FnMut(&mut Rng) -> Vec<u8>, f: fn(&[u8])) {
+    let (start, mut n) = (Instant::now(), 0u64);
+    while start.elapsed() < seconds() {
+        let seed = n.wrapping_mul(0x9E3779B97F4A7C15) ^ 0x5DEECE66D | 1;
+        let data = make(&mut Rng(seed));
+        if std::panic::catch_unwind(|| f(&data)).is_err() {
+            let path = std::env::temp_dir().join(format!("hetsched-fuzz-{name}-{seed:x}.bin"));
+            std::fs::write(&path, &data).ok();
+            panic!("{name}: input {n} (seed {seed:#x}) crashed; saved to {}", path.display());
+        }
+        n += 1;
+    }
+    println!("{name}: {n} executions in {:.0} s, no crash", start.elapsed().as_secs_f64());
+}
+
+fn random_bytes(rng: &mut Rng) -> Vec<u8> {
+    let len = (rng.next() % 256) as usize;
+    (0..len).map(|_| rng.next() as u8).collect()
+}
+
+/// Every model file beside the tests and in the shared folder.
+fn models() -> Vec<Vec<u8>> {
+    let mut dirs = vec![std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/models")];
+    if let Some(s) = common::shared_dir() {
+        dirs.push(s.join("models"));
+    }
+    let mut out = vec![];
+    for d in dirs {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if let Ok(b) = std::fs::read(e.path().join("model.onnx")) {
+                out.push(b);
+            }
+        }
+    }
+    assert!(!out.is_empty(), "no models to mutate");
+    out
+}
+
+/// A model with a few bytes flipped, inserted or removed, or cut short.
+fn mutate(models: &[Vec<u8>], rng: &mut Rng) -> Vec<u8> {
+    let mut m = models[(rng.next() % models.len() as u64) as usize].clone();
+    match rng.next() % 4 {
+        0 => m.truncate((rng.next() % m.len() as u64) as usize),
+        _ => {
+            for _ in 0..1 + rng.next() % 8 {
+                let at = (rng.next() % m.len().max(1) as u64) as usize;
+                match rng.next() % 3 {
+                    0 if at < m.len() => m[at] = rng.next() as u8,
+                    1 => m.insert(at.min(m.len()), rng.next() as u8),
+                    _ if at < m.len() => {
+                        m.remove(at);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    m
+}
+
+#[test]
+fn fuzz_pass_load_and_bind_random_and_mutated_models() {
+    pass("load random", random_bytes, harness::load);
+    let models = models();
+    pass("bind mutated", |rng| mutate(&models, rng), harness::bind);
+}
+
+#[test]
+fn fuzz_pass_run_generated_graphs() {
+    pass("run_graph", random_bytes, harness::run_graph);
+}
