@@ -39,6 +39,9 @@ pub enum Error {
     /// A panic caught inside hetsched: always a bug (please report it with the model).
     #[error("node '{node}' ({op}): internal error, this is a bug in hetsched (please report it with the model): {message}")]
     Internal { node: String, op: String, message: String },
+    /// The pipeline is full and the session was told not to wait.
+    #[error("busy: {0}")]
+    Busy(String),
     /// The request would need more memory than the budget allows.
     #[error("out of memory budget: {0}")]
     Memory(String),

@@ -30,11 +30,19 @@ pub struct SessionOptions {
     /// The most bytes a bound model may plan to hold (weights plus peak activations); a batch
     /// that needs more is refused before anything is allocated. None: [`crate::budget::default_budget`].
     pub mem_budget: Option<u64>,
+    /// Requests in flight at once through [`Session::submit`]; None: chosen from the plan's
+    /// stage times.
+    pub inflight: Option<usize>,
+    /// What `submit` does when `inflight` requests are already in: wait, or answer `Busy`.
+    pub when_full: crate::exec::pipeline::WhenFull,
+    /// Virtual devices `devices` may name (their nodes compute on the CPU; `paced=1` ones are
+    /// held to their predicted times).
+    pub virtual_devices: Vec<crate::cost::DeviceProfile>,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { device: "cpu".into(), optimize: true, f16: false, tf32: false, devices: vec![], mem_budget: None }
+        SessionOptions { device: "cpu".into(), optimize: true, f16: false, tf32: false, devices: vec![], mem_budget: None, inflight: None, when_full: Default::default(), virtual_devices: vec![] }
     }
 }
 
@@ -44,6 +52,34 @@ pub struct Prepared {
     pub executable: Arc<dyn Executable>,
     /// The plan, when the session splits the model across devices.
     pub plan: Option<Arc<crate::plan::Plan>>,
+    /// The stages `submit` pipelines requests through (started on first submit).
+    stages: Mutex<Option<Arc<crate::exec::pipeline::Pipeline>>>,
+    stage_source: StageSource,
+}
+
+enum StageSource {
+    Whole(String),
+    Plan(Arc<crate::exec::PlanExecutable>),
+}
+
+/// A request submitted to a session; `wait` (or `.await`) gives the named outputs.
+pub struct Submitted {
+    ticket: crate::exec::pipeline::Ticket,
+    names: Vec<String>,
+}
+
+impl Submitted {
+    pub fn wait(self) -> Result<Vec<(String, Tensor)>> {
+        Ok(self.names.into_iter().zip(self.ticket.wait()?).collect())
+    }
+}
+
+impl std::future::Future for Submitted {
+    type Output = Result<Vec<(String, Tensor)>>;
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let names = self.names.clone();
+        std::pin::Pin::new(&mut self.ticket).poll(cx).map(|r| r.map(|outs| names.into_iter().zip(outs).collect()))
+    }
 }
 
 pub struct Session {
@@ -119,12 +155,13 @@ impl Session {
             }
             let graph = Arc::new(g);
             let executable = self.backend.compile(graph.clone(), &options)?;
-            Arc::new(Prepared { graph, executable, plan: None })
+            Arc::new(Prepared { graph, executable, plan: None, stages: Mutex::new(None), stage_source: StageSource::Whole(self.backend.name().to_string()) })
         } else {
-            let plan = partition_for(&g, bindings, &self.options.devices)?;
+            let plan = partition_for(&g, bindings, &self.options.devices, &self.options.virtual_devices)?;
             let graph = Arc::new(g);
-            let executable = Arc::new(crate::exec::PlanExecutable::new(graph.clone(), &plan, &options)?);
-            Arc::new(Prepared { graph, executable, plan: Some(Arc::new(plan)) })
+            let paced = self.options.virtual_devices.iter().filter(|v| v.paced).map(|v| v.device.clone());
+            let executable = Arc::new(crate::exec::PlanExecutable::new(graph.clone(), &plan, &options)?.with_paced(paced));
+            Arc::new(Prepared { graph, executable: executable.clone(), plan: Some(Arc::new(plan)), stages: Mutex::new(None), stage_source: StageSource::Plan(executable) })
         };
         self.plans.lock().unwrap_or_else(|e| e.into_inner()).insert(bindings.clone(), p.clone());
         Ok(p)
@@ -188,6 +225,34 @@ impl Session {
         })
     }
 
+    /// Queues a request through the session's pipeline (one stage per partition of its plan,
+    /// or the whole model on its device) and returns at once; at most `inflight` requests are
+    /// in at a time (then `submit` waits, or answers `Busy`). A request that fails fails alone.
+    pub fn submit(&self, inputs: Vec<(String, Tensor)>) -> Result<Submitted> {
+        crate::error::contain("(session submit)", "-", || {
+            let bindings = self.bindings_for(&inputs)?;
+            let prepared = self.prepare(&bindings)?;
+            let pipeline = self.pipeline(&prepared)?;
+            let mut by_name: HashMap<String, Tensor> = inputs.into_iter().collect();
+            let ordered: Vec<Tensor> = self.graph.inputs.iter().map(|gi| by_name.remove(&gi.name).ok_or_else(|| Error::Input(format!("missing input '{}'", gi.name)))).collect::<Result<_>>()?;
+            Ok(Submitted { ticket: pipeline.submit(ordered)?, names: self.output_names() })
+        })
+    }
+
+    fn pipeline(&self, p: &Prepared) -> Result<Arc<crate::exec::pipeline::Pipeline>> {
+        let mut slot = p.stages.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pl) = slot.as_ref() {
+            return Ok(pl.clone());
+        }
+        let stages = match &p.stage_source {
+            StageSource::Whole(device) => vec![crate::exec::single_stage(&p.graph, device, p.executable.clone(), 0.0)],
+            StageSource::Plan(exe) => exe.stages(),
+        };
+        let pl = Arc::new(crate::exec::pipeline::Pipeline::new(p.graph.clone(), stages, self.options.inflight, self.options.when_full, false)?);
+        *slot = Some(pl.clone());
+        Ok(pl)
+    }
+
     /// Seeded random inputs for `bindings`: floats uniform in [-1, 1), integers in [0, 10)
     /// (small enough to index typical embedding tables), bools random.
     pub fn random_inputs(&self, bindings: &Bindings, seed: u64) -> Result<Vec<(String, Tensor)>> {
@@ -227,8 +292,8 @@ impl Session {
 }
 
 /// Plans a bound graph across `devices` with the cached (or newly measured) profiles.
-fn partition_for(g: &Graph, bindings: &Bindings, devices: &[String]) -> Result<crate::plan::Plan> {
-    let (profiles, _) = crate::cost::store::resolve(devices, None, &[], false, &mut |_, _, _, _| {})?;
+fn partition_for(g: &Graph, bindings: &Bindings, devices: &[String], virtuals: &[crate::cost::DeviceProfile]) -> Result<crate::plan::Plan> {
+    let (profiles, _) = crate::cost::store::resolve(devices, None, virtuals, false, &mut |_, _, _, _| {})?;
     let model = crate::cost::Roofline::new(profiles);
     let mut backends = HashMap::new();
     for d in devices {

@@ -1,5 +1,6 @@
 //! clap commands. Each command uses the library's public API only.
 
+mod bench;
 mod conformance;
 mod cost_args;
 mod inspect;
@@ -35,6 +36,9 @@ enum Command {
     Partition(partition::PartitionArgs),
     /// Run a model on a device, optionally checking against reference outputs.
     Run(run::RunArgs),
+    /// Measure splits of a model (devices alone, auto's plan, saved plans) with requests
+    /// pipelined: latency percentiles, throughput, memory, against replicas.
+    Bench(bench::BenchArgs),
     /// Run a folder of ONNX node test cases and classify each as pass/fail/unsupported/error.
     Conformance(conformance::ConformanceArgs),
 }
@@ -95,6 +99,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run(a) => run::run(a),
         Command::Profile(a) => profile::profile(a),
         Command::Partition(a) => partition::partition(a),
+        Command::Bench(a) => bench::bench(a),
         Command::Conformance(a) => conformance::conformance(a),
     }
 }

@@ -51,6 +51,10 @@ pub struct RunArgs {
     /// default 80% of the memory available.
     #[arg(long)]
     mem_budget: Option<String>,
+    /// A virtual device --devices may name, NAME:key=value,... (see `hetsched partition --help`);
+    /// paced=1 holds its steps to their predicted times. Repeatable.
+    #[arg(long = "virtual")]
+    virtuals: Vec<String>,
 }
 
 pub(super) fn median(v: &mut [f64]) -> f64 {
@@ -63,7 +67,8 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         Some(s) => Some(hetsched::cost::virtual_device::parse_bytes(s).map_err(|e| hetsched::Error::Input(format!("--mem-budget: {e}")))?),
         None => None,
     };
-    let opts = SessionOptions { device: a.device.clone(), optimize: !a.no_optimize, f16: a.f16, tf32: a.tf32, devices: a.devices.clone(), mem_budget };
+    let virtual_devices = a.virtuals.iter().map(|v| hetsched::cost::virtual_device::parse_spec(v)).collect::<Result<Vec<_>>>()?;
+    let opts = SessionOptions { device: a.device.clone(), optimize: !a.no_optimize, f16: a.f16, tf32: a.tf32, devices: a.devices.clone(), mem_budget, virtual_devices, ..Default::default() };
     let session = Session::from_path(model_path(&a.model), opts)?;
     let (inputs, refs) = match &a.inputs {
         Some(dir) => {

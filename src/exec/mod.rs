@@ -1,7 +1,12 @@
 //! Running a plan: each partition compiled by its device's backend from `Graph::subgraph`, run
 //! in order, boundary tensors handed from one partition to the next through host memory (each
 //! executable uploads what it reads and downloads what it writes; between two GPUs that is two
-//! hops). Sequential for now; the pipelined executor overlaps the same steps.
+//! hops). [`PlanExecutable`] runs them in sequence; [`pipeline::Pipeline`] runs the same steps
+//! as stages with several requests in flight, and [`trace`] records and draws what it did.
+
+pub mod pipeline;
+pub mod promise;
+pub mod trace;
 
 use crate::backend::{self, CompileOptions, Executable};
 use crate::error::{Error, Result};
@@ -25,12 +30,19 @@ struct Step {
     exe: Arc<dyn Executable>,
     inputs_from: Vec<(NodeIndex, usize)>,
     outputs_to: Vec<(NodeIndex, usize)>,
+    predicted_ms: f64,
+    /// The plan's copies into this partition: bytes and predicted ms.
+    copy_in: (u64, f64),
 }
 
 /// A plan compiled for its devices; runs like any executable (inputs in the graph's order).
 pub struct PlanExecutable {
     graph: Arc<Graph>,
     steps: Vec<Step>,
+    /// The plan's copies of graph outputs to the host: bytes and predicted ms.
+    copy_out: (u64, f64),
+    /// Devices whose steps (and copies) are held to their predicted times.
+    paced: HashSet<String>,
 }
 
 /// Measured time of one partition in one run.
@@ -76,9 +88,50 @@ impl PlanExecutable {
                 }
             }
             let exe = backend.compile(Arc::new(sub.graph), options)?;
-            steps.push(Step { device: part.device.clone(), exe, inputs_from: sub.inputs_from, outputs_to: sub.outputs_to });
+            let reads: HashSet<&str> = sub.inputs_from.iter().map(|&(n, s)| graph.g[n].outputs[s].name.as_str()).collect();
+            let copies = plan.transfers.iter().filter(|t| t.to == part.device && reads.contains(t.tensor.as_str()));
+            let copy_in = copies.fold((0, 0.0), |(b, ms), t| (b + t.bytes, ms + t.predicted_ms));
+            steps.push(Step { device: part.device.clone(), exe, inputs_from: sub.inputs_from, outputs_to: sub.outputs_to, predicted_ms: part.predicted_ms, copy_in });
         }
-        Ok(PlanExecutable { graph, steps })
+        let outputs: HashSet<&str> = graph.outputs.iter().map(|o| o.name.as_str()).collect();
+        let copy_out = plan.transfers.iter().filter(|t| t.to == "cpu" && outputs.contains(t.tensor.as_str())).fold((0, 0.0), |(b, ms), t| (b + t.bytes, ms + t.predicted_ms));
+        Ok(PlanExecutable { graph, steps, copy_out, paced: HashSet::new() })
+    }
+
+    /// Holds the steps on these (virtual) devices, and the copies to and from them, to their
+    /// predicted times when pipelined: a stand-in for hardware this machine does not have.
+    pub fn with_paced(mut self, devices: impl IntoIterator<Item = String>) -> Self {
+        self.paced = devices.into_iter().collect();
+        self
+    }
+
+    pub fn graph(&self) -> &Arc<Graph> {
+        &self.graph
+    }
+
+    /// The plan as pipeline stages: each partition, and before it the copies into it where
+    /// either end is paced (real devices copy inside their executables).
+    pub fn stages(&self) -> Vec<pipeline::Stage> {
+        let mut out = vec![];
+        let mut prev = "cpu".to_string();
+        for (i, s) in self.steps.iter().enumerate() {
+            let paced = self.paced.contains(&s.device);
+            if s.copy_in.1 > 0.0 && (paced || self.paced.contains(&prev)) {
+                out.push(pipeline::Stage { name: format!("copy to {i}"), device: s.device.clone(), work: pipeline::Work::Copy { bytes: s.copy_in.0 }, predicted_ms: s.copy_in.1, paced: true });
+            }
+            out.push(pipeline::Stage {
+                name: format!("partition {i}"),
+                device: s.device.clone(),
+                work: pipeline::Work::Compute { exe: s.exe.clone(), inputs_from: s.inputs_from.clone(), outputs_to: s.outputs_to.clone() },
+                predicted_ms: s.predicted_ms,
+                paced,
+            });
+            prev = s.device.clone();
+        }
+        if self.copy_out.1 > 0.0 && self.steps.iter().any(|s| self.paced.contains(&s.device)) {
+            out.push(pipeline::Stage { name: "copy to host".into(), device: "cpu".into(), work: pipeline::Work::Copy { bytes: self.copy_out.0 }, predicted_ms: self.copy_out.1, paced: true });
+        }
+        out
     }
 
     /// Runs the plan; with `timed`, also each partition's time.
@@ -102,6 +155,12 @@ impl PlanExecutable {
                 .collect::<Result<Vec<_>>>()?;
             let t0 = std::time::Instant::now();
             let outs = s.exe.run(ins)?;
+            if self.paced.contains(&s.device) {
+                let target = std::time::Duration::from_secs_f64((s.predicted_ms + s.copy_in.1).max(0.0) / 1e3);
+                if let Some(rest) = target.checked_sub(t0.elapsed()) {
+                    std::thread::sleep(rest);
+                }
+            }
             if timed {
                 times.push(StepTime { partition: i, device: s.device.clone(), ms: t0.elapsed().as_secs_f64() * 1e3 });
             }
@@ -124,6 +183,17 @@ impl PlanExecutable {
 impl Executable for PlanExecutable {
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
         Ok(self.run_steps(inputs, false)?.0)
+    }
+}
+
+/// One stage running a whole executable (a single-device session): graph inputs in, outputs out.
+pub fn single_stage(graph: &Graph, device: &str, exe: Arc<dyn Executable>, predicted_ms: f64) -> pipeline::Stage {
+    pipeline::Stage {
+        name: format!("{device} (whole model)"),
+        device: device.into(),
+        work: pipeline::Work::Compute { exe, inputs_from: graph.inputs.iter().map(|i| (i.node, 0)).collect(), outputs_to: graph.outputs.iter().map(|o| (o.node, o.slot)).collect() },
+        predicted_ms,
+        paced: false,
     }
 }
 
