@@ -110,6 +110,8 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
             for _ in 0..2 {
                 pipeline.submit(inputs.clone())?.wait()?;
             }
+            let trace = pipeline.trace().expect("bench pipelines trace");
+            trace.clear();
             let t0 = Instant::now();
             let (tx, rx) = crossbeam_channel::unbounded();
             let waiter = std::thread::spawn(move || rx.into_iter().map(|t: hetsched::exec::pipeline::Ticket| t.wait().map(|_| ())).collect::<Result<Vec<()>>>());
@@ -119,8 +121,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
             drop(tx);
             waiter.join().map_err(|_| Error::Plan("the bench's waiter panicked".into()))??;
             let wall = t0.elapsed().as_secs_f64();
-            let trace = pipeline.trace().expect("bench pipelines trace");
-            let mut lat: Vec<f64> = trace.latencies_ms().into_iter().filter(|&(id, _)| id >= 2).map(|(_, ms)| ms).collect();
+            let mut lat: Vec<f64> = trace.latencies_ms().into_iter().map(|(_, ms)| ms).collect();
             let mut memory = memory;
             memory.insert("cpu (measured peak RSS)".into(), peak_rss(false));
             if let Some(p) = &a.trace {

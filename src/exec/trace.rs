@@ -53,6 +53,12 @@ impl Trace {
         self.done.lock().unwrap_or_else(|e| e.into_inner()).push((request, submitted, Instant::now()));
     }
 
+    /// Forgets what was recorded (after a warm-up).
+    pub fn clear(&self) {
+        self.spans.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.done.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     pub fn spans(&self) -> Vec<Span> {
         self.spans.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -62,13 +68,16 @@ impl Trace {
         self.done.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|&(id, s, e)| (id, (e - s).as_secs_f64() * 1e3)).collect()
     }
 
-    fn us(&self, t: Instant) -> f64 {
-        t.saturating_duration_since(self.origin).as_secs_f64() * 1e6
+    /// Microseconds since the first of `spans` started (or the trace began).
+    fn clock(&self, spans: &[Span]) -> impl Fn(Instant) -> f64 {
+        let first = spans.iter().map(|s| s.start).min().unwrap_or(self.origin);
+        move |t: Instant| t.saturating_duration_since(first).as_secs_f64() * 1e6
     }
 
     /// The Chrome Trace Event JSON.
     pub fn to_chrome_json(&self) -> String {
         let spans = self.spans();
+        let us = self.clock(&spans);
         let mut devices: Vec<String> = vec![];
         let mut stages: Vec<(String, String, Lane)> = vec![];
         for s in &spans {
@@ -94,7 +103,7 @@ impl Trace {
             let measured = (s.end - s.start).as_secs_f64() * 1e3;
             let cat = if s.lane == Lane::Copy { "copy" } else { "compute" };
             events.push(json!({
-                "name": s.stage, "cat": cat, "ph": "X", "ts": self.us(s.start), "dur": (s.end - s.start).as_secs_f64() * 1e6,
+                "name": s.stage, "cat": cat, "ph": "X", "ts": us(s.start), "dur": (s.end - s.start).as_secs_f64() * 1e6,
                 "pid": pid(&s.device), "tid": tid(&s.stage),
                 "args": {"request": s.request, "predicted_ms": s.predicted_ms, "measured_ms": measured, "bytes": s.bytes}
             }));
@@ -107,8 +116,8 @@ impl Trace {
             for w in spans.windows(2) {
                 if w[0].lane == Lane::Copy {
                     flow += 1;
-                    events.push(json!({"ph": "s", "id": flow, "name": "transfer", "cat": "copy", "ts": self.us(w[0].end), "pid": pid(&w[0].device), "tid": tid(&w[0].stage)}));
-                    events.push(json!({"ph": "f", "bp": "e", "id": flow, "name": "transfer", "cat": "copy", "ts": self.us(w[1].start), "pid": pid(&w[1].device), "tid": tid(&w[1].stage)}));
+                    events.push(json!({"ph": "s", "id": flow, "name": "transfer", "cat": "copy", "ts": us(w[0].end), "pid": pid(&w[0].device), "tid": tid(&w[0].stage)}));
+                    events.push(json!({"ph": "f", "bp": "e", "id": flow, "name": "transfer", "cat": "copy", "ts": us(w[1].start), "pid": pid(&w[1].device), "tid": tid(&w[1].stage)}));
                 }
             }
         }
@@ -119,13 +128,14 @@ impl Trace {
     /// the predicted time as a dashed outline from the same start.
     pub fn to_svg(&self, title: &str) -> String {
         let spans = self.spans();
+        let us = self.clock(&spans);
         let mut lanes: Vec<(String, String)> = vec![];
         for s in &spans {
             if !lanes.iter().any(|(n, _)| n == &s.stage) {
                 lanes.push((s.stage.clone(), s.device.clone()));
             }
         }
-        let end_ms = spans.iter().map(|s| self.us(s.end) / 1e3).fold(0.0, f64::max).max(1e-3);
+        let end_ms = spans.iter().map(|s| us(s.end) / 1e3).fold(0.0, f64::max).max(1e-3);
         let (left, width, lane_h, top) = (170.0, 900.0, 28.0, 40.0);
         let x = |ms: f64| left + ms / end_ms * width;
         let height = top + lanes.len() as f64 * lane_h + 40.0;
@@ -141,7 +151,7 @@ impl Trace {
         for s in &spans {
             let lane = lanes.iter().position(|(n, _)| n == &s.stage).unwrap_or(0);
             let y = top + lane as f64 * lane_h + 4.0;
-            let (a, b) = (self.us(s.start) / 1e3, self.us(s.end) / 1e3);
+            let (a, b) = (us(s.start) / 1e3, us(s.end) / 1e3);
             let colour = palette[(s.request % palette.len() as u64) as usize];
             let _ = writeln!(svg, r#"<rect x="{:.2}" y="{y}" width="{:.2}" height="{}" fill="{colour}"><title>request {} · {} · {:.3} ms measured, {:.3} ms predicted</title></rect>"#, x(a), (x(b) - x(a)).max(0.5), lane_h - 8.0, s.request, xml(&s.stage), b - a, s.predicted_ms);
             if s.predicted_ms > 0.0 {
