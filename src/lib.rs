@@ -11,6 +11,7 @@
 
 pub mod analysis;
 pub mod backend;
+pub mod batching;
 pub mod budget;
 pub mod compare;
 pub mod conformance;

@@ -77,6 +77,9 @@ pub struct Plan {
     /// Fingerprint of the bound graph the plan was made for.
     pub model: String,
     pub bindings: Bindings,
+    /// Dynamic (a plan per batch size) or static (this plan serves smaller batches padded).
+    #[serde(default)]
+    pub batching: crate::batching::Batching,
     pub objective: Objective,
     pub algorithm: String,
     pub devices: Vec<String>,

@@ -38,11 +38,14 @@ pub struct SessionOptions {
     /// Virtual devices `devices` may name (their nodes compute on the CPU; `paced=1` ones are
     /// held to their predicted times).
     pub virtual_devices: Vec<crate::cost::DeviceProfile>,
+    /// Dynamic: a plan per batch size. Static: one plan for a preset batch, smaller requests
+    /// padded to it and their outputs cut back, larger ones refused.
+    pub batching: crate::batching::Batching,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { device: "cpu".into(), optimize: true, f16: false, tf32: false, devices: vec![], mem_budget: None, inflight: None, when_full: Default::default(), virtual_devices: vec![] }
+        SessionOptions { device: "cpu".into(), optimize: true, f16: false, tf32: false, devices: vec![], mem_budget: None, inflight: None, when_full: Default::default(), virtual_devices: vec![], batching: Default::default() }
     }
 }
 
@@ -66,19 +69,29 @@ enum StageSource {
 pub struct Submitted {
     ticket: crate::exec::pipeline::Ticket,
     names: Vec<String>,
+    /// Static batching: the outputs' batch axes and the request's own batch.
+    cut: Option<(Vec<Option<usize>>, usize)>,
 }
 
 impl Submitted {
+    fn finish(names: Vec<String>, cut: &Option<(Vec<Option<usize>>, usize)>, outs: Vec<Tensor>) -> Result<Vec<(String, Tensor)>> {
+        let named: Vec<(String, Tensor)> = names.into_iter().zip(outs).collect();
+        match cut {
+            Some((axes, batch)) => crate::batching::cut_outputs(named, axes, *batch),
+            None => Ok(named),
+        }
+    }
+
     pub fn wait(self) -> Result<Vec<(String, Tensor)>> {
-        Ok(self.names.into_iter().zip(self.ticket.wait()?).collect())
+        Self::finish(self.names, &self.cut, self.ticket.wait()?)
     }
 }
 
 impl std::future::Future for Submitted {
     type Output = Result<Vec<(String, Tensor)>>;
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
-        let names = self.names.clone();
-        std::pin::Pin::new(&mut self.ticket).poll(cx).map(|r| r.map(|outs| names.into_iter().zip(outs).collect()))
+        let (names, cut) = (self.names.clone(), self.cut.clone());
+        std::pin::Pin::new(&mut self.ticket).poll(cx).map(|r| r.and_then(|outs| Self::finish(names, &cut, outs)))
     }
 }
 
@@ -87,6 +100,8 @@ pub struct Session {
     backend: Arc<dyn Backend>,
     options: SessionOptions,
     plans: Mutex<HashMap<Bindings, Arc<Prepared>>>,
+    /// Static batching: each output's batch axis, found on first use.
+    output_axes: Mutex<Option<Vec<Option<usize>>>>,
 }
 
 /// Whether a symbolic dim name denotes the batch (so `--batch` binds it).
@@ -120,7 +135,7 @@ impl Session {
 
     pub fn from_graph(graph: Graph, options: SessionOptions) -> Result<Session> {
         let backend = backend::by_name(&options.device)?;
-        Ok(Session { graph, backend, options, plans: Mutex::new(HashMap::new()) })
+        Ok(Session { graph, backend, options, plans: Mutex::new(HashMap::new()), output_axes: Mutex::new(None) })
     }
 
     pub fn graph(&self) -> &Graph {
@@ -157,7 +172,8 @@ impl Session {
             let executable = self.backend.compile(graph.clone(), &options)?;
             Arc::new(Prepared { graph, executable, plan: None, stages: Mutex::new(None), stage_source: StageSource::Whole(self.backend.name().to_string()) })
         } else {
-            let plan = partition_for(&g, bindings, &self.options.devices, &self.options.virtual_devices)?;
+            let mut plan = partition_for(&g, bindings, &self.options.devices, &self.options.virtual_devices)?;
+            plan.batching = self.options.batching;
             let graph = Arc::new(g);
             let paced = self.options.virtual_devices.iter().filter(|v| v.paced).map(|v| v.device.clone());
             let executable = Arc::new(crate::exec::PlanExecutable::new(graph.clone(), &plan, &options)?.with_paced(paced));
@@ -216,13 +232,32 @@ impl Session {
         // A panic anywhere below (a kernel, a backend, the planner) is this request's error,
         // never the caller's unwind.
         crate::error::contain("(session run)", "-", || {
+            let (inputs, cut) = self.pad_batch(inputs)?;
             let bindings = self.bindings_for(&inputs)?;
             let plan = self.prepare(&bindings)?;
             let mut by_name: HashMap<String, Tensor> = inputs.into_iter().collect();
             let ordered: Vec<Tensor> = self.graph.inputs.iter().map(|gi| by_name.remove(&gi.name).ok_or_else(|| Error::Input(format!("missing input '{}'", gi.name)))).collect::<Result<_>>()?;
             let (outs, stats) = plan.executable.run_measured(ordered)?;
-            Ok((self.output_names().into_iter().zip(outs).collect(), stats))
+            Ok((Submitted::finish(self.output_names(), &cut, outs)?, stats))
         })
+    }
+
+    /// Static batching: a smaller request padded to the session's batch, with what cutting
+    /// its outputs back needs.
+    fn pad_batch(&self, inputs: Vec<(String, Tensor)>) -> Result<(Vec<(String, Tensor)>, Option<(Vec<Option<usize>>, usize)>)> {
+        let crate::batching::Batching::Static { batch } = self.options.batching else { return Ok((inputs, None)) };
+        let bindings = self.bindings_for(&inputs)?;
+        match crate::batching::request_batch(&self.graph, &bindings) {
+            Some(have) if have != batch => {
+                let padded = crate::batching::pad_inputs(&self.graph, inputs, have, batch)?;
+                let mut axes = self.output_axes.lock().unwrap_or_else(|e| e.into_inner());
+                if axes.is_none() {
+                    *axes = Some(crate::batching::output_batch_axes(&self.graph)?);
+                }
+                Ok((padded, Some((axes.clone().unwrap_or_default(), have))))
+            }
+            _ => Ok((inputs, None)),
+        }
     }
 
     /// Queues a request through the session's pipeline (one stage per partition of its plan,
@@ -230,12 +265,13 @@ impl Session {
     /// in at a time (then `submit` waits, or answers `Busy`). A request that fails fails alone.
     pub fn submit(&self, inputs: Vec<(String, Tensor)>) -> Result<Submitted> {
         crate::error::contain("(session submit)", "-", || {
+            let (inputs, cut) = self.pad_batch(inputs)?;
             let bindings = self.bindings_for(&inputs)?;
             let prepared = self.prepare(&bindings)?;
             let pipeline = self.pipeline(&prepared)?;
             let mut by_name: HashMap<String, Tensor> = inputs.into_iter().collect();
             let ordered: Vec<Tensor> = self.graph.inputs.iter().map(|gi| by_name.remove(&gi.name).ok_or_else(|| Error::Input(format!("missing input '{}'", gi.name)))).collect::<Result<_>>()?;
-            Ok(Submitted { ticket: pipeline.submit(ordered)?, names: self.output_names() })
+            Ok(Submitted { ticket: pipeline.submit(ordered)?, names: self.output_names(), cut })
         })
     }
 

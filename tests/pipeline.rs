@@ -254,3 +254,34 @@ fn thirty_two_threads_submitting_to_one_session() {
     println!("2,000 requests from 32 threads in {:.2} s; RSS {:.1} MiB after warm-up, {:.1} MiB after", t0.elapsed().as_secs_f64(), warm as f64 / 1048576.0, after as f64 / 1048576.0);
     assert!(after <= warm + warm / 2 + (64 << 20), "RSS grew from {warm} to {after}");
 }
+
+/// Static batching: one plan for batch 4; batch 1 and 2 requests are padded to it and their
+/// outputs cut back, equal to a dynamic session's; batch 5 is refused; the plan says so.
+#[test]
+fn a_static_batch_session_pads_smaller_requests() {
+    let Some(dir) = model_dir("bert_tiny") else { return };
+    let static4 = hetsched::batching::Batching::Static { batch: 4 };
+    let fixed = Session::from_path(dir.join("model.onnx"), SessionOptions { batching: static4, ..Default::default() }).unwrap();
+    let dynamic = Session::from_path(dir.join("model.onnx"), Default::default()).unwrap();
+    for set in ["test_data_set_0", "test_data_set_1"] {
+        let (ins, refs) = load_case(&dynamic, &dir.join(set));
+        let want = dynamic.run(ins.clone()).unwrap();
+        let got = fixed.run(ins.clone()).unwrap();
+        assert_eq!(got.len(), want.len());
+        for ((n, g), ((_, w), r)) in got.iter().zip(want.iter().zip(&refs)) {
+            assert_eq!(g.shape(), w.shape(), "{set} {n}");
+            assert_close(&format!("{set} {n} (static batch 4)"), g, r);
+        }
+        let submitted = fixed.submit(ins).unwrap().wait().unwrap();
+        assert_eq!(submitted, got, "{set}: submit and run agree");
+    }
+    let big = fixed.random_inputs(&hetsched::session::default_bindings(fixed.graph(), 5, 16, &Default::default()), 0).unwrap();
+    let e = fixed.run(big).err().expect("batch 5 refused").to_string();
+    assert!(e.contains("static batch 4"), "{e}");
+    // With devices, the plan says it was made for a static batch.
+    let split = Session::from_path(dir.join("model.onnx"), SessionOptions { batching: static4, devices: vec!["cpu".into(), "vgpu".into()], virtual_devices: vec![cost::virtual_device::parse_spec("vgpu").unwrap()], ..Default::default() }).unwrap();
+    let (ins, _) = load_case(&split, &dir.join("test_data_set_0"));
+    split.run(ins.clone()).unwrap();
+    let prepared = split.prepare(&split.bindings_for(&hetsched::batching::pad_inputs(split.graph(), ins, 1, 4).unwrap()).unwrap()).unwrap();
+    assert_eq!(prepared.plan.as_ref().unwrap().batching, static4);
+}

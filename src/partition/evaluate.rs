@@ -161,6 +161,7 @@ pub fn plan(p: &Problem, placement: &Placement, algorithm: &str) -> Result<Plan>
         version: plan::PLAN_VERSION,
         model: plan::model_fingerprint(p.graph)?,
         bindings: Default::default(),
+        batching: Default::default(),
         objective: plan::Objective::Latency,
         algorithm: algorithm.into(),
         devices: p.devices.clone(),
