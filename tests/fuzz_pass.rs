@@ -2,7 +2,7 @@
 //! seeded random bytes and with byte mutations and truncations of every model the project and
 //! `../shared` hold. Not coverage-guided (that is `cargo +nightly fuzz run TARGET`, see
 //! README), but any panic, contained or not, fails it with the seed that found it.
-//! `HETSCHED_FUZZ_SECONDS` sets each part's time (default 20).
+//! `HETSCHED_FUZZ_SECONDS` sets each part's time (default 15).
 
 #[path = "../fuzz/src/lib.rs"]
 mod harness;
@@ -11,18 +11,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 fn seconds() -> Duration {
-    Duration::from_secs_f64(std::env::var("HETSCHED_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20.0))
+    Duration::from_secs_f64(std::env::var("HETSCHED_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(15.0))
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+use common::Rng;
 
 /// Runs `f` on inputs from `make` until the time is up; a panic names the seed.
 fn pass(name: &str, mut make: impl FnMut(&mut Rng) -> Vec<u8>, f: fn(&[u8])) {

@@ -14,13 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 fn profile(name: &str, spec: &str) -> DeviceProfile {
-    let mut p = cost::virtual_device::parse_spec(&format!("x:{spec}")).unwrap();
-    p.device = name.into();
-    if name == "cpu" {
-        p.to_device = cost::Link::LOCAL;
-        p.to_host = cost::Link::LOCAL;
-    }
-    p
+    virtual_profile(name, spec)
 }
 
 /// A bound, optimised model and its plan with devices alternating every `stride` nodes.

@@ -6,19 +6,13 @@
 mod common;
 use common::*;
 use hetsched::backend::{Backend, CompileOptions};
-use hetsched::cost::{self, CostModel, DeviceProfile, ProfileSet, Roofline};
+use hetsched::cost::{CostModel, DeviceProfile, ProfileSet, Roofline};
 use hetsched::partition::{self, evaluate, Constraints, Problem};
 use hetsched::Session;
 use std::sync::Arc;
 
 fn profile(name: &str, spec: &str) -> DeviceProfile {
-    let mut p = cost::virtual_device::parse_spec(&format!("x:{spec}")).unwrap();
-    p.device = name.into();
-    if name == "cpu" {
-        p.to_device = cost::Link::LOCAL;
-        p.to_host = cost::Link::LOCAL;
-    }
-    p
+    virtual_profile(name, spec)
 }
 
 fn wgpu() -> Option<Arc<dyn Backend>> {

@@ -175,3 +175,33 @@ pub fn check_refusal(device: &str) {
     let r = s.run(vec![("x".into(), hetsched::Tensor::zeros(hetsched::DType::F32, &[2, 3]).unwrap())]);
     assert!(matches!(r, Err(hetsched::Error::Unsupported { .. })), "{device}: {:?}", r.err());
 }
+
+/// xorshift64: seeded, reproducible randomness for property tests and fuzz passes (a failure
+/// prints its seed).
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    pub fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A virtual device profile named `name` from a spec's keys (`gflops=..,gbps=..`); `cpu` gets
+/// local links (it is the host).
+pub fn virtual_profile(name: &str, spec: &str) -> hetsched::cost::DeviceProfile {
+    let mut p = hetsched::cost::virtual_device::parse_spec(&format!("x:{spec}")).unwrap();
+    p.device = name.into();
+    if name == "cpu" {
+        p.to_device = hetsched::cost::Link::LOCAL;
+        p.to_host = hetsched::cost::Link::LOCAL;
+    }
+    p
+}
