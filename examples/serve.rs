@@ -7,7 +7,7 @@
 //!
 //! ```sh
 //! curl -s localhost:8000/v2/models/unet_tiny
-//! curl -s -X POST localhost:8000/v2/models/unet_tiny/infer -d '{"inputs": [{"name": "x", "shape": [1, 3, 16, 16], "datatype": "FP32", "data": [...]}]}'
+//! curl -s -X POST localhost:8000/v2/models/unet_tiny/infer -d '{"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": [...]}]}'
 //! ```
 
 use axum::body::Bytes;
@@ -89,7 +89,37 @@ fn flatten(v: &Value, out: &mut Vec<f64>) -> Result<(), String> {
     }
 }
 
-fn tensor_of(input: &Value, want: Option<DType>) -> Result<(String, Tensor), String> {
+/// Little-endian values of `dt` as f64 (the binary tensor data extension).
+fn decode_binary(bytes: &[u8], dt: &str) -> Result<Vec<f64>, String> {
+    let width = match dt {
+        "BOOL" | "UINT8" | "INT8" => 1,
+        "INT16" | "UINT16" | "FP16" => 2,
+        "INT32" | "UINT32" | "FP32" => 4,
+        "INT64" | "UINT64" | "FP64" => 8,
+        other => return Err(format!("binary data of datatype {other}")),
+    };
+    if bytes.len() % width != 0 {
+        return Err(format!("{} bytes of binary data are not a whole number of {dt} values", bytes.len()));
+    }
+    Ok(bytes
+        .chunks(width)
+        .map(|c| match dt {
+            "BOOL" | "UINT8" => c[0] as f64,
+            "INT8" => c[0] as i8 as f64,
+            "INT16" => i16::from_le_bytes([c[0], c[1]]) as f64,
+            "UINT16" => u16::from_le_bytes([c[0], c[1]]) as f64,
+            "FP16" => half::f16::from_le_bytes([c[0], c[1]]).to_f64(),
+            "INT32" => i32::from_le_bytes(c.try_into().unwrap()) as f64,
+            "UINT32" => u32::from_le_bytes(c.try_into().unwrap()) as f64,
+            "FP32" => f32::from_le_bytes(c.try_into().unwrap()) as f64,
+            "INT64" => i64::from_le_bytes(c.try_into().unwrap()) as f64,
+            "UINT64" => u64::from_le_bytes(c.try_into().unwrap()) as f64,
+            _ => f64::from_le_bytes(c.try_into().unwrap()),
+        })
+        .collect())
+}
+
+fn tensor_of(input: &Value, want: Option<DType>, binary: &mut &[u8]) -> Result<(String, Tensor), String> {
     let name = input["name"].as_str().ok_or("an input without a \"name\"")?.to_string();
     let shape: Vec<usize> = input["shape"].as_array().ok_or(format!("input '{name}': no \"shape\""))?.iter().map(|d| d.as_u64().map(|d| d as usize).ok_or(format!("input '{name}': shape entry {d} is not a size"))).collect::<Result<_, _>>()?;
     let dt = input["datatype"].as_str().ok_or(format!("input '{name}': no \"datatype\""))?;
@@ -100,7 +130,19 @@ fn tensor_of(input: &Value, want: Option<DType>) -> Result<(String, Tensor), Str
         }
     }
     let mut v = vec![];
-    flatten(&input["data"], &mut v).map_err(|e| format!("input '{name}': {e}"))?;
+    match input["parameters"]["binary_data_size"].as_u64() {
+        // Triton's binary tensor data extension: the values follow the JSON header.
+        Some(k) => {
+            let k = k as usize;
+            if k > binary.len() {
+                return Err(format!("input '{name}': binary_data_size {k} but only {} bytes follow the header", binary.len()));
+            }
+            let (mine, rest) = binary.split_at(k);
+            *binary = rest;
+            v = decode_binary(mine, dt).map_err(|e| format!("input '{name}': {e}"))?;
+        }
+        None => flatten(&input["data"], &mut v).map_err(|e| format!("input '{name}': {e}"))?,
+    }
     let n = hetsched::tensor::checked_numel(&shape).map_err(|e| format!("input '{name}': {e}"))?;
     if v.len() != n {
         return Err(format!("input '{name}': shape {shape:?} needs {n} values, data has {}", v.len()));
@@ -131,11 +173,18 @@ fn output_json(name: &str, t: &Tensor) -> Value {
     json!({"name": name, "datatype": datatype(t.dtype()), "shape": t.shape(), "data": data})
 }
 
-async fn infer(State(app): State<Arc<App>>, Path(model): Path<String>, body: Bytes) -> Response {
+async fn infer(State(app): State<Arc<App>>, Path(model): Path<String>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
     if model != app.name {
         return error(StatusCode::NOT_FOUND, format!("unknown model '{model}' (this server serves '{}')", app.name));
     }
-    let req: Value = match serde_json::from_slice(&body) {
+    // With the binary tensor data extension the JSON header is the body's first N bytes.
+    let json_len = match headers.get("inference-header-content-length").map(|h| h.to_str().ok().and_then(|v| v.parse::<usize>().ok())) {
+        None => body.len(),
+        Some(Some(n)) if n <= body.len() => n,
+        Some(_) => return error(StatusCode::BAD_REQUEST, "bad Inference-Header-Content-Length"),
+    };
+    let (header_bytes, mut binary) = body.split_at(json_len);
+    let req: Value = match serde_json::from_slice(header_bytes) {
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")),
     };
@@ -144,7 +193,7 @@ async fn infer(State(app): State<Arc<App>>, Path(model): Path<String>, body: Byt
     let mut tensors = vec![];
     for i in inputs {
         let want = i["name"].as_str().and_then(|n| g.inputs.iter().find(|gi| gi.name == n)).map(|gi| gi.dtype);
-        match tensor_of(i, want) {
+        match tensor_of(i, want, &mut binary) {
             Ok(t) => tensors.push(t),
             Err(e) => return error(StatusCode::BAD_REQUEST, e),
         }

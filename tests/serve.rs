@@ -18,9 +18,17 @@ impl Drop for Server {
 }
 
 fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    http_bytes(port, method, path, body.as_bytes(), None)
+}
+
+/// A request with a raw body; `header_len` sets Inference-Header-Content-Length (Triton's
+/// binary tensor data extension).
+fn http_bytes(port: u16, method: &str, path: &str, body: &[u8], header_len: Option<usize>) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let extra = header_len.map(|n| format!("Inference-Header-Content-Length: {n}\r\n")).unwrap_or_default();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n", body.len()).unwrap();
+    s.write_all(body).unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
@@ -96,7 +104,17 @@ fn the_v2_server_answers_health_metadata_and_infer_and_refuses_bad_requests() {
         t.join().unwrap();
     }
 
+    // The binary tensor data extension (what Triton's clients send by default): the same answer.
     let (first, t) = &ins[0];
+    let header = json!({"inputs": [{"name": first, "shape": t.shape(), "datatype": "FP32", "parameters": {"binary_data_size": t.numel() * 4}}]}).to_string();
+    let mut raw = header.clone().into_bytes();
+    raw.extend(t.to_f64_vec().iter().flat_map(|&v| (v as f32).to_le_bytes()));
+    let (status, text) = http_bytes(port, "POST", "/v2/models/unet_tiny/infer", &raw, Some(header.len()));
+    assert_eq!(status, 200, "{text}");
+    let (_, json_answer) = http(port, "POST", "/v2/models/unet_tiny/infer", &json!({"inputs": [tensor_json(first, t)]}).to_string());
+    let outputs = |s: &str| serde_json::from_str::<Value>(s).unwrap()["outputs"].clone();
+    assert_eq!(outputs(&text), outputs(&json_answer), "binary and JSON inputs give the same outputs");
+
     let bad: Vec<(&str, String)> = vec![
         ("malformed JSON", "{\"inputs\": [".into()),
         ("no inputs", "{}".into()),
