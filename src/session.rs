@@ -159,8 +159,9 @@ impl Session {
         if self.options.optimize {
             crate::passes::optimize(&mut g)?;
         }
-        crate::budget::check(&g, bindings, self.options.mem_budget.unwrap_or_else(crate::budget::default_budget))?;
-        let options = backend::CompileOptions { f16: self.options.f16, tf32: self.options.tf32 };
+        let budget = self.options.mem_budget.unwrap_or_else(crate::budget::default_budget);
+        crate::budget::check(&g, bindings, budget)?;
+        let options = backend::CompileOptions { f16: self.options.f16, tf32: self.options.tf32, mem_budget: Some(budget) };
         let p = if self.options.devices.is_empty() {
             for n in g.g.node_indices() {
                 if let backend::Support::No(why) = self.backend.supports(&g, n) {

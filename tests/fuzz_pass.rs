@@ -88,3 +88,23 @@ fn fuzz_pass_load_and_bind_random_and_mutated_models() {
 fn fuzz_pass_run_generated_graphs() {
     pass("run_graph", random_bytes, harness::run_graph);
 }
+
+/// Every input a fuzzer found a crash with (tests/data/fuzz/TARGET-*.bin) runs clean now.
+#[test]
+fn fuzz_findings_stay_fixed() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let data = std::fs::read(e.path()).unwrap();
+        let target: fn(&[u8]) = match name.split('-').next() {
+            Some("load") => harness::load,
+            Some("bind") => harness::bind,
+            Some("run_graph") => harness::run_graph,
+            _ => continue,
+        };
+        target(&data);
+        n += 1;
+    }
+    assert!(n > 0, "no findings in {}", dir.display());
+}

@@ -433,3 +433,17 @@ fn a_conformance_case_without_test_data_is_not_a_pass() {
     assert_eq!(r.status, hetsched::conformance::Status::Error, "{}", r.detail);
     assert!(r.detail.contains("no test_data_set"), "{}", r.detail);
 }
+
+/// A node sized only at run time (ConstantOfShape of a shape given as input) cannot allocate
+/// past the budget: an error naming it, and the same session runs a small request after.
+#[test]
+fn a_node_sized_at_run_time_respects_the_budget() {
+    let mut b = ModelBuilder::new();
+    b.input("s", 7, &["2"]).output("y");
+    b.node("ConstantOfShape", &["s"], &["y"], vec![]);
+    let s = Session::from_bytes(&b.bytes(), SessionOptions { mem_budget: Some(1 << 20), ..Default::default() }).unwrap();
+    let e = s.run(vec![("s".into(), i64s(&[2], vec![30000, 30000]))]).err().expect("3.6 GB refused");
+    assert!(matches!(e, Error::Memory(_)) && e.to_string().contains("ConstantOfShape"), "{e}");
+    let ok = s.run(vec![("s".into(), i64s(&[2], vec![2, 3]))]).unwrap();
+    assert_eq!(ok[0].1.shape(), &[2, 3]);
+}

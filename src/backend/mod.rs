@@ -47,6 +47,9 @@ pub struct CompileOptions {
     pub f16: bool,
     /// Allow TF32 tensor-core GEMMs (CUDA); see [`crate::SessionOptions::tf32`].
     pub tf32: bool,
+    /// The most bytes one node sized only at run time (NonZero, a ConstantOfShape of computed
+    /// dims, ...) may produce; None: [`crate::budget::default_budget`].
+    pub mem_budget: Option<u64>,
 }
 
 /// `HETSCHED_PROFILE`: per-run timings printed to stderr by the CPU and CUDA executables.

@@ -105,7 +105,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
             let text = std::fs::read_to_string(path).map_err(|source| hetsched::Error::Io { path: path.display().to_string(), source })?;
             let plan = hetsched::plan::Plan::from_json(&text)?;
             let bindings = session.bindings_for(&inputs)?;
-            let exe = hetsched::exec::compile_plan(session.graph(), &bindings, &plan, !a.no_optimize, &hetsched::backend::CompileOptions { f16: a.f16, tf32: a.tf32 })?;
+            let exe = hetsched::exec::compile_plan(session.graph(), &bindings, &plan, !a.no_optimize, &hetsched::backend::CompileOptions { f16: a.f16, tf32: a.tf32, ..Default::default() })?;
             Some((plan, exe))
         }
     };

@@ -21,6 +21,8 @@ struct Step {
     frees: Vec<usize>,
     /// Layout-only op (Reshape, Flatten, ...) that may take its input's buffer when it is the last reader.
     alias: bool,
+    /// Its output shapes were only known at run time: checked against the budget before it runs.
+    sized_at_run: bool,
 }
 
 pub struct CpuExecutable {
@@ -31,6 +33,8 @@ pub struct CpuExecutable {
     outputs: Vec<usize>,
     /// `HETSCHED_PROFILE`: print times after each run (to stderr).
     profile: Profile,
+    /// The most bytes a node sized at run time may produce.
+    budget: u64,
 }
 
 impl CpuExecutable {
@@ -56,7 +60,8 @@ impl CpuExecutable {
             }
             let inputs = graph.sources(n).into_iter().map(|s| s.map(|k| slot(k, &mut slot_of))).collect();
             let outputs = (0..node.outputs.len()).map(|i| slot((n, i), &mut slot_of)).collect();
-            steps.push(Step { node: node.clone(), inputs, outputs, frees: vec![], alias: node.op.is_layout_only() });
+            let sized_at_run = node.outputs.iter().any(|v| v.shape.is_none());
+            steps.push(Step { node: node.clone(), inputs, outputs, frees: vec![], alias: node.op.is_layout_only(), sized_at_run });
         }
         let inputs = graph
             .inputs
@@ -81,7 +86,15 @@ impl CpuExecutable {
                 steps[i].frees.push(x);
             }
         }
-        Ok(CpuExecutable { steps, num_slots, constants, inputs, outputs, profile: Profile::from_env() })
+        Ok(CpuExecutable { steps, num_slots, constants, inputs, outputs, profile: Profile::from_env(), budget: crate::budget::default_budget() })
+    }
+
+    /// Nodes sized at run time may produce at most `budget` bytes (None: the default budget).
+    pub fn with_budget(mut self, budget: Option<u64>) -> Self {
+        if let Some(b) = budget {
+            self.budget = b;
+        }
+        self
     }
 }
 
@@ -167,6 +180,9 @@ impl CpuExecutable {
                     .iter()
                     .map(|s| s.map(|s| slots[s].as_deref().expect("slot filled before use by topological order")))
                     .collect();
+                if step.sized_at_run {
+                    check_run_time_size(&step.node, &ins, self.budget)?;
+                }
                 eval_contained(&step.node, &ins)?
             };
             for (&s, t) in step.outputs.iter().zip(outs) {
@@ -186,6 +202,22 @@ impl CpuExecutable {
             .collect::<Result<Vec<_>>>()?;
         Ok((outs, times))
     }
+}
+
+/// Refuses a node sized at run time whose outputs exceed `budget` bytes, before its kernel
+/// allocates them.
+fn check_run_time_size(node: &Node, inputs: &[Option<&Tensor>], budget: u64) -> Result<()> {
+    let types = match crate::graph::infer::output_types(node, inputs) {
+        Ok(t) => t,
+        // Sizes only the kernel finds (NonZero, Unique): it checks its own.
+        Err(Error::DataDependent(_)) => return Ok(()),
+        Err(e) => return Err(e.in_node(&node.name, &node.op.name())),
+    };
+    let bytes: u64 = types.iter().map(|(dt, shape)| shape.iter().product::<usize>() as u64 * dt.size() as u64).sum();
+    if bytes > budget {
+        return Err(Error::Memory(format!("node '{}' ({}) would produce {} at run time ({:?}), over the budget of {}", node.name, node.op.name(), crate::budget::human(bytes), types.iter().map(|t| &t.1).collect::<Vec<_>>(), crate::budget::human(budget))));
+    }
+    Ok(())
 }
 
 /// Runs one kernel with its panics contained: a bug or an unchecked shape inside a kernel fails

@@ -69,8 +69,8 @@ impl Backend for CpuBackend {
         Support::Yes
     }
 
-    fn compile(&self, graph: Arc<Graph>, _options: &super::CompileOptions) -> Result<Arc<dyn Executable>> {
-        Ok(Arc::new(CpuExecutable::new(graph)?))
+    fn compile(&self, graph: Arc<Graph>, options: &super::CompileOptions) -> Result<Arc<dyn Executable>> {
+        Ok(Arc::new(CpuExecutable::new(graph)?.with_budget(options.mem_budget)))
     }
 }
 
