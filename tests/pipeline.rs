@@ -5,39 +5,15 @@
 mod common;
 use common::*;
 use hetsched::backend::{CompileOptions, Executable};
-use hetsched::cost::{self, DeviceProfile, ProfileSet, Roofline};
-use hetsched::exec::pipeline::{Pipeline, Stage, WhenFull, Work};
-use hetsched::partition::{evaluate, Constraints, Problem};
+use hetsched::cost;
+use hetsched::exec::pipeline::{Pipeline, WhenFull};
 use hetsched::{Error, Session, SessionOptions, Tensor};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-fn profile(name: &str, spec: &str) -> DeviceProfile {
-    virtual_profile(name, spec)
-}
 
-/// A bound, optimised model and its plan with devices alternating every `stride` nodes.
-fn forced_plan(name: &str, set: &str, devices: &[&str], stride: usize) -> Option<(Session, hetsched::graph::Bindings, hetsched::plan::Plan, Vec<(String, Tensor)>)> {
-    let dir = model_dir(name)?;
-    let session = Session::from_path(dir.join("model.onnx"), Default::default()).unwrap();
-    let (ins, _) = load_case(&session, &dir.join(set));
-    let bindings = session.bindings_for(&ins).unwrap();
-    let mut g = hetsched::session::bind(session.graph(), &bindings).unwrap();
-    hetsched::passes::optimize(&mut g).unwrap();
-    let profiles: Vec<DeviceProfile> = devices.iter().map(|d| profile(d, "gflops=100,gbps=20")).collect();
-    let model = Roofline::new(ProfileSet { devices: profiles });
-    let names: Vec<String> = devices.iter().map(|d| d.to_string()).collect();
-    let p = Problem::new(&g, &model, &names, &Constraints::default(), &|_: &str, _| hetsched::backend::Support::Yes).unwrap();
-    let placement: Vec<usize> = (0..p.order.len()).map(|i| (i / stride) % devices.len()).collect();
-    let mut plan = evaluate::plan(&p, &placement, "forced").unwrap();
-    plan.bindings = bindings.clone();
-    Some((session, bindings, plan, ins))
-}
 
-fn ordered(session: &Session, ins: &[(String, Tensor)]) -> Vec<Tensor> {
-    session.inputs().iter().map(|gi| ins.iter().find(|(n, _)| n == &gi.name).unwrap().1.clone()).collect()
-}
 
 #[test]
 fn pipelined_outputs_equal_sequential_on_every_model_and_split() {
@@ -79,46 +55,6 @@ fn pipelined_outputs_equal_sequential_on_cpu_and_wgpu() {
             assert_eq!(t.wait().unwrap(), reference, "{name} on cpu,wgpu ({} partitions)", plan.partitions.len());
         }
     }
-}
-
-/// Two paced virtual stages of 10 and 5 ms with a 2 ms copy between them: 50 requests take
-/// about 50 × 10 ms (the slowest stage), not 50 × 17 ms.
-#[test]
-fn paced_stages_overlap() {
-    let Some((session, bindings, mut plan, ins)) = forced_plan("unet_tiny", "test_data_set_0", &["cpu", "v1", "v2"], 1000) else { return };
-    // One partition on v1 and one on v2, by name: the first half of the nodes, then the rest.
-    let half = plan.nodes.len() / 2;
-    for (i, n) in plan.nodes.iter_mut().enumerate() {
-        n.device = if i < half { "v1".into() } else { "v2".into() };
-    }
-    let names: Vec<String> = plan.nodes.iter().map(|n| n.name.clone()).collect();
-    plan.partitions = vec![
-        hetsched::plan::Partition { id: 0, device: "v1".into(), nodes: names[..half].to_vec(), predicted_ms: 10.0 },
-        hetsched::plan::Partition { id: 1, device: "v2".into(), nodes: names[half..].to_vec(), predicted_ms: 5.0 },
-    ];
-    // No copies from the plan (the 2 ms copy stage goes in below), none from or to the host.
-    plan.transfers = vec![hetsched::plan::Transfer { tensor: String::new(), from: "v1".into(), to: "v2".into(), bytes: 0, predicted_ms: 0.0 }];
-    let exe = hetsched::exec::compile_plan(session.graph(), &bindings, &plan, true, &CompileOptions::default()).unwrap().with_paced(["v1".to_string(), "v2".to_string()]);
-    let mut stages = exe.stages();
-    assert_eq!(stages.len(), 2, "two partitions, no copies yet");
-    stages.insert(1, Stage { name: "copy v1 to v2".into(), device: "v2".into(), work: Work::Copy { bytes: 1 << 20 }, predicted_ms: 2.0, paced: true });
-    let pipeline = Pipeline::new(exe.graph().clone(), stages, None, WhenFull::Block, true).unwrap();
-    let t0 = Instant::now();
-    let tickets: Vec<_> = (0..50).map(|_| pipeline.submit(ordered(&session, &ins)).unwrap()).collect();
-    for t in tickets {
-        t.wait().unwrap();
-    }
-    let ms = t0.elapsed().as_secs_f64() * 1e3;
-    println!("50 requests through 10 ms + 2 ms + 5 ms paced stages: {ms:.1} ms (sequential would be 850 ms); inflight {}", pipeline.inflight);
-    assert!(ms <= 1.1 * 50.0 * 10.0, "{ms:.1} ms > 550 ms: the stages do not overlap");
-    assert!(ms >= 50.0 * 10.0 * 0.95, "{ms:.1} ms: faster than the slowest stage allows, pacing is off");
-    let trace = pipeline.trace().unwrap();
-    assert_eq!(trace.spans().len(), 150);
-    let json: serde_json::Value = serde_json::from_str(&trace.to_chrome_json()).unwrap();
-    let events = json["traceEvents"].as_array().unwrap();
-    assert!(events.iter().any(|e| e["ph"] == "X" && e["args"]["request"] == 49 && e["cat"] == "copy"));
-    assert!(events.iter().any(|e| e["ph"] == "s") && events.iter().any(|e| e["ph"] == "f"), "flow arrows from copies");
-    assert!(trace.to_svg("paced").contains("copy v1 to v2"));
 }
 
 /// Fails every 10th run.

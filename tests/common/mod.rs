@@ -205,3 +205,26 @@ pub fn virtual_profile(name: &str, spec: &str) -> hetsched::cost::DeviceProfile 
     }
     p
 }
+
+/// A bound, optimised model and its plan with devices alternating every `stride` nodes.
+pub fn forced_plan(name: &str, set: &str, devices: &[&str], stride: usize) -> Option<(hetsched::Session, hetsched::graph::Bindings, hetsched::plan::Plan, Vec<(String, hetsched::Tensor)>)> {
+    let dir = model_dir(name)?;
+    let session = hetsched::Session::from_path(dir.join("model.onnx"), Default::default()).unwrap();
+    let (ins, _) = load_case(&session, &dir.join(set));
+    let bindings = session.bindings_for(&ins).unwrap();
+    let mut g = hetsched::session::bind(session.graph(), &bindings).unwrap();
+    hetsched::passes::optimize(&mut g).unwrap();
+    let profiles: Vec<hetsched::cost::DeviceProfile> = devices.iter().map(|d| virtual_profile(d, "gflops=100,gbps=20")).collect();
+    let model = hetsched::cost::Roofline::new(hetsched::cost::ProfileSet { devices: profiles });
+    let names: Vec<String> = devices.iter().map(|d| d.to_string()).collect();
+    let p = hetsched::partition::Problem::new(&g, &model, &names, &hetsched::partition::Constraints::default(), &|_: &str, _| hetsched::backend::Support::Yes).unwrap();
+    let placement: Vec<usize> = (0..p.order.len()).map(|i| (i / stride) % devices.len()).collect();
+    let mut plan = hetsched::partition::evaluate::plan(&p, &placement, "forced").unwrap();
+    plan.bindings = bindings.clone();
+    Some((session, bindings, plan, ins))
+}
+
+/// `ins` in the session's input order.
+pub fn ordered(session: &hetsched::Session, ins: &[(String, hetsched::Tensor)]) -> Vec<hetsched::Tensor> {
+    session.inputs().iter().map(|gi| ins.iter().find(|(n, _)| n == &gi.name).unwrap().1.clone()).collect()
+}
