@@ -108,3 +108,36 @@ fn a_session_over_several_devices_matches_the_references() {
     let plan = prepared.plan.as_ref().expect("a partitioned session keeps its plan");
     assert_eq!(plan.devices, devices);
 }
+
+/// An op no GPU kernel covers (NonZero: its output size depends on the values) runs on the CPU
+/// in a cpu,wgpu plan whose other ops are pinned to wgpu, and the answer is the CPU's.
+#[test]
+fn an_op_no_gpu_covers_runs_on_the_cpu_in_a_split_plan() {
+    let Some(gpu) = wgpu() else { return };
+    let mut b = builder::ModelBuilder::new();
+    b.input("x", 1, &["4", "6"]).output("nz").output("scaled");
+    b.init("k", &hetsched::Tensor::from_f32(&[1], vec![2.0]).unwrap());
+    b.node("Relu", &["x"], &["r"], vec![]).node("NonZero", &["r"], &["nz"], vec![]).node("Mul", &["r", "k"], &["scaled"], vec![]);
+    let g = hetsched::onnx::load_model_bytes(&b.bytes()).unwrap();
+    let bindings = hetsched::Bindings::new();
+    let mut bound = hetsched::session::bind(&g, &bindings).unwrap();
+    hetsched::passes::optimize(&mut bound).unwrap();
+    let model = Roofline::new(ProfileSet { devices: vec![profile("cpu", "gflops=50,gbps=20"), profile("wgpu", "gflops=500,gbps=100")] });
+    let cpu = hetsched::backend::by_name("cpu").unwrap();
+    let support = |d: &str, n| if d == "cpu" { cpu.supports(&bound, n) } else { gpu.supports(&bound, n) };
+    let mut c = Constraints::default();
+    c.add_pin("Relu|Mul=wgpu").unwrap();
+    let p = Problem::new(&bound, &model, &model.devices(), &c, &support).unwrap();
+    let mut plan = partition::partition(&p, &partition::Auto).unwrap();
+    plan.bindings = bindings.clone();
+    let nz = plan.nodes.iter().find(|n| n.op_type == "NonZero").unwrap();
+    assert_eq!(nz.device, "cpu");
+    assert!(nz.reason.contains("only cpu supports NonZero"), "{}", nz.reason);
+    assert!(plan.nodes.iter().any(|n| n.device == "wgpu"), "the pinned ops run on wgpu");
+    let x = hetsched::Tensor::from_f32(&[4, 6], (0..24).map(|i| if i % 3 == 0 { 1.5 } else { -1.0 }).collect()).unwrap();
+    let exe = hetsched::exec::compile_plan(&g, &bindings, &plan, true, &CompileOptions::default()).unwrap();
+    let split = hetsched::backend::Executable::run(&exe, vec![x.clone()]).unwrap();
+    let alone = Session::from_graph(g.clone(), Default::default()).unwrap().run(vec![("x".into(), x)]).unwrap();
+    assert_eq!(split[0], alone[0].1, "NonZero");
+    assert_eq!(split[1], alone[1].1, "the wgpu Mul");
+}
