@@ -2,7 +2,8 @@
 //! seeded random bytes and with byte mutations and truncations of every model the project and
 //! `../shared` hold. Not coverage-guided (that is `cargo +nightly fuzz run TARGET`, see
 //! README), but any panic, contained or not, fails it with the seed that found it.
-//! `HETSCHED_FUZZ_SECONDS` sets each part's time (default 15).
+//! Each part runs a fixed number of seeded inputs, so the pass is the same on every machine;
+//! `HETSCHED_FUZZ_SCALE` multiplies the counts (a longer hunt), and no part runs past 90 s.
 
 #[path = "../fuzz/src/lib.rs"]
 mod harness;
@@ -10,16 +11,17 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-fn seconds() -> Duration {
-    Duration::from_secs_f64(std::env::var("HETSCHED_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(15.0))
+fn scale() -> f64 {
+    std::env::var("HETSCHED_FUZZ_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0)
 }
 
 use common::Rng;
 
 /// Runs `f` on inputs from `make` until the time is up; a panic names the seed.
-fn pass(name: &str, mut make: impl FnMut(&mut Rng) -> Vec<u8>, f: fn(&[u8])) {
+fn pass(name: &str, count: u64, mut make: impl FnMut(&mut Rng) -> Vec<u8>, f: fn(&[u8])) {
     let (start, mut n) = (Instant::now(), 0u64);
-    while start.elapsed() < seconds() {
+    let count = (count as f64 * scale()) as u64;
+    while n < count && start.elapsed() < Duration::from_secs(90 * scale().max(1.0) as u64) {
         let seed = n.wrapping_mul(0x9E3779B97F4A7C15) ^ 0x5DEECE66D | 1;
         let data = make(&mut Rng(seed));
         if std::panic::catch_unwind(|| f(&data)).is_err() {
@@ -79,14 +81,14 @@ fn mutate(models: &[Vec<u8>], rng: &mut Rng) -> Vec<u8> {
 
 #[test]
 fn fuzz_pass_load_and_bind_random_and_mutated_models() {
-    pass("load random", random_bytes, harness::load);
+    pass("load random", 2_000_000, random_bytes, harness::load);
     let models = models();
-    pass("bind mutated", |rng| mutate(&models, rng), harness::bind);
+    pass("bind mutated", 3_000, |rng| mutate(&models, rng), harness::bind);
 }
 
 #[test]
 fn fuzz_pass_run_generated_graphs() {
-    pass("run_graph", random_bytes, harness::run_graph);
+    pass("run_graph", 300_000, random_bytes, harness::run_graph);
 }
 
 /// Every input a fuzzer found a crash with (tests/data/fuzz/TARGET-*.bin) runs clean now.

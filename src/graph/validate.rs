@@ -155,6 +155,18 @@ pub fn check(node: &Node, ins: &[Option<In>]) -> Result<()> {
             }
             Ok(())
         }
+        Op::GatherNd { batch_dims } => {
+            let Some(idx) = input(ins, 1) else { return Ok(()) };
+            let (q, r, b) = (idx.shape.len(), x.shape.len(), *batch_dims);
+            if q == 0 || b >= q || b >= r || idx.shape[..b] != x.shape[..b] {
+                return bad(format!("indices {:?} do not fit data {:?} with batch_dims {b} (the first {b} dims must agree, indices need rank > {b})", idx.shape, x.shape));
+            }
+            let k = idx.shape[q - 1];
+            if k == 0 || k > r - b {
+                return bad(format!("index tuples of {k} for data {:?} with batch_dims {b}", x.shape));
+            }
+            Ok(())
+        }
         Op::ScatterNd { .. } => {
             let (Some(idx), Some(upd)) = (input(ins, 1), input(ins, 2)) else { return Ok(()) };
             let Some(&k) = idx.shape.last() else { return bad("indices must have rank >= 1".into()) };
