@@ -207,6 +207,8 @@ impl CpuExecutable {
 /// Refuses a node sized at run time whose outputs exceed `budget` bytes, before its kernel
 /// allocates them.
 fn check_run_time_size(node: &Node, inputs: &[Option<&Tensor>], budget: u64) -> Result<()> {
+    // Inference checked the inputs of every node it could size; these it could not.
+    crate::graph::validate::check_tensors(node, inputs).map_err(|e| e.in_node(&node.name, &node.op.name()))?;
     let types = match crate::graph::infer::output_types(node, inputs) {
         Ok(t) => t,
         // Sizes only the kernel finds (NonZero, Unique): it checks its own.
@@ -223,8 +225,6 @@ fn check_run_time_size(node: &Node, inputs: &[Option<&Tensor>], budget: u64) -> 
 /// Runs one kernel with its panics contained: a bug or an unchecked shape inside a kernel fails
 /// this run with an error naming the node, and leaves the executable usable.
 fn eval_contained(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-    // Inference checked the inputs it knew; those only a run knows are checked here.
-    crate::graph::validate::check_tensors(node, inputs).map_err(|e| e.in_node(&node.name, &node.op.name()))?;
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| eval_node(node, inputs))) {
         Ok(r) => r,
         Err(payload) => {
