@@ -109,8 +109,10 @@ impl NodeTime {
         use crate::graph::Op;
         let grouped = if matches!(node.op, Op::Conv { group, .. } if group > 1) { "/grouped" } else { "" };
         // Volumetric kernels run other loops than planar ones: timed and calibrated apart.
+        // (The output's rank says it: a kernel_shape left to inference may be empty.)
+        let rank = node.outputs.first().and_then(|o| o.shape.as_ref()).map(|s| s.len());
         let volumetric = match &node.op {
-            Op::Conv { window, .. } | Op::Pool { window, .. } | Op::ConvTranspose { window, .. } if window.kernel_shape.len() == 3 => "/3d",
+            Op::Conv { window, .. } | Op::Pool { window, .. } | Op::ConvTranspose { window, .. } if window.kernel_shape.len() == 3 || rank == Some(5) => "/3d",
             _ => "",
         };
         NodeTime { node: node.name.clone(), op_type: format!("{}{grouped}{volumetric}", node.op.name()), ms }

@@ -9,6 +9,7 @@ pub mod curve;
 pub mod fidelity;
 pub mod link;
 pub mod memory;
+pub mod op_benches;
 pub mod profile;
 pub mod profiler;
 pub mod roofline;

@@ -94,10 +94,22 @@ pub struct DeviceProfile {
     /// Multiplicative corrections per op class fitted on real models (1 where never calibrated).
     #[serde(default)]
     pub calibration: BTreeMap<OpClass, f64>,
+    /// Per op class, how its correction changes with the work's size (FLOPs for compute
+    /// classes, bytes for the others): `(size, factor)` points on top of `calibration`,
+    /// interpolated in log–log and held beyond the ends. Fitted where calibration models ran
+    /// the class at sizes a factor of 8 or more apart.
+    #[serde(default)]
+    pub size_calibration: BTreeMap<OpClass, Vec<(f64, f64)>>,
     /// Finer corrections per op type (as `inspect` names it: `Conv+Relu`, `Conv/grouped`,
     /// `Resize`), on top of the class's: fitted where calibration models ran that op.
     #[serde(default)]
     pub op_calibration: BTreeMap<String, f64>,
+    /// Op types the micro-benchmarks timed on their own (their kernels run other loops than
+    /// their class's benchmark: `Conv/3d`, `Resize`, `Softmax`, ...), keyed by the op type
+    /// without fused activations: their work time over the class curve's at the benchmark's
+    /// size. The roofline's prior for models never calibrated; calibration fits on top of it.
+    #[serde(default)]
+    pub op_factors: BTreeMap<String, f64>,
     /// The models the calibration was fitted on.
     #[serde(default)]
     pub calibrated_on: Vec<String>,
@@ -107,6 +119,32 @@ pub struct DeviceProfile {
     /// For a virtual device run in paced mode: hold each step to its predicted time.
     #[serde(default)]
     pub paced: bool,
+}
+
+/// An op type without its fused activations: `Conv+Relu/grouped` -> `Conv/grouped`.
+pub fn unfused(op_type: &str) -> String {
+    let (head, tail) = op_type.split_once('/').map(|(h, t)| (h, Some(t))).unwrap_or((op_type, None));
+    let base = head.split('+').next().unwrap_or(head);
+    match tail {
+        Some(t) => format!("{base}/{t}"),
+        None => base.to_string(),
+    }
+}
+
+/// `points` (sorted by size) interpolated in log(size)–log(value), held beyond the ends; 1
+/// when empty.
+pub fn log_interpolate(points: &[(f64, f64)], size: f64) -> f64 {
+    let (Some(first), Some(last)) = (points.first(), points.last()) else { return 1.0 };
+    if size <= first.0 {
+        return first.1;
+    }
+    if size >= last.0 {
+        return last.1;
+    }
+    let i = points.partition_point(|q| q.0 <= size);
+    let ((s0, f0), (s1, f1)) = (points[i - 1], points[i]);
+    let t = (size.ln() - s0.ln()) / (s1.ln() - s0.ln());
+    (f0.ln() + t * (f1.ln() - f0.ln())).exp()
 }
 
 impl DeviceProfile {
@@ -119,9 +157,17 @@ impl DeviceProfile {
         self.calibration.get(&class).copied().unwrap_or(1.0)
     }
 
-    /// The correction of a node: its class's factor times its op type's.
-    pub fn correction(&self, class: OpClass, op_type: &str) -> f64 {
-        self.calibration(class) * self.op_calibration.get(op_type).copied().unwrap_or(1.0)
+    /// The micro-benchmarks' factor for an op type (`Conv+Relu/3d` reads `Conv/3d`'s).
+    pub fn op_factor(&self, op_type: &str) -> f64 {
+        self.op_factors.get(&unfused(op_type)).copied().unwrap_or(1.0)
+    }
+
+    /// The correction of a node doing `work`: its class's factor at the work's size times its
+    /// op type's.
+    pub fn correction(&self, class: OpClass, op_type: &str, work: &super::Work) -> f64 {
+        let size = if class.compute_bound() { work.flops } else { work.bytes };
+        let by_size = self.size_calibration.get(&class).map(|p| log_interpolate(p, size)).unwrap_or(1.0);
+        self.calibration(class) * by_size * self.op_calibration.get(op_type).copied().unwrap_or(1.0)
     }
 
     /// Checks every number, so a hand-edited or truncated profile is an error, not a wrong plan.
@@ -152,9 +198,16 @@ impl DeviceProfile {
                 return Err(err(format!("calibration.{} must be a positive factor, got {f}", c.name())));
             }
         }
-        for (op, f) in &self.op_calibration {
-            if !(f.is_finite() && *f > 0.0 && *f < 1e4) {
-                return Err(err(format!("op_calibration.{op} must be a positive factor, got {f}")));
+        for (c, points) in &self.size_calibration {
+            if points.iter().any(|(s, f)| !(s.is_finite() && *s > 0.0 && f.is_finite() && *f > 0.0 && *f < 1e4)) || points.windows(2).any(|w| w[0].0 >= w[1].0) {
+                return Err(err(format!("size_calibration.{}: points must be (size > 0, factor > 0) with sizes increasing", c.name())));
+            }
+        }
+        for (what, map) in [("op_calibration", &self.op_calibration), ("op_factors", &self.op_factors)] {
+            for (op, f) in map {
+                if !(f.is_finite() && *f > 0.0 && *f < 1e4) {
+                    return Err(err(format!("{what}.{op} must be a positive factor, got {f}")));
+                }
             }
         }
         if self.kind == ProfileKind::Virtual && self.executes_on.is_none() {

@@ -7,7 +7,7 @@ use crate::backend::{Backend, CompileOptions, Executable};
 use crate::error::Result;
 use crate::onnx::builder::{attr_int, attr_ints, ModelBuilder};
 /// ONNX TensorProto.DataType FLOAT.
-const FLOAT: i32 = 1;
+pub(super) const FLOAT: i32 = 1;
 use crate::tensor::Tensor;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -84,7 +84,7 @@ impl Bench {
     }
 }
 
-fn rand_tensor(shape: &[usize], seed: u64) -> Tensor {
+pub(super) fn rand_tensor(shape: &[usize], seed: u64) -> Tensor {
     let n: usize = shape.iter().product();
     Tensor::from_f32(shape, crate::onnx::builder::rand_vec(n, seed)).expect("benchmark tensor")
 }
@@ -197,7 +197,7 @@ fn median_ms(exe: &dyn Executable, inputs: &[Tensor], budget: Duration) -> Resul
     Ok(times[times.len() / 2])
 }
 
-struct Timer<'a> {
+pub(super) struct Timer<'a> {
     backend: &'a dyn Backend,
     budget: Duration,
 }
@@ -210,10 +210,21 @@ impl Timer<'_> {
     /// (one op's ms, the length-1 run's ms) for a chain benchmark.
     fn per_op(&self, b: &Bench, target_ms: f64, overhead_ms: f64) -> Result<(f64, f64)> {
         let x = vec![rand_tensor(&b.shape, 1)];
-        let t1 = median_ms(&*self.compile(chain_model(b, 1)?)?, &x, self.budget)?;
+        self.chain_times(&|len| chain_model(b, len), &x, target_ms, overhead_ms, b.max_links())
+    }
+
+    /// One link's ms of the chains `build(len)` makes.
+    pub(super) fn per_link(&self, build: &dyn Fn(usize) -> Result<crate::graph::Graph>, x: &[Tensor], target_ms: f64, overhead_ms: f64, max_links: usize) -> Result<f64> {
+        Ok(self.chain_times(build, x, target_ms, overhead_ms, max_links)?.0)
+    }
+
+    /// Times the chain at length 1 and 1 + k, k chosen so the longer one takes about
+    /// `target_ms`: (one link's ms, the length-1 run's ms).
+    fn chain_times(&self, build: &dyn Fn(usize) -> Result<crate::graph::Graph>, x: &[Tensor], target_ms: f64, overhead_ms: f64, max_links: usize) -> Result<(f64, f64)> {
+        let t1 = median_ms(&*self.compile(build(1)?)?, x, self.budget)?;
         let one = (t1 - overhead_ms).max(1e-3);
-        let k = ((target_ms / one).round() as usize).clamp(2, b.max_links());
-        let tk = median_ms(&*self.compile(chain_model(b, 1 + k)?)?, &x, self.budget)?;
+        let k = ((target_ms / one).round() as usize).clamp(2, max_links);
+        let tk = median_ms(&*self.compile(build(1 + k)?)?, x, self.budget)?;
         Ok((((tk - t1) / k as f64).max(one * 0.05), t1))
     }
 
@@ -287,7 +298,7 @@ pub fn measure(backend: &dyn Backend, options: ProfileOptions, progress: Progres
     let quick = options.quick;
     let benches = benches(quick);
     let host = backend.name() == "cpu";
-    let total = 3 + benches.len() + if host { 0 } else { transfer_sizes(quick).len() };
+    let total = 3 + benches.len() + super::op_benches::op_benches().len() + if host { 0 } else { transfer_sizes(quick).len() };
     let mut step = 0;
     let timer = Timer { backend, budget: Duration::from_millis(if quick { 60 } else { 150 }) };
     let target_ms = if quick { 6.0 } else { 15.0 };
@@ -375,10 +386,16 @@ pub fn measure(backend: &dyn Backend, options: ProfileOptions, progress: Progres
         im2col_workspace: backend.name() == "cuda",
         calibration: BTreeMap::new(),
         op_calibration: BTreeMap::new(),
+        op_factors: BTreeMap::new(),
+        size_calibration: BTreeMap::new(),
         calibrated_on: vec![],
         executes_on: None,
         paced: false,
     };
+    profile.op_factors = super::op_benches::measure(&timer, &profile, target_ms, op_cap_ms, if quick { Duration::from_secs(6) } else { Duration::from_secs(15) }, &mut |what| {
+        progress(what, step, total);
+        step += 1;
+    })?;
     if !host {
         let (up, down) = measure_transfers(backend, quick, timer.budget, launch_ms, &mut |what| {
             progress(what, step, total);

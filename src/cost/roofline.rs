@@ -43,10 +43,18 @@ impl Roofline {
         (p.launch_us * 1e-6 + own.max(memory)) * 1e3
     }
 
+    /// [`Self::work_ms`] with the micro-benchmarks' factor for `op_type` on the work (not
+    /// the launch): the prediction calibration starts from.
+    pub fn base_ms(p: &DeviceProfile, w: &Work, op_type: &str) -> f64 {
+        let ms = Self::work_ms(p, w);
+        let launch = if w.class.is_some() { p.launch_us * 1e-3 } else { 0.0 };
+        launch + (ms - launch).max(0.0) * p.op_factor(op_type)
+    }
+
     /// Predicted milliseconds of `work` by an op of `op_type` on a device, calibrated.
     pub fn calibrated_ms(p: &DeviceProfile, w: &Work, op_type: &str) -> f64 {
-        let f = w.class.map(|c| p.correction(c, op_type)).unwrap_or(1.0);
-        Self::work_ms(p, w) * f
+        let f = w.class.map(|c| p.correction(c, op_type, w)).unwrap_or(1.0);
+        Self::base_ms(p, w, op_type) * f
     }
 }
 
@@ -140,6 +148,8 @@ mod tests {
             im2col_workspace: false,
             calibration: BTreeMap::new(),
             op_calibration: BTreeMap::new(),
+            op_factors: BTreeMap::new(),
+            size_calibration: BTreeMap::new(),
             calibrated_on: vec![],
             executes_on: Some("cpu".into()),
             paced: false,
@@ -171,6 +181,11 @@ mod tests {
         q.op_calibration.insert("MatMul".into(), 2.0);
         assert!((Roofline::calibrated_ms(&q, &w, "MatMul") - 3.0 * 2.005).abs() < 1e-9);
         assert!((Roofline::calibrated_ms(&q, &w, "Gemm") - 1.5 * 2.005).abs() < 1e-9);
+        // A micro-benchmark factor scales the work, not the launch, for the op and its fused forms.
+        let mut r = p.clone();
+        r.op_factors.insert("Conv/3d".into(), 4.0);
+        assert!((Roofline::base_ms(&r, &w, "Conv+Relu/3d") - (0.005 + 4.0 * 2.0)).abs() < 1e-9);
+        assert!((Roofline::base_ms(&r, &w, "Conv") - 2.005).abs() < 1e-9);
     }
 
     #[test]

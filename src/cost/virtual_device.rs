@@ -120,6 +120,8 @@ pub fn parse_spec(spec: &str) -> Result<DeviceProfile> {
         im2col_workspace: false,
         calibration: BTreeMap::new(),
         op_calibration: BTreeMap::new(),
+        op_factors: BTreeMap::new(),
+        size_calibration: BTreeMap::new(),
         calibrated_on: vec![],
         executes_on: Some("cpu".into()),
         paced,
