@@ -41,11 +41,14 @@ pub struct SessionOptions {
     /// Dynamic: a plan per batch size. Static: one plan for a preset batch, smaller requests
     /// padded to it and their outputs cut back, larger ones refused.
     pub batching: crate::batching::Batching,
+    /// Record the stage and copy spans of every submitted request ([`Session::trace`]), for
+    /// timelines.
+    pub trace: bool,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { device: "cpu".into(), optimize: true, f16: false, tf32: false, devices: vec![], mem_budget: None, inflight: None, when_full: Default::default(), virtual_devices: vec![], batching: Default::default() }
+        SessionOptions { device: "cpu".into(), optimize: true, f16: false, tf32: false, devices: vec![], mem_budget: None, inflight: None, when_full: Default::default(), virtual_devices: vec![], batching: Default::default(), trace: false }
     }
 }
 
@@ -276,6 +279,14 @@ impl Session {
         })
     }
 
+    /// The spans submitted requests at `bindings` left so far (with [`SessionOptions::trace`];
+    /// None before the first submit at those dims).
+    pub fn trace(&self, bindings: &Bindings) -> Option<Arc<crate::exec::trace::Trace>> {
+        let prepared = self.plans.lock().unwrap_or_else(|e| e.into_inner()).get(bindings).cloned()?;
+        let slot = prepared.stages.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref().and_then(|pl| pl.trace_handle())
+    }
+
     fn pipeline(&self, p: &Prepared) -> Result<Arc<crate::exec::pipeline::Pipeline>> {
         let mut slot = p.stages.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(pl) = slot.as_ref() {
@@ -285,7 +296,7 @@ impl Session {
             StageSource::Whole(device) => vec![crate::exec::single_stage(&p.graph, device, p.executable.clone(), 0.0)],
             StageSource::Plan(exe) => exe.stages(),
         };
-        let pl = Arc::new(crate::exec::pipeline::Pipeline::new(p.graph.clone(), stages, self.options.inflight, self.options.when_full, false)?);
+        let pl = Arc::new(crate::exec::pipeline::Pipeline::new(p.graph.clone(), stages, self.options.inflight, self.options.when_full, self.options.trace)?);
         *slot = Some(pl.clone());
         Ok(pl)
     }

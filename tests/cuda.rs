@@ -116,6 +116,26 @@ fn top_k_matches_the_cpu() {
     }
 }
 
+/// NaN and infinities as ONNX Runtime gives them (tests/data/nan).
+#[test]
+#[ignore = "needs a CUDA device (or the emulator: device_tests_on_the_emulator)"]
+fn nan_cases_match_onnx_runtime() {
+    if cuda_available() {
+        let (run, failures) = nan_case_failures("cuda");
+        println!("cuda: {run} NaN cases run");
+        assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    }
+}
+
+/// Out-of-range run-time indices fail the run (the device's check flag) and leave the session usable.
+#[test]
+#[ignore = "needs a CUDA device (or the emulator: device_tests_on_the_emulator)"]
+fn out_of_range_indices_fail_the_run() {
+    if cuda_available() {
+        check_index_errors("cuda");
+    }
+}
+
 /// A node the kernels lack is refused as unsupported, not run wrongly.
 #[test]
 #[ignore = "needs a CUDA device (or the emulator: device_tests_on_the_emulator)"]
@@ -234,7 +254,7 @@ fn device_tests_on_the_emulator() {
     println!("{out}");
     assert!(ok, "device tests failed on the emulator:\n{out}\n{err}");
     let passed = out.lines().filter(|l| l.starts_with("test ") && l.ends_with("... ok")).count();
-    assert_eq!(passed, 9, "expected the 9 device tests to run:\n{out}");
+    assert_eq!(passed, 11, "expected the 11 device tests to run:\n{out}");
 }
 
 #[test]

@@ -22,9 +22,15 @@ __device__ __forceinline__ void st(h16* p, u32 i, float v) { p[i].bits = f2h(v);
 
 __device__ __forceinline__ float pf(const u32* p, u32 i) { return __uint_as_float(p[i]); }
 
+// max, min and clamp that keep a NaN operand, as ONNX Runtime's kernels do (fmaxf and fminf
+// return the other operand).
+__device__ __forceinline__ float nmax(float a, float b) { return a != a ? a : (b != b ? b : fmaxf(a, b)); }
+__device__ __forceinline__ float nmin(float a, float b) { return a != a ? a : (b != b ? b : fminf(a, b)); }
+__device__ __forceinline__ float nclamp(float x, float lo, float hi) { return x != x ? x : fminf(fmaxf(x, lo), hi); }
+
 __device__ __forceinline__ float activate(float v, u32 kind, float lo, float hi) {
-    if (kind == 1u) return fmaxf(v, 0.0f);
-    if (kind == 2u) return fminf(fmaxf(v, lo), hi);
+    if (kind == 1u) return nmax(v, 0.0f);
+    if (kind == 2u) return nclamp(v, lo, hi);
     if (kind == 3u) return v / (1.0f + __expf(-lo * v));
     return v;
 }

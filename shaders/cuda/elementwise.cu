@@ -54,13 +54,15 @@ extern "C" __global__ void select_where(const u32* p, const B1* cond, const B2* 
     st(dst, i, ld(cond, ic) != 0.0f ? ld(xs, ix) : ld(ys, iy));
 }
 
-extern "C" __global__ void gather(const u32* p, const B1* data, const B2* idx, B3* y) {
+// An index out of range writes the launch's check id (p[4]) into `bad`, as in gather.wgsl.
+extern "C" __global__ void gather(const u32* p, const B1* data, const B2* idx, B3* y, B4* bad) {
     u32 i = flat_index();
     if (i >= p[0]) return;
     u32 inner = p[3], count = p[2], axis = p[1];
     u32 inn = i % inner, j = (i / inner) % count, o = i / (inner * count);
     int k = (int)ld(idx, j);
     if (k < 0) k += (int)axis;
+    if (k < 0 || k >= (int)axis) st(bad, 0, (float)p[4]);
     k = max(0, min(k, (int)axis - 1));
     st(y, i, ld(data, (o * axis + (u32)k) * inner + inn));
 }
@@ -118,7 +120,10 @@ extern "C" __global__ void topk(const u32* p, const B1* x, B2* values, B3* indic
     u32 place = 0;
     for (u32 m = 0; m < len; ++m) {
         float w = ld(x, base + m * inner);
-        if ((largest ? w > v : w < v) || (w == v && m < j)) place++;
+        // NaN ranks above every number (first when largest, last when smallest), as in ONNX Runtime.
+        bool wn = w != w, vn = v != v;
+        bool greater = (wn && !vn) || w > v, less = (vn && !wn) || w < v, same = (wn && vn) || w == v;
+        if ((largest ? greater : less) || (same && m < j)) place++;
     }
     if (place < k) {
         u32 at = (base / (len * inner)) * k * inner + place * inner + base % inner;
@@ -130,8 +135,8 @@ extern "C" __global__ void topk(const u32* p, const B1* x, B2* values, B3* indic
 // GatherElements / ScatterElements along one axis, over the index tensor's elements: gather
 // c[i] = a[at], scatter c[at] = a[i], where `at` has i's coordinates except on the axis (idx[i]).
 // p: [n, shape[6] (of idx), strides[6] (of the other tensor; 0 on the axis), axis_len,
-//     axis_stride, scatter]
-extern "C" __global__ void elements(const u32* p, const B1* a, const B2* idx, B3* c) {
+//     axis_stride, scatter, check_id] (an index out of range writes check_id into `bad`)
+extern "C" __global__ void elements(const u32* p, const B1* a, const B2* idx, B3* c, B4* bad) {
     u32 i = flat_index();
     if (i >= p[0]) return;
     u32 rem = i, at = 0;
@@ -141,6 +146,7 @@ extern "C" __global__ void elements(const u32* p, const B1* a, const B2* idx, B3
     }
     int len = (int)p[13], k = (int)ld(idx, i);
     if (k < 0) k += len;
+    if (k < 0 || k >= len) st(bad, 0, (float)p[16]);
     at += (u32)max(0, min(k, len - 1)) * p[14];
     if (p[15]) st(c, at, ld(a, i));
     else st(c, i, ld(a, at));
@@ -148,14 +154,15 @@ extern "C" __global__ void elements(const u32* p, const B1* a, const B2* idx, B3
 
 // GatherND / ScatterND (batch_dims 0): index tuple j (q integers) picks a slice of `inner`
 // elements; over i = j * inner + e: gather c[i] = a[at], scatter c[at] = a[i].
-// p: [n, q, inner, dims[6] (of the first q axes), strides[6] (of those axes), scatter]
-extern "C" __global__ void nd(const u32* p, const B1* a, const B2* idx, B3* c) {
+// p: [n, q, inner, dims[6] (of the first q axes), strides[6] (of those axes), scatter, check_id]
+extern "C" __global__ void nd(const u32* p, const B1* a, const B2* idx, B3* c, B4* bad) {
     u32 i = flat_index();
     if (i >= p[0]) return;
     u32 q = p[1], j = i / p[2], at = i % p[2];
     for (u32 t = 0; t < q; ++t) {
         int len = (int)p[3 + t], k = (int)ld(idx, j * q + t);
         if (k < 0) k += len;
+        if (k < 0 || k >= len) st(bad, 0, (float)p[16]);
         at += (u32)max(0, min(k, len - 1)) * p[9 + t];
     }
     if (p[15]) st(c, at, ld(a, i));

@@ -67,7 +67,7 @@ extern "C" __global__ void pool(const u32* p, const B1* x, B2* y) {
                 if (iz < 0 || iy < 0 || ix < 0 || iz >= (int)D || iy >= (int)H || ix >= (int)W) continue;
                 float v = ld(x, ((plane * D + (u32)iz) * H + (u32)iy) * W + (u32)ix);
                 count++;
-                acc = kind == 0u ? fmaxf(acc, v) : acc + v;
+                acc = kind == 0u ? nmax(acc, v) : acc + v;
             }
         }
     }
@@ -81,11 +81,11 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 __device__ __forceinline__ float warp_max(float v) {
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    for (int o = 16; o > 0; o >>= 1) v = nmax(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
 __device__ __forceinline__ float warp_min(float v) {
-    for (int o = 16; o > 0; o >>= 1) v = fminf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    for (int o = 16; o > 0; o >>= 1) v = nmin(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
 __device__ __forceinline__ float warp_prod(float v) {
@@ -108,7 +108,7 @@ extern "C" __global__ void rows(const u32* p, const B1* x, const B2* scale, cons
     if (kind <= 3u || (kind >= 7u && kind <= 12u)) {
         float mx = -inf;
         if (kind == 11u) {
-            for (u32 j = lane; j < len; j += 32u) mx = fmaxf(mx, ld(x, base + j));
+            for (u32 j = lane; j < len; j += 32u) mx = nmax(mx, ld(x, base + j));
             mx = warp_max(mx);
         }
         float acc = kind == 2u ? -inf : (kind == 3u ? inf : (kind == 12u ? 1.0f : 0.0f));
@@ -116,8 +116,8 @@ extern "C" __global__ void rows(const u32* p, const B1* x, const B2* scale, cons
             float v = ld(x, base + j);
             switch (kind) {
                 case 0u: case 1u: case 10u: acc += v; break;
-                case 2u: acc = fmaxf(acc, v); break;
-                case 3u: acc = fminf(acc, v); break;
+                case 2u: acc = nmax(acc, v); break;
+                case 3u: acc = nmin(acc, v); break;
                 case 7u: case 9u: acc += v * v; break;
                 case 8u: acc += fabsf(v); break;
                 case 11u: acc += expf(v - mx); break;
@@ -154,7 +154,7 @@ extern "C" __global__ void rows(const u32* p, const B1* x, const B2* scale, cons
     }
     if (kind == 4u || kind == 5u || kind == 16u) {
         float mx = -inf, sum = 0.0f;
-        for (u32 j = lane; j < len; j += 32u) mx = fmaxf(mx, ld(x, base + j));
+        for (u32 j = lane; j < len; j += 32u) mx = nmax(mx, ld(x, base + j));
         mx = warp_max(mx);
         for (u32 j = lane; j < len; j += 32u) sum += expf(ld(x, base + j) - mx);
         sum = warp_sum(sum);

@@ -25,9 +25,28 @@ fn pf(i: u32) -> f32 {
     return bitcast<f32>(p[i]);
 }
 
+// NaN by the bits: WGSL lets compilers assume floats are finite, so x != x may fold away.
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+
+// max, min and clamp that keep a NaN operand, as ONNX Runtime's kernels do (WGSL leaves
+// their result on NaN to the implementation).
+fn nmax(a: f32, b: f32) -> f32 {
+    return select(select(max(a, b), b, is_nan(b)), a, is_nan(a));
+}
+
+fn nmin(a: f32, b: f32) -> f32 {
+    return select(select(min(a, b), b, is_nan(b)), a, is_nan(a));
+}
+
+fn nclamp(x: f32, lo: f32, hi: f32) -> f32 {
+    return select(clamp(x, lo, hi), x, is_nan(x));
+}
+
 fn activate(v: f32, kind: u32, lo: f32, hi: f32) -> f32 {
-    if (kind == 1u) { return max(v, 0.0); }
-    if (kind == 2u) { return clamp(v, lo, hi); }
+    if (kind == 1u) { return nmax(v, 0.0); }
+    if (kind == 2u) { return nclamp(v, lo, hi); }
     if (kind == 3u) { return v / (1.0 + exp(-lo * v)); }
     return v;
 }
@@ -36,7 +55,7 @@ fn activate(v: f32, kind: u32, lo: f32, hi: f32) -> f32 {
 // loses e's digits there).
 fn softplus(x: f32) -> f32 {
     let e = exp(-abs(x));
-    return max(x, 0.0) + select(log(1.0 + e), e * (1.0 - e * (0.5 - e / 3.0)), e < 1e-3);
+    return nmax(x, 0.0) + select(log(1.0 + e), e * (1.0 - e * (0.5 - e / 3.0)), e < 1e-3);
 }
 
 // C's fmod: the remainder takes the dividend's sign; a finite x modulo an infinite y is x.

@@ -27,7 +27,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
                 if (iz < 0 || iy < 0 || ix < 0 || iz >= i32(D) || iy >= i32(H) || ix >= i32(W)) { continue; }
                 let v = f32(x[((plane * D + u32(iz)) * H + u32(iy)) * W + u32(ix)]);
                 count += 1u;
-                if (kind == 0u) { acc = max(acc, v); } else { acc += v; }
+                if (kind == 0u) { acc = nmax(acc, v); } else { acc += v; }
             }
         }
     }

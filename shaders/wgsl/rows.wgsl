@@ -19,7 +19,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (kind >= 7u && kind <= 12u) {
         var acc = select(0.0, 1.0, kind == 12u);
         var mx = -3.4028235e38;
-        if (kind == 11u) { for (var j = 0u; j < len; j++) { mx = max(mx, f32(x[base + j])); } }
+        if (kind == 11u) { for (var j = 0u; j < len; j++) { mx = nmax(mx, f32(x[base + j])); } }
         for (var j = 0u; j < len; j++) {
             let v = f32(x[base + j]);
             if (kind == 7u || kind == 9u) { acc += v * v; }
@@ -56,7 +56,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         var acc = select(0.0, f32(x[base]), kind >= 2u);
         for (var j = 0u; j < len; j++) {
             let v = f32(x[base + j]);
-            if (kind <= 1u) { acc += v; } else if (kind == 2u) { acc = max(acc, v); } else { acc = min(acc, v); }
+            if (kind <= 1u) { acc += v; } else if (kind == 2u) { acc = nmax(acc, v); } else { acc = nmin(acc, v); }
         }
         if (kind == 0u) { acc = acc / f32(len); }
         y[r] = B4(acc);
@@ -64,7 +64,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     if (kind <= 5u || kind == 16u) {
         var mx = -3.4028235e38;
-        for (var j = 0u; j < len; j++) { mx = max(mx, f32(x[base + j])); }
+        for (var j = 0u; j < len; j++) { mx = nmax(mx, f32(x[base + j])); }
         var sum = 0.0;
         for (var j = 0u; j < len; j++) { sum += exp(f32(x[base + j]) - mx); }
         // Kind 16 (attention): a row masked everywhere (-inf, so no term left) attends to nothing.

@@ -19,8 +19,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     var place = 0u;
     for (var m = 0u; m < len; m++) {
         let w = f32(x[base + m * inner]);
-        let better = select((w < v), (w > v), p[4] != 0u);
-        if (better || (w == v && m < j)) { place += 1u; }
+        // NaN ranks above every number (first when largest, last when smallest), as in ONNX Runtime.
+        let wn = is_nan(w);
+        let vn = is_nan(v);
+        let greater = (wn && !vn) || (!wn && !vn && w > v);
+        let less = (vn && !wn) || (!wn && !vn && w < v);
+        let same = (wn && vn) || (!wn && !vn && w == v);
+        let better = select(less, greater, p[4] != 0u);
+        if (better || (same && m < j)) { place += 1u; }
     }
     if (place < k) {
         let at = (base / (len * inner)) * k * inner + place * inner + base % inner;

@@ -55,6 +55,13 @@ pub struct RunArgs {
     /// paced=1 holds its steps to their predicted times. Repeatable.
     #[arg(long = "virtual")]
     virtuals: Vec<String>,
+    /// Write the runs' timeline in the Chrome Trace Event format (Perfetto opens it): a
+    /// process per device, each partition step and copy a slice with predicted and measured ms.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Draw the runs' timeline as an SVG Gantt chart.
+    #[arg(long)]
+    timeline: Option<PathBuf>,
 }
 
 pub(super) fn median(v: &mut [f64]) -> f64 {
@@ -68,7 +75,10 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         None => None,
     };
     let virtual_devices = a.virtuals.iter().map(|v| hetsched::cost::virtual_device::parse_spec(v)).collect::<Result<Vec<_>>>()?;
-    let opts = SessionOptions { device: a.device.clone(), optimize: !a.no_optimize, f16: a.f16, tf32: a.tf32, devices: a.devices.clone(), mem_budget, virtual_devices, ..Default::default() };
+    // A traced run goes through the pipelined path one request at a time, so its timeline shows
+    // each partition and copy (runs do not overlap: the times are those of `run`).
+    let tracing = a.trace.is_some() || a.timeline.is_some();
+    let opts = SessionOptions { device: a.device.clone(), optimize: !a.no_optimize, f16: a.f16, tf32: a.tf32, devices: a.devices.clone(), mem_budget, virtual_devices, inflight: tracing.then_some(1), trace: tracing, ..Default::default() };
     let session = Session::from_path(model_path(&a.model), opts)?;
     let (inputs, refs) = match &a.inputs {
         Some(dir) => {
@@ -106,16 +116,21 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
             let plan = hetsched::plan::Plan::from_json(&text)?;
             let bindings = session.bindings_for(&inputs)?;
             let exe = hetsched::exec::compile_plan(session.graph(), &bindings, &plan, !a.no_optimize, &hetsched::backend::CompileOptions { f16: a.f16, tf32: a.tf32, ..Default::default() })?;
-            Some((plan, exe))
+            let traced = if tracing { Some(hetsched::exec::pipeline::Pipeline::new(exe.graph().clone(), exe.stages(), Some(1), hetsched::exec::pipeline::WhenFull::Block, true)?) } else { None };
+            Some((plan, exe, traced))
         }
     };
     let run_once = |inputs: Vec<(String, hetsched::Tensor)>| -> Result<(Vec<(String, hetsched::Tensor)>, hetsched::backend::RunStats)> {
         match &planned {
+            None if tracing => Ok((session.submit(inputs)?.wait()?, Default::default())),
             None => session.run_measured(inputs),
-            Some((_, exe)) => {
+            Some((_, exe, traced)) => {
                 let mut by_name: std::collections::HashMap<String, hetsched::Tensor> = inputs.into_iter().collect();
                 let ordered = session.inputs().iter().map(|gi| by_name.remove(&gi.name).ok_or_else(|| hetsched::Error::Input(format!("missing input '{}'", gi.name)))).collect::<Result<Vec<_>>>()?;
-                let outs = hetsched::backend::Executable::run(exe, ordered)?;
+                let outs = match traced {
+                    Some(p) => p.submit(ordered)?.wait()?,
+                    None => hetsched::backend::Executable::run(exe, ordered)?,
+                };
                 Ok((session.output_names().into_iter().zip(outs).collect(), Default::default()))
             }
         }
@@ -130,8 +145,24 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         device_times.extend(stats.device_ms);
         outs = o;
     }
+    let trace = match &planned {
+        Some((_, _, Some(p))) => p.trace_handle(),
+        _ if tracing => session.trace(&session.bindings_for(&inputs)?),
+        _ => None,
+    };
+    if let Some(trace) = trace {
+        if let Some(p) = &a.trace {
+            std::fs::write(p, trace.to_chrome_json()).map_err(|source| hetsched::Error::Io { path: p.display().to_string(), source })?;
+            eprintln!("trace of {} runs written to {} (open it in https://ui.perfetto.dev)", a.repeat, p.display());
+        }
+        if let Some(p) = &a.timeline {
+            let title = format!("{} · {} runs", a.model.display(), a.repeat);
+            std::fs::write(p, trace.to_svg(&title)).map_err(|source| hetsched::Error::Io { path: p.display().to_string(), source })?;
+            eprintln!("timeline written to {}", p.display());
+        }
+    }
     let device = match &planned {
-        Some((plan, _)) => format!("plan ({} partitions on {})", plan.partitions.len(), plan.devices.join(",")),
+        Some((plan, _, _)) => format!("plan ({} partitions on {})", plan.partitions.len(), plan.devices.join(",")),
         None if !a.devices.is_empty() => format!("{} (partitioned)", a.devices.join(",")),
         None => a.device.clone(),
     };

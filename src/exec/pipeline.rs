@@ -176,6 +176,11 @@ impl Pipeline {
     pub fn trace(&self) -> Option<&Trace> {
         self.trace.as_deref()
     }
+
+    /// The trace, shared, to read after the pipeline is gone.
+    pub fn trace_handle(&self) -> Option<Arc<Trace>> {
+        self.trace.clone()
+    }
 }
 
 impl Drop for Pipeline {

@@ -228,3 +228,62 @@ pub fn forced_plan(name: &str, set: &str, devices: &[&str], stride: usize) -> Op
 pub fn ordered(session: &hetsched::Session, ins: &[(String, hetsched::Tensor)]) -> Vec<hetsched::Tensor> {
     session.inputs().iter().map(|gi| ins.iter().find(|(n, _)| n == &gi.name).unwrap().1.clone()).collect()
 }
+
+/// Every case of tests/data/nan (scripts/gen_nan_cases.py: NaN and infinities through
+/// activations, clips, binary max/min, reductions, pools, fused convolution epilogues, softmax,
+/// arg/top-k, with ONNX Runtime's outputs) on `device`, element by element: a NaN where the
+/// reference has one, the same infinity where it has one. Returns the cases run and the failures
+/// (refusing an op as unsupported is allowed; a wrong answer is not).
+pub fn nan_case_failures(device: &str) -> (usize, Vec<String>) {
+    // Float kernels differ from ONNX Runtime's in the last bits (vectorised exp and the like).
+    const TOLERANCE: hetsched::Tolerance = hetsched::Tolerance { abs: 1e-5, rel: 1e-3 };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/nan");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&root).unwrap_or_else(|e| panic!("{}: {e}", root.display())).filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("model.onnx").exists()).collect();
+    cases.sort();
+    assert!(cases.len() >= 30, "expected the NaN cases in {}", root.display());
+    let (mut run, mut failures) = (0, vec![]);
+    for dir in cases {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let session = match hetsched::Session::from_path(dir.join("model.onnx"), hetsched::SessionOptions { device: device.into(), ..Default::default() }) {
+            Ok(s) => s,
+            Err(e) => {
+                failures.push(format!("{name} on {device}: {e}"));
+                continue;
+            }
+        };
+        let (ins, refs) = load_case(&session, &dir.join("test_data_set_0"));
+        match session.run(ins) {
+            Ok(outs) => {
+                run += 1;
+                for ((out_name, out), r) in outs.iter().zip(&refs) {
+                    let rep = hetsched::compare(out, r, TOLERANCE);
+                    if !rep.elementwise_ok() {
+                        let head = |t: &hetsched::Tensor| t.to_f64_vec().into_iter().take(12).collect::<Vec<_>>();
+                        failures.push(format!("{name} on {device}: {out_name} has {} of {} elements unlike the reference\n  got  {:?}\n  want {:?}", rep.mismatches, r.numel(), head(out), head(r)));
+                    }
+                }
+            }
+            Err(hetsched::Error::Unsupported { .. }) => eprintln!("{name} on {device}: unsupported"),
+            Err(e) => failures.push(format!("{name} on {device}: {e}")),
+        }
+    }
+    (run, failures)
+}
+
+/// Out-of-range indices fed at run time (so no plan-time check sees them) fail the run on
+/// `device` with an error naming the node, and the next valid request on the same session gets
+/// the right answer (the device's check flag is cleared for it).
+pub fn check_index_errors(device: &str) {
+    use builder::*;
+    let mut b = ModelBuilder::new();
+    b.input("x", 1, &["4", "3"]).input("i", 7, &["2"]).output("y").node("Gather", &["x", "i"], &["y"], vec![]);
+    let s = hetsched::Session::from_bytes(&b.bytes(), hetsched::SessionOptions { device: device.into(), ..Default::default() }).unwrap();
+    let x = hetsched::Tensor::from_f32(&[4, 3], (0..12).map(|v| v as f32).collect()).unwrap();
+    let request = |idx: Vec<i64>| vec![("x".to_string(), x.clone()), ("i".to_string(), hetsched::Tensor::from_i64(&[2], idx).unwrap())];
+    for bad in [vec![1, 4], vec![-5, 0]] {
+        let e = s.run(request(bad.clone())).expect_err(&format!("{device}: indices {bad:?} into 4 rows ran"));
+        assert!(e.to_string().contains("Gather") && e.to_string().contains("out of range"), "{device}: {e}");
+        let good = s.run(request(vec![3, -4])).unwrap_or_else(|e| panic!("{device}: a valid request after the refusal: {e}"));
+        assert_eq!(good[0].1.to_f64_vec(), vec![9.0, 10.0, 11.0, 0.0, 1.0, 2.0], "{device}");
+    }
+}

@@ -96,7 +96,8 @@ fn unary_f32(op: UnaryOp, v: &[f32]) -> Vec<f32> {
         ($x:ident => $e:expr) => { map_par(v, |&$x: &f32| $e) };
     }
     match op {
-        UnaryOp::Relu => m!(x => x.max(0.0)),
+        // Comparisons, not `max`: a NaN stays NaN (as in ONNX Runtime).
+        UnaryOp::Relu => m!(x => if x < 0.0 { 0.0 } else { x }),
         UnaryOp::Sigmoid => m!(x => 1.0 / (1.0 + exp(-x))),
         UnaryOp::Tanh => m!(x => x.tanh()),
         UnaryOp::Erf => m!(x => erf(x)),
@@ -181,7 +182,7 @@ pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
 
 fn unary_f64(op: UnaryOp, x: f64) -> Option<f64> {
     Some(match op {
-        UnaryOp::Relu => x.max(0.0),
+        UnaryOp::Relu => if x < 0.0 { 0.0 } else { x },
         UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
         UnaryOp::Tanh => x.tanh(),
         UnaryOp::Erf => erf_f64(x),

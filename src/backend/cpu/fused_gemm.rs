@@ -229,7 +229,9 @@ unsafe fn micro_kernel(kc: usize, a: &[*const f32; MR], b: *const f32, c: *mut f
                 }
                 if let Some((bias, lo, hi)) = t.epilogue {
                     x = _mm512_add_ps(x, _mm512_set1_ps(bias[r]));
-                    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(lo)), _mm512_set1_ps(hi));
+                    // MAXPS/MINPS return their second operand when either is NaN: x goes
+                    // second, so a NaN stays NaN (as in ONNX Runtime).
+                    x = _mm512_min_ps(_mm512_set1_ps(hi), _mm512_max_ps(_mm512_set1_ps(lo), x));
                 }
                 _mm512_mask_storeu_ps(cp, mk, x);
             }

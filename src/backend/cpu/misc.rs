@@ -392,9 +392,16 @@ pub fn top_k(x: &Tensor, k: usize, axis: i64, largest: bool) -> Result<Vec<Tenso
             let at = |j: usize| v[(o * dim + j) * inner + i];
             order.clear();
             order.extend(0..dim);
-            // Stable sort keeps the lower index first among equal values, as ONNX requires.
+            // Stable sort keeps the lower index first among equal values, as ONNX requires; NaN
+            // ranks above every number (first when largest, last when smallest), as in ONNX Runtime.
             order.sort_by(|&a, &b| {
-                let c = at(a).partial_cmp(&at(b)).unwrap_or(std::cmp::Ordering::Equal);
+                let (x, y) = (at(a), at(b));
+                let c = match (x.is_nan(), y.is_nan()) {
+                    (true, true) => std::cmp::Ordering::Equal,
+                    (true, false) => std::cmp::Ordering::Greater,
+                    (false, true) => std::cmp::Ordering::Less,
+                    _ => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
+                };
                 if largest { c.reverse() } else { c }
             });
             for (j, &src) in order.iter().take(k).enumerate() {

@@ -41,8 +41,9 @@ pub fn pool(x: &Tensor, kind: PoolKind, window: &Window, out_shape: &[usize]) ->
             match kind {
                 // Max and sum are separable: reduce the window's rows element-wise (vectorised
                 // over whole rows), then along the row.
-                // `f32::max` would also skip NaN inputs, at the cost of a blend per element.
-                PoolKind::Max => separable_plane(src, out, vrow, &rows, &cols, &geom, f32::NEG_INFINITY, |a, b| if b > a { b } else { a }),
+                // A NaN in the window wins and stays (as in ONNX Runtime; `f32::max` would skip it).
+                #[allow(clippy::eq_op)]
+                PoolKind::Max => separable_plane(src, out, vrow, &rows, &cols, &geom, f32::NEG_INFINITY, |a, b| if b > a || b != b { b } else { a }),
                 PoolKind::Average { count_include_pad } => {
                     separable_plane(src, out, vrow, &rows, &cols, &geom, 0.0, |a, b| a + b);
                     for (orow, (iys, prow)) in out.chunks_mut(ow).zip(&rows) {
@@ -146,7 +147,7 @@ pub fn global_pool(x: &Tensor, kind: PoolKind, out_shape: &[usize]) -> Result<Te
     y.par_iter_mut().enumerate().for_each(|(p, out)| {
         let s = &xv[p * plane..(p + 1) * plane];
         *out = match kind {
-            PoolKind::Max => s.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+            PoolKind::Max => s.iter().copied().fold(f32::NEG_INFINITY, |a, b| if b > a || b.is_nan() { b } else { a }),
             PoolKind::Average { .. } => s.iter().sum::<f32>() / plane as f32,
             PoolKind::Lp { p } => s.iter().map(|v| v.abs().powi(p as i32)).sum::<f32>().powf(1.0 / p as f32),
         };

@@ -46,8 +46,11 @@ pub fn bias_act(x: &mut [f32], b: f32, lo: f32, hi: f32) {
 
 #[inline(always)]
 fn bias_act_generic(x: &mut [f32], b: f32, lo: f32, hi: f32) {
+    // Comparisons, not `max`/`min`: a NaN stays NaN (as in ONNX Runtime).
     for v in x.iter_mut() {
-        *v = (*v + b).max(lo).min(hi);
+        let y = *v + b;
+        let y = if y < lo { lo } else { y };
+        *v = if y > hi { hi } else { y };
     }
 }
 

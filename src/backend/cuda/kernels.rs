@@ -49,7 +49,7 @@ pub fn source(unit: &Unit) -> String {
 /// CUDA expression (in `x`, params `a`, `b`) of a float unary op.
 pub fn unary_expr(op: UnaryOp) -> Option<String> {
     Some(match op {
-        UnaryOp::Relu => "fmaxf(x, 0.0f)".into(),
+        UnaryOp::Relu => "nmax(x, 0.0f)".into(),
         UnaryOp::Sigmoid => "1.0f / (1.0f + expf(-x))".into(),
         UnaryOp::Tanh => "tanhf(x)".into(),
         UnaryOp::Erf => "erff(x)".into(),
@@ -65,11 +65,11 @@ pub fn unary_expr(op: UnaryOp) -> Option<String> {
         UnaryOp::Cos => "cosf(x)".into(),
         UnaryOp::Softsign => "x / (1.0f + fabsf(x))".into(),
         UnaryOp::Softplus => "softplus(x)".into(),
-        UnaryOp::HardSwish => "x * fminf(fmaxf(x / 6.0f + 0.5f, 0.0f), 1.0f)".into(),
+        UnaryOp::HardSwish => "x * nclamp(x / 6.0f + 0.5f, 0.0f, 1.0f)".into(),
         UnaryOp::Swish(al) => format!("x / (1.0f + expf(-({al:?}f) * x))"),
         UnaryOp::LeakyRelu(al) => format!("(x < 0.0f ? {al:?}f * x : x)"),
         UnaryOp::Elu(al) => format!("(x < 0.0f ? {al:?}f * (expf(x) - 1.0f) : x)"),
-        UnaryOp::HardSigmoid { alpha, beta } => format!("fminf(fmaxf({alpha:?}f * x + {beta:?}f, 0.0f), 1.0f)"),
+        UnaryOp::HardSigmoid { alpha, beta } => format!("nclamp({alpha:?}f * x + {beta:?}f, 0.0f, 1.0f)"),
         UnaryOp::Gelu { tanh: false } => "0.5f * x * (1.0f + erff(x * 0.70710678f))".into(),
         UnaryOp::Not => "(x == 0.0f ? 1.0f : 0.0f)".into(),
         UnaryOp::Round => "rintf(x)".into(),
@@ -84,7 +84,7 @@ pub fn unary_expr(op: UnaryOp) -> Option<String> {
         UnaryOp::Acosh => "acoshf(x)".into(),
         UnaryOp::Atanh => "atanhf(x)".into(),
         UnaryOp::Mish => "x * tanhf(softplus(x))".into(),
-        UnaryOp::Celu(a) => format!("fmaxf(x, 0.0f) + fminf({a:?}f * (expf(x / {a:?}f) - 1.0f), 0.0f)"),
+        UnaryOp::Celu(a) => format!("nmax(x, 0.0f) + nmin({a:?}f * (expf(x / {a:?}f) - 1.0f), 0.0f)"),
         UnaryOp::Selu { alpha, gamma } => format!("{gamma:?}f * (x > 0.0f ? x : {alpha:?}f * (expf(x) - 1.0f))"),
         UnaryOp::ThresholdedRelu(a) => format!("(x > {a:?}f ? x : 0.0f)"),
         UnaryOp::Gelu { tanh: true } => "0.5f * x * (1.0f + tanhf(0.7978846f * (x + 0.044715f * x * x * x)))".into(),
@@ -104,8 +104,8 @@ pub fn binary_expr(op: BinaryOp) -> Option<&'static str> {
         BinaryOp::Pow => "powf(x, y)",
         BinaryOp::Mod { fmod: true } => "fmodf(x, y)",
         BinaryOp::Mod { fmod: false } => "mod_floor(x, y)",
-        BinaryOp::Max => "fmaxf(x, y)",
-        BinaryOp::Min => "fminf(x, y)",
+        BinaryOp::Max => "nmax(x, y)",
+        BinaryOp::Min => "nmin(x, y)",
         BinaryOp::Equal => "(x == y ? 1.0f : 0.0f)",
         BinaryOp::Less => "(x < y ? 1.0f : 0.0f)",
         BinaryOp::LessOrEqual => "(x <= y ? 1.0f : 0.0f)",
@@ -132,7 +132,7 @@ pub fn cast_expr(to: crate::tensor::DType) -> &'static str {
 /// Expressions for Clip and the Casts on f32 carriers (the last rounds to the nearest bfloat16,
 /// ties to even, as wgpu::kernels::CAST_BF16).
 pub const EXTRA_UNARY: [&str; 5] = [
-    "fminf(fmaxf(x, a), b)",
+    "nclamp(x, a, b)",
     "truncf(x)",
     "(x != 0.0f ? 1.0f : 0.0f)",
     "x",

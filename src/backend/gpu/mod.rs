@@ -54,8 +54,9 @@ impl Kernel {
     pub fn bindings(self) -> usize {
         match self {
             Kernel::Copy | Kernel::Unary | Kernel::Pool | Kernel::Im2col | Kernel::Scan => 2,
-            Kernel::Binary | Kernel::Gather | Kernel::Taps | Kernel::Elements | Kernel::Nd | Kernel::GridSample | Kernel::TopK => 3,
-            Kernel::Where | Kernel::Matmul | Kernel::Conv2d | Kernel::Rows => 4,
+            Kernel::Binary | Kernel::Taps | Kernel::GridSample | Kernel::TopK => 3,
+            // The indexed kernels' fourth buffer is the plan's index check (see `IndexCheck`).
+            Kernel::Where | Kernel::Matmul | Kernel::Conv2d | Kernel::Rows | Kernel::Gather | Kernel::Elements | Kernel::Nd => 4,
         }
     }
 }
@@ -121,13 +122,40 @@ pub struct PlanOutput {
     pub dtype: DType,
 }
 
+/// Out-of-range indices on the device: every Gather/Elements/Nd launch gets a check id (its
+/// last parameter word) and the plan's one-element flag buffer; a thread that meets an index
+/// outside its axis writes its launch's id there. The plan's first launch zeroes the flag and
+/// its last output is the flag, which [`IndexCheck::take`] removes after a run and turns into
+/// the CPU's error for the node it names.
+#[derive(Clone, Debug)]
+pub struct IndexCheck {
+    pub flag: usize,
+    /// Check id − 1 -> (node, op).
+    pub nodes: Vec<(String, String)>,
+}
+
+impl IndexCheck {
+    /// Pops the flag (the last output) and fails the run if an index was out of range.
+    pub fn take(check: &Option<IndexCheck>, outputs: &mut Vec<Tensor>, device: &str) -> crate::error::Result<()> {
+        let Some(c) = check else { return Ok(()) };
+        let flag = outputs.pop().map(|t| t.to_f64_vec().first().copied().unwrap_or(0.0)).unwrap_or(0.0);
+        if flag == 0.0 {
+            return Ok(());
+        }
+        let (node, op) = c.nodes.get(flag as usize - 1).cloned().unwrap_or_else(|| ("?".into(), "?".into()));
+        Err(crate::error::Error::Tensor(format!("an index out of range for the axis it indexes (checked on {device})")).in_node(&node, &op))
+    }
+}
+
 /// A bound graph as buffers and launches, in execution order.
 #[derive(Clone, Debug)]
 pub struct GpuPlan {
     pub buffers: Vec<BufferSpec>,
     pub launches: Vec<Launch>,
     pub inputs: Vec<PlanInput>,
+    /// The graph's outputs, then the index check's flag where there is one.
     pub outputs: Vec<PlanOutput>,
+    pub index_check: Option<IndexCheck>,
     /// Which launches each node became, in order (for timing nodes one by one).
     pub spans: Vec<NodeSpan>,
 }

@@ -58,7 +58,7 @@ pub fn source(kernel: Kernel, op: &str, types: &[Elem]) -> String {
 /// The WGSL expression (in `x`, params `a`, `b`) of a float unary op, if the device has it.
 pub fn unary_expr(op: UnaryOp) -> Option<String> {
     Some(match op {
-        UnaryOp::Relu => "max(x, 0.0)".into(),
+        UnaryOp::Relu => "nmax(x, 0.0)".into(),
         UnaryOp::Sigmoid => "1.0 / (1.0 + exp(-x))".into(),
         UnaryOp::Tanh => "tanh(x)".into(),
         UnaryOp::Erf => "erf_approx(x)".into(),
@@ -75,11 +75,11 @@ pub fn unary_expr(op: UnaryOp) -> Option<String> {
         UnaryOp::Softsign => "x / (1.0 + abs(x))".into(),
         // log1p by its series where exp(-|x|) is tiny: log(1 + e) in f32 loses e's digits there.
         UnaryOp::Softplus => "softplus(x)".into(),
-        UnaryOp::HardSwish => "x * clamp(x / 6.0 + 0.5, 0.0, 1.0)".into(),
+        UnaryOp::HardSwish => "x * nclamp(x / 6.0 + 0.5, 0.0, 1.0)".into(),
         UnaryOp::Swish(al) => format!("x / (1.0 + exp(-({al:?}) * x))"),
         UnaryOp::LeakyRelu(al) => format!("select(x, {al:?} * x, x < 0.0)"),
         UnaryOp::Elu(al) => format!("select(x, {al:?} * (exp(x) - 1.0), x < 0.0)"),
-        UnaryOp::HardSigmoid { alpha, beta } => format!("clamp({alpha:?} * x + {beta:?}, 0.0, 1.0)"),
+        UnaryOp::HardSigmoid { alpha, beta } => format!("nclamp({alpha:?} * x + {beta:?}, 0.0, 1.0)"),
         UnaryOp::Gelu { tanh: false } => "0.5 * x * (1.0 + erf_approx(x * 0.70710678))".into(),
         UnaryOp::Not => "select(0.0, 1.0, x == 0.0)".into(),
         // WGSL's round is half-to-even, as ONNX's Round.
@@ -95,12 +95,11 @@ pub fn unary_expr(op: UnaryOp) -> Option<String> {
         UnaryOp::Acosh => "acosh(x)".into(),
         UnaryOp::Atanh => "atanh(x)".into(),
         UnaryOp::Mish => "x * tanh(softplus(x))".into(),
-        UnaryOp::Celu(a) => format!("max(x, 0.0) + min({a:?} * (exp(x / {a:?}) - 1.0), 0.0)"),
+        UnaryOp::Celu(a) => format!("nmax(x, 0.0) + nmin({a:?} * (exp(x / {a:?}) - 1.0), 0.0)"),
         UnaryOp::Selu { alpha, gamma } => format!("{gamma:?} * select({alpha:?} * (exp(x) - 1.0), x, x > 0.0)"),
         UnaryOp::ThresholdedRelu(a) => format!("select(0.0, x, x > {a:?})"),
         UnaryOp::Gelu { tanh: true } => "0.5 * x * (1.0 + tanh(0.7978846 * (x + 0.044715 * x * x * x)))".into(),
-        // By the bits: WGSL lets compilers assume floats are finite, so x != x may fold away.
-        UnaryOp::IsNaN => "select(0.0, 1.0, (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u)".into(),
+        UnaryOp::IsNaN => "select(0.0, 1.0, is_nan(x))".into(),
         UnaryOp::IsInf { negative, positive } => format!("select(0.0, 1.0, (bitcast<u32>(x) & 0x7fffffffu) == 0x7f800000u && select({negative}, {positive}, x > 0.0))"),
         _ => return None,
     })
@@ -118,8 +117,8 @@ pub fn binary_expr(op: BinaryOp) -> Option<&'static str> {
         BinaryOp::Pow => "select(select(pow(x, y), pow(abs(x), y) * select(1.0, -1.0, abs(y) % 2.0 == 1.0), x < 0.0 && trunc(y) == y), 1.0, y == 0.0)",
         BinaryOp::Mod { fmod: true } => "fmod_c(x, y)",
         BinaryOp::Mod { fmod: false } => "mod_floor(x, y)",
-        BinaryOp::Max => "max(x, y)",
-        BinaryOp::Min => "min(x, y)",
+        BinaryOp::Max => "nmax(x, y)",
+        BinaryOp::Min => "nmin(x, y)",
         BinaryOp::Equal => "select(0.0, 1.0, x == y)",
         BinaryOp::Less => "select(0.0, 1.0, x < y)",
         BinaryOp::LessOrEqual => "select(0.0, 1.0, x <= y)",
@@ -157,7 +156,7 @@ pub fn all_specialisations() -> Vec<(Kernel, String)> {
     v
 }
 
-pub const CLIP: &str = "clamp(x, a, b)";
+pub const CLIP: &str = "nclamp(x, a, b)";
 
 /// The conversion a Cast to `to` needs on f32 carriers.
 pub fn cast_expr(to: crate::tensor::DType) -> &'static str {

@@ -26,7 +26,7 @@ use std::sync::Arc;
 pub fn lower(graph: &Graph, options: LowerOptions) -> Result<GpuPlan> {
     let g = graph;
     let LowerOptions { f16, max_bytes, conv_as_gemm } = options;
-    let mut b = Builder { g, max_bytes, f16, conv_as_gemm, buffers: vec![], value_buf: HashMap::new(), launches: vec![], dummy: None, scratch: None, placed: Default::default(), absorbed: Default::default() };
+    let mut b = Builder { g, max_bytes, f16, conv_as_gemm, buffers: vec![], value_buf: HashMap::new(), launches: vec![], dummy: None, scratch: None, placed: Default::default(), absorbed: Default::default(), index_check: None, current: Default::default() };
     let (mut inputs, mut spans) = (vec![], vec![]);
     for gi in &g.inputs {
         let shape = g.g[gi.node].outputs[0].shape.clone().ok_or_else(|| Error::Input(format!("input '{}' has no bound shape", gi.name)))?;
@@ -42,6 +42,7 @@ pub fn lower(graph: &Graph, options: LowerOptions) -> Result<GpuPlan> {
             continue;
         }
         let first = b.launches.len();
+        b.current = (node.name.clone(), node.op.name());
         b.node(n).map_err(|e| e.in_node(&node.name, &node.op.name()))?;
         spans.push(NodeSpan { time: crate::backend::NodeTime::of(node, 0.0), launches: first..b.launches.len() });
     }
@@ -51,7 +52,21 @@ pub fn lower(graph: &Graph, options: LowerOptions) -> Result<GpuPlan> {
         let buffer = b.value((o.node, o.slot))?;
         outputs.push(PlanOutput { buffer, shape: v.shape.clone().unwrap_or_default(), dtype: v.dtype.unwrap_or(DType::F32) });
     }
-    Ok(GpuPlan { buffers: b.buffers, launches: b.launches, inputs, outputs, spans })
+    if let Some(flag) = b.index_check.as_ref().map(|c| c.flag) {
+        // Zero the flag first thing in every run (and in the first node's timed launches).
+        let zero = b.dummy()?;
+        b.copy(zero, 0, &[1], flag, 0, &[1], &[1])?;
+        let clear = b.launches.pop().expect("the copy just pushed");
+        b.launches.insert(0, clear);
+        for s in spans.iter_mut() {
+            s.launches = s.launches.start + 1..s.launches.end + 1;
+        }
+        if let Some(s) = spans.first_mut() {
+            s.launches.start = 0;
+        }
+        outputs.push(PlanOutput { buffer: flag, shape: vec![1], dtype: DType::F32 });
+    }
+    Ok(GpuPlan { buffers: b.buffers, launches: b.launches, inputs, outputs, spans, index_check: b.index_check })
 }
 
 /// What a backend asks of the lowering.
@@ -83,6 +98,10 @@ struct Builder<'a> {
     value_buf: HashMap<(NodeIndex, usize), usize>,
     launches: Vec<Launch>,
     dummy: Option<usize>,
+    /// The index check, from the first indexed launch on.
+    index_check: Option<crate::backend::gpu::IndexCheck>,
+    /// The node being lowered: (name, op).
+    current: (String, String),
 }
 
 impl<'a> Builder<'a> {
@@ -110,6 +129,20 @@ impl<'a> Builder<'a> {
         self.check_size(buffer_bytes(t.numel(), elem) as u64)?;
         self.buffers.push(BufferSpec { len: t.numel(), elem, init: Some(Arc::new(t.clone())) });
         Ok(self.buffers.len() - 1)
+    }
+
+    /// The flag buffer and this node's check id, for an indexed launch.
+    fn index_check(&mut self) -> Result<(usize, u32)> {
+        if self.index_check.is_none() {
+            let flag = self.new_buffer(1, Elem::F32)?;
+            self.index_check = Some(crate::backend::gpu::IndexCheck { flag, nodes: vec![] });
+        }
+        let current = self.current.clone();
+        let check = self.index_check.as_mut().expect("made above");
+        if check.nodes.last() != Some(&current) {
+            check.nodes.push(current);
+        }
+        Ok((check.flag, check.nodes.len() as u32))
     }
 
     fn dummy(&mut self) -> Result<usize> {
@@ -549,7 +582,8 @@ impl<'a> Builder<'a> {
                 let count: usize = self.in_shape(n, 1).iter().product();
                 let inner: usize = xs[ax + 1..].iter().product();
                 let (x, idx, o) = (self.input(n, 0)?, self.input(n, 1)?, self.output(n, 0)?);
-                self.step(Kernel::Gather, OpSpec::None, &[numel as u32, xs[ax] as u32, count as u32, inner as u32], &[x, idx, o], grid(numel))?;
+                let (flag, id) = self.index_check()?;
+                self.step(Kernel::Gather, OpSpec::None, &[numel as u32, xs[ax] as u32, count as u32, inner as u32, id], &[x, idx, o, flag], grid(numel))?;
             }
             other => return Err(Error::Unsupported { node: String::new(), op: String::new(), what: format!("{} on the GPU", other.name()) }),
         }

@@ -86,7 +86,9 @@ impl Builder<'_> {
         p.extend(shape6(index_shape));
         p.extend(i32_6(&st));
         p.extend([other[axis] as u32, axis_stride as u32, scatter as u32]);
-        self.step(Kernel::Elements, OpSpec::None, &p, &[a, idx, c], grid(count))
+        let (flag, id) = self.index_check()?;
+        p.push(id);
+        self.step(Kernel::Elements, OpSpec::None, &p, &[a, idx, c, flag], grid(count))
     }
 
     /// GatherND (`c[i] = a[at]`) or ScatterND (`c[at] = a[i]`) with batch_dims 0 over `count`
@@ -107,7 +109,9 @@ impl Builder<'_> {
         p.extend(dims);
         p.extend(strides);
         p.push(scatter as u32);
-        self.step(Kernel::Nd, OpSpec::None, &p, &[a, idx, c], grid(count))
+        let (flag, id) = self.index_check()?;
+        p.push(id);
+        self.step(Kernel::Nd, OpSpec::None, &p, &[a, idx, c, flag], grid(count))
     }
 
     pub(super) fn movement(&mut self, n: NodeIndex) -> Result<()> {

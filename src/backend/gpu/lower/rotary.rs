@@ -26,10 +26,11 @@ impl Builder<'_> {
         let (mut cos, mut sin) = (self.input(n, 1)?, self.input(n, 2)?);
         if self.g.source(n, 3).is_some() {
             let positions = self.input(n, 3)?;
-            let p = [(rows * geo.half) as u32, cos_shape[0] as u32, rows as u32, geo.half as u32];
+            let (flag, id) = self.index_check()?;
+            let p = [(rows * geo.half) as u32, cos_shape[0] as u32, rows as u32, geo.half as u32, id];
             for table in [&mut cos, &mut sin] {
                 let picked = self.new_buffer(rows * geo.half, self.buffers[*table].elem)?;
-                self.step(Kernel::Gather, OpSpec::None, &p, &[*table, positions, picked], grid(rows * geo.half))?;
+                self.step(Kernel::Gather, OpSpec::None, &p, &[*table, positions, picked, flag], grid(rows * geo.half))?;
                 *table = picked;
             }
         }
