@@ -44,11 +44,14 @@ pub struct SessionOptions {
     /// Record the stage and copy spans of every submitted request ([`Session::trace`]), for
     /// timelines.
     pub trace: bool,
+    /// CPU threads for this session's runs (its own pool of that many workers; 1: no helper
+    /// thread, nothing spins); None: the process's pool, one worker per core.
+    pub threads: Option<usize>,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { device: "cpu".into(), optimize: true, f16: false, tf32: false, devices: vec![], mem_budget: None, inflight: None, when_full: Default::default(), virtual_devices: vec![], batching: Default::default(), trace: false }
+        SessionOptions { device: "cpu".into(), optimize: true, f16: false, tf32: false, devices: vec![], mem_budget: None, inflight: None, when_full: Default::default(), virtual_devices: vec![], batching: Default::default(), trace: false, threads: None }
     }
 }
 
@@ -164,7 +167,7 @@ impl Session {
         }
         let budget = self.options.mem_budget.unwrap_or_else(crate::budget::default_budget);
         crate::budget::check(&g, bindings, budget)?;
-        let options = backend::CompileOptions { f16: self.options.f16, tf32: self.options.tf32, mem_budget: Some(budget) };
+        let options = backend::CompileOptions { f16: self.options.f16, tf32: self.options.tf32, mem_budget: Some(budget), threads: self.options.threads };
         let p = if self.options.devices.is_empty() {
             for n in g.g.node_indices() {
                 if let backend::Support::No(why) = self.backend.supports(&g, n) {

@@ -127,12 +127,14 @@ fn nan_cases_match_onnx_runtime() {
     }
 }
 
-/// Out-of-range run-time indices fail the run (the device's check flag) and leave the session usable.
+/// Out-of-range run-time indices and integers beyond f32 carriers fail the run (the device's
+/// check flag) and leave the session usable.
 #[test]
 #[ignore = "needs a CUDA device (or the emulator: device_tests_on_the_emulator)"]
-fn out_of_range_indices_fail_the_run() {
+fn device_checks_fail_the_run() {
     if cuda_available() {
         check_index_errors("cuda");
+        check_integer_exactness("cuda");
     }
 }
 

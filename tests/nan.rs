@@ -1,6 +1,7 @@
-//! NaN and infinities as ONNX Runtime gives them: every case in tests/data/nan on every available
-//! device (`common::nan_case_failures`; CUDA's run in tests/cuda.rs), and squeezenet1_1 with one
-//! NaN pixel, whose logits ONNX Runtime gives as NaN.
+//! Exact semantics on every available device (CUDA's run in tests/cuda.rs): NaN and infinities
+//! as ONNX Runtime gives them (every case in tests/data/nan, `common::nan_case_failures`, and
+//! squeezenet1_1 with one NaN pixel, whose logits ONNX Runtime gives as NaN); out-of-range
+//! indices and integers beyond f32 carriers refused at run time.
 
 mod common;
 use common::*;
@@ -28,10 +29,13 @@ fn nan_and_infinities_match_onnx_runtime_on_every_device() {
     assert!(all.is_empty(), "{} failures:\n{}", all.len(), all.join("\n"));
 }
 
+/// The values only a run reveals (out-of-range indices, integers beyond an f32 carrier) fail
+/// that run on every device, and the session goes on.
 #[test]
-fn out_of_range_indices_fail_the_run_on_every_device() {
+fn device_checks_fail_the_run_on_every_device() {
     for device in devices() {
         check_index_errors(device);
+        check_integer_exactness(device);
     }
 }
 

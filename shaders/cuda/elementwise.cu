@@ -26,7 +26,9 @@ extern "C" __global__ void unary(const u32* p, const B1* src, B2* dst) {
     st(dst, i, (UNARY_OP));
 }
 
-extern "C" __global__ void binary(const u32* p, const B1* lhs, const B2* rhs, B3* dst) {
+// With a check id (p[19]: integer tensors on f32 carriers), a result beyond ±2^24 writes the id
+// into `bad`, as in binary.wgsl.
+extern "C" __global__ void binary(const u32* p, const B1* lhs, const B2* rhs, B3* dst, B4* bad) {
     u32 i = flat_index();
     if (i >= p[0]) return;
     u32 rem = i, ia = 0, ib = 0;
@@ -37,7 +39,9 @@ extern "C" __global__ void binary(const u32* p, const B1* lhs, const B2* rhs, B3
         ib += c * p[13 + k];
     }
     float x = ld(lhs, ia), y = ld(rhs, ib);
-    st(dst, i, (BINARY_OP));
+    float r = (BINARY_OP);
+    if (p[19] != 0u && fabsf(r) > 16777216.0f) st(bad, 0, (float)p[19]);
+    st(dst, i, r);
 }
 
 extern "C" __global__ void select_where(const u32* p, const B1* cond, const B2* xs, const B3* ys, B4* dst) {

@@ -50,6 +50,8 @@ pub struct CompileOptions {
     /// The most bytes one node sized only at run time (NonZero, a ConstantOfShape of computed
     /// dims, ...) may produce; None: [`crate::budget::default_budget`].
     pub mem_budget: Option<u64>,
+    /// CPU threads (a pool of that many workers; 1: no helper thread at all); None: one per core.
+    pub threads: Option<usize>,
 }
 
 /// `HETSCHED_PROFILE`: per-run timings printed to stderr by the CPU and CUDA executables.

@@ -53,6 +53,9 @@ pub struct BenchArgs {
     /// Draw each split's timeline as an SVG Gantt chart.
     #[arg(long)]
     timeline: Option<PathBuf>,
+    /// CPU threads (a pool of that many; 1: one thread, nothing spinning); default: one per core.
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 struct Measured {
@@ -138,7 +141,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
         // Replicas: `inflight` threads each running the best single device's session.
         let best = results.iter().filter(|r| r.batch == batch && r.single).max_by(|x, y| x.throughput.total_cmp(&y.throughput)).map(|r| r.split.clone()).unwrap_or_else(|| "cpu".into());
         let k = a.inflight.unwrap_or(2).max(1);
-        let session = Arc::new(Session::from_graph(graph.clone(), hetsched::SessionOptions { device: best, ..Default::default() })?);
+        let session = Arc::new(Session::from_graph(graph.clone(), hetsched::SessionOptions { device: best, threads: a.threads, ..Default::default() })?);
         let named: Vec<(String, Tensor)> = session.inputs().iter().map(|i| i.name.clone()).zip(inputs.iter().cloned()).collect();
         session.run(named.clone())?;
         let t0 = Instant::now();
@@ -210,12 +213,12 @@ fn stages_for(split: &str, graph: &hetsched::Graph, bindings: &hetsched::Binding
         Some(plan) => {
             let virtuals = a.cost.virtual_profiles()?;
             let paced = virtuals.iter().filter(|v| v.paced).map(|v| v.device.clone());
-            let exe = hetsched::exec::compile_plan(graph, bindings, &plan, true, &CompileOptions::default())?.with_paced(paced);
+            let exe = hetsched::exec::compile_plan(graph, bindings, &plan, true, &CompileOptions { threads: a.threads, ..Default::default() })?.with_paced(paced);
             let memory = plan.predicted.memory_bytes.iter().map(|(d, b)| (format!("{d} (predicted)"), *b)).collect();
             Ok((exe.graph().clone(), exe.stages(), memory, false))
         }
         None => {
-            let session = Session::from_graph(graph.clone(), hetsched::SessionOptions { device: split.into(), ..Default::default() })?;
+            let session = Session::from_graph(graph.clone(), hetsched::SessionOptions { device: split.into(), threads: a.threads, ..Default::default() })?;
             let prepared = session.prepare(bindings)?;
             let exe: Arc<dyn Executable> = prepared.executable.clone();
             let cost = hetsched::analysis::analyze(&prepared.graph)?;

@@ -55,14 +55,17 @@ pub struct PartitionArgs {
     /// against measured time per partition and in total.
     #[arg(long)]
     validate: bool,
+    /// CPU threads (a pool of that many; 1: one thread, nothing spinning); default: one per core.
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 /// Runs `plan` and prints predicted against measured per partition (a partition's measured time
 /// includes uploading what it reads and downloading what it writes) and in total.
-fn validate(graph: &hetsched::Graph, bindings: &hetsched::Bindings, plan: &Plan) -> Result<()> {
+fn validate(graph: &hetsched::Graph, bindings: &hetsched::Bindings, plan: &Plan, threads: Option<usize>) -> Result<()> {
     let session = hetsched::Session::from_graph(graph.clone(), Default::default())?;
     let inputs: Vec<hetsched::Tensor> = session.random_inputs(bindings, 0)?.into_iter().map(|(_, t)| t).collect();
-    let exe = hetsched::exec::compile_plan(graph, bindings, plan, true, &Default::default())?;
+    let exe = hetsched::exec::compile_plan(graph, bindings, plan, true, &hetsched::backend::CompileOptions { threads, ..Default::default() })?;
     exe.run_steps(inputs.clone(), false)?;
     let (mut per, mut whole) = (vec![vec![]; plan.partitions.len()], vec![]);
     for _ in 0..5 {
@@ -183,7 +186,7 @@ pub fn partition(a: PartitionArgs) -> Result<ExitCode> {
     }
     println!("  nodes per device: {by_device:?}");
     if validate_after {
-        validate(&g, &bindings, &plan)?;
+        validate(&g, &bindings, &plan, a.threads)?;
     }
     Ok(ExitCode::SUCCESS)
 }

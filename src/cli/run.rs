@@ -62,6 +62,9 @@ pub struct RunArgs {
     /// Draw the runs' timeline as an SVG Gantt chart.
     #[arg(long)]
     timeline: Option<PathBuf>,
+    /// CPU threads (a pool of that many; 1: one thread, nothing spinning); default: one per core.
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 pub(super) fn median(v: &mut [f64]) -> f64 {
@@ -78,7 +81,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     // A traced run goes through the pipelined path one request at a time, so its timeline shows
     // each partition and copy (runs do not overlap: the times are those of `run`).
     let tracing = a.trace.is_some() || a.timeline.is_some();
-    let opts = SessionOptions { device: a.device.clone(), optimize: !a.no_optimize, f16: a.f16, tf32: a.tf32, devices: a.devices.clone(), mem_budget, virtual_devices, inflight: tracing.then_some(1), trace: tracing, ..Default::default() };
+    let opts = SessionOptions { device: a.device.clone(), optimize: !a.no_optimize, f16: a.f16, tf32: a.tf32, devices: a.devices.clone(), mem_budget, virtual_devices, inflight: tracing.then_some(1), trace: tracing, threads: a.threads, ..Default::default() };
     let session = Session::from_path(model_path(&a.model), opts)?;
     let (inputs, refs) = match &a.inputs {
         Some(dir) => {
@@ -115,7 +118,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
             let text = std::fs::read_to_string(path).map_err(|source| hetsched::Error::Io { path: path.display().to_string(), source })?;
             let plan = hetsched::plan::Plan::from_json(&text)?;
             let bindings = session.bindings_for(&inputs)?;
-            let exe = hetsched::exec::compile_plan(session.graph(), &bindings, &plan, !a.no_optimize, &hetsched::backend::CompileOptions { f16: a.f16, tf32: a.tf32, ..Default::default() })?;
+            let exe = hetsched::exec::compile_plan(session.graph(), &bindings, &plan, !a.no_optimize, &hetsched::backend::CompileOptions { f16: a.f16, tf32: a.tf32, threads: a.threads, ..Default::default() })?;
             let traced = if tracing { Some(hetsched::exec::pipeline::Pipeline::new(exe.graph().clone(), exe.stages(), Some(1), hetsched::exec::pipeline::WhenFull::Block, true)?) } else { None };
             Some((plan, exe, traced))
         }

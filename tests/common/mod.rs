@@ -287,3 +287,36 @@ pub fn check_index_errors(device: &str) {
         assert_eq!(good[0].1.to_f64_vec(), vec![9.0, 10.0, 11.0, 0.0, 1.0, 2.0], "{device}");
     }
 }
+
+/// Integer arithmetic on `device` is exact or refused, never rounded: int64 Add/Mul results
+/// beyond 2^24 (where GPU kernels' f32 carriers would round) and inputs beyond it either come
+/// out exact or fail the run naming the node; small ones are exact everywhere; the session
+/// stays usable.
+pub fn check_integer_exactness(device: &str) {
+    use builder::*;
+    let mut b = ModelBuilder::new();
+    b.input("a", 7, &["3"]).input("b", 7, &["3"]).output("s").output("p");
+    b.node("Add", &["a", "b"], &["s"], vec![]).node("Mul", &["a", "b"], &["p"], vec![]);
+    let s = hetsched::Session::from_bytes(&b.bytes(), hetsched::SessionOptions { device: device.into(), ..Default::default() }).unwrap();
+    let request = |a: Vec<i64>, b: Vec<i64>| vec![("a".to_string(), hetsched::Tensor::from_i64(&[3], a).unwrap()), ("b".to_string(), hetsched::Tensor::from_i64(&[3], b).unwrap())];
+    let exact = |a: &[i64], b: &[i64]| (a.iter().zip(b).map(|(x, y)| (x + y) as f64).collect::<Vec<_>>(), a.iter().zip(b).map(|(x, y)| (x * y) as f64).collect::<Vec<_>>());
+    let cases: [(Vec<i64>, Vec<i64>); 4] = [
+        (vec![3, -7, 4096], vec![5, 2, 4095]),            // small: exact everywhere
+        (vec![5000, 16_000_000, -3], vec![5001, 777_217, 2]), // products and a sum beyond 2^24
+        (vec![16_777_217, 0, 1], vec![1, 0, 1]),          // an input beyond 2^24
+        (vec![-9, 8, 7], vec![1, 2, 3]),                  // small again, after the refusals
+    ];
+    for (a, bv) in cases {
+        let (sum, prod) = exact(&a, &bv);
+        match s.run(request(a.clone(), bv.clone())) {
+            Ok(outs) => {
+                assert_eq!(outs[0].1.to_f64_vec(), sum, "{device}: {a:?} + {bv:?}");
+                assert_eq!(outs[1].1.to_f64_vec(), prod, "{device}: {a:?} * {bv:?}");
+            }
+            Err(e) => {
+                let big = a.iter().chain(&bv).any(|v| v.abs() > 1 << 24) || sum.iter().chain(&prod).any(|v| v.abs() > 16_777_216.0);
+                assert!(big && device != "cpu" && e.to_string().contains("2^24"), "{device}: {a:?}, {bv:?}: {e}");
+            }
+        }
+    }
+}

@@ -10,7 +10,6 @@ use crate::graph::{Graph, Node, Op};
 use crate::tensor::Tensor;
 use petgraph::stable_graph::NodeIndex;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 struct Step {
@@ -35,6 +34,8 @@ pub struct CpuExecutable {
     profile: Profile,
     /// The most bytes a node sized at run time may produce.
     budget: u64,
+    /// Where its kernels run (the session's thread count).
+    threads: super::threads::Threads,
 }
 
 impl CpuExecutable {
@@ -86,7 +87,13 @@ impl CpuExecutable {
                 steps[i].frees.push(x);
             }
         }
-        Ok(CpuExecutable { steps, num_slots, constants, inputs, outputs, profile: Profile::from_env(), budget: crate::budget::default_budget() })
+        Ok(CpuExecutable { steps, num_slots, constants, inputs, outputs, profile: Profile::from_env(), budget: crate::budget::default_budget(), threads: super::threads::Threads::Global })
+    }
+
+    /// Runs on a pool of `threads` workers (None: the process's global pool, one per core).
+    pub fn with_threads(mut self, threads: Option<usize>) -> Result<Self> {
+        self.threads = super::threads::Threads::new(threads)?;
+        Ok(self)
     }
 
     /// Nodes sized at run time may produce at most `budget` bytes (None: the default budget).
@@ -110,35 +117,7 @@ impl Executable for CpuExecutable {
 
 impl CpuExecutable {
     fn run_on_pool(&self, inputs: Vec<Tensor>, timed: bool) -> Result<(Vec<Tensor>, Vec<NodeTime>)> {
-        // Run the steps on a pool worker: each kernel's parallel loop then splits work with this
-        // thread instead of handing the whole loop to the pool and sleeping until it is done
-        // (two thread wake-ups per op, which cost more than many small ops compute).
-        if rayon::current_thread_index().is_some() || rayon::current_num_threads() < 2 {
-            return self.run_steps(inputs, timed);
-        }
-        let done = AtomicBool::new(false);
-        // Set on every way out of the run, a panic included, or the spinning worker would keep
-        // the scope (and the caller) waiting forever.
-        struct Finish<'a>(&'a AtomicBool);
-        impl Drop for Finish<'_> {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::Release);
-            }
-        }
-        rayon::scope(|s| {
-            // Keeps one other worker awake for the length of the run, taking each parallel
-            // loop's jobs as soon as they are queued, as ONNX Runtime's spinning pool does: a
-            // sleeping worker takes tens of microseconds to wake, longer than many ops last.
-            s.spawn(|_| {
-                while !done.load(Ordering::Acquire) {
-                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                        std::hint::spin_loop();
-                    }
-                }
-            });
-            let _finish = Finish(&done);
-            self.run_steps(inputs, timed)
-        })
+        super::threads::run(&self.threads, || self.run_steps(inputs, timed))
     }
 
     fn run_steps(&self, inputs: Vec<Tensor>, timed: bool) -> Result<(Vec<Tensor>, Vec<NodeTime>)> {

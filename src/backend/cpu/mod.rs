@@ -21,6 +21,7 @@ pub mod resize;
 mod rnn;
 pub mod simd;
 mod executor;
+pub mod threads;
 
 pub use executor::CpuExecutable;
 
@@ -70,7 +71,7 @@ impl Backend for CpuBackend {
     }
 
     fn compile(&self, graph: Arc<Graph>, options: &super::CompileOptions) -> Result<Arc<dyn Executable>> {
-        Ok(Arc::new(CpuExecutable::new(graph)?.with_budget(options.mem_budget)))
+        Ok(Arc::new(CpuExecutable::new(graph)?.with_budget(options.mem_budget).with_threads(options.threads)?))
     }
 }
 

@@ -348,6 +348,7 @@ impl Executable for CudaExecutable {
             if t.shape() != shape.as_slice() {
                 return Err(Error::Input(format!("input '{name}' has shape {:?}, the plan expects {shape:?}", t.shape())));
             }
+            crate::backend::gpu::check_exact_integers(t, name, "cuda")?;
             if t.numel() > 0 {
                 // Waits for the previous run's copy out of this staging buffer first.
                 encode_into(t, self.elems[*buf], staging.as_mut_slice().map_err(cuda_err)?);

@@ -54,9 +54,9 @@ impl Kernel {
     pub fn bindings(self) -> usize {
         match self {
             Kernel::Copy | Kernel::Unary | Kernel::Pool | Kernel::Im2col | Kernel::Scan => 2,
-            Kernel::Binary | Kernel::Taps | Kernel::GridSample | Kernel::TopK => 3,
-            // The indexed kernels' fourth buffer is the plan's index check (see `IndexCheck`).
-            Kernel::Where | Kernel::Matmul | Kernel::Conv2d | Kernel::Rows | Kernel::Gather | Kernel::Elements | Kernel::Nd => 4,
+            Kernel::Taps | Kernel::GridSample | Kernel::TopK => 3,
+            // The indexed kernels' and Binary's fourth buffer is the plan's check flag (see `IndexCheck`).
+            Kernel::Where | Kernel::Matmul | Kernel::Conv2d | Kernel::Rows | Kernel::Gather | Kernel::Elements | Kernel::Nd | Kernel::Binary => 4,
         }
     }
 }
@@ -122,28 +122,48 @@ pub struct PlanOutput {
     pub dtype: DType,
 }
 
-/// Out-of-range indices on the device: every Gather/Elements/Nd launch gets a check id (its
-/// last parameter word) and the plan's one-element flag buffer; a thread that meets an index
-/// outside its axis writes its launch's id there. The plan's first launch zeroes the flag and
-/// its last output is the flag, which [`IndexCheck::take`] removes after a run and turns into
-/// the CPU's error for the node it names.
+/// Values only a run reveals, checked on the device: every Gather/Elements/Nd launch (an index
+/// outside its axis) and every integer Add/Sub/Mul (a result beyond 2^24, which the f32 carrier
+/// cannot hold exactly) gets a check id (a parameter word) and the plan's one-element flag
+/// buffer; a thread that meets such a value writes its launch's id there. The plan's first
+/// launch zeroes the flag and its last output is the flag, which [`IndexCheck::take`] removes
+/// after a run and turns into an error for the node it names.
 #[derive(Clone, Debug)]
 pub struct IndexCheck {
     pub flag: usize,
-    /// Check id − 1 -> (node, op).
-    pub nodes: Vec<(String, String)>,
+    /// Check id − 1 -> (node, op, what the check refuses).
+    pub nodes: Vec<(String, String, &'static str)>,
 }
 
+/// What a failed index check says.
+pub const INDEX_OUT_OF_RANGE: &str = "an index out of range for the axis it indexes";
+/// What a failed integer check says.
+pub const INTEGER_BEYOND_F32: &str = "an integer result beyond ±2^24, which this device's f32 arithmetic cannot hold exactly";
+/// The largest integer magnitude f32 carriers hold exactly (every integer up to it).
+pub const EXACT_INTEGER: f64 = 16_777_216.0;
+
 impl IndexCheck {
-    /// Pops the flag (the last output) and fails the run if an index was out of range.
+    /// Pops the flag (the last output) and fails the run if a check failed.
     pub fn take(check: &Option<IndexCheck>, outputs: &mut Vec<Tensor>, device: &str) -> crate::error::Result<()> {
         let Some(c) = check else { return Ok(()) };
         let flag = outputs.pop().map(|t| t.to_f64_vec().first().copied().unwrap_or(0.0)).unwrap_or(0.0);
         if flag == 0.0 {
             return Ok(());
         }
-        let (node, op) = c.nodes.get(flag as usize - 1).cloned().unwrap_or_else(|| ("?".into(), "?".into()));
-        Err(crate::error::Error::Tensor(format!("an index out of range for the axis it indexes (checked on {device})")).in_node(&node, &op))
+        let (node, op, what) = c.nodes.get(flag as usize - 1).cloned().unwrap_or(("?".into(), "?".into(), "a device check failed"));
+        Err(crate::error::Error::Tensor(format!("{what} (checked on {device})")).in_node(&node, &op))
+    }
+}
+
+/// Integer inputs ride on f32 carriers: a value beyond ±2^24 would be rounded on upload, so it
+/// is refused instead.
+pub fn check_exact_integers(t: &Tensor, name: &str, device: &str) -> crate::error::Result<()> {
+    if t.dtype().is_float() || t.dtype() == DType::Bool {
+        return Ok(());
+    }
+    match t.to_f64_vec().into_iter().find(|v| v.abs() > EXACT_INTEGER) {
+        Some(v) => Err(crate::error::Error::Input(format!("input '{name}' holds {v}, beyond ±2^24: {device} carries integers as f32, which would round it"))),
+        None => Ok(()),
     }
 }
 

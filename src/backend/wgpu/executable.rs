@@ -139,6 +139,7 @@ impl WgpuExecutable {
             if t.shape() != shape.as_slice() {
                 return Err(Error::Input(format!("input '{name}' has shape {:?}, the plan expects {shape:?}", t.shape())));
             }
+            crate::backend::gpu::check_exact_integers(t, name, "wgpu")?;
             if t.numel() > 0 {
                 self.ctx.queue.write_buffer(&self.buffers[*buf], 0, &encode(t, *elem));
             }

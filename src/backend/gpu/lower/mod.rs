@@ -127,17 +127,25 @@ impl<'a> Builder<'a> {
 
     fn data_buffer(&mut self, t: &Tensor, elem: Elem) -> Result<usize> {
         self.check_size(buffer_bytes(t.numel(), elem) as u64)?;
+        if !t.dtype().is_float() && t.dtype() != DType::Bool && t.to_f64_vec().iter().any(|v| v.abs() > crate::backend::gpu::EXACT_INTEGER) {
+            return Err(Error::Unsupported { node: String::new(), op: String::new(), what: "an integer constant beyond ±2^24 (GPU kernels carry integers as f32, which would round it)".into() });
+        }
         self.buffers.push(BufferSpec { len: t.numel(), elem, init: Some(Arc::new(t.clone())) });
         Ok(self.buffers.len() - 1)
     }
 
     /// The flag buffer and this node's check id, for an indexed launch.
     fn index_check(&mut self) -> Result<(usize, u32)> {
+        self.check(crate::backend::gpu::INDEX_OUT_OF_RANGE)
+    }
+
+    /// The flag buffer and this node's check id for `what`.
+    fn check(&mut self, what: &'static str) -> Result<(usize, u32)> {
         if self.index_check.is_none() {
             let flag = self.new_buffer(1, Elem::F32)?;
             self.index_check = Some(crate::backend::gpu::IndexCheck { flag, nodes: vec![] });
         }
-        let current = self.current.clone();
+        let current = (self.current.0.clone(), self.current.1.clone(), what);
         let check = self.index_check.as_mut().expect("made above");
         if check.nodes.last() != Some(&current) {
             check.nodes.push(current);
@@ -187,13 +195,21 @@ impl<'a> Builder<'a> {
     }
 
     /// `o = a op b` over `out_shape`, each operand broadcast from its own shape.
-    fn binary(&mut self, op: crate::graph::BinaryOp, (a, sa): (usize, &[usize]), (b, sb): (usize, &[usize]), o: usize, out_shape: &[usize]) -> Result<()> {
+    fn binary(&mut self, op: crate::graph::BinaryOp, a: (usize, &[usize]), b: (usize, &[usize]), o: usize, out_shape: &[usize]) -> Result<()> {
+        self.binary_checked(op, a, b, o, out_shape, false)
+    }
+
+    /// [`Self::binary`]; with `exact_integers`, a result beyond ±2^24 fails the run (integer
+    /// tensors on f32 carriers).
+    fn binary_checked(&mut self, op: crate::graph::BinaryOp, (a, sa): (usize, &[usize]), (b, sb): (usize, &[usize]), o: usize, out_shape: &[usize], exact_integers: bool) -> Result<()> {
         let numel: usize = out_shape.iter().product();
         let mut p = vec![numel as u32];
         p.extend(shape6(out_shape));
         p.extend(bcast_strides6(sa, out_shape));
         p.extend(bcast_strides6(sb, out_shape));
-        self.step(Kernel::Binary, OpSpec::Binary(op), &p, &[a, b, o], grid(numel))
+        let (flag, id) = if exact_integers { self.check(crate::backend::gpu::INTEGER_BEYOND_F32)? } else { (self.dummy()?, 0) };
+        p.push(id);
+        self.step(Kernel::Binary, OpSpec::Binary(op), &p, &[a, b, o, flag], grid(numel))
     }
 
     /// One convolution: im2col + GEMM where the backend's GEMM is a vendor library or the
@@ -401,7 +417,9 @@ impl<'a> Builder<'a> {
                 }
                 let (sa, sb) = (self.in_shape(n, 0), self.in_shape(n, 1));
                 let (a, bb, o) = (self.input(n, 0)?, self.input(n, 1)?, self.output(n, 0)?);
-                self.binary(*b, (a, &sa), (bb, &sb), o, &out_shape)?;
+                use crate::graph::BinaryOp::{Add, Mul, Sub};
+                let integer = node.outputs[0].dtype.is_some_and(|d| !d.is_float() && d != DType::Bool);
+                self.binary_checked(*b, (a, &sa), (bb, &sb), o, &out_shape, integer && matches!(b, Add | Sub | Mul))?;
             }
             Op::Where => {
                 let shapes: Vec<Vec<usize>> = (0..3).map(|i| self.in_shape(n, i)).collect();
