@@ -306,6 +306,97 @@ const CASES: &[Case] = &[
         inputs: || vec![("x".into(), f32s(&[3, 2])), ("i".into(), i64s(&[2], vec![0, 3]))],
     },
     Case {
+        name: "BitShift with an unknown direction",
+        opset: 17,
+        build: |b| {
+            b.input("a", 12, &["3"]).input("s", 12, &["3"]).output("y");
+            b.node("BitShift", &["a", "s"], &["y"], vec![attr_string("direction", "SIDEWAYS")]);
+        },
+        inputs: || vec![],
+    },
+    Case {
+        name: "DepthToSpace with an unknown mode",
+        opset: 17,
+        build: |b| {
+            b.input("x", 1, &["1", "4", "2", "2"]).output("y");
+            b.node("DepthToSpace", &["x"], &["y"], vec![attr_int("blocksize", 2), attr_string("mode", "XYZ")]);
+        },
+        inputs: || x(&[1, 4, 2, 2]),
+    },
+    Case {
+        name: "LRN of size 0",
+        opset: 17,
+        build: |b| {
+            b.input("x", 1, &["1", "2", "2", "2"]).output("y");
+            b.node("LRN", &["x"], &["y"], vec![attr_int("size", 0)]);
+        },
+        inputs: || x(&[1, 2, 2, 2]),
+    },
+    Case {
+        name: "Conv kernel_shape contradicting its weights",
+        opset: 17,
+        build: |b| {
+            b.input("x", 1, &["1", "2", "8", "8"]).output("y");
+            b.init("w", &f32s(&[3, 2, 3, 3]));
+            b.node("Conv", &["x", "w"], &["y"], vec![attr_ints("kernel_shape", &[5, 5])]);
+        },
+        inputs: || x(&[1, 2, 8, 8]),
+    },
+    Case {
+        name: "Relu given two inputs",
+        opset: 17,
+        build: |b| {
+            b.input("x", 1, &["3"]).output("y");
+            b.node("Relu", &["x", "x"], &["y"], vec![]);
+        },
+        inputs: || x(&[3]),
+    },
+    Case {
+        name: "Squeeze axes as an attribute at opset 13",
+        opset: 13,
+        build: |b| {
+            b.input("x", 1, &["1", "3"]).output("y");
+            b.node("Squeeze", &["x"], &["y"], vec![attr_ints("axes", &[0])]);
+        },
+        inputs: || x(&[1, 3]),
+    },
+    Case {
+        name: "ReduceSum axes as an attribute at opset 13",
+        opset: 13,
+        build: |b| {
+            b.input("x", 1, &["2", "3"]).output("y");
+            b.node("ReduceSum", &["x"], &["y"], vec![attr_ints("axes", &[1])]);
+        },
+        inputs: || x(&[2, 3]),
+    },
+    Case {
+        name: "ReduceMean axes as an attribute at opset 18",
+        opset: 18,
+        build: |b| {
+            b.input("x", 1, &["2", "3"]).output("y");
+            b.node("ReduceMean", &["x"], &["y"], vec![attr_ints("axes", &[1])]);
+        },
+        inputs: || x(&[2, 3]),
+    },
+    Case {
+        name: "Split sizes as an attribute at opset 13",
+        opset: 13,
+        build: |b| {
+            b.input("x", 1, &["2", "3"]).output("y").output("z");
+            b.node("Split", &["x"], &["y", "z"], vec![attr_ints("split", &[1, 2]), attr_int("axis", 1)]);
+        },
+        inputs: || x(&[2, 3]),
+    },
+    Case {
+        name: "Clip bounds as attributes at opset 11",
+        opset: 11,
+        build: |b| {
+            b.input("x", 1, &["3"]).output("y");
+            b.node("Clip", &["x"], &["y"], vec![attr_float("min", 0.0)]);
+        },
+        inputs: || x(&[3]),
+    },
+    Case {
         name: "Gather index below minus the axis (a run-time value)",
         opset: 17,
         build: |b| {

@@ -63,6 +63,9 @@ pub fn check(node: &Node, ins: &[Option<In>]) -> Result<()> {
                 return bad(format!("weights {:?} must have the input's rank {} ({:?})", w.shape, x.shape.len(), x.shape));
             }
             check_window(window, x.shape.len() - 2)?;
+            if !window.kernel_shape.is_empty() && window.kernel_shape.as_slice() != &w.shape[2..] {
+                return bad(format!("kernel_shape {:?} contradicts the weights {:?}", window.kernel_shape, w.shape));
+            }
             if let Some(k) = w.shape[2..].iter().position(|&k| k == 0) {
                 return bad(format!("weights {:?} have an empty kernel on spatial axis {k}", w.shape));
             }

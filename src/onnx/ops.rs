@@ -102,7 +102,61 @@ impl<'a> Attrs<'a> {
     }
 }
 
+/// Attributes a later opset replaced by an input (or removed): (op types, attribute, the opset
+/// from which it is invalid). A model that declares that opset or later and still sets one is
+/// refused, not read the old way (ONNX Runtime refuses it too).
+const REPLACED_ATTRIBUTES: &[(&[&str], &str, i64)] = &[
+    (&["Squeeze", "Unsqueeze"], "axes", 13),
+    (&["ReduceSum"], "axes", 13),
+    (&["ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"], "axes", 18),
+    (&["Split"], "split", 13),
+    (&["Clip"], "min", 11),
+    (&["Clip"], "max", 11),
+    (&["Pad"], "pads", 11),
+    (&["Pad"], "value", 11),
+    (&["Slice"], "starts", 10),
+    (&["Slice"], "ends", 10),
+    (&["Slice"], "axes", 10),
+    (&["TopK"], "k", 10),
+    (&["Dropout"], "ratio", 12),
+    (&["Upsample", "Resize"], "scales", 9),
+    (&["Reshape"], "shape", 5),
+    (&["BatchNormalization"], "spatial", 9),
+    (&["BatchNormalization", "Dropout"], "is_test", 7),
+    (&["Tile"], "tiles", 6),
+];
+
+/// The most inputs an op takes, for the op families with a fixed arity (None: variadic or
+/// checked by its own rules).
+fn max_inputs(op: &Op) -> Option<usize> {
+    Some(match op {
+        Op::Unary(_) | Op::Pool { .. } | Op::GlobalPool { .. } | Op::Softmax { .. } | Op::Transpose { .. } | Op::Flatten { .. } | Op::Cast { .. } | Op::Lrn { .. } | Op::DepthToSpace { .. } | Op::SpaceToDepth { .. } | Op::Shape { .. } | Op::Size | Op::Hardmax { .. } | Op::LpNorm { .. } => 1,
+        Op::Binary(_) | Op::MatMul | Op::CastLike | Op::Prelu | Op::Gather { .. } | Op::GatherElements { .. } | Op::GatherNd { .. } | Op::Expand | Op::Tile => 2,
+        Op::Conv { .. } | Op::Gemm { .. } | Op::Where | Op::Clip { .. } | Op::InstanceNorm { .. } | Op::LayerNorm { .. } => 3,
+        Op::BatchNorm { .. } => 5,
+        _ => return None,
+    })
+}
+
+/// Checks what [`parse`] reads against the declared opset and the op's arity.
 pub fn parse(np: &NodeProto, name: &str, opset: i64) -> Result<Parsed> {
+    for (ops, attr, from) in REPLACED_ATTRIBUTES {
+        if opset >= *from && ops.contains(&np.op_type.as_str()) && np.attribute.iter().any(|a| a.name == *attr) {
+            return Err(Error::node(name, &np.op_type, format!("attribute '{attr}' is not part of {} from opset {from} on (an input replaced it), and the model declares opset {opset}", np.op_type)));
+        }
+    }
+    let parsed = parse_op(np, name, opset)?;
+    if let Parsed::Op(op) = &parsed {
+        // Trailing empty names are absent optional inputs.
+        let given = np.input.iter().rposition(|i| !i.is_empty()).map_or(0, |p| p + 1);
+        if let Some(max) = max_inputs(op).filter(|&m| given > m) {
+            return Err(Error::node(name, &np.op_type, format!("{given} inputs given; {} takes at most {max}", np.op_type)));
+        }
+    }
+    Ok(parsed)
+}
+
+fn parse_op(np: &NodeProto, name: &str, opset: i64) -> Result<Parsed> {
     let a = Attrs { node: np, name };
     let unary = |u| Ok(Parsed::Op(Op::Unary(u)));
     let binary = |b| Ok(Parsed::Op(Op::Binary(b)));
@@ -184,8 +238,12 @@ pub fn parse(np: &NodeProto, name: &str, opset: i64) -> Result<Parsed> {
         "IsInf" => return unary(UnaryOp::IsInf { negative: a.int("detect_negative", 1)? != 0, positive: a.int("detect_positive", 1)? != 0 }),
         "BitwiseNot" => return unary(UnaryOp::BitwiseNot),
         "BitShift" => {
-            let dir = a.string("direction")?.unwrap_or_default();
-            return binary(BinaryOp::BitShift { left: dir == "LEFT" });
+            let left = match a.string("direction")?.as_deref() {
+                Some("LEFT") => true,
+                Some("RIGHT") => false,
+                other => return Err(a.err(format!("direction {other:?} must be \"LEFT\" or \"RIGHT\""))),
+            };
+            return binary(BinaryOp::BitShift { left });
         }
         "BitwiseAnd" => return binary(BinaryOp::BitwiseAnd),
         "BitwiseOr" => return binary(BinaryOp::BitwiseOr),
@@ -283,7 +341,12 @@ pub fn parse(np: &NodeProto, name: &str, opset: i64) -> Result<Parsed> {
                 return Err(a.err(format!("blocksize {bs} must be >= 1")));
             }
             if np.op_type == "DepthToSpace" {
-                Op::DepthToSpace { blocksize: bs as usize, crd: a.string("mode")?.as_deref() == Some("CRD") }
+                let crd = match a.string("mode")?.as_deref() {
+                    None | Some("DCR") => false,
+                    Some("CRD") => true,
+                    Some(other) => return Err(a.err(format!("mode \"{other}\" must be \"DCR\" or \"CRD\""))),
+                };
+                Op::DepthToSpace { blocksize: bs as usize, crd }
             } else {
                 Op::SpaceToDepth { blocksize: bs as usize }
             }
@@ -350,7 +413,12 @@ pub fn parse(np: &NodeProto, name: &str, opset: i64) -> Result<Parsed> {
             }
             Op::GroupNorm { groups: groups as usize, epsilon: a.float("epsilon", 1e-5)? }
         }
-        "LRN" => Op::Lrn { size: a.int("size", 1)?.max(1) as usize, alpha: a.float("alpha", 1e-4)?, beta: a.float("beta", 0.75)?, bias: a.float("bias", 1.0)? },
+        "LRN" => Op::Lrn {
+            size: match a.get("size").map(|s| s.i) {
+                Some(s) if s >= 1 => s as usize,
+                Some(s) => return Err(a.err(format!("size {s} must be at least 1"))),
+                None => return Err(a.err("size is required".into())),
+            }, alpha: a.float("alpha", 1e-4)?, beta: a.float("beta", 0.75)?, bias: a.float("bias", 1.0)? },
         "DequantizeLinear" | "QuantizeLinear" if a.int("block_size", 0)? != 0 => {
             return Err(Error::Unsupported { node: name.into(), op: np.op_type.clone(), what: "blocked quantization".into() })
         }
