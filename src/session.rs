@@ -44,6 +44,9 @@ pub struct SessionOptions {
     /// Record the stage and copy spans of every submitted request ([`Session::trace`]), for
     /// timelines.
     pub trace: bool,
+    /// Split requests of more rows than this into micro-batches of this many, pipelined through
+    /// the plan's stages one after another (each size gets its plan), outputs joined; None: whole.
+    pub micro_batch: Option<usize>,
     /// CPU threads for this session's runs (its own pool of that many workers; 1: no helper
     /// thread, nothing spins); None: the process's pool, one worker per core.
     pub threads: Option<usize>,
@@ -51,7 +54,7 @@ pub struct SessionOptions {
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { device: "cpu".into(), optimize: true, f16: false, tf32: false, devices: vec![], mem_budget: None, inflight: None, when_full: Default::default(), virtual_devices: vec![], batching: Default::default(), trace: false, threads: None }
+        SessionOptions { device: "cpu".into(), optimize: true, f16: false, tf32: false, devices: vec![], mem_budget: None, inflight: None, when_full: Default::default(), virtual_devices: vec![], batching: Default::default(), trace: false, threads: None, micro_batch: None }
     }
 }
 
@@ -73,10 +76,19 @@ enum StageSource {
 
 /// A request submitted to a session; `wait` (or `.await`) gives the named outputs.
 pub struct Submitted {
-    ticket: crate::exec::pipeline::Ticket,
+    /// One per micro-batch (one in all without micro-batching), in batch order.
+    parts: Vec<Part>,
     names: Vec<String>,
+    /// Micro-batching: the outputs' batch axes, to join the parts along.
+    join: Option<Vec<Option<usize>>>,
+}
+
+/// A pipelined request (or one micro-batch of one) and what its outputs need.
+struct Part {
+    ticket: crate::exec::pipeline::Ticket,
     /// Static batching: the outputs' batch axes and the request's own batch.
     cut: Option<(Vec<Option<usize>>, usize)>,
+    done: Option<Vec<Tensor>>,
 }
 
 impl Submitted {
@@ -88,16 +100,34 @@ impl Submitted {
         }
     }
 
+    /// The parts' outputs, cut and joined.
+    fn assemble(names: &[String], join: &Option<Vec<Option<usize>>>, parts: Vec<(Option<(Vec<Option<usize>>, usize)>, Vec<Tensor>)>) -> Result<Vec<(String, Tensor)>> {
+        let mut named = parts.into_iter().map(|(cut, outs)| Self::finish(names.to_vec(), &cut, outs)).collect::<Result<Vec<_>>>()?;
+        match join {
+            Some(axes) if named.len() > 1 => crate::batching::join_outputs(named, axes),
+            _ => named.pop().ok_or_else(|| Error::Plan("a request with no parts".into())),
+        }
+    }
+
     pub fn wait(self) -> Result<Vec<(String, Tensor)>> {
-        Self::finish(self.names, &self.cut, self.ticket.wait()?)
+        let parts = self.parts.into_iter().map(|p| Ok((p.cut, p.ticket.wait()?))).collect::<Result<Vec<_>>>()?;
+        Self::assemble(&self.names, &self.join, parts)
     }
 }
 
 impl std::future::Future for Submitted {
     type Output = Result<Vec<(String, Tensor)>>;
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
-        let (names, cut) = (self.names.clone(), self.cut.clone());
-        std::pin::Pin::new(&mut self.ticket).poll(cx).map(|r| r.and_then(|outs| Self::finish(names, &cut, outs)))
+        let this = &mut *self;
+        for p in this.parts.iter_mut().filter(|p| p.done.is_none()) {
+            match std::pin::Pin::new(&mut p.ticket).poll(cx) {
+                std::task::Poll::Ready(Ok(outs)) => p.done = Some(outs),
+                std::task::Poll::Ready(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+            }
+        }
+        let parts = this.parts.iter_mut().map(|p| (p.cut.clone(), p.done.take().unwrap_or_default())).collect();
+        std::task::Poll::Ready(Self::assemble(&this.names, &this.join, parts))
     }
 }
 
@@ -239,6 +269,10 @@ impl Session {
         // A panic anywhere below (a kernel, a backend, the planner) is this request's error,
         // never the caller's unwind.
         crate::error::contain("(session run)", "-", || {
+            // Micro-batches follow each other through the plan's stages.
+            if self.options.micro_batch.is_some_and(|m| self.bindings_for(&inputs).ok().and_then(|b| crate::batching::request_batch(&self.graph, &b)).is_some_and(|b| b > m)) {
+                return Ok((self.submit(inputs)?.wait()?, RunStats::default()));
+            }
             let (inputs, cut) = self.pad_batch(inputs)?;
             let bindings = self.bindings_for(&inputs)?;
             let plan = self.prepare(&bindings)?;
@@ -257,11 +291,7 @@ impl Session {
         match crate::batching::request_batch(&self.graph, &bindings) {
             Some(have) if have != batch => {
                 let padded = crate::batching::pad_inputs(&self.graph, inputs, have, batch)?;
-                let mut axes = self.output_axes.lock().unwrap_or_else(|e| e.into_inner());
-                if axes.is_none() {
-                    *axes = Some(crate::batching::output_batch_axes(&self.graph)?);
-                }
-                Ok((padded, Some((axes.clone().unwrap_or_default(), have))))
+                Ok((padded, Some((self.output_batch_axes()?, have))))
             }
             _ => Ok((inputs, None)),
         }
@@ -272,14 +302,42 @@ impl Session {
     /// in at a time (then `submit` waits, or answers `Busy`). A request that fails fails alone.
     pub fn submit(&self, inputs: Vec<(String, Tensor)>) -> Result<Submitted> {
         crate::error::contain("(session submit)", "-", || {
-            let (inputs, cut) = self.pad_batch(inputs)?;
-            let bindings = self.bindings_for(&inputs)?;
-            let prepared = self.prepare(&bindings)?;
-            let pipeline = self.pipeline(&prepared)?;
-            let mut by_name: HashMap<String, Tensor> = inputs.into_iter().collect();
-            let ordered: Vec<Tensor> = self.graph.inputs.iter().map(|gi| by_name.remove(&gi.name).ok_or_else(|| Error::Input(format!("missing input '{}'", gi.name)))).collect::<Result<_>>()?;
-            Ok(Submitted { ticket: pipeline.submit(ordered)?, names: self.output_names(), cut })
+            let chunks = self.micro_batches(inputs)?;
+            let join = if chunks.len() > 1 { Some(self.output_batch_axes()?) } else { None };
+            let parts = chunks.into_iter().map(|c| self.submit_part(c)).collect::<Result<Vec<_>>>()?;
+            Ok(Submitted { parts, names: self.output_names(), join })
         })
+    }
+
+    fn submit_part(&self, inputs: Vec<(String, Tensor)>) -> Result<Part> {
+        let (inputs, cut) = self.pad_batch(inputs)?;
+        let bindings = self.bindings_for(&inputs)?;
+        let prepared = self.prepare(&bindings)?;
+        let pipeline = self.pipeline(&prepared)?;
+        let mut by_name: HashMap<String, Tensor> = inputs.into_iter().collect();
+        let ordered: Vec<Tensor> = self.graph.inputs.iter().map(|gi| by_name.remove(&gi.name).ok_or_else(|| Error::Input(format!("missing input '{}'", gi.name)))).collect::<Result<_>>()?;
+        Ok(Part { ticket: pipeline.submit(ordered)?, cut, done: None })
+    }
+
+    /// The request as micro-batches of [`SessionOptions::micro_batch`] rows (the request whole
+    /// when it is not larger, or the option is unset).
+    fn micro_batches(&self, inputs: Vec<(String, Tensor)>) -> Result<Vec<Vec<(String, Tensor)>>> {
+        let Some(micro) = self.options.micro_batch else { return Ok(vec![inputs]) };
+        let bindings = self.bindings_for(&inputs)?;
+        match crate::batching::request_batch(&self.graph, &bindings) {
+            Some(batch) if batch > micro => crate::batching::split_inputs(&self.graph, &inputs, batch, micro),
+            _ if micro == 0 => Err(Error::Input("micro_batch must be at least 1".into())),
+            _ => Ok(vec![inputs]),
+        }
+    }
+
+    /// Each output's batch axis, found once.
+    fn output_batch_axes(&self) -> Result<Vec<Option<usize>>> {
+        let mut axes = self.output_axes.lock().unwrap_or_else(|e| e.into_inner());
+        if axes.is_none() {
+            *axes = Some(crate::batching::output_batch_axes(&self.graph)?);
+        }
+        Ok(axes.clone().unwrap_or_default())
     }
 
     /// The spans submitted requests at `bindings` left so far (with [`SessionOptions::trace`];

@@ -169,3 +169,35 @@ fn a_static_batch_session_pads_smaller_requests() {
     let prepared = split.prepare(&split.bindings_for(&hetsched::batching::pad_inputs(split.graph(), ins, 1, 4).unwrap()).unwrap()).unwrap();
     assert_eq!(prepared.plan.as_ref().unwrap().batching, static4);
 }
+
+/// Micro-batching: a batch-5 request split into micro-batches of 2 (2, 2, 1) through a cpu +
+/// virtual GPU plan's stages gives the whole request's outputs; with a static batch of 2 the
+/// same split lets the session serve requests larger than its batch; async waiting joins too.
+#[test]
+fn micro_batches_join_into_the_whole_requests_outputs() {
+    for name in ["bert_tiny", "unet_tiny"] {
+        let Some(dir) = model_dir(name) else { continue };
+        let whole = Session::from_path(dir.join("model.onnx"), Default::default()).unwrap();
+        let bindings = hetsched::session::default_bindings(whole.graph(), 5, 16, &Default::default());
+        let ins = whole.random_inputs(&bindings, 3).unwrap();
+        let want = whole.run(ins.clone()).unwrap();
+        let vgpu = cost::virtual_device::parse_spec("vgpu").unwrap();
+        let options = [
+            SessionOptions { micro_batch: Some(2), ..Default::default() },
+            SessionOptions { micro_batch: Some(2), devices: vec!["cpu".into(), "vgpu".into()], virtual_devices: vec![vgpu], ..Default::default() },
+            SessionOptions { micro_batch: Some(2), batching: hetsched::batching::Batching::Static { batch: 2 }, ..Default::default() },
+        ];
+        for (k, o) in options.into_iter().enumerate() {
+            let s = Session::from_path(dir.join("model.onnx"), o).unwrap();
+            let got = s.run(ins.clone()).unwrap();
+            assert_eq!(got.len(), want.len());
+            for ((n, g), (_, w)) in got.iter().zip(&want) {
+                assert_eq!(g.shape(), w.shape(), "{name} option {k}: {n}");
+                let rep = hetsched::compare(g, w, hetsched::Tolerance::ONNX);
+                assert!(rep.model_ok(1e-5, 1e-4), "{name} option {k}: {n} rel_l2 {:.3e}", rep.rel_l2);
+            }
+            let submitted = s.submit(ins.clone()).unwrap().wait().unwrap();
+            assert_eq!(submitted, got, "{name} option {k}: submit and run agree");
+        }
+    }
+}

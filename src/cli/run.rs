@@ -65,6 +65,10 @@ pub struct RunArgs {
     /// CPU threads (a pool of that many; 1: one thread, nothing spinning); default: one per core.
     #[arg(long)]
     threads: Option<usize>,
+    /// Split a larger batch into micro-batches of this many rows, pipelined through the plan's
+    /// stages one after another, outputs joined.
+    #[arg(long)]
+    micro_batch: Option<usize>,
 }
 
 pub(super) fn median(v: &mut [f64]) -> f64 {
@@ -81,7 +85,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     // A traced run goes through the pipelined path one request at a time, so its timeline shows
     // each partition and copy (runs do not overlap: the times are those of `run`).
     let tracing = a.trace.is_some() || a.timeline.is_some();
-    let opts = SessionOptions { device: a.device.clone(), optimize: !a.no_optimize, f16: a.f16, tf32: a.tf32, devices: a.devices.clone(), mem_budget, virtual_devices, inflight: tracing.then_some(1), trace: tracing, threads: a.threads, ..Default::default() };
+    let opts = SessionOptions { device: a.device.clone(), optimize: !a.no_optimize, f16: a.f16, tf32: a.tf32, devices: a.devices.clone(), mem_budget, virtual_devices, inflight: tracing.then_some(1), trace: tracing, threads: a.threads, micro_batch: a.micro_batch, ..Default::default() };
     let session = Session::from_path(model_path(&a.model), opts)?;
     let (inputs, refs) = match &a.inputs {
         Some(dir) => {
