@@ -83,8 +83,19 @@ fn plans_on_cpu_and_wgpu_match_the_references() {
     if wgpu().is_none() {
         return;
     }
-    // Lavapipe runs the shared CNNs for seconds: the small models and bert_tiny here.
     for name in ["unet_tiny", "video3d", "bert_tiny"] {
+        check_plans(name, "wgpu", &["test_data_set_0"]);
+    }
+}
+
+/// The shared CNNs the same way (a test of their own: lavapipe runs each for seconds, so they
+/// run beside the others).
+#[test]
+fn plans_of_the_shared_cnns_on_cpu_and_wgpu_match_the_references() {
+    if wgpu().is_none() {
+        return;
+    }
+    for name in ["squeezenet1_1", "mobilenet_v2", "shufflenet_v2_x1_0"] {
         check_plans(name, "wgpu", &["test_data_set_0"]);
     }
 }
