@@ -2,6 +2,8 @@
 //! `pipeline` on the shared models with virtual profiles (no measuring inside the timed loop).
 //! `cargo bench --bench partition`
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use hetsched::backend::Support;
 use hetsched::cost::{self, ProfileSet, Roofline};
@@ -54,13 +56,7 @@ fn bench(c: &mut Criterion) {
         let p = Problem::new(&g, &model, &names, &Constraints::default(), &yes).unwrap();
         c.bench_function(&format!("heft/random_dag_{n}_nodes_3_devices"), |b| b.iter(|| partition::heft::Heft.place(&p).unwrap()));
     }
-    let shared = std::env::var_os("HETSCHED_SHARED").map(std::path::PathBuf::from).unwrap_or_else(|| "../shared".into());
-    for m in ["squeezenet1_1", "mobilenet_v2", "shufflenet_v2_x1_0", "bert_tiny"] {
-        let path = shared.join("models").join(m).join("model.onnx");
-        if !path.exists() {
-            eprintln!("SKIPPED {m}: {} not found", path.display());
-            continue;
-        }
+    for (m, path) in common::shared_models() {
         let g = hetsched::onnx::load_model(&path).unwrap();
         let bindings = hetsched::session::default_bindings(&g, 1, 16, &Default::default());
         let mut g = hetsched::session::bind(&g, &bindings).unwrap();

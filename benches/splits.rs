@@ -8,6 +8,8 @@
 //!
 //! `cargo bench --bench splits` (HETSCHED_SHARED for the models' folder, default ../shared).
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hetsched::{Session, SessionOptions, Tensor};
 use std::sync::Arc;
@@ -25,13 +27,7 @@ fn submit_all(s: &Session, inputs: &[(String, Tensor)]) {
 }
 
 fn bench(c: &mut Criterion) {
-    let shared = std::env::var_os("HETSCHED_SHARED").map(std::path::PathBuf::from).unwrap_or_else(|| "../shared".into());
-    for m in ["squeezenet1_1", "mobilenet_v2", "shufflenet_v2_x1_0", "bert_tiny"] {
-        let path = shared.join("models").join(m).join("model.onnx");
-        if !path.exists() {
-            eprintln!("SKIPPED {m}: {} not found", path.display());
-            continue;
-        }
+    for (m, path) in common::shared_models() {
         let cpu = Arc::new(Session::from_path(&path, SessionOptions { inflight: Some(2), ..Default::default() }).unwrap());
         let bindings = hetsched::session::default_bindings(cpu.graph(), 1, 16, &Default::default());
         let inputs = cpu.random_inputs(&bindings, 0).unwrap();

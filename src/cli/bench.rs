@@ -46,16 +46,10 @@ pub struct BenchArgs {
     /// Print {"results": [...]} as JSON.
     #[arg(long)]
     json: bool,
-    /// Write each split's timeline in the Chrome Trace Event format (Perfetto opens it); with
-    /// several splits or batches, the split and batch go into the file name.
-    #[arg(long)]
-    trace: Option<PathBuf>,
-    /// Draw each split's timeline as an SVG Gantt chart.
-    #[arg(long)]
-    timeline: Option<PathBuf>,
-    /// CPU threads (a pool of that many; 1: one thread, nothing spinning); default: one per core.
-    #[arg(long)]
-    threads: Option<usize>,
+    /// --trace/--timeline: each split's (with several splits or batches, the split and batch
+    /// go into the file names); --threads.
+    #[command(flatten)]
+    timeline: super::TimelineArgs,
 }
 
 struct Measured {
@@ -127,11 +121,11 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
             let mut lat: Vec<f64> = trace.latencies_ms().into_iter().map(|(_, ms)| ms).collect();
             let mut memory = memory;
             memory.insert("cpu (measured peak RSS)".into(), peak_rss(false));
-            if let Some(p) = &a.trace {
+            if let Some(p) = &a.timeline.trace {
                 let p = with_suffix(p, split, batch, many);
                 std::fs::write(&p, trace.to_chrome_json()).map_err(|source| Error::Io { path: p.display().to_string(), source })?;
             }
-            if let Some(p) = &a.timeline {
+            if let Some(p) = &a.timeline.timeline {
                 let p = with_suffix(p, split, batch, many);
                 let title = format!("{} · {split} · batch {batch} · {} requests, {} in flight", path.display(), a.requests, pipeline.inflight);
                 std::fs::write(&p, trace.to_svg(&title)).map_err(|source| Error::Io { path: p.display().to_string(), source })?;
@@ -141,7 +135,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
         // Replicas: `inflight` threads each running the best single device's session.
         let best = results.iter().filter(|r| r.batch == batch && r.single).max_by(|x, y| x.throughput.total_cmp(&y.throughput)).map(|r| r.split.clone()).unwrap_or_else(|| "cpu".into());
         let k = a.inflight.unwrap_or(2).max(1);
-        let session = Arc::new(Session::from_graph(graph.clone(), hetsched::SessionOptions { device: best, threads: a.threads, ..Default::default() })?);
+        let session = Arc::new(Session::from_graph(graph.clone(), hetsched::SessionOptions { device: best, threads: a.timeline.threads, ..Default::default() })?);
         let named: Vec<(String, Tensor)> = session.inputs().iter().map(|i| i.name.clone()).zip(inputs.iter().cloned()).collect();
         session.run(named.clone())?;
         let t0 = Instant::now();
@@ -213,12 +207,12 @@ fn stages_for(split: &str, graph: &hetsched::Graph, bindings: &hetsched::Binding
         Some(plan) => {
             let virtuals = a.cost.virtual_profiles()?;
             let paced = virtuals.iter().filter(|v| v.paced).map(|v| v.device.clone());
-            let exe = hetsched::exec::compile_plan(graph, bindings, &plan, true, &CompileOptions { threads: a.threads, ..Default::default() })?.with_paced(paced);
+            let exe = hetsched::exec::compile_plan(graph, bindings, &plan, true, &CompileOptions { threads: a.timeline.threads, ..Default::default() })?.with_paced(paced);
             let memory = plan.predicted.memory_bytes.iter().map(|(d, b)| (format!("{d} (predicted)"), *b)).collect();
             Ok((exe.graph().clone(), exe.stages(), memory, false))
         }
         None => {
-            let session = Session::from_graph(graph.clone(), hetsched::SessionOptions { device: split.into(), threads: a.threads, ..Default::default() })?;
+            let session = Session::from_graph(graph.clone(), hetsched::SessionOptions { device: split.into(), threads: a.timeline.threads, ..Default::default() })?;
             let prepared = session.prepare(bindings)?;
             let exe: Arc<dyn Executable> = prepared.executable.clone();
             let cost = hetsched::analysis::analyze(&prepared.graph)?;

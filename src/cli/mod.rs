@@ -103,3 +103,18 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Conformance(a) => conformance::conformance(a),
     }
 }
+
+/// Timelines and threads, as `run` and `bench` take them.
+#[derive(clap::Args)]
+pub struct TimelineArgs {
+    /// Write the timeline in the Chrome Trace Event format (Perfetto opens it): a process per
+    /// device, each partition step and copy a slice with the request, predicted and measured ms.
+    #[arg(long)]
+    pub trace: Option<std::path::PathBuf>,
+    /// Draw the timeline as an SVG Gantt chart (a lane per stage, predicted times dashed).
+    #[arg(long)]
+    pub timeline: Option<std::path::PathBuf>,
+    /// CPU threads (a pool of that many; 1: one thread, nothing spinning); default: one per core.
+    #[arg(long)]
+    pub threads: Option<usize>,
+}

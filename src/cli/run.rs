@@ -55,16 +55,8 @@ pub struct RunArgs {
     /// paced=1 holds its steps to their predicted times. Repeatable.
     #[arg(long = "virtual")]
     virtuals: Vec<String>,
-    /// Write the runs' timeline in the Chrome Trace Event format (Perfetto opens it): a
-    /// process per device, each partition step and copy a slice with predicted and measured ms.
-    #[arg(long)]
-    trace: Option<PathBuf>,
-    /// Draw the runs' timeline as an SVG Gantt chart.
-    #[arg(long)]
-    timeline: Option<PathBuf>,
-    /// CPU threads (a pool of that many; 1: one thread, nothing spinning); default: one per core.
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    timeline: super::TimelineArgs,
     /// Split a larger batch into micro-batches of this many rows, pipelined through the plan's
     /// stages one after another, outputs joined.
     #[arg(long)]
@@ -84,8 +76,8 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     let virtual_devices = a.virtuals.iter().map(|v| hetsched::cost::virtual_device::parse_spec(v)).collect::<Result<Vec<_>>>()?;
     // A traced run goes through the pipelined path one request at a time, so its timeline shows
     // each partition and copy (runs do not overlap: the times are those of `run`).
-    let tracing = a.trace.is_some() || a.timeline.is_some();
-    let opts = SessionOptions { device: a.device.clone(), optimize: !a.no_optimize, f16: a.f16, tf32: a.tf32, devices: a.devices.clone(), mem_budget, virtual_devices, inflight: tracing.then_some(1), trace: tracing, threads: a.threads, micro_batch: a.micro_batch, ..Default::default() };
+    let tracing = a.timeline.trace.is_some() || a.timeline.timeline.is_some();
+    let opts = SessionOptions { device: a.device.clone(), optimize: !a.no_optimize, f16: a.f16, tf32: a.tf32, devices: a.devices.clone(), mem_budget, virtual_devices, inflight: tracing.then_some(1), trace: tracing, threads: a.timeline.threads, micro_batch: a.micro_batch, ..Default::default() };
     let session = Session::from_path(model_path(&a.model), opts)?;
     let (inputs, refs) = match &a.inputs {
         Some(dir) => {
@@ -122,7 +114,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
             let text = std::fs::read_to_string(path).map_err(|source| hetsched::Error::Io { path: path.display().to_string(), source })?;
             let plan = hetsched::plan::Plan::from_json(&text)?;
             let bindings = session.bindings_for(&inputs)?;
-            let exe = hetsched::exec::compile_plan(session.graph(), &bindings, &plan, !a.no_optimize, &hetsched::backend::CompileOptions { f16: a.f16, tf32: a.tf32, threads: a.threads, ..Default::default() })?;
+            let exe = hetsched::exec::compile_plan(session.graph(), &bindings, &plan, !a.no_optimize, &hetsched::backend::CompileOptions { f16: a.f16, tf32: a.tf32, threads: a.timeline.threads, ..Default::default() })?;
             let traced = if tracing { Some(hetsched::exec::pipeline::Pipeline::new(exe.graph().clone(), exe.stages(), Some(1), hetsched::exec::pipeline::WhenFull::Block, true)?) } else { None };
             Some((plan, exe, traced))
         }
@@ -158,11 +150,11 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         _ => None,
     };
     if let Some(trace) = trace {
-        if let Some(p) = &a.trace {
+        if let Some(p) = &a.timeline.trace {
             std::fs::write(p, trace.to_chrome_json()).map_err(|source| hetsched::Error::Io { path: p.display().to_string(), source })?;
             eprintln!("trace of {} runs written to {} (open it in https://ui.perfetto.dev)", a.repeat, p.display());
         }
-        if let Some(p) = &a.timeline {
+        if let Some(p) = &a.timeline.timeline {
             let title = format!("{} · {} runs", a.model.display(), a.repeat);
             std::fs::write(p, trace.to_svg(&title)).map_err(|source| hetsched::Error::Io { path: p.display().to_string(), source })?;
             eprintln!("timeline written to {}", p.display());
