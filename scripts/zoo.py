@@ -55,7 +55,22 @@ MODELS = {
     "resnext50_32x4d": (lambda: tvm().resnext50_32x4d(), 96),
     "swin_v2_t": (lambda: tvm().swin_v2_t(), 96),
     "maxvit_t": (lambda: tvm().maxvit_t(), 224),
+    # Sequence models: (batch, 16 steps, 64 features) through two recurrent layers and a head.
+    "lstm": (lambda: Recurrent(torch.nn.LSTM), (16, 64)),
+    "gru": (lambda: Recurrent(torch.nn.GRU), (16, 64)),
 }
+
+
+class Recurrent(torch.nn.Module):
+    """A two-layer recurrent encoder (hidden 128) with a linear head on every step."""
+
+    def __init__(self, cell):
+        super().__init__()
+        self.rnn = cell(64, 128, num_layers=2, batch_first=True)
+        self.head = torch.nn.Linear(128, 32)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0])
 
 
 def export_yolo(name, out):
@@ -194,7 +209,7 @@ def export(name, out):
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
-    shape = (1, 3, 8, 64, 64) if side is None else (1, 3, side, side)
+    shape = (1, 3, 8, 64, 64) if side is None else (1,) + side if isinstance(side, tuple) else (1, 3, side, side)
     x = torch.randn(*shape)
     folder = os.path.join(out, name)
     os.makedirs(folder, exist_ok=True)

@@ -176,7 +176,10 @@ fn axis_taps(out: usize, stride: usize, dil: usize, pad_begin: usize, pad_end: u
 }
 
 /// Pooling over any number of spatial axes (the 3-D and higher cases; 1-D and 2-D take the
-/// faster path above).
+/// faster path above). Every kind is separable: max and sums reduce one axis at a time (an
+/// average divides by each axis's count as it goes, Lp raises to p first and takes the root
+/// last), so each output costs the sum of the window's sides, not their product, and every
+/// axis but the last reduces whole contiguous rows.
 fn pool_nd(x: &Tensor, kind: PoolKind, window: &Window, out_shape: &[usize]) -> Result<Tensor> {
     let xs = x.shape();
     let nd = xs.len() - 2;
@@ -185,56 +188,101 @@ fn pool_nd(x: &Tensor, kind: PoolKind, window: &Window, out_shape: &[usize]) -> 
     let taps: Vec<Vec<(Vec<usize>, usize)>> = (0..nd)
         .map(|d| axis_taps(out_shape[2 + d], at(&window.strides, d), at(&window.dilations, d), pads[d], pads[d + nd], window.kernel_shape[d], xs[2 + d]))
         .collect();
-    let in_st = crate::tensor::strides_of(&xs[2..]);
-    let out_sp = &out_shape[2..];
-    let out_st = crate::tensor::strides_of(out_sp);
-    let (in_plane, out_plane): (usize, usize) = (xs[2..].iter().product(), out_sp.iter().product());
+    let (in_plane, out_plane): (usize, usize) = (xs[2..].iter().product(), out_shape[2..].iter().product());
     let xv = x.as_f32()?;
     let mut y = vec![0f32; out_shape.iter().product()];
-    y.par_chunks_mut(out_plane.max(1)).enumerate().for_each(|(p, out)| {
-        let src = &xv[p * in_plane..(p + 1) * in_plane];
-        for (o, res) in out.iter_mut().enumerate() {
-            let coords: Vec<&(Vec<usize>, usize)> = (0..nd).map(|d| &taps[d][(o / out_st[d]) % out_sp[d]]).collect();
-            let (mut acc, mut count) = (if kind == PoolKind::Max { f32::NEG_INFINITY } else { 0.0 }, 0usize);
-            let mut idx = vec![0usize; nd];
-            if coords.iter().all(|c| !c.0.is_empty()) {
-                loop {
-                    let off: usize = (0..nd).map(|d| coords[d].0[idx[d]] * in_st[d]).sum();
-                    let v = src[off];
-                    count += 1;
-                    match kind {
-                        PoolKind::Max => acc = if v > acc || v.is_nan() { v } else { acc },
-                        PoolKind::Average { .. } => acc += v,
-                        PoolKind::Lp { p } => acc += v.abs().powi(p as i32),
-                    }
-                    let mut d = nd;
-                    loop {
-                        if d == 0 {
-                            break;
+    if out_plane == 0 {
+        return Tensor::from_f32(out_shape, y);
+    }
+    let work = out_plane * window.kernel_shape.iter().sum::<usize>();
+    y.par_chunks_mut(out_plane).enumerate().with_min_len(super::conv::min_tasks(work)).for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(a, b), (p, out)| {
+            let src = &xv[p * in_plane..(p + 1) * in_plane];
+            a.clear();
+            match kind {
+                PoolKind::Lp { p } => a.extend(src.iter().map(|v| v.abs().powi(p as i32))),
+                _ => a.extend_from_slice(src),
+            }
+            let mut dims = xs[2..].to_vec();
+            for (d, axis) in taps.iter().enumerate() {
+                pool_axis(a, b, &dims[..d], dims[d], &dims[d + 1..], axis, kind);
+                std::mem::swap(a, b);
+                dims[d] = axis.len();
+            }
+            match kind {
+                PoolKind::Lp { p } => out.iter_mut().zip(a.iter()).for_each(|(o, &v)| *o = v.powf(1.0 / p as f32)),
+                _ => out.copy_from_slice(a),
+            }
+        },
+    );
+    Tensor::from_f32(out_shape, y)
+}
+
+/// One axis of a separable pooling: `src` is `[outer.., len, inner..]`, `dst` becomes
+/// `[outer.., taps.len(), inner..]`.
+fn pool_axis(src: &[f32], dst: &mut Vec<f32>, outer: &[usize], len: usize, inner: &[usize], taps: &[(Vec<usize>, usize)], kind: PoolKind) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        return unsafe { pool_axis_avx2(src, dst, outer, len, inner, taps, kind) };
+    }
+    pool_axis_generic(src, dst, outer, len, inner, taps, kind)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pool_axis_avx2(src: &[f32], dst: &mut Vec<f32>, outer: &[usize], len: usize, inner: &[usize], taps: &[(Vec<usize>, usize)], kind: PoolKind) {
+    pool_axis_generic(src, dst, outer, len, inner, taps, kind)
+}
+
+#[inline(always)]
+fn pool_axis_generic(src: &[f32], dst: &mut Vec<f32>, outer: &[usize], len: usize, inner: &[usize], taps: &[(Vec<usize>, usize)], kind: PoolKind) {
+    let (outer, inner): (usize, usize) = (outer.iter().product(), inner.iter().product());
+    let out_len = taps.len();
+    dst.clear();
+    dst.resize(outer * out_len * inner, 0.0);
+    let is_max = kind == PoolKind::Max;
+    let init = if is_max { f32::NEG_INFINITY } else { 0.0 };
+    // A NaN in the window wins and stays, as in the 2-D path.
+    #[allow(clippy::eq_op)]
+    let max = |a: f32, b: f32| if b > a || b != b { b } else { a };
+    for o in 0..outer {
+        let plane = &src[o * len * inner..(o + 1) * len * inner];
+        for (j, (ids, padded)) in taps.iter().enumerate() {
+            let row = &mut dst[(o * out_len + j) * inner..][..inner];
+            let divisor = match kind {
+                PoolKind::Average { count_include_pad: true } => *padded,
+                PoolKind::Average { count_include_pad: false } => ids.len(),
+                _ => 1,
+            };
+            if inner == 1 {
+                let v = ids.iter().fold(init, |acc, &i| if is_max { max(acc, plane[i]) } else { acc + plane[i] });
+                row[0] = if divisor > 1 { v / divisor as f32 } else { v };
+                continue;
+            }
+            match ids.split_first() {
+                None => row.fill(init),
+                Some((&first, rest)) => {
+                    row.copy_from_slice(&plane[first * inner..(first + 1) * inner]);
+                    for &i in rest {
+                        let s = &plane[i * inner..(i + 1) * inner];
+                        if is_max {
+                            row.iter_mut().zip(s).for_each(|(a, &b)| *a = max(*a, b));
+                        } else {
+                            row.iter_mut().zip(s).for_each(|(a, &b)| *a += b);
                         }
-                        d -= 1;
-                        idx[d] += 1;
-                        if idx[d] < coords[d].0.len() {
-                            break;
-                        }
-                        idx[d] = 0;
-                        if d == 0 {
-                            d = usize::MAX;
-                            break;
-                        }
-                    }
-                    if d == usize::MAX {
-                        break;
                     }
                 }
             }
-            *res = match kind {
-                PoolKind::Max => acc,
-                PoolKind::Average { count_include_pad: true } => acc / coords.iter().map(|c| c.1).product::<usize>().max(1) as f32,
-                PoolKind::Average { count_include_pad: false } => acc / count.max(1) as f32,
-                PoolKind::Lp { p } => acc.powf(1.0 / p as f32),
-            };
+            if divisor > 1 {
+                let inv = 1.0 / divisor as f32;
+                row.iter_mut().for_each(|v| *v *= inv);
+            }
         }
-    });
-    Tensor::from_f32(out_shape, y)
+    }
 }
+
+#[cfg(test)]
+#[path = "pool_tests.rs"]
+mod tests;

@@ -113,28 +113,53 @@ pub fn softmax(x: &Tensor, axis: i64, log: bool, legacy: bool) -> Result<Tensor>
     if block == 0 {
         return Tensor::from_f32(x.shape(), y);
     }
-    let f = |row: &mut [f32]| {
-        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        if log {
-            // x - m - log(sum) stays accurate where exp(x - m) underflows.
-            let ls = row.iter().map(|&v| exp(v - m)).sum::<f32>().ln();
-            row.iter_mut().for_each(|v| *v = *v - m - ls);
-        } else {
-            let mut s = 0.0f32;
-            for v in row.iter_mut() {
-                *v = exp(*v - m);
-                s += *v;
-            }
-            let inv = 1.0 / s;
-            row.iter_mut().for_each(|v| *v *= inv);
-        }
-    };
+    let f = |row: &mut [f32]| softmax_row(row, log);
     if y.len() >= 1 << 15 {
-        y.par_chunks_mut(block).for_each(f);
+        y.par_chunks_mut(block).with_min_len((1 << 13) / block + 1).for_each(f);
     } else {
         y.chunks_mut(block).for_each(f);
     }
     Tensor::from_f32(x.shape(), y)
+}
+
+/// One softmax (or log-softmax) row in place, with AVX2 and FMA where the CPU has them.
+fn softmax_row(row: &mut [f32], log: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        return unsafe { softmax_row_avx2(row, log) };
+    }
+    softmax_row_generic(row, log)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_row_avx2(row: &mut [f32], log: bool) {
+    softmax_row_generic(row, log)
+}
+
+#[inline(always)]
+fn softmax_row_generic(row: &mut [f32], log: bool) {
+    // The row's max in eight lanes (a NaN is skipped, as `f32::max` does; it reaches the
+    // output through the exponentials).
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l = if v > *l { v } else { *l };
+        }
+    }
+    let m = chunks.remainder().iter().chain(&lanes).copied().fold(f32::NEG_INFINITY, f32::max);
+    if log {
+        // x - m - log(sum) stays accurate where exp(x - m) underflows.
+        let ls = lane_sum(row, |v| exp(v - m)).ln();
+        row.iter_mut().for_each(|v| *v = *v - m - ls);
+    } else {
+        // Exponentials and their sum in separate passes: each vectorises on its own.
+        row.iter_mut().for_each(|v| *v = exp(*v - m));
+        let inv = 1.0 / lane_sum(row, |v| v);
+        row.iter_mut().for_each(|v| *v *= inv);
+    }
 }
 
 pub fn layer_norm(x: &Tensor, scale: &Tensor, bias: Option<&Tensor>, axis: i64, eps: f32) -> Result<Vec<Tensor>> {
@@ -176,7 +201,7 @@ pub fn layer_norm(x: &Tensor, scale: &Tensor, bias: Option<&Tensor>, axis: i64, 
 /// `sum f(v)` in eight interleaved lanes: vectorises (a single running sum cannot be
 /// reordered) and rounds less than one long chain.
 #[inline(always)]
-fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+pub(super) fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut lanes = [0f32; 8];
     let mut chunks = v.chunks_exact(8);
     for c in &mut chunks {
@@ -202,4 +227,38 @@ pub fn batch_norm(x: &Tensor, scale: &Tensor, bias: &Tensor, mean: &Tensor, var:
         });
     }
     Tensor::from_f32(x.shape(), y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_rows_match_the_definition() {
+        let mut s = 0x2545_F491u32;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s >> 8) as f32 / (1 << 24) as f32 * 40.0 - 20.0
+        };
+        // Rows shorter than a lane, ragged, long; enough of them for the parallel path.
+        for (rows, len) in [(3, 1), (5, 7), (4, 9), (2, 1000), (70, 513)] {
+            let x: Vec<f32> = (0..rows * len).map(|_| next()).collect();
+            let t = Tensor::from_f32(&[rows, len], x.clone()).unwrap();
+            for log in [false, true] {
+                let got = softmax(&t, -1, log, false).unwrap();
+                for (r, (g, xr)) in got.as_f32().unwrap().chunks(len).zip(x.chunks(len)).enumerate() {
+                    let m = xr.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b as f64));
+                    let sum: f64 = xr.iter().map(|&v| (v as f64 - m).exp()).sum();
+                    for (i, (&gv, &xv)) in g.iter().zip(xr).enumerate() {
+                        let want = if log { xv as f64 - m - sum.ln() } else { (xv as f64 - m).exp() / sum };
+                        assert!((gv as f64 - want).abs() <= 1e-6 * (1.0 + want.abs()), "log={log} row {r} of {rows}x{len} at {i}: got {gv}, want {want}");
+                    }
+                }
+            }
+        }
+        let nan = softmax(&Tensor::from_f32(&[1, 3], vec![1.0, f32::NAN, 2.0]).unwrap(), -1, false, false).unwrap();
+        assert!(nan.as_f32().unwrap().iter().all(|v| v.is_nan()));
+    }
 }
