@@ -11,6 +11,10 @@ the median over rounds of each side's median, and each side's peak RSS (the chil
 is the largest over its rounds. `--threads 1` means hetsched `--threads 1` against ORT
 `intra_op_num_threads=1`; `all` means both defaults (one thread per core).
 
+`--ops` instead prints, per model, where each side spends its time: hetsched's per-op-type totals
+(`HETSCHED_PROFILE`) beside ONNX Runtime's own profiler (`enable_profiling`), per run, grouped by
+the base op (fused forms such as `Conv+Relu` or ORT's `FusedConv` under `Conv`).
+
 `--load` repeats every measurement with a busy process spinning on every core and reports each
 side's slowdown (loaded median / unloaded median): the contention criterion of issue 17.
 
@@ -32,6 +36,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+# A child's own peak resident memory (VmHWM), printed as `hetsched run` prints it.
+HWM_PRINT = "\nprint('peak resident memory %.1f MiB' % (int([l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]) / 1024))\n"
+
 ORT_CHILD = r"""
 import sys, time, statistics
 import numpy as np, onnxruntime as ort
@@ -49,6 +56,37 @@ for _ in range(repeat):
     sess.run(None, feeds)
     times.append((time.perf_counter() - t0) * 1e3)
 print(f"median {statistics.median(times):.4f}")
+""" + HWM_PRINT
+
+ORT_PROFILE_CHILD = r"""
+import sys, json, collections
+import numpy as np, onnxruntime as ort
+model, inputs, threads, repeat = sys.argv[1], sys.argv[2].split(','), int(sys.argv[3]), int(sys.argv[4])
+so = ort.SessionOptions()
+if threads > 0:
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+sess = ort.InferenceSession(model, so, providers=['CPUExecutionProvider'])
+feeds = {meta.name: np.load(inputs[i]) for i, meta in enumerate(sess.get_inputs())}
+for _ in range(3):
+    sess.run(None, feeds)
+so.enable_profiling = True
+import os, tempfile
+so.profile_file_prefix = os.path.join(tempfile.mkdtemp(), 'ort_profile')
+sess = ort.InferenceSession(model, so, providers=['CPUExecutionProvider'])
+for _ in range(repeat + 1):
+    sess.run(None, feeds)
+path = sess.end_profiling()
+events = json.load(open(path))
+os.remove(path)
+runs = [e for e in events if e.get('name') == 'model_run']
+# Skip the profiled session's first run: it includes its own warm-up.
+start = runs[1]['ts'] if len(runs) > 1 else 0
+by_op = collections.defaultdict(float)
+for e in events:
+    if e.get('cat') == 'Node' and e['name'].endswith('_kernel_time') and e['ts'] >= start:
+        by_op[e['args']['op_name']] += e['dur'] / 1e3 / repeat
+print(json.dumps(by_op))
 """
 
 ELEM_TYPES = {
@@ -96,16 +134,19 @@ def write_inputs(model_file, batch, seq, out_dir, rng):
 
 
 def run_measured(argv):
-    """Runs a child and waits for it with wait4, so its own peak RSS comes back."""
+    """Runs a child; returns its output and its peak RSS in bytes, as it reports it (VmHWM).
+    The kernel's ru_maxrss of a forked child keeps the parent's resident size from before the
+    exec, so this script's own memory would leak into it."""
     with tempfile.TemporaryFile(mode="w+") as out, tempfile.TemporaryFile(mode="w+") as err:
         proc = subprocess.Popen(argv, stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
+        _, status, _ = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0), err.seek(0)
         stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:4])}... exited {proc.returncode}: {stderr.strip()[-600:]}")
-    return stdout + stderr, usage.ru_maxrss * 1024
+    m = re.search(r"peak resident memory ([\d.]+) MiB", stdout + stderr)
+    return stdout + stderr, float(m[1]) * 2**20 if m else 0
 
 
 HETSCHED_MEDIAN = re.compile(r"median of \d+ runs: ([\d.]+) ms")
@@ -128,6 +169,60 @@ def ort_once(args, model_file, inputs, threads):
     argv = [sys.executable, "-c", ORT_CHILD, model_file, ",".join(inputs), str(threads), str(args.repeat)]
     text, rss = run_measured(argv)
     return float(ORT_MEDIAN.search(text)[1]), rss
+
+
+HETSCHED_OP_LINE = re.compile(r"^(\S+)\s+(\d+) nodes\s+([\d.]+) ms$")
+
+
+def base_op(name):
+    """`Conv+Relu/grouped` and ORT's `FusedConv` group under `Conv`."""
+    name = name.split("+")[0].split("/")[0]
+    return {"FusedConv": "Conv", "FusedGemm": "Gemm", "FusedMatMul": "MatMul"}.get(name, name)
+
+
+def op_breakdown(args, model_file, batch, threads, rng):
+    """Per base op: (hetsched ms per run, ORT ms per run), each side's median run."""
+    with tempfile.TemporaryDirectory() as input_dir:
+        inputs = write_inputs(model_file, batch, args.seq, input_dir, rng)
+        argv = [args.hetsched, "run", model_file, "--inputs", input_dir, "--batch", str(batch), "--seq", str(args.seq), "--repeat", str(args.repeat + 1)]
+        if threads > 0:
+            argv += ["--threads", str(threads)]
+        env = dict(os.environ, HETSCHED_PROFILE="ops")
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr[-400:])
+        # One block of lines per run (each op type once, sorted); the first includes planning.
+        per_run, current = [], {}
+        for line in proc.stderr.splitlines():
+            m = HETSCHED_OP_LINE.match(line.strip())
+            if not m:
+                continue
+            if m[1] in current:
+                per_run.append(current)
+                current = {}
+            current[m[1]] = float(m[3])
+        if current:
+            per_run.append(current)
+        per_run = [{op: sum(ms for raw, ms in run.items() if base_op(raw) == op) for op in {base_op(r) for r in run}} for run in per_run]
+        per_run = per_run[1:] or per_run
+        per_run.sort(key=lambda r: sum(r.values()))
+        ours = per_run[len(per_run) // 2]
+        text, _ = run_measured([sys.executable, "-c", ORT_PROFILE_CHILD, model_file, ",".join(inputs), str(threads), str(args.repeat)])
+        theirs = {}
+        for op, ms in json.loads(text.strip().splitlines()[-1]).items():
+            theirs[base_op(op)] = theirs.get(base_op(op), 0.0) + ms
+    return ours, theirs
+
+
+def print_ops(name, batch, threads, ours, theirs):
+    print(f"\n{name} b{batch} threads={'all' if threads == 0 else threads}: time per run by op\n")
+    print("| op | hetsched ms | ORT ms | hetsched - ORT ms |")
+    print("| --- | ---: | ---: | ---: |")
+    ops = sorted(set(ours) | set(theirs), key=lambda o: -(ours.get(o, 0) - theirs.get(o, 0)))
+    for op in ops:
+        a, b = ours.get(op, 0.0), theirs.get(op, 0.0)
+        print(f"| {op} | {a:.3f} | {b:.3f} | {a - b:+.3f} |")
+    print(f"| total (kernels) | {sum(ours.values()):.3f} | {sum(theirs.values()):.3f} | {sum(ours.values()) - sum(theirs.values()):+.3f} |")
 
 
 def spin():
@@ -158,6 +253,7 @@ def main():
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--repeat", type=int, default=20)
     p.add_argument("--load", action="store_true")
+    p.add_argument("--ops", action="store_true")
     p.add_argument("--json")
     p.add_argument("--hetsched", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "hetsched"))
     args = p.parse_args()
@@ -174,6 +270,9 @@ def main():
             for batch in batches:
                 label = f"{name} b{batch} threads={'all' if threads == 0 else threads}"
                 print(f"{label} ...", file=sys.stderr, flush=True)
+                if args.ops:
+                    print_ops(name, batch, threads, *op_breakdown(args, model_file, batch, threads, rng))
+                    continue
                 try:
                     ours, theirs, ours_rss, theirs_rss = measure(args, model_file, batch, threads, rng)
                 except RuntimeError as e:
@@ -195,8 +294,10 @@ def main():
                     row["hetsched_slowdown"], row["ort_slowdown"] = loaded_ours / ours, loaded_theirs / theirs
                 print(f"{label}: hetsched {ours:.3f} ms, ORT {theirs:.3f} ms, ratio {ours / theirs:.2f}", file=sys.stderr)
                 rows.append(row)
+    if args.ops:
+        return
     print_table(rows, args.load)
-    _, baseline = run_measured([sys.executable, "-c", "import numpy, onnxruntime"])
+    _, baseline = run_measured([sys.executable, "-c", "import numpy, onnxruntime" + HWM_PRINT])
     print(f"\nORT's peak RSS includes its Python child's interpreter, numpy and the onnxruntime module: "
           f"{baseline / 2**20:.0f} MiB before any session.")
     if args.json:

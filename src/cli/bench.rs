@@ -68,14 +68,6 @@ fn percentile(v: &mut [f64], q: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * q).round() as usize]
 }
 
-/// Peak resident memory since the last reset, and a reset (Linux: /proc/self/clear_refs).
-fn peak_rss(reset: bool) -> u64 {
-    if reset {
-        let _ = std::fs::write("/proc/self/clear_refs", "5");
-    }
-    std::fs::read_to_string("/proc/self/status").ok().and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())).unwrap_or(0) * 1024
-}
-
 fn with_suffix(path: &PathBuf, split: &str, batch: usize, many: bool) -> PathBuf {
     if !many {
         return path.clone();
@@ -101,7 +93,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
         let base = Session::from_graph(graph.clone(), Default::default())?;
         let inputs: Vec<Tensor> = base.random_inputs(&bindings, 0)?.into_iter().map(|(_, t)| t).collect();
         for split in &a.splits {
-            peak_rss(true);
+            super::peak_rss(true);
             let (bound, stages, memory, single) = stages_for(split, &graph, &bindings, &a)?;
             let pipeline = Pipeline::new(bound, stages, a.inflight, WhenFull::Block, true)?;
             for _ in 0..2 {
@@ -120,7 +112,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
             let wall = t0.elapsed().as_secs_f64();
             let mut lat: Vec<f64> = trace.latencies_ms().into_iter().map(|(_, ms)| ms).collect();
             let mut memory = memory;
-            memory.insert("cpu (measured peak RSS)".into(), peak_rss(false));
+            memory.insert("cpu (measured peak RSS)".into(), super::peak_rss(false));
             if let Some(p) = &a.timeline.trace {
                 let p = with_suffix(p, split, batch, many);
                 std::fs::write(&p, trace.to_chrome_json()).map_err(|source| Error::Io { path: p.display().to_string(), source })?;

@@ -77,6 +77,14 @@ fn parse_dim(s: &str) -> std::result::Result<(String, usize), String> {
     Ok((k.to_string(), v.parse().map_err(|e| format!("bad value in '{s}': {e}"))?))
 }
 
+/// Peak resident memory since the last reset, and a reset (Linux: /proc/self/clear_refs).
+pub(crate) fn peak_rss(reset: bool) -> u64 {
+    if reset {
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+    }
+    std::fs::read_to_string("/proc/self/status").ok().and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())).unwrap_or(0) * 1024
+}
+
 pub fn model_path(p: &PathBuf) -> PathBuf {
     if p.is_dir() { p.join("model.onnx") } else { p.clone() }
 }

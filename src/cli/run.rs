@@ -138,8 +138,10 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     let first = t0.elapsed();
     let (mut times, mut device_times) = (vec![], vec![]);
     for _ in 1..a.repeat {
+        // The run consumes its inputs; the copy for the next one is not part of it.
+        let copy = inputs.clone();
         let t = Instant::now();
-        let (o, stats) = run_once(inputs.clone())?;
+        let (o, stats) = run_once(copy)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
         device_times.extend(stats.device_ms);
         outs = o;
@@ -174,6 +176,10 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
             print!(", {:.3} ms on the device", median(&mut device_times));
         }
         println!();
+    }
+    if let Some(peak) = Some(super::peak_rss(false)).filter(|&b| b > 0) {
+        // The process's high-water mark (VmHWM): weights, planning, every run's intermediates.
+        println!("peak resident memory {:.1} MiB", peak as f64 / (1u64 << 20) as f64);
     }
     let mut ok = true;
     for (i, (name, t)) in outs.iter().enumerate() {

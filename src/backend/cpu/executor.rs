@@ -175,9 +175,16 @@ impl CpuExecutable {
             }
         }
         self.profile.print(&times);
+        // An output's last listing takes its buffer when nothing else holds it; only an output
+        // that is also a constant, or listed twice, is copied.
         let outs = self.outputs
             .iter()
-            .map(|&s| slots[s].as_ref().map(|t| (**t).clone()).ok_or_else(|| Error::Tensor("output not produced".into())))
+            .enumerate()
+            .map(|(i, &s)| {
+                let last = !self.outputs[i + 1..].contains(&s);
+                let t = if last { slots[s].take() } else { slots[s].clone() };
+                t.map(|t| Arc::try_unwrap(t).unwrap_or_else(|a| (*a).clone())).ok_or_else(|| Error::Tensor("output not produced".into()))
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok((outs, times))
     }

@@ -35,17 +35,17 @@ pub fn pool(x: &Tensor, kind: PoolKind, window: &Window, out_shape: &[usize]) ->
     let full_hi = if w + pl > (kw - 1) * dw { ((w + pl - (kw - 1) * dw - 1) / sw + 1).clamp(full_lo, ow) } else { full_lo };
     let geom = RowPool { w, ow, sw, dw, pl, kw, full: full_lo..full_hi };
     y.par_chunks_mut(oh * ow).enumerate().with_min_len(super::conv::min_tasks(oh * ow * kh * kw)).for_each_init(
-        || vec![0f32; w],
-        |vrow, (p, out)| {
+        || (vec![0f32; w], vec![0f32; w]),
+        |(vrow, vtmp), (p, out)| {
             let src = &xv[p * h * w..(p + 1) * h * w];
             match kind {
                 // Max and sum are separable: reduce the window's rows element-wise (vectorised
                 // over whole rows), then along the row.
                 // A NaN in the window wins and stays (as in ONNX Runtime; `f32::max` would skip it).
                 #[allow(clippy::eq_op)]
-                PoolKind::Max => separable_plane(src, out, vrow, &rows, &cols, &geom, f32::NEG_INFINITY, |a, b| if b > a || b != b { b } else { a }),
+                PoolKind::Max => separable_plane(src, out, (vrow, vtmp), &rows, &cols, &geom, f32::NEG_INFINITY, |a, b| if b > a || b != b { b } else { a }),
                 PoolKind::Average { count_include_pad } => {
-                    separable_plane(src, out, vrow, &rows, &cols, &geom, 0.0, |a, b| a + b);
+                    separable_plane(src, out, (vrow, vtmp), &rows, &cols, &geom, 0.0, |a, b| a + b);
                     for (orow, (iys, prow)) in out.chunks_mut(ow).zip(&rows) {
                         for (o, (ixs, pcol)) in orow.iter_mut().zip(&cols) {
                             let n = if count_include_pad { prow * pcol } else { iys.len() * ixs.len() };
@@ -82,10 +82,34 @@ struct RowPool {
     full: std::ops::Range<usize>,
 }
 
+/// `dst[j] = reduce(row(ids[0])[j], row(ids[1])[j], ...)` (`init` for no rows), never reducing
+/// in place: `*a = max(*a, b)` lets the compiler store only where b wins, as a masked store,
+/// which is microcoded and many times slower on some CPUs (AMD Zen). Two buffers alternate
+/// instead, so every store writes a new value; the last fold lands in `dst`.
+#[inline(always)]
+fn fold_rows<'a>(ids: &[usize], row: impl Fn(usize) -> &'a [f32], dst: &mut [f32], scratch: &mut [f32], init: f32, reduce: impl Fn(f32, f32) -> f32 + Copy) {
+    match ids {
+        [] => dst.fill(init),
+        [only] => dst.copy_from_slice(row(*only)),
+        [first, second, rest @ ..] => {
+            let (mut a, mut b) = if rest.len() % 2 == 0 { (&mut *dst, &mut *scratch) } else { (&mut *scratch, &mut *dst) };
+            for ((o, &x), &y) in a.iter_mut().zip(row(*first)).zip(row(*second)) {
+                *o = reduce(x, y);
+            }
+            for &id in rest {
+                for ((o, &x), &y) in b.iter_mut().zip(a.iter()).zip(row(id)) {
+                    *o = reduce(x, y);
+                }
+                std::mem::swap(&mut a, &mut b);
+            }
+        }
+    }
+}
+
 /// One plane of a separable pooling (`reduce` is max or add, `init` its identity), with AVX2
 /// where the CPU has it.
 #[allow(clippy::too_many_arguments)]
-fn separable_plane(src: &[f32], out: &mut [f32], vrow: &mut [f32], rows: &[(Vec<usize>, usize)], cols: &[(Vec<usize>, usize)], g: &RowPool, init: f32, reduce: impl Fn(f32, f32) -> f32 + Copy) {
+fn separable_plane(src: &[f32], out: &mut [f32], vrow: (&mut [f32], &mut [f32]), rows: &[(Vec<usize>, usize)], cols: &[(Vec<usize>, usize)], g: &RowPool, init: f32, reduce: impl Fn(f32, f32) -> f32 + Copy) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports the features the function is compiled for.
@@ -97,25 +121,15 @@ fn separable_plane(src: &[f32], out: &mut [f32], vrow: &mut [f32], rows: &[(Vec<
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2")]
-unsafe fn separable_plane_avx2(src: &[f32], out: &mut [f32], vrow: &mut [f32], rows: &[(Vec<usize>, usize)], cols: &[(Vec<usize>, usize)], g: &RowPool, init: f32, reduce: impl Fn(f32, f32) -> f32 + Copy) {
+unsafe fn separable_plane_avx2(src: &[f32], out: &mut [f32], vrow: (&mut [f32], &mut [f32]), rows: &[(Vec<usize>, usize)], cols: &[(Vec<usize>, usize)], g: &RowPool, init: f32, reduce: impl Fn(f32, f32) -> f32 + Copy) {
     separable_plane_generic(src, out, vrow, rows, cols, g, init, reduce)
 }
 
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn separable_plane_generic(src: &[f32], out: &mut [f32], vrow: &mut [f32], rows: &[(Vec<usize>, usize)], cols: &[(Vec<usize>, usize)], g: &RowPool, init: f32, reduce: impl Fn(f32, f32) -> f32 + Copy) {
+fn separable_plane_generic(src: &[f32], out: &mut [f32], (vrow, vtmp): (&mut [f32], &mut [f32]), rows: &[(Vec<usize>, usize)], cols: &[(Vec<usize>, usize)], g: &RowPool, init: f32, reduce: impl Fn(f32, f32) -> f32 + Copy) {
     for ((iys, _), orow) in rows.iter().zip(out.chunks_mut(g.ow)) {
-        match iys.split_first() {
-            None => vrow.fill(init),
-            Some((&first, rest)) => {
-                vrow.copy_from_slice(&src[first * g.w..(first + 1) * g.w]);
-                for &iy in rest {
-                    for (a, &b) in vrow.iter_mut().zip(&src[iy * g.w..(iy + 1) * g.w]) {
-                        *a = reduce(*a, b);
-                    }
-                }
-            }
-        }
+        fold_rows(iys, |iy| &src[iy * g.w..(iy + 1) * g.w], vrow, vtmp, init, reduce);
         // The common 3-wide, stride-2 window in blocks of 8 outputs over 17 inputs, which the
         // vectoriser turns into shuffles instead of a scalar loop over taps; the blocks cover
         // whole multiples of 8 of the columns whose taps are all inside the row.
@@ -128,8 +142,8 @@ fn separable_plane_generic(src: &[f32], out: &mut [f32], vrow: &mut [f32], rows:
                 o[i] = reduce(reduce(s[2 * i], s[2 * i + 1]), s[2 * i + 2]);
             }
         }
-        for (ox, o) in orow.iter_mut().enumerate().filter(|(ox, _)| !blocked.contains(ox)) {
-            *o = if g.full.contains(&ox) {
+        for ox in (0..blocked.start).chain(blocked.end..g.ow) {
+            orow[ox] = if g.full.contains(&ox) {
                 let base = ox * g.sw - g.pl;
                 (1..g.kw).fold(vrow[base], |acc, t| reduce(acc, vrow[base + t * g.dw]))
             } else {
@@ -196,8 +210,8 @@ fn pool_nd(x: &Tensor, kind: PoolKind, window: &Window, out_shape: &[usize]) -> 
     }
     let work = out_plane * window.kernel_shape.iter().sum::<usize>();
     y.par_chunks_mut(out_plane).enumerate().with_min_len(super::conv::min_tasks(work)).for_each_init(
-        || (Vec::new(), Vec::new()),
-        |(a, b), (p, out)| {
+        || (Vec::new(), Vec::new(), Vec::new()),
+        |(a, b, scratch), (p, out)| {
             let src = &xv[p * in_plane..(p + 1) * in_plane];
             a.clear();
             match kind {
@@ -206,7 +220,7 @@ fn pool_nd(x: &Tensor, kind: PoolKind, window: &Window, out_shape: &[usize]) -> 
             }
             let mut dims = xs[2..].to_vec();
             for (d, axis) in taps.iter().enumerate() {
-                pool_axis(a, b, &dims[..d], dims[d], &dims[d + 1..], axis, kind);
+                pool_axis(a, b, scratch, &dims[..d], dims[d], &dims[d + 1..], axis, kind);
                 std::mem::swap(a, b);
                 dims[d] = axis.len();
             }
@@ -221,27 +235,31 @@ fn pool_nd(x: &Tensor, kind: PoolKind, window: &Window, out_shape: &[usize]) -> 
 
 /// One axis of a separable pooling: `src` is `[outer.., len, inner..]`, `dst` becomes
 /// `[outer.., taps.len(), inner..]`.
-fn pool_axis(src: &[f32], dst: &mut Vec<f32>, outer: &[usize], len: usize, inner: &[usize], taps: &[(Vec<usize>, usize)], kind: PoolKind) {
+#[allow(clippy::too_many_arguments)]
+fn pool_axis(src: &[f32], dst: &mut Vec<f32>, scratch: &mut Vec<f32>, outer: &[usize], len: usize, inner: &[usize], taps: &[(Vec<usize>, usize)], kind: PoolKind) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports the features the function is compiled for.
-        return unsafe { pool_axis_avx2(src, dst, outer, len, inner, taps, kind) };
+        return unsafe { pool_axis_avx2(src, dst, scratch, outer, len, inner, taps, kind) };
     }
-    pool_axis_generic(src, dst, outer, len, inner, taps, kind)
+    pool_axis_generic(src, dst, scratch, outer, len, inner, taps, kind)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn pool_axis_avx2(src: &[f32], dst: &mut Vec<f32>, outer: &[usize], len: usize, inner: &[usize], taps: &[(Vec<usize>, usize)], kind: PoolKind) {
-    pool_axis_generic(src, dst, outer, len, inner, taps, kind)
+#[allow(clippy::too_many_arguments)]
+unsafe fn pool_axis_avx2(src: &[f32], dst: &mut Vec<f32>, scratch: &mut Vec<f32>, outer: &[usize], len: usize, inner: &[usize], taps: &[(Vec<usize>, usize)], kind: PoolKind) {
+    pool_axis_generic(src, dst, scratch, outer, len, inner, taps, kind)
 }
 
 #[inline(always)]
-fn pool_axis_generic(src: &[f32], dst: &mut Vec<f32>, outer: &[usize], len: usize, inner: &[usize], taps: &[(Vec<usize>, usize)], kind: PoolKind) {
+#[allow(clippy::too_many_arguments)]
+fn pool_axis_generic(src: &[f32], dst: &mut Vec<f32>, scratch: &mut Vec<f32>, outer: &[usize], len: usize, inner: &[usize], taps: &[(Vec<usize>, usize)], kind: PoolKind) {
     let (outer, inner): (usize, usize) = (outer.iter().product(), inner.iter().product());
     let out_len = taps.len();
     dst.clear();
     dst.resize(outer * out_len * inner, 0.0);
+    scratch.resize(inner, 0.0);
     let is_max = kind == PoolKind::Max;
     let init = if is_max { f32::NEG_INFINITY } else { 0.0 };
     // A NaN in the window wins and stays, as in the 2-D path.
@@ -261,19 +279,11 @@ fn pool_axis_generic(src: &[f32], dst: &mut Vec<f32>, outer: &[usize], len: usiz
                 row[0] = if divisor > 1 { v / divisor as f32 } else { v };
                 continue;
             }
-            match ids.split_first() {
-                None => row.fill(init),
-                Some((&first, rest)) => {
-                    row.copy_from_slice(&plane[first * inner..(first + 1) * inner]);
-                    for &i in rest {
-                        let s = &plane[i * inner..(i + 1) * inner];
-                        if is_max {
-                            row.iter_mut().zip(s).for_each(|(a, &b)| *a = max(*a, b));
-                        } else {
-                            row.iter_mut().zip(s).for_each(|(a, &b)| *a += b);
-                        }
-                    }
-                }
+            let source = |i: usize| &plane[i * inner..(i + 1) * inner];
+            if is_max {
+                fold_rows(ids, source, row, scratch, init, max);
+            } else {
+                fold_rows(ids, source, row, scratch, init, |a, b| a + b);
             }
             if divisor > 1 {
                 let inv = 1.0 / divisor as f32;
