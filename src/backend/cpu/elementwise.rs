@@ -7,7 +7,7 @@ use crate::tensor::{broadcast_shapes, strides_of, DType, Data, Tensor};
 use crate::bail;
 use half::f16;
 use rayon::prelude::*;
-use super::fastmath::{erf, exp};
+use super::fastmath::{erf, exp, sigmoid, tanh};
 
 /// Below this many elements a second thread costs more (wake-up) than it saves.
 const PAR_MIN: usize = 1 << 15;
@@ -98,8 +98,8 @@ fn unary_f32(op: UnaryOp, v: &[f32]) -> Vec<f32> {
     match op {
         // Comparisons, not `max`: a NaN stays NaN (as in ONNX Runtime).
         UnaryOp::Relu => m!(x => if x < 0.0 { 0.0 } else { x }),
-        UnaryOp::Sigmoid => m!(x => 1.0 / (1.0 + exp(-x))),
-        UnaryOp::Tanh => m!(x => x.tanh()),
+        UnaryOp::Sigmoid => m!(x => sigmoid(x)),
+        UnaryOp::Tanh => m!(x => tanh(x)),
         UnaryOp::Erf => m!(x => erf(x)),
         UnaryOp::Exp => m!(x => exp(x)),
         UnaryOp::Log => m!(x => x.ln()),
@@ -321,6 +321,22 @@ macro_rules! compare {
     }};
 }
 
+/// `x ^ y` for a constant scalar y of 1, 2 or 3 (the cube in GPT-2's tanh GELU, squares
+/// in norms) as multiplies, vectorised: `powf` is a call per element.
+fn small_power(op: BinaryOp, a: &Tensor, b: &Tensor, out: &[usize]) -> Result<Option<Tensor>> {
+    let (BinaryOp::Pow, Data::F32(x), Data::F32(y)) = (op, a.data(), b.data()) else { return Ok(None) };
+    if y.len() != 1 || out.iter().product::<usize>() != x.len() {
+        return Ok(None);
+    }
+    let v = match y[0] {
+        1.0 => x.clone(),
+        2.0 => map_par(x, |&v| v * v),
+        3.0 => map_par(x, |&v| v * v * v),
+        _ => return Ok(None),
+    };
+    Tensor::new(out.to_vec(), Data::F32(v)).map(Some)
+}
+
 #[allow(unused_comparisons)]
 pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let Some(out) = broadcast_shapes(a.shape(), b.shape()) else { bail!("shapes {:?} and {:?} do not broadcast", a.shape(), b.shape()) };
@@ -329,6 +345,9 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let bf = Tensor::new(b.shape().to_vec(), Data::F64(b.to_f64_vec()))?;
         let af = Tensor::new(a.shape().to_vec(), Data::F64(a.to_f64_vec()))?;
         return cast(&binary(op, &af, &bf)?, a.dtype());
+    }
+    if let Some(t) = small_power(op, a, b, &out)? {
+        return Ok(t);
     }
     let bitwise = matches!(op, BinaryOp::BitShift { .. } | BinaryOp::BitwiseAnd | BinaryOp::BitwiseOr | BinaryOp::BitwiseXor);
     // Integer division by zero has no answer (ONNX leaves it undefined): refused, never 0.
