@@ -1,14 +1,14 @@
-//! CPU convolution, NCHW f32. Depthwise convolutions run a direct kernel (`depthwise.rs`);
+//! CPU convolution, NCHW f32. Depthwise and narrow grouped convolutions run a direct kernel (`depthwise.rs`);
 //! everything else is a GEMM per group: straight on the input for pointwise (1x1, stride 1, no
 //! pad) convolutions, on an im2col unfolding otherwise. A batch runs one task per image; a
 //! single image splits its output columns across threads, each task unfolding, multiplying and
 //! applying bias + activation to its own columns while they are in cache, so one convolution is
 //! one parallel region. 3-D convolutions take the GEMM path with a depth axis in the unfolding.
 
-use super::depthwise::depthwise_image;
+use super::depthwise::{grouped_image, MAX_GROUP_WIDTH};
 use super::fused_gemm::{gemm_epilogue, Rhs};
 use super::gemm::{sgemm, Mat, SharedOut};
-use super::{fastmath, simd};
+use super::simd;
 use crate::error::Result;
 use crate::graph::geometry::{lift3, ConvAxes};
 use crate::graph::{Activation, Window};
@@ -97,7 +97,7 @@ impl<'a> Epilogue<'a> {
     /// clamp have already been applied to.
     pub fn finish(&self, row: &mut [f32]) {
         if let Some(alpha) = self.swish {
-            row.iter_mut().for_each(|v| *v /= 1.0 + fastmath::exp(-alpha * *v));
+            simd::swish(row, alpha);
         }
     }
 }
@@ -119,13 +119,14 @@ pub fn conv(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, window: &Window, gro
     let total = n * g.m * plane;
     let mut y: Vec<f32> = Vec::with_capacity(total);
     let yu = &mut y.spare_capacity_mut()[..total];
-    let depthwise = g.group == g.c && g.group > 1 && g.m % g.c == 0 && g.kd == 1 && g.d == 1;
+    // Depthwise and narrow groups run the direct kernel; 3-D ones take the GEMM path.
+    let direct = g.group > 1 && g.c % g.group == 0 && g.m % g.group == 0 && g.c / g.group <= MAX_GROUP_WIDTH && g.kd == 1 && g.d == 1;
     // Every path below writes each output element exactly once, so the output starts
     // uninitialised rather than zeroed (a full extra pass over memory).
     let image = |img: usize, yi: &mut [MaybeUninit<f32>], tasks: usize| {
         let xi = &xv[img * g.c * g.volume()..(img + 1) * g.c * g.volume()];
-        if depthwise {
-            depthwise_image(xi, wv, &epi, yi, &g);
+        if direct {
+            grouped_image(xi, wv, &epi, yi, &g);
         } else {
             gemm_conv_image(xi, wv, &epi, yi, &g, tasks);
         }

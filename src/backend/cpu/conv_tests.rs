@@ -125,6 +125,27 @@ fn depthwise_matches_reference() {
 }
 
 #[test]
+fn narrow_groups_match_reference() {
+    // The direct kernel for groups of 2-16 input channels (RegNet's 8, ResNeXt's 4-16): output
+    // channels per group unlike input ones, strides, dilation, asymmetric pads, a batch, 16-lane
+    // rows; and 17-wide groups, which take the GEMM path.
+    for mut case in [
+        case2(1, 16, 16, [9, 20], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 2),
+        case2(2, 24, 48, [11, 15], [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], 3),
+        case2(1, 12, 6, [13, 17], [3, 3], [1, 2], [2, 1], [2, 1, 0, 2], 3),
+        case2(1, 32, 32, [7, 30], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 2),
+        case2(1, 34, 34, [8, 9], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 2),
+    ] {
+        check(&case);
+        case.act = Some(Activation::Swish(1.0));
+        check(&case);
+        case.bias = false;
+        case.act = Some(Activation::Relu);
+        check(&case);
+    }
+}
+
+#[test]
 fn gemm_paths_match_reference() {
     let relu = Some(Activation::Relu);
     let mut cases = vec![

@@ -1,5 +1,7 @@
-//! Direct depthwise convolution (group == C, M = C * multiplier), NCHW f32, with the bias and
-//! fused activation applied in registers.
+//! Direct grouped convolution for narrow groups: depthwise (one input channel per group, any
+//! channel multiplier) and groups of up to [`MAX_GROUP_WIDTH`] input channels (RegNet,
+//! ResNeXt), NCHW f32, with the bias and fused activation applied in registers. A narrow
+//! group's GEMM is too small to pay for packing; here each tap is one vector FMA.
 //!
 //! Each input plane is copied once into a zero-padded scratch, split by column phase
 //! (`column % stride_w`), so that every tap of every output row reads a contiguous run and the
@@ -40,34 +42,46 @@ impl Scratch {
     }
 }
 
-/// One image: `xi` is [C, H, W], `yi` is [M, OH, OW].
-pub fn depthwise_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [MaybeUninit<f32>], g: &Geom) {
+/// The widest group (input channels per group) the direct kernel takes; wider groups have
+/// enough depth for the GEMM path.
+pub const MAX_GROUP_WIDTH: usize = 16;
+
+/// One image: `xi` is [C, H, W], `yi` is [M, OH, OW]. Each task takes one group: its input
+/// planes go into the scratch once, then every output channel of the group reads them.
+pub fn grouped_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [MaybeUninit<f32>], g: &Geom) {
     let plane = g.oh * g.ow;
     if plane == 0 {
         return;
     }
-    let mult = g.m / g.c;
+    let (cg, mg) = (g.c / g.group, g.m / g.group);
     let kplane = g.kh * g.kw;
     // Planes at least 14 wide fill most of a 16-lane block.
     let lanes = if avx512() && g.ow >= 14 { 2 * LANES } else { LANES };
     let sc = Scratch::for_geom(g, lanes);
-    // Where each tap's run starts relative to an output block, in scratch coordinates.
-    let phase_len = sc.rows * sc.width;
-    let offsets: Vec<usize> = (0..kplane)
+    // Where each tap's run starts relative to an output block, in scratch coordinates: input
+    // channel, then kernel row and column.
+    let (phase_len, channel_len) = (sc.rows * sc.width, sc.len());
+    let offsets: Vec<usize> = (0..cg * kplane)
         .map(|t| {
-            let (ky, kx) = (t / g.kw, t % g.kw);
+            let (ic, ky, kx) = (t / kplane, (t % kplane) / g.kw, t % g.kw);
             let off = kx * g.dw;
-            (off % g.sw) * phase_len + ky * g.dh * sc.width + off / g.sw
+            ic * channel_len + (off % g.sw) * phase_len + ky * g.dh * sc.width + off / g.sw
         })
         .collect();
-    yi.par_chunks_mut(plane).enumerate().with_min_len(min_tasks(plane * kplane)).for_each_init(
-        || vec![0f32; sc.len()],
-        |scratch, (oc, out)| {
-            let src = &xi[(oc / mult) * g.h * g.w..(oc / mult + 1) * g.h * g.w];
-            let wk = &wv[oc * kplane..(oc + 1) * kplane];
-            plane_kernel(src, scratch, sc, &offsets, wk, epi.bias(oc), epi, out, g);
-            // SAFETY: plane_kernel wrote every element of the plane.
-            epi.finish(unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) });
+    yi.par_chunks_mut(mg * plane).enumerate().with_min_len(min_tasks(mg * plane * cg * kplane)).for_each_init(
+        || vec![0f32; cg * channel_len],
+        |scratch, (grp, outs)| {
+            for (ic, s) in scratch.chunks_mut(channel_len).enumerate() {
+                let ch = grp * cg + ic;
+                fill_scratch(&xi[ch * g.h * g.w..(ch + 1) * g.h * g.w], s, sc, g);
+            }
+            for (j, out) in outs.chunks_mut(plane).enumerate() {
+                let oc = grp * mg + j;
+                let wk = &wv[oc * cg * kplane..(oc + 1) * cg * kplane];
+                plane_kernel(scratch, sc, &offsets, wk, epi.bias(oc), epi, out, g);
+                // SAFETY: plane_kernel wrote every element of the plane.
+                epi.finish(unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) });
+            }
         },
     );
 }
@@ -137,40 +151,40 @@ fn avx512() -> bool {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn plane_kernel(src: &[f32], scratch: &mut [f32], sc: Scratch, offsets: &[usize], wk: &[f32], bias: f32, epi: &Epilogue, out: &mut [MaybeUninit<f32>], g: &Geom) {
+fn plane_kernel(scratch: &[f32], sc: Scratch, offsets: &[usize], wk: &[f32], bias: f32, epi: &Epilogue, out: &mut [MaybeUninit<f32>], g: &Geom) {
     #[cfg(target_arch = "x86_64")]
     if sc.lanes == 2 * LANES {
         // SAFETY: 16-lane blocks are only chosen when the CPU has AVX-512F.
-        return unsafe { plane_kernel_avx512(src, scratch, sc, offsets, wk, bias, epi, out, g) };
+        return unsafe { plane_kernel_avx512(scratch, sc, offsets, wk, bias, epi, out, g) };
     }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports the features the function is compiled for.
-        return unsafe { plane_kernel_avx2(src, scratch, sc, offsets, wk, bias, epi, out, g) };
+        return unsafe { plane_kernel_avx2(scratch, sc, offsets, wk, bias, epi, out, g) };
     }
-    plane_kernel_generic::<LANES>(src, scratch, sc, offsets, wk, bias, epi, out, g)
+    plane_kernel_generic::<LANES>(scratch, sc, offsets, wk, bias, epi, out, g)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn plane_kernel_avx2(src: &[f32], scratch: &mut [f32], sc: Scratch, offsets: &[usize], wk: &[f32], bias: f32, epi: &Epilogue, out: &mut [MaybeUninit<f32>], g: &Geom) {
-    plane_kernel_generic::<LANES>(src, scratch, sc, offsets, wk, bias, epi, out, g)
+unsafe fn plane_kernel_avx2(scratch: &[f32], sc: Scratch, offsets: &[usize], wk: &[f32], bias: f32, epi: &Epilogue, out: &mut [MaybeUninit<f32>], g: &Geom) {
+    plane_kernel_generic::<LANES>(scratch, sc, offsets, wk, bias, epi, out, g)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn plane_kernel_avx512(src: &[f32], scratch: &mut [f32], sc: Scratch, offsets: &[usize], wk: &[f32], bias: f32, epi: &Epilogue, out: &mut [MaybeUninit<f32>], g: &Geom) {
-    plane_kernel_generic::<{ 2 * LANES }>(src, scratch, sc, offsets, wk, bias, epi, out, g)
+unsafe fn plane_kernel_avx512(scratch: &[f32], sc: Scratch, offsets: &[usize], wk: &[f32], bias: f32, epi: &Epilogue, out: &mut [MaybeUninit<f32>], g: &Geom) {
+    plane_kernel_generic::<{ 2 * LANES }>(scratch, sc, offsets, wk, bias, epi, out, g)
 }
 
-/// One output plane in blocks of `L` columns (`L` = `sc.lanes`).
+/// One output plane in blocks of `L` columns (`L` = `sc.lanes`), from the filled scratch of its
+/// group's input planes.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn plane_kernel_generic<const L: usize>(src: &[f32], scratch: &mut [f32], sc: Scratch, offsets: &[usize], wk: &[f32], bias: f32, epi: &Epilogue, out: &mut [MaybeUninit<f32>], g: &Geom) {
+fn plane_kernel_generic<const L: usize>(scratch: &[f32], sc: Scratch, offsets: &[usize], wk: &[f32], bias: f32, epi: &Epilogue, out: &mut [MaybeUninit<f32>], g: &Geom) {
     debug_assert_eq!(sc.lanes, L);
-    fill_scratch(src, scratch, sc, g);
     let blocks_per_row = g.ow.div_ceil(L);
     let blocks = g.oh * blocks_per_row;
     let last_base = (g.oh - 1) * g.sh * sc.width + (blocks_per_row - 1) * L;

@@ -227,18 +227,36 @@ pub fn broadcast_zip<A: Copy + Sync, B: Copy + Sync, U: Copy + Send + Default>(
         let x = a[0];
         return b.iter().map(|&y| f(x, y)).collect();
     }
+    // Dims are merged where neither side's broadcasting changes between them ([N, C, H, W] by
+    // [N, C, 1, 1] is [N*C, H*W] by [N*C, 1]): the inner rows are then as long as they can be
+    // and the per-row index arithmetic runs over few dims.
     let r = out.len();
     let pad = |s: &[usize]| -> Vec<usize> { std::iter::repeat_n(1, r - s.len()).chain(s.iter().copied()).collect() };
     let (ap, bp) = (pad(ash), pad(bsh));
-    let (sa, sb) = (strides_of(&ap), strides_of(&bp));
-    let eff = |p: &[usize], s: &[usize]| -> Vec<usize> { (0..r).map(|d| if p[d] == 1 { 0 } else { s[d] }).collect() };
-    let (ea, eb) = (eff(&ap, &sa), eff(&bp, &sb));
-    let inner = out[r - 1];
+    let mut dims: Vec<(usize, bool, bool)> = Vec::with_capacity(r);
+    for d in (0..r).filter(|&d| out[d] != 1) {
+        let kind = (ap[d] == 1, bp[d] == 1);
+        match dims.last_mut() {
+            Some(last) if (last.1, last.2) == kind => last.0 *= out[d],
+            _ => dims.push((out[d], kind.0, kind.1)),
+        }
+    }
+    if dims.is_empty() {
+        dims.push((1, false, false));
+    }
+    let shape: Vec<usize> = dims.iter().map(|d| d.0).collect();
+    let side = |broadcast: fn(&(usize, bool, bool)) -> bool| -> Vec<usize> {
+        let sizes: Vec<usize> = dims.iter().map(|d| if broadcast(d) { 1 } else { d.0 }).collect();
+        strides_of(&sizes).iter().zip(&dims).map(|(&s, d)| if broadcast(d) { 0 } else { s }).collect()
+    };
+    let (ea, eb) = (side(|d| d.1), side(|d| d.2));
+    let r = shape.len();
+    let inner = shape[r - 1];
     let (ia, ib) = (ea[r - 1], eb[r - 1]);
     let mut res = vec![U::default(); n];
-    let outer_shape = &out[..r - 1];
+    let outer_shape = &shape[..r - 1];
     let os = strides_of(outer_shape);
-    for (row, dst) in res.chunks_mut(inner.max(1)).enumerate() {
+    let fill_row = |(row, dst): (usize, &mut [U])| {
         let (mut oa, mut ob) = (0, 0);
         for d in 0..r - 1 {
             let idx = (row / os[d]) % outer_shape[d];
@@ -258,6 +276,11 @@ pub fn broadcast_zip<A: Copy + Sync, B: Copy + Sync, U: Copy + Send + Default>(
             }
             _ => dst.iter_mut().enumerate().for_each(|(j, v)| *v = f(a[oa + j * ia], b[ob + j * ib])),
         }
+    };
+    if n >= PAR_MIN {
+        res.par_chunks_mut(inner.max(1)).enumerate().with_min_len(PAR_MIN / 4 / inner.max(1) + 1).for_each(fill_row);
+    } else {
+        res.chunks_mut(inner.max(1)).enumerate().for_each(fill_row);
     }
     res
 }
@@ -511,4 +534,57 @@ pub fn prelu(x: &Tensor, slope: &Tensor) -> Result<Tensor> {
         }
     };
     Tensor::new(out, data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Broadcasting against the definition (every output index mapped to each side's index), on
+    /// seeded random shapes: ranks 0-5, sides of different rank, 1s anywhere, sizes past the
+    /// parallel threshold.
+    #[test]
+    fn broadcasting_matches_the_definition() {
+        let mut s = 0xC0FF_EE11u32;
+        let mut next = move |n: u32| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            s % n
+        };
+        for case in 0..300 {
+            let rank = next(6) as usize;
+            let out: Vec<usize> = (0..rank).map(|_| [1, 2, 3, 5, 8, 33][next(6) as usize]).collect();
+            let side = |next: &mut dyn FnMut(u32) -> u32| -> Vec<usize> {
+                let drop = next(rank as u32 + 1) as usize;
+                out[drop..].iter().map(|&d| if next(3) == 0 { 1 } else { d }).collect()
+            };
+            let (ash, bsh) = (side(&mut next), side(&mut next));
+            let Some(got_shape) = broadcast_shapes(&ash, &bsh) else { continue };
+            let a: Vec<f32> = (0..ash.iter().product::<usize>()).map(|i| i as f32).collect();
+            let b: Vec<f32> = (0..bsh.iter().product::<usize>()).map(|i| (i * 1000) as f32).collect();
+            let got = broadcast_zip(&a, &ash, &b, &bsh, &got_shape, |x, y| x + y);
+            let r = got_shape.len();
+            let index = |sh: &[usize], o: &[usize]| -> usize {
+                let off = r - sh.len();
+                sh.iter().enumerate().fold(0, |acc, (d, &n)| acc * n + if n == 1 { 0 } else { o[off + d] })
+            };
+            for (i, &g) in got.iter().enumerate() {
+                let mut o = vec![0usize; r];
+                let mut rem = i;
+                for d in (0..r).rev() {
+                    o[d] = rem % got_shape[d];
+                    rem /= got_shape[d];
+                }
+                let want = a[index(&ash, &o)] + b[index(&bsh, &o)];
+                assert_eq!(g, want, "case {case}: {ash:?} + {bsh:?} -> {got_shape:?} at {o:?}");
+            }
+        }
+        // Past the parallel threshold: a feature map scaled per channel.
+        let (ash, bsh) = ([2usize, 64, 30, 30], [2usize, 64, 1, 1]);
+        let a: Vec<f32> = (0..ash.iter().product::<usize>()).map(|i| i as f32).collect();
+        let b: Vec<f32> = (0..128).map(|i| i as f32).collect();
+        let got = broadcast_zip(&a, &ash, &b, &bsh, &ash, |x, y| x * y);
+        assert!(got.iter().enumerate().all(|(i, &g)| g == a[i] * b[i / 900]));
+    }
 }

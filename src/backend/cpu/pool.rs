@@ -162,7 +162,8 @@ pub fn global_pool(x: &Tensor, kind: PoolKind, out_shape: &[usize]) -> Result<Te
         let s = &xv[p * plane..(p + 1) * plane];
         *out = match kind {
             PoolKind::Max => s.iter().copied().fold(f32::NEG_INFINITY, |a, b| if b > a || b.is_nan() { b } else { a }),
-            PoolKind::Average { .. } => s.iter().sum::<f32>() / plane as f32,
+            // Eight lanes: a single running sum cannot be reordered into vectors.
+            PoolKind::Average { .. } => super::reduce::lane_sum(s, |v| v) / plane as f32,
             PoolKind::Lp { p } => s.iter().map(|v| v.abs().powi(p as i32)).sum::<f32>().powf(1.0 / p as f32),
         };
     });
