@@ -32,6 +32,7 @@ __device__ __forceinline__ float activate(float v, u32 kind, float lo, float hi)
     if (kind == 1u) return nmax(v, 0.0f);
     if (kind == 2u) return nclamp(v, lo, hi);
     if (kind == 3u) return v / (1.0f + __expf(-lo * v));
+    if (kind == 4u) return v * nclamp(v / 6.0f + 0.5f, 0.0f, 1.0f);
     return v;
 }
 

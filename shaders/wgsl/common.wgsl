@@ -48,6 +48,7 @@ fn activate(v: f32, kind: u32, lo: f32, hi: f32) -> f32 {
     if (kind == 1u) { return nmax(v, 0.0); }
     if (kind == 2u) { return nclamp(v, lo, hi); }
     if (kind == 3u) { return v / (1.0 + exp(-lo * v)); }
+    if (kind == 4u) { return v * nclamp(v / 6.0 + 0.5, 0.0, 1.0); }
     return v;
 }
 

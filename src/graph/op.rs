@@ -103,6 +103,8 @@ pub enum Activation {
     Clip { min: f32, max: f32 },
     /// `x * sigmoid(alpha * x)` (SiLU at alpha 1).
     Swish(f32),
+    /// `x * clamp(x / 6 + 1/2, 0, 1)` (MobileNetV3's).
+    HardSwish,
 }
 
 impl Activation {
@@ -112,6 +114,7 @@ impl Activation {
             Activation::Relu => x.max(0.0),
             Activation::Clip { min, max } => x.max(min).min(max),
             Activation::Swish(alpha) => x / (1.0 + (-alpha * x).exp()),
+            Activation::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
         }
     }
 }
@@ -563,5 +566,6 @@ fn with_activation(base: &str, act: &Option<Activation>) -> String {
         Some(Activation::Relu) => format!("{base}+Relu"),
         Some(Activation::Clip { .. }) => format!("{base}+Clip"),
         Some(Activation::Swish(_)) => format!("{base}+Swish"),
+        Some(Activation::HardSwish) => format!("{base}+HardSwish"),
     }
 }

@@ -1,5 +1,5 @@
 //! Fusions: BatchNormalization into the preceding Conv, a zero Pad into the following Conv's
-//! pads, Relu/Clip into Conv or Gemm,
+//! pads, Relu/Clip/Swish/HardSwish into Conv or Gemm,
 //! `x * Sigmoid(x)` into one Swish (SiLU) op, and the five-op erf GELU into one Gelu.
 
 use super::Pass;
@@ -151,6 +151,7 @@ impl Pass for FuseActivation {
             let act = match &g.g[c].op {
                 Op::Unary(UnaryOp::Relu) => Activation::Relu,
                 Op::Unary(UnaryOp::Swish(alpha)) => Activation::Swish(*alpha),
+                Op::Unary(UnaryOp::HardSwish) => Activation::HardSwish,
                 Op::Clip { min, max } => {
                     let bound = |slot: usize, attr: Option<f32>, default: f32| -> Option<f32> {
                         match g.source(c, slot) {

@@ -67,19 +67,28 @@ pub(super) struct Epilogue<'a> {
     bias: Option<&'a [f32]>,
     pub lo: f32,
     pub hi: f32,
-    swish: Option<f32>,
+    /// What runs after the clamp: nothing, Swish (its alpha) or HardSwish.
+    post: Post,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Post {
+    None,
+    Swish(f32),
+    HardSwish,
 }
 
 impl<'a> Epilogue<'a> {
     pub fn new(bias: Option<&'a [f32]>, act: Option<Activation>) -> Self {
         let unbounded = (f32::NEG_INFINITY, f32::INFINITY);
-        let ((lo, hi), swish) = match act {
-            None => (unbounded, None),
-            Some(Activation::Swish(alpha)) => (unbounded, Some(alpha)),
-            Some(Activation::Relu) => ((0.0, f32::INFINITY), None),
-            Some(Activation::Clip { min, max }) => ((min, max), None),
+        let ((lo, hi), post) = match act {
+            None => (unbounded, Post::None),
+            Some(Activation::Swish(alpha)) => (unbounded, Post::Swish(alpha)),
+            Some(Activation::HardSwish) => (unbounded, Post::HardSwish),
+            Some(Activation::Relu) => ((0.0, f32::INFINITY), Post::None),
+            Some(Activation::Clip { min, max }) => ((min, max), Post::None),
         };
-        Epilogue { bias, lo, hi, swish }
+        Epilogue { bias, lo, hi, post }
     }
     pub fn bias(&self, channel: usize) -> f32 {
         self.bias.map_or(0.0, |b| b[channel])
@@ -93,11 +102,13 @@ impl<'a> Epilogue<'a> {
         }
         self.finish(row);
     }
-    /// The part of the activation a clamp cannot express (Swish), over values the bias and
+    /// The part of the activation a clamp cannot express (Swish, HardSwish), over values the bias and
     /// clamp have already been applied to.
     pub fn finish(&self, row: &mut [f32]) {
-        if let Some(alpha) = self.swish {
-            simd::swish(row, alpha);
+        match self.post {
+            Post::None => {}
+            Post::Swish(alpha) => simd::swish(row, alpha),
+            Post::HardSwish => simd::hard_swish(row),
         }
     }
 }

@@ -139,6 +139,8 @@ fn narrow_groups_match_reference() {
         check(&case);
         case.act = Some(Activation::Swish(1.0));
         check(&case);
+        case.act = Some(Activation::HardSwish);
+        check(&case);
         case.bias = false;
         case.act = Some(Activation::Relu);
         check(&case);
@@ -182,6 +184,8 @@ fn gemm_paths_match_reference() {
     for mut case in cases {
         check(&case);
         case.act = Some(Activation::Swish(1.5));
+        check(&case);
+        case.act = Some(Activation::HardSwish);
         check(&case);
         case.act = relu;
         case.bias = false;

@@ -84,3 +84,29 @@ fn swish_generic(x: &mut [f32], alpha: f32) {
 unsafe fn swish_avx2(x: &mut [f32], alpha: f32) {
     swish_generic(x, alpha)
 }
+
+/// `x = x * clamp(x / 6 + 1/2, 0, 1)` (HardSwish) over a slice; a NaN stays NaN.
+#[inline]
+pub fn hard_swish(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: as above.
+        return unsafe { hard_swish_avx2(x) };
+    }
+    hard_swish_generic(x)
+}
+
+#[inline(always)]
+fn hard_swish_generic(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        let g = *v * (1.0 / 6.0) + 0.5;
+        let g = if g < 0.0 { 0.0 } else { g };
+        *v *= if g > 1.0 { 1.0 } else { g };
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn hard_swish_avx2(x: &mut [f32]) {
+    hard_swish_generic(x)
+}

@@ -115,6 +115,7 @@ pub fn act_params(a: Option<Activation>) -> [u32; 3] {
         Some(Activation::Relu) => [1, 0, 0],
         Some(Activation::Clip { min, max }) => [2, min.to_bits(), max.to_bits()],
         Some(Activation::Swish(alpha)) => [3, alpha.to_bits(), 0],
+        Some(Activation::HardSwish) => [4, 0, 0],
     }
 }
 
