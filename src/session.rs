@@ -270,11 +270,11 @@ impl Session {
         // never the caller's unwind.
         crate::error::contain("(session run)", "-", || {
             // Micro-batches follow each other through the plan's stages.
-            if self.options.micro_batch.is_some_and(|m| self.bindings_for(&inputs).ok().and_then(|b| crate::batching::request_batch(&self.graph, &b)).is_some_and(|b| b > m)) {
+            let bindings = self.bindings_for(&inputs)?;
+            if self.options.micro_batch.is_some_and(|m| crate::batching::request_batch(&self.graph, &bindings).is_some_and(|b| b > m)) {
                 return Ok((self.submit(inputs)?.wait()?, RunStats::default()));
             }
-            let (inputs, cut) = self.pad_batch(inputs)?;
-            let bindings = self.bindings_for(&inputs)?;
+            let (inputs, cut, bindings) = self.pad_batch(inputs, bindings)?;
             let plan = self.prepare(&bindings)?;
             let mut by_name: HashMap<String, Tensor> = inputs.into_iter().collect();
             let ordered: Vec<Tensor> = self.graph.inputs.iter().map(|gi| by_name.remove(&gi.name).ok_or_else(|| Error::Input(format!("missing input '{}'", gi.name)))).collect::<Result<_>>()?;
@@ -285,15 +285,17 @@ impl Session {
 
     /// Static batching: a smaller request padded to the session's batch, with what cutting
     /// its outputs back needs.
-    fn pad_batch(&self, inputs: Vec<(String, Tensor)>) -> Result<(Vec<(String, Tensor)>, Option<(Vec<Option<usize>>, usize)>)> {
-        let crate::batching::Batching::Static { batch } = self.options.batching else { return Ok((inputs, None)) };
-        let bindings = self.bindings_for(&inputs)?;
+    /// `bindings` are the request's; the padded request's come back with it.
+    #[allow(clippy::type_complexity)]
+    fn pad_batch(&self, inputs: Vec<(String, Tensor)>, bindings: Bindings) -> Result<(Vec<(String, Tensor)>, Option<(Vec<Option<usize>>, usize)>, Bindings)> {
+        let crate::batching::Batching::Static { batch } = self.options.batching else { return Ok((inputs, None, bindings)) };
         match crate::batching::request_batch(&self.graph, &bindings) {
             Some(have) if have != batch => {
                 let padded = crate::batching::pad_inputs(&self.graph, inputs, have, batch)?;
-                Ok((padded, Some((self.output_batch_axes()?, have))))
+                let bindings = self.bindings_for(&padded)?;
+                Ok((padded, Some((self.output_batch_axes()?, have)), bindings))
             }
-            _ => Ok((inputs, None)),
+            _ => Ok((inputs, None, bindings)),
         }
     }
 
@@ -310,8 +312,8 @@ impl Session {
     }
 
     fn submit_part(&self, inputs: Vec<(String, Tensor)>) -> Result<Part> {
-        let (inputs, cut) = self.pad_batch(inputs)?;
         let bindings = self.bindings_for(&inputs)?;
+        let (inputs, cut, bindings) = self.pad_batch(inputs, bindings)?;
         let prepared = self.prepare(&bindings)?;
         let pipeline = self.pipeline(&prepared)?;
         let mut by_name: HashMap<String, Tensor> = inputs.into_iter().collect();

@@ -4,7 +4,7 @@
 //! measured work time over what its class's curve predicts for the same work, the roofline's
 //! prior for models the profile was never calibrated on.
 
-use super::profiler::{rand_tensor, Timer, FLOAT};
+use super::profiler::{rand_tensor, Timer};
 use super::{node_work, DeviceProfile, Roofline};
 use crate::error::Result;
 use crate::graph::Graph;
@@ -104,15 +104,7 @@ pub(super) fn op_benches() -> Vec<OpBench> {
 }
 
 fn chain(b: &OpBench, len: usize) -> Result<Graph> {
-    let mut m = ModelBuilder::new();
-    let dims: Vec<String> = b.shape.iter().map(|d| d.to_string()).collect();
-    let dims: Vec<&str> = dims.iter().map(|s| s.as_str()).collect();
-    m.input("x0", FLOAT, &dims);
-    for i in 0..len {
-        (b.link)(&mut m, i, &format!("x{i}"), &format!("x{}", i + 1), &b.shape);
-    }
-    m.output(&format!("x{len}"));
-    crate::onnx::load_model_bytes(&m.bytes())?.bind(&Default::default(), Some(&crate::backend::cpu::eval_node))
+    super::profiler::shape_chain(&b.shape, len, |m, i, x, y| (b.link)(m, i, x, y, &b.shape))
 }
 
 /// Factors are kept in this range: beyond it the benchmark, not the kernel, went wrong.

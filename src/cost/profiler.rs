@@ -89,27 +89,37 @@ pub(super) fn rand_tensor(shape: &[usize], seed: u64) -> Tensor {
     Tensor::from_f32(shape, crate::onnx::builder::rand_vec(n, seed)).expect("benchmark tensor")
 }
 
-fn chain_model(b: &Bench, len: usize) -> Result<crate::graph::Graph> {
+/// A bound model of `len` links from input `x0` of `shape` to output `x{len}`: `link(m, i, x, y)`
+/// adds link `i`, reading `x` and writing `y` (the benchmarks' chains).
+pub(super) fn shape_chain(shape: &[usize], len: usize, mut link: impl FnMut(&mut ModelBuilder, usize, &str, &str)) -> Result<crate::graph::Graph> {
     let mut m = ModelBuilder::new();
-    let dims: Vec<String> = b.shape.iter().map(|d| d.to_string()).collect();
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let dims: Vec<&str> = dims.iter().map(|s| s.as_str()).collect();
     m.input("x0", FLOAT, &dims);
     for i in 0..len {
-        let (x, y, w) = (format!("x{i}"), format!("x{}", i + 1), format!("w{i}"));
+        link(&mut m, i, &format!("x{i}"), &format!("x{}", i + 1));
+    }
+    m.output(&format!("x{len}"));
+    crate::onnx::load_model_bytes(&m.bytes())?.bind(&Default::default(), Some(&crate::backend::cpu::eval_node))
+}
+
+fn chain_model(b: &Bench, len: usize) -> Result<crate::graph::Graph> {
+    shape_chain(&b.shape, len, |m, i, x, y| {
+        let w = format!("w{i}");
         // Each link its own weights, read from memory as a real model's are (not from cache).
         if let Some(shape) = b.weight_shape() {
             m.init(&w, &rand_tensor(&shape, 7 + i as u64));
         }
         match &b.op {
-            BenchOp::Relu => m.node("Relu", &[&x], &[&y], vec![]),
+            BenchOp::Relu => m.node("Relu", &[x], &[y], vec![]),
             BenchOp::LayerNorm => {
                 if i == 0 {
                     m.init("gamma", &rand_tensor(&[256], 5));
                     m.init("beta", &rand_tensor(&[256], 6));
                 }
-                m.node("LayerNormalization", &[&x, "gamma", "beta"], &[&y], vec![attr_int("axis", -1)])
+                m.node("LayerNormalization", &[x, "gamma", "beta"], &[y], vec![attr_int("axis", -1)])
             }
-            BenchOp::MaxPool => m.node("MaxPool", &[&x], &[&y], vec![attr_ints("kernel_shape", &[3, 3]), attr_ints("pads", &[1, 1, 1, 1])]),
+            BenchOp::MaxPool => m.node("MaxPool", &[x], &[y], vec![attr_ints("kernel_shape", &[3, 3]), attr_ints("pads", &[1, 1, 1, 1])]),
             BenchOp::SliceConcat => {
                 let half = b.shape[0] as i64 / 2;
                 if i == 0 {
@@ -118,20 +128,17 @@ fn chain_model(b: &Bench, len: usize) -> Result<crate::graph::Graph> {
                     m.init("end", &Tensor::from_i64(&[1], vec![2 * half]).expect("index"));
                 }
                 let (lo, hi) = (format!("lo{i}"), format!("hi{i}"));
-                m.node("Slice", &[&x, "zero", "half"], &[&lo], vec![]);
-                m.node("Slice", &[&x, "half", "end"], &[&hi], vec![]);
-                m.node("Concat", &[&hi, &lo], &[&y], vec![attr_int("axis", 0)])
+                m.node("Slice", &[x, "zero", "half"], &[&lo], vec![]);
+                m.node("Slice", &[x, "half", "end"], &[&hi], vec![]);
+                m.node("Concat", &[&hi, &lo], &[y], vec![attr_int("axis", 0)])
             }
-            BenchOp::MatMul(_) => m.node("MatMul", &[&x, &w], &[&y], vec![]),
+            BenchOp::MatMul(_) => m.node("MatMul", &[x, &w], &[y], vec![]),
             BenchOp::Conv { k, group, .. } => {
                 let p = (*k as i64 - 1) / 2;
-                m.node("Conv", &[&x, &w], &[&y], vec![attr_ints("kernel_shape", &[*k as i64, *k as i64]), attr_ints("pads", &[p, p, p, p]), attr_int("group", *group as i64)])
+                m.node("Conv", &[x, &w], &[y], vec![attr_ints("kernel_shape", &[*k as i64, *k as i64]), attr_ints("pads", &[p, p, p, p]), attr_int("group", *group as i64)])
             }
         };
-    }
-    m.output(&format!("x{len}"));
-    let g = crate::onnx::load_model_bytes(&m.bytes())?;
-    g.bind(&Default::default(), Some(&crate::backend::cpu::eval_node))
+    })
 }
 
 fn benches(quick: bool) -> Vec<Bench> {

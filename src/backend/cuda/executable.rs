@@ -84,7 +84,7 @@ pub struct CudaExecutable {
     profile: Profile,
     inputs: Vec<(usize, String, Vec<usize>)>,
     outputs: Vec<(usize, Vec<usize>, DType)>,
-    index_check: Option<crate::backend::gpu::IndexCheck>,
+    run_check: Option<crate::backend::gpu::RunCheck>,
 }
 
 // The rows kernel gives each row one warp: blocks must hold whole warps.
@@ -237,7 +237,7 @@ impl CudaExecutable {
         let timed = || dev.ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).map_err(cuda_err);
         let (uploaded, started, computed) = (dev.ctx.new_event(None).map_err(cuda_err)?, timed()?, timed()?);
         let state = Mutex::new(State { buffers, uploads, downloads, uploaded, started, computed, marks, graph });
-        Ok(CudaExecutable { stream, copies, blas, state, steps, tf32, elems, profile, inputs, outputs, index_check: plan.index_check.clone() })
+        Ok(CudaExecutable { stream, copies, blas, state, steps, tf32, elems, profile, inputs, outputs, run_check: plan.run_check.clone() })
     }
 }
 
@@ -390,7 +390,7 @@ impl Executable for CudaExecutable {
             let values = decode(staging.as_slice().map_err(cuda_err)?, self.elems[*buf], shape.iter().product());
             outs.push(output_tensor(shape, values, *dtype)?);
         }
-        crate::backend::gpu::IndexCheck::take(&self.index_check, &mut outs, "cuda")?;
+        crate::backend::gpu::RunCheck::take(&self.run_check, &mut outs, "cuda")?;
         Ok((outs, RunStats { device_ms }))
     }
 }

@@ -55,7 +55,7 @@ impl Kernel {
         match self {
             Kernel::Copy | Kernel::Unary | Kernel::Pool | Kernel::Im2col | Kernel::Scan => 2,
             Kernel::Taps | Kernel::GridSample | Kernel::TopK => 3,
-            // The indexed kernels' and Binary's fourth buffer is the plan's check flag (see `IndexCheck`).
+            // The indexed kernels' and Binary's fourth buffer is the plan's check flag (see `RunCheck`).
             Kernel::Where | Kernel::Matmul | Kernel::Conv2d | Kernel::Rows | Kernel::Gather | Kernel::Elements | Kernel::Nd | Kernel::Binary => 4,
         }
     }
@@ -126,10 +126,10 @@ pub struct PlanOutput {
 /// outside its axis) and every integer Add/Sub/Mul (a result beyond 2^24, which the f32 carrier
 /// cannot hold exactly) gets a check id (a parameter word) and the plan's one-element flag
 /// buffer; a thread that meets such a value writes its launch's id there. The plan's first
-/// launch zeroes the flag and its last output is the flag, which [`IndexCheck::take`] removes
+/// launch zeroes the flag and its last output is the flag, which [`RunCheck::take`] removes
 /// after a run and turns into an error for the node it names.
 #[derive(Clone, Debug)]
-pub struct IndexCheck {
+pub struct RunCheck {
     pub flag: usize,
     /// Check id − 1 -> (node, op, what the check refuses).
     pub nodes: Vec<(String, String, &'static str)>,
@@ -142,9 +142,9 @@ pub const INTEGER_BEYOND_F32: &str = "an integer result beyond ±2^24, which thi
 /// The largest integer magnitude f32 carriers hold exactly (every integer up to it).
 pub const EXACT_INTEGER: f64 = 16_777_216.0;
 
-impl IndexCheck {
+impl RunCheck {
     /// Pops the flag (the last output) and fails the run if a check failed.
-    pub fn take(check: &Option<IndexCheck>, outputs: &mut Vec<Tensor>, device: &str) -> crate::error::Result<()> {
+    pub fn take(check: &Option<RunCheck>, outputs: &mut Vec<Tensor>, device: &str) -> crate::error::Result<()> {
         let Some(c) = check else { return Ok(()) };
         let flag = outputs.pop().map(|t| t.to_f64_vec().first().copied().unwrap_or(0.0)).unwrap_or(0.0);
         if flag == 0.0 {
@@ -158,13 +158,19 @@ impl IndexCheck {
 /// Integer inputs ride on f32 carriers: a value beyond ±2^24 would be rounded on upload, so it
 /// is refused instead.
 pub fn check_exact_integers(t: &Tensor, name: &str, device: &str) -> crate::error::Result<()> {
-    if t.dtype().is_float() || t.dtype() == DType::Bool {
-        return Ok(());
-    }
-    match t.to_f64_vec().into_iter().find(|v| v.abs() > EXACT_INTEGER) {
+    match beyond_exact_integer(t) {
         Some(v) => Err(crate::error::Error::Input(format!("input '{name}' holds {v}, beyond ±2^24: {device} carries integers as f32, which would round it"))),
         None => Ok(()),
     }
+}
+
+/// The first value of an integer tensor that an f32 carrier cannot hold exactly (beyond
+/// ±2^24); None for float and bool tensors and for integers that fit.
+pub fn beyond_exact_integer(t: &Tensor) -> Option<f64> {
+    if t.dtype().is_float() || t.dtype() == DType::Bool {
+        return None;
+    }
+    t.to_f64_vec().into_iter().find(|v| v.abs() > EXACT_INTEGER)
 }
 
 /// A bound graph as buffers and launches, in execution order.
@@ -175,7 +181,7 @@ pub struct GpuPlan {
     pub inputs: Vec<PlanInput>,
     /// The graph's outputs, then the index check's flag where there is one.
     pub outputs: Vec<PlanOutput>,
-    pub index_check: Option<IndexCheck>,
+    pub run_check: Option<RunCheck>,
     /// Which launches each node became, in order (for timing nodes one by one).
     pub spans: Vec<NodeSpan>,
 }

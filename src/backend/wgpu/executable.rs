@@ -37,7 +37,7 @@ pub struct WgpuExecutable {
     /// Runs share the buffers, so they take turns (the device serialises them anyway).
     run_lock: Mutex<()>,
     spans: Vec<crate::backend::gpu::NodeSpan>,
-    index_check: Option<crate::backend::gpu::IndexCheck>,
+    run_check: Option<crate::backend::gpu::RunCheck>,
 }
 
 impl WgpuExecutable {
@@ -86,7 +86,7 @@ impl WgpuExecutable {
                 }),
             })
             .collect();
-        Ok(WgpuExecutable { ctx, buffers, steps, inputs, outputs, run_lock: Mutex::new(()), spans: plan.spans, index_check: plan.index_check })
+        Ok(WgpuExecutable { ctx, buffers, steps, inputs, outputs, run_lock: Mutex::new(()), spans: plan.spans, run_check: plan.run_check })
     }
 }
 
@@ -197,7 +197,7 @@ impl crate::backend::PendingRun for WgpuPending<'_> {
             o.readback.unmap();
             outs.push(output_tensor(&o.shape, vals, o.dtype)?);
         }
-        crate::backend::gpu::IndexCheck::take(&exe.index_check, &mut outs, "wgpu")?;
+        crate::backend::gpu::RunCheck::take(&exe.run_check, &mut outs, "wgpu")?;
         Ok(outs)
     }
 }

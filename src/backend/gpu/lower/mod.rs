@@ -26,7 +26,7 @@ use std::sync::Arc;
 pub fn lower(graph: &Graph, options: LowerOptions) -> Result<GpuPlan> {
     let g = graph;
     let LowerOptions { f16, max_bytes, conv_as_gemm } = options;
-    let mut b = Builder { g, max_bytes, f16, conv_as_gemm, buffers: vec![], value_buf: HashMap::new(), launches: vec![], dummy: None, scratch: None, placed: Default::default(), absorbed: Default::default(), index_check: None, current: Default::default() };
+    let mut b = Builder { g, max_bytes, f16, conv_as_gemm, buffers: vec![], value_buf: HashMap::new(), launches: vec![], dummy: None, scratch: None, placed: Default::default(), absorbed: Default::default(), run_check: None, current: Default::default() };
     let (mut inputs, mut spans) = (vec![], vec![]);
     for gi in &g.inputs {
         let shape = g.g[gi.node].outputs[0].shape.clone().ok_or_else(|| Error::Input(format!("input '{}' has no bound shape", gi.name)))?;
@@ -52,7 +52,7 @@ pub fn lower(graph: &Graph, options: LowerOptions) -> Result<GpuPlan> {
         let buffer = b.value((o.node, o.slot))?;
         outputs.push(PlanOutput { buffer, shape: v.shape.clone().unwrap_or_default(), dtype: v.dtype.unwrap_or(DType::F32) });
     }
-    if let Some(flag) = b.index_check.as_ref().map(|c| c.flag) {
+    if let Some(flag) = b.run_check.as_ref().map(|c| c.flag) {
         // Zero the flag first thing in every run (and in the first node's timed launches).
         let zero = b.dummy()?;
         b.copy(zero, 0, &[1], flag, 0, &[1], &[1])?;
@@ -66,7 +66,7 @@ pub fn lower(graph: &Graph, options: LowerOptions) -> Result<GpuPlan> {
         }
         outputs.push(PlanOutput { buffer: flag, shape: vec![1], dtype: DType::F32 });
     }
-    Ok(GpuPlan { buffers: b.buffers, launches: b.launches, inputs, outputs, spans, index_check: b.index_check })
+    Ok(GpuPlan { buffers: b.buffers, launches: b.launches, inputs, outputs, spans, run_check: b.run_check })
 }
 
 /// What a backend asks of the lowering.
@@ -99,7 +99,7 @@ struct Builder<'a> {
     launches: Vec<Launch>,
     dummy: Option<usize>,
     /// The index check, from the first indexed launch on.
-    index_check: Option<crate::backend::gpu::IndexCheck>,
+    run_check: Option<crate::backend::gpu::RunCheck>,
     /// The node being lowered: (name, op).
     current: (String, String),
 }
@@ -127,7 +127,7 @@ impl<'a> Builder<'a> {
 
     fn data_buffer(&mut self, t: &Tensor, elem: Elem) -> Result<usize> {
         self.check_size(buffer_bytes(t.numel(), elem) as u64)?;
-        if !t.dtype().is_float() && t.dtype() != DType::Bool && t.to_f64_vec().iter().any(|v| v.abs() > crate::backend::gpu::EXACT_INTEGER) {
+        if crate::backend::gpu::beyond_exact_integer(t).is_some() {
             return Err(Error::Unsupported { node: String::new(), op: String::new(), what: "an integer constant beyond ±2^24 (GPU kernels carry integers as f32, which would round it)".into() });
         }
         self.buffers.push(BufferSpec { len: t.numel(), elem, init: Some(Arc::new(t.clone())) });
@@ -141,12 +141,12 @@ impl<'a> Builder<'a> {
 
     /// The flag buffer and this node's check id for `what`.
     fn check(&mut self, what: &'static str) -> Result<(usize, u32)> {
-        if self.index_check.is_none() {
+        if self.run_check.is_none() {
             let flag = self.new_buffer(1, Elem::F32)?;
-            self.index_check = Some(crate::backend::gpu::IndexCheck { flag, nodes: vec![] });
+            self.run_check = Some(crate::backend::gpu::RunCheck { flag, nodes: vec![] });
         }
         let current = (self.current.0.clone(), self.current.1.clone(), what);
-        let check = self.index_check.as_mut().expect("made above");
+        let check = self.run_check.as_mut().expect("made above");
         if check.nodes.last() != Some(&current) {
             check.nodes.push(current);
         }
