@@ -39,8 +39,10 @@ from onnx import numpy_helper
 # A child's own peak resident memory (VmHWM), printed as `hetsched run` prints it.
 HWM_PRINT = "\nprint('peak resident memory %.1f MiB' % (int([l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]) / 1024))\n"
 
-ORT_CHILD = r"""
-import sys, time, statistics
+# Both ORT children open the session the same way: argv model, inputs (.npy, comma-separated),
+# threads (0: ORT's default), repeat.
+ORT_SESSION = r"""
+import sys, time, statistics, json, collections
 import numpy as np, onnxruntime as ort
 model, inputs, threads, repeat = sys.argv[1], sys.argv[2].split(','), int(sys.argv[3]), int(sys.argv[4])
 so = ort.SessionOptions()
@@ -49,6 +51,9 @@ if threads > 0:
     so.inter_op_num_threads = 1
 sess = ort.InferenceSession(model, so, providers=['CPUExecutionProvider'])
 feeds = {meta.name: np.load(inputs[i]) for i, meta in enumerate(sess.get_inputs())}
+"""
+
+ORT_CHILD = ORT_SESSION + r"""
 sess.run(None, feeds)
 times = []
 for _ in range(repeat):
@@ -58,16 +63,7 @@ for _ in range(repeat):
 print(f"median {statistics.median(times):.4f}")
 """ + HWM_PRINT
 
-ORT_PROFILE_CHILD = r"""
-import sys, json, collections
-import numpy as np, onnxruntime as ort
-model, inputs, threads, repeat = sys.argv[1], sys.argv[2].split(','), int(sys.argv[3]), int(sys.argv[4])
-so = ort.SessionOptions()
-if threads > 0:
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-sess = ort.InferenceSession(model, so, providers=['CPUExecutionProvider'])
-feeds = {meta.name: np.load(inputs[i]) for i, meta in enumerate(sess.get_inputs())}
+ORT_PROFILE_CHILD = ORT_SESSION + r"""
 for _ in range(3):
     sess.run(None, feeds)
 so.enable_profiling = True

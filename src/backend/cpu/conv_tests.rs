@@ -22,15 +22,7 @@ struct Case {
 }
 
 fn values(len: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s >> 8) as f32 / (1 << 24) as f32 - 0.5
-        })
-        .collect()
+    super::super::test_values::values(len, seed, -0.5, 0.5)
 }
 
 /// Direct convolution over (D, H, W) geometry (2-D as D = 1, 1-D as D = H = 1), the

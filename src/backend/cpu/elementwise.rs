@@ -545,13 +545,8 @@ mod tests {
     /// parallel threshold.
     #[test]
     fn broadcasting_matches_the_definition() {
-        let mut s = 0xC0FF_EE11u32;
-        let mut next = move |n: u32| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            s % n
-        };
+        let mut rng = super::super::test_values::Rng::new(4);
+        let mut next = move |n: u32| rng.below(n as usize) as u32;
         for case in 0..300 {
             let rank = next(6) as usize;
             let out: Vec<usize> = (0..rank).map(|_| [1, 2, 3, 5, 8, 33][next(6) as usize]).collect();

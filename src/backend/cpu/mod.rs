@@ -22,6 +22,8 @@ mod rnn;
 pub mod simd;
 mod executor;
 pub mod threads;
+#[cfg(test)]
+mod test_values;
 
 pub use executor::CpuExecutable;
 

@@ -226,15 +226,7 @@ mod tests {
 
     /// Seeded values around `offset` with spread `spread`.
     fn values(len: usize, seed: u64, offset: f32, spread: f32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                offset + spread * ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
-            })
-            .collect()
+        super::super::test_values::values(len, seed as u32 + 1, offset - spread / 2.0, offset + spread / 2.0)
     }
 
     /// The definition in f64: per group, (x - mean) / sqrt(var + eps), then per channel affine.

@@ -5,25 +5,8 @@
 use super::pool;
 use crate::graph::geometry::window_output;
 use crate::graph::{AutoPad, PoolKind, Window};
+use super::super::test_values::Rng;
 use crate::tensor::{strides_of, Tensor};
-
-/// xorshift32: the same geometry on every run.
-struct Rng(u32);
-
-impl Rng {
-    fn next(&mut self) -> u32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 17;
-        self.0 ^= self.0 << 5;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        self.next() as usize % n
-    }
-    fn value(&mut self) -> f32 {
-        (self.next() >> 8) as f32 / (1 << 24) as f32 * 4.0 - 2.0
-    }
-}
 
 /// Every output as a loop over its window's taps.
 fn reference(x: &[f32], xs: &[usize], w: &Window, pads: &[usize], kind: PoolKind, ys: &[usize]) -> Vec<f32> {
@@ -74,7 +57,7 @@ fn reference(x: &[f32], xs: &[usize], w: &Window, pads: &[usize], kind: PoolKind
 }
 
 fn check_random_cases(nd: usize, cases: usize, seed: u32) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let kinds = [PoolKind::Max, PoolKind::Average { count_include_pad: false }, PoolKind::Average { count_include_pad: true }, PoolKind::Lp { p: 2 }];
     for case in 0..cases {
         let kernel: Vec<usize> = (0..nd).map(|_| 1 + rng.below(4)).collect();
@@ -89,7 +72,7 @@ fn check_random_cases(nd: usize, cases: usize, seed: u32) {
         let window = Window { kernel_shape: kernel.clone(), strides, pads: pads.clone(), dilations, auto_pad: AutoPad::NotSet, ceil_mode: false };
         let mut ys = xs[..2].to_vec();
         ys.extend(window_output(&window, &spatial, &kernel, false).unwrap());
-        let x: Vec<f32> = (0..xs.iter().product()).map(|_| rng.value()).collect();
+        let x: Vec<f32> = (0..xs.iter().product()).map(|_| rng.uniform(-2.0, 2.0)).collect();
         let kind = kinds[case % kinds.len()];
         let got = pool(&Tensor::from_f32(&xs, x.clone()).unwrap(), kind, &window, &ys).unwrap();
         let want = reference(&x, &xs, &window, &pads, kind, &ys);

@@ -235,13 +235,8 @@ mod tests {
 
     #[test]
     fn softmax_rows_match_the_definition() {
-        let mut s = 0x2545_F491u32;
-        let mut next = || {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s >> 8) as f32 / (1 << 24) as f32 * 40.0 - 20.0
-        };
+        let mut rng = super::super::test_values::Rng::new(1);
+        let mut next = || rng.uniform(-20.0, 20.0);
         // Rows shorter than a lane, ragged, long; enough of them for the parallel path.
         for (rows, len) in [(3, 1), (5, 7), (4, 9), (2, 1000), (70, 513)] {
             let x: Vec<f32> = (0..rows * len).map(|_| next()).collect();

@@ -232,13 +232,8 @@ mod tests {
     /// with extrapolation.
     #[test]
     fn the_f32_path_matches_the_f64_path() {
-        let mut s = 0x1234_5679u32;
-        let mut next = move || {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s >> 8) as f32 / (1 << 24) as f32 - 0.5
-        };
+        let mut rng = super::super::test_values::Rng::new(2);
+        let mut next = move || rng.uniform(-0.5, 0.5);
         let modes = [(ResizeMode::Nearest, "asymmetric", false), (ResizeMode::Linear, "half_pixel", false), (ResizeMode::Linear, "align_corners", false),
             (ResizeMode::Cubic, "pytorch_half_pixel", false), (ResizeMode::Linear, "half_pixel", true), (ResizeMode::Linear, "tf_crop_and_resize", false)];
         for (case, &(mode, coord, antialias)) in modes.iter().enumerate() {

@@ -281,13 +281,8 @@ mod tests {
     /// The fused LSTM and GRU steps against the cell equations in f64, on a ragged hidden size.
     #[test]
     fn fused_steps_match_the_cell_equations() {
-        let mut s = 0x9E37_79B9u32;
-        let mut next = move || {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s >> 8) as f32 / (1 << 24) as f32 * 6.0 - 3.0
-        };
+        let mut rng = super::super::test_values::Rng::new(3);
+        let mut next = move || rng.uniform(-3.0, 3.0);
         let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
         for h in [1usize, 7, 37] {
             for kind in [RnnKind::Lstm, RnnKind::Gru] {
