@@ -41,9 +41,7 @@ pub fn pool(x: &Tensor, kind: PoolKind, window: &Window, out_shape: &[usize]) ->
             match kind {
                 // Max and sum are separable: reduce the window's rows element-wise (vectorised
                 // over whole rows), then along the row.
-                // A NaN in the window wins and stays (as in ONNX Runtime; `f32::max` would skip it).
-                #[allow(clippy::eq_op)]
-                PoolKind::Max => separable_plane(src, out, (vrow, vtmp), &rows, &cols, &geom, f32::NEG_INFINITY, |a, b| if b > a || b != b { b } else { a }),
+                PoolKind::Max => separable_plane(src, out, (vrow, vtmp), &rows, &cols, &geom, f32::NEG_INFINITY, nan_max),
                 PoolKind::Average { count_include_pad } => {
                     separable_plane(src, out, (vrow, vtmp), &rows, &cols, &geom, 0.0, |a, b| a + b);
                     for (orow, (iys, prow)) in out.chunks_mut(ow).zip(&rows) {
@@ -69,6 +67,14 @@ pub fn pool(x: &Tensor, kind: PoolKind, window: &Window, out_shape: &[usize]) ->
         },
     );
     Tensor::from_f32(out_shape, y)
+}
+
+/// The max of a window so far and one more value, where a NaN wins and stays (as in ONNX
+/// Runtime; `f32::max` would skip it). Every max pooling path reduces with it.
+#[inline(always)]
+#[allow(clippy::eq_op)]
+fn nan_max(a: f32, b: f32) -> f32 {
+    if b > a || b != b { b } else { a }
 }
 
 /// Row geometry of a 2-D pooling window.
@@ -161,7 +167,7 @@ pub fn global_pool(x: &Tensor, kind: PoolKind, out_shape: &[usize]) -> Result<Te
     y.par_iter_mut().enumerate().for_each(|(p, out)| {
         let s = &xv[p * plane..(p + 1) * plane];
         *out = match kind {
-            PoolKind::Max => s.iter().copied().fold(f32::NEG_INFINITY, |a, b| if b > a || b.is_nan() { b } else { a }),
+            PoolKind::Max => s.iter().copied().fold(f32::NEG_INFINITY, nan_max),
             // Eight lanes: a single running sum cannot be reordered into vectors.
             PoolKind::Average { .. } => super::reduce::lane_sum(s, |v| v) / plane as f32,
             PoolKind::Lp { p } => s.iter().map(|v| v.abs().powi(p as i32)).sum::<f32>().powf(1.0 / p as f32),
@@ -263,9 +269,6 @@ fn pool_axis_generic(src: &[f32], dst: &mut Vec<f32>, scratch: &mut Vec<f32>, ou
     scratch.resize(inner, 0.0);
     let is_max = kind == PoolKind::Max;
     let init = if is_max { f32::NEG_INFINITY } else { 0.0 };
-    // A NaN in the window wins and stays, as in the 2-D path.
-    #[allow(clippy::eq_op)]
-    let max = |a: f32, b: f32| if b > a || b != b { b } else { a };
     for o in 0..outer {
         let plane = &src[o * len * inner..(o + 1) * len * inner];
         for (j, (ids, padded)) in taps.iter().enumerate() {
@@ -276,13 +279,13 @@ fn pool_axis_generic(src: &[f32], dst: &mut Vec<f32>, scratch: &mut Vec<f32>, ou
                 _ => 1,
             };
             if inner == 1 {
-                let v = ids.iter().fold(init, |acc, &i| if is_max { max(acc, plane[i]) } else { acc + plane[i] });
+                let v = ids.iter().fold(init, |acc, &i| if is_max { nan_max(acc, plane[i]) } else { acc + plane[i] });
                 row[0] = if divisor > 1 { v / divisor as f32 } else { v };
                 continue;
             }
             let source = |i: usize| &plane[i * inner..(i + 1) * inner];
             if is_max {
-                fold_rows(ids, source, row, scratch, init, max);
+                fold_rows(ids, source, row, scratch, init, nan_max);
             } else {
                 fold_rows(ids, source, row, scratch, init, |a, b| a + b);
             }
