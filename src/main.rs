@@ -12,6 +12,8 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
+    // One command, one calling thread: its runs start where they are called.
+    hetsched::backend::cpu::threads::adopt_calling_thread(args.cpu_threads());
     match cli::dispatch(args) {
         Ok(code) => code,
         Err(e) => {

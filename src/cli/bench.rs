@@ -49,7 +49,7 @@ pub struct BenchArgs {
     /// --trace/--timeline: each split's (with several splits or batches, the split and batch
     /// go into the file names); --threads.
     #[command(flatten)]
-    timeline: super::TimelineArgs,
+    pub timeline: super::TimelineArgs,
 }
 
 struct Measured {

@@ -43,6 +43,18 @@ enum Command {
     Conformance(conformance::ConformanceArgs),
 }
 
+impl Cli {
+    /// The CPU thread count the command asks for (`--threads`), if it takes one.
+    pub fn cpu_threads(&self) -> Option<usize> {
+        match &self.cmd {
+            Command::Run(a) => a.timeline.threads,
+            Command::Bench(a) => a.timeline.threads,
+            Command::Partition(a) => a.threads,
+            _ => None,
+        }
+    }
+}
+
 /// How symbolic dims get bound.
 #[derive(Args, Clone, Debug)]
 pub struct DimArgs {

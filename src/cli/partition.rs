@@ -57,7 +57,7 @@ pub struct PartitionArgs {
     validate: bool,
     /// CPU threads (a pool of that many; 1: one thread, nothing spinning); default: one per core.
     #[arg(long)]
-    threads: Option<usize>,
+    pub threads: Option<usize>,
 }
 
 /// Runs `plan` and prints predicted against measured per partition (a partition's measured time

@@ -56,7 +56,7 @@ pub struct RunArgs {
     #[arg(long = "virtual")]
     virtuals: Vec<String>,
     #[command(flatten)]
-    timeline: super::TimelineArgs,
+    pub timeline: super::TimelineArgs,
     /// Split a larger batch into micro-batches of this many rows, pipelined through the plan's
     /// stages one after another, outputs joined.
     #[arg(long)]

@@ -145,9 +145,9 @@ pub fn conv(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, window: &Window, gro
     if g.m * plane == 0 {
     } else if n > 1 {
         // One image per task: coarser work than splitting each image's GEMM, fewer hand-offs.
-        yu.par_chunks_mut(g.m * plane).enumerate().for_each(|(img, yi)| image(img, yi, 1));
+        yu.par_chunks_mut(g.m * plane).enumerate().with_min_len(super::threads::min_len(1)).for_each(|(img, yi)| image(img, yi, 1));
     } else if n == 1 {
-        image(0, yu, rayon::current_num_threads());
+        image(0, yu, super::threads::width());
     }
     // SAFETY: the loops above initialised all `total` elements.
     unsafe { y.set_len(total) };

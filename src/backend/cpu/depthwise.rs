@@ -68,7 +68,7 @@ pub fn grouped_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [MaybeUnin
             ic * channel_len + (off % g.sw) * phase_len + ky * g.dh * sc.width + off / g.sw
         })
         .collect();
-    yi.par_chunks_mut(mg * plane).enumerate().with_min_len(min_tasks(mg * plane * cg * kplane)).for_each_init(
+    yi.par_chunks_mut(mg * plane).enumerate().with_min_len(super::threads::min_len(min_tasks(mg * plane * cg * kplane))).for_each_init(
         || vec![0f32; cg * channel_len],
         |scratch, (grp, outs)| {
             for (ic, s) in scratch.chunks_mut(channel_len).enumerate() {

@@ -15,7 +15,7 @@ const PAR_MIN: usize = 1 << 15;
 fn map_par<T: Sync, U: Send + Default + Clone>(v: &[T], f: impl Fn(&T) -> U + Sync + Send) -> Vec<U> {
     let mut out = vec![U::default(); v.len()];
     if v.len() >= PAR_MIN {
-        out.par_chunks_mut(PAR_MIN / 4).zip(v.par_chunks(PAR_MIN / 4)).for_each(|(d, s)| map_into(s, d, &f));
+        out.par_chunks_mut(PAR_MIN / 4).zip(v.par_chunks(PAR_MIN / 4)).with_min_len(super::threads::min_len(1)).for_each(|(d, s)| map_into(s, d, &f));
     } else {
         map_into(v, &mut out, &f);
     }
@@ -217,7 +217,7 @@ pub fn broadcast_zip<A: Copy + Sync, B: Copy + Sync, U: Copy + Send + Default>(
 ) -> Vec<U> {
     let n: usize = out.iter().product();
     if ash == bsh {
-        return if n >= PAR_MIN { a.par_iter().zip(b).map(|(&x, &y)| f(x, y)).collect() } else { a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect() };
+        return if n >= PAR_MIN { a.par_iter().zip(b).with_min_len(super::threads::min_len(1)).map(|(&x, &y)| f(x, y)).collect() } else { a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect() };
     }
     if b.len() == 1 {
         let y = b[0];
@@ -278,7 +278,7 @@ pub fn broadcast_zip<A: Copy + Sync, B: Copy + Sync, U: Copy + Send + Default>(
         }
     };
     if n >= PAR_MIN {
-        res.par_chunks_mut(inner.max(1)).enumerate().with_min_len(PAR_MIN / 4 / inner.max(1) + 1).for_each(fill_row);
+        res.par_chunks_mut(inner.max(1)).enumerate().with_min_len(super::threads::min_len(PAR_MIN / 4 / inner.max(1) + 1)).for_each(fill_row);
     } else {
         res.chunks_mut(inner.max(1)).enumerate().for_each(fill_row);
     }

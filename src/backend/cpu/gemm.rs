@@ -43,7 +43,7 @@ impl SharedOut {
 /// threads when the product is big enough to pay for them.
 pub fn sgemm(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], accumulate: bool, scale: f32) {
     assert!(c.len() >= m * n, "sgemm output too small");
-    let threads = rayon::current_num_threads();
+    let threads = super::threads::width();
     if m < 16 && n >= 64 * threads && m * n * k >= 1 << 19 && threads > 1 {
         // A thin product (a classifier at batch 1) is bound by reading B, and one core does not
         // saturate memory: each thread streams its own columns of B.
@@ -91,7 +91,7 @@ pub unsafe fn sgemm_into(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: *mut f
     // Bounds the raw-pointer call below: the furthest element each view touches is in range.
     assert!((m - 1) * a.rs + (k - 1) * a.cs < a.data.len(), "sgemm lhs out of range");
     assert!((k - 1) * b.rs + (n - 1) * b.cs < b.data.len(), "sgemm rhs out of range");
-    let threads = rayon::current_num_threads();
+    let threads = super::threads::width();
     let par = if par && threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     // SAFETY: the asserts above keep every index the input views describe inside their slices;
     // the caller vouches for the destination.
@@ -190,7 +190,7 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if m * n == 0 {
     } else if nb > 1 && m * n * k < 1 << 20 {
         // Many small products (attention heads): one per task; sgemm would not split them.
-        y.par_chunks_mut(m * n).with_min_len(((1 << 16) / (m * n * k).max(1)).max(1)).enumerate().for_each(|(bi, yb)| product(bi, yb));
+        y.par_chunks_mut(m * n).with_min_len(super::threads::min_len(((1 << 16) / (m * n * k).max(1)).max(1))).enumerate().for_each(|(bi, yb)| product(bi, yb));
     } else {
         y.chunks_mut(m * n).enumerate().for_each(|(bi, yb)| product(bi, yb));
     }

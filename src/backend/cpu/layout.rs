@@ -98,7 +98,7 @@ pub fn concat(inputs: &[&Tensor], axis: usize, out_shape: &[usize]) -> Result<Te
 /// threads: a copy of activations bigger than the caches is bound by memory bandwidth, which one
 /// core does not saturate.
 fn gather_pieces<T: Copy + Send + Sync>(pieces: Vec<&[T]>, total: usize) -> Vec<T> {
-    if total * std::mem::size_of::<T>() < 1 << 20 || rayon::current_num_threads() < 2 {
+    if total * std::mem::size_of::<T>() < 1 << 20 || super::threads::width() < 2 {
         let mut out = Vec::with_capacity(total);
         pieces.iter().for_each(|p| out.extend_from_slice(p));
         return out;

@@ -34,7 +34,7 @@ pub fn pool(x: &Tensor, kind: PoolKind, window: &Window, out_shape: &[usize]) ->
     let full_lo = pl.div_ceil(sw).min(ow);
     let full_hi = if w + pl > (kw - 1) * dw { ((w + pl - (kw - 1) * dw - 1) / sw + 1).clamp(full_lo, ow) } else { full_lo };
     let geom = RowPool { w, ow, sw, dw, pl, kw, full: full_lo..full_hi };
-    y.par_chunks_mut(oh * ow).enumerate().with_min_len(super::conv::min_tasks(oh * ow * kh * kw)).for_each_init(
+    y.par_chunks_mut(oh * ow).enumerate().with_min_len(super::threads::min_len(super::conv::min_tasks(oh * ow * kh * kw))).for_each_init(
         || (vec![0f32; w], vec![0f32; w]),
         |(vrow, vtmp), (p, out)| {
             let src = &xv[p * h * w..(p + 1) * h * w];
@@ -164,7 +164,7 @@ pub fn global_pool(x: &Tensor, kind: PoolKind, out_shape: &[usize]) -> Result<Te
     let plane: usize = x.shape()[2..].iter().product();
     let planes = x.shape()[0] * x.shape()[1];
     let mut y = vec![0f32; planes];
-    y.par_iter_mut().enumerate().for_each(|(p, out)| {
+    y.par_iter_mut().enumerate().with_min_len(super::threads::min_len(1)).for_each(|(p, out)| {
         let s = &xv[p * plane..(p + 1) * plane];
         *out = match kind {
             PoolKind::Max => s.iter().copied().fold(f32::NEG_INFINITY, nan_max),
@@ -216,7 +216,7 @@ fn pool_nd(x: &Tensor, kind: PoolKind, window: &Window, out_shape: &[usize]) -> 
         return Tensor::from_f32(out_shape, y);
     }
     let work = out_plane * window.kernel_shape.iter().sum::<usize>();
-    y.par_chunks_mut(out_plane).enumerate().with_min_len(super::conv::min_tasks(work)).for_each_init(
+    y.par_chunks_mut(out_plane).enumerate().with_min_len(super::threads::min_len(super::conv::min_tasks(work))).for_each_init(
         || (Vec::new(), Vec::new(), Vec::new()),
         |(a, b, scratch), (p, out)| {
             let src = &xv[p * in_plane..(p + 1) * in_plane];

@@ -37,7 +37,7 @@ pub fn reduce(x: &Tensor, op: ReduceOp, axes: Option<&[i64]>, keepdims: bool, no
         // Fast path for the global-pool-like mean over trailing axes.
         let v = x.as_f32()?;
         let block: usize = red.iter().map(|&a| x.shape()[a]).product();
-        let out: Vec<f32> = if block == 0 { vec![f32::NAN; out_shape.iter().product()] } else { v.par_chunks(block).map(|c| c.iter().sum::<f32>() / block as f32).collect() };
+        let out: Vec<f32> = if block == 0 { vec![f32::NAN; out_shape.iter().product()] } else { v.par_chunks(block).with_min_len(super::threads::min_len(1)).map(|c| c.iter().sum::<f32>() / block as f32).collect() };
         return Tensor::from_f32(&out_shape, out);
     }
     let (v, block) = blocks(x, &red)?;
@@ -115,7 +115,7 @@ pub fn softmax(x: &Tensor, axis: i64, log: bool, legacy: bool) -> Result<Tensor>
     }
     let f = |row: &mut [f32]| softmax_row(row, log);
     if y.len() >= 1 << 15 {
-        y.par_chunks_mut(block).with_min_len((1 << 13) / block + 1).for_each(f);
+        y.par_chunks_mut(block).with_min_len(super::threads::min_len((1 << 13) / block + 1)).for_each(f);
     } else {
         y.chunks_mut(block).for_each(f);
     }
@@ -190,7 +190,7 @@ pub fn layer_norm(x: &Tensor, scale: &Tensor, bias: Option<&Tensor>, axis: i64, 
     };
     if xv.len() >= 1 << 15 {
         let work = y.par_chunks_mut(block).zip(xv.par_chunks(block)).zip(mean.par_iter_mut().zip(inv_std.par_iter_mut()));
-        work.with_min_len((1 << 13) / block + 1).for_each(normalise);
+        work.with_min_len(super::threads::min_len((1 << 13) / block + 1)).for_each(normalise);
     } else {
         y.chunks_mut(block).zip(xv.chunks(block)).zip(mean.iter_mut().zip(inv_std.iter_mut())).for_each(normalise);
     }
@@ -219,7 +219,7 @@ pub fn batch_norm(x: &Tensor, scale: &Tensor, bias: &Tensor, mean: &Tensor, var:
     let (s, b, m, v) = (scale.as_f32()?, bias.as_f32()?, mean.as_f32()?, var.as_f32()?);
     let mut y = x.as_f32()?.to_vec();
     if plane > 0 {
-        y.par_chunks_mut(plane).enumerate().for_each(|(i, p)| {
+        y.par_chunks_mut(plane).enumerate().with_min_len(super::threads::min_len(1)).for_each(|(i, p)| {
             let ch = i % c;
             let k = s[ch] / (v[ch] + eps).sqrt();
             let off = b[ch] - m[ch] * k;

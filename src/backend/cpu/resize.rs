@@ -204,7 +204,7 @@ fn resize_f32(x: &Tensor, attrs: &ResizeAttrs, roi: Option<&[f64]>, out_shape: &
         let fill = attrs.extrapolation;
         let chunk = (out_len * inner).max(1);
         let min_len = super::conv::min_tasks(chunk * taps.iter().flatten().map(Vec::len).max().unwrap_or(1));
-        next.par_chunks_mut(chunk).zip(cur.par_chunks(len * inner)).with_min_len(min_len).for_each(|(dst, src)| {
+        next.par_chunks_mut(chunk).zip(cur.par_chunks(len * inner)).with_min_len(super::threads::min_len(min_len)).for_each(|(dst, src)| {
             for (t, row) in taps.iter().zip(dst.chunks_mut(inner.max(1))) {
                 match t {
                     None => row.fill(fill),

@@ -4,10 +4,15 @@
 //! runs with one intra-op thread do on their callers' threads). A run keeps a helper worker
 //! awake between its kernels' parallel loops, backing off when it has had nothing to take for a
 //! while (the core may be wanted elsewhere: another request, another stage, another process).
+//! When the helper finds the OS has taken its core for a time slice (the machine is busy), it
+//! stands aside and the loops run on the run's own thread for a while (`width`): a share given to
+//! a preempted thread would hold up every loop, as it does for ONNX Runtime's pool. A CLI adopts
+//! its main thread into the pool (`adopt_calling_thread`), so its runs start where they are
+//! called.
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -60,15 +65,37 @@ fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
     Ok(p)
 }
 
+/// Makes the calling thread worker 0 of the process's global pool, of `threads` workers (default
+/// one per core), the count that runs asking for it then use in place (call it first thing,
+/// before anything touches rayon; later calls, a pool already built and a count out of range
+/// are no-ops, and say so by returning false). Runs on the default
+/// pool from that thread then start on it: no hand-over to another worker and back, which
+/// costs two wake-ups per run, each waiting for a free core when the machine is busy. A CLI's
+/// main thread or a server's one inference thread wants this; it is off by default because a
+/// pool's worker 0 runs other callers' jobs only while it is itself inside a parallel loop.
+pub fn adopt_calling_thread(threads: Option<usize>) -> bool {
+    if threads.is_some_and(|n| n == 0 || n > MAX_THREADS) {
+        return false;
+    }
+    rayon::ThreadPoolBuilder::new().num_threads(threads.unwrap_or(0)).use_current_thread().thread_name(|i| format!("hetsched-cpu-{i}")).build_global().is_ok()
+}
+
+thread_local! {
+    static IN_RUN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Runs `f` (a whole run's steps) on a worker of its pool, so each kernel's parallel loop splits
 /// work with that thread instead of handing the loop to the pool and sleeping until it is done
 /// (two thread wake-ups per op, which cost more than many small ops compute). A run already on
-/// a worker of that pool runs where it is.
+/// a worker of that pool (an adopted calling thread, or a run inside a parallel loop) runs where
+/// it is, with a helper unless it is nested in another run.
 pub fn run<R: Send>(threads: &Threads, f: impl FnOnce() -> R + Send) -> R {
     match threads {
-        Threads::Pool(p) if p.current_thread_index().is_some() => f(),
+        Threads::Pool(p) if p.current_thread_index().is_some() => in_place(f),
+        // A worker of a pool of the same size (an adopted calling thread): as good a place.
+        Threads::Pool(p) if rayon::current_thread_index().is_some() && rayon::current_num_threads() == p.current_num_threads() => in_place(f),
         Threads::Pool(p) => p.install(|| with_helper(f)),
-        Threads::Global if rayon::current_thread_index().is_some() => f(),
+        Threads::Global if rayon::current_thread_index().is_some() => in_place(f),
         Threads::Global => with_helper(f),
         // Already on a one-worker pool (a solo run inside a solo run's kernel): stay.
         Threads::Solo if rayon::current_num_threads() == 1 && rayon::current_thread_index().is_some() => f(),
@@ -80,11 +107,21 @@ pub fn run<R: Send>(threads: &Threads, f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
+/// `f` on this worker: with a helper for an outer run, as it is for a nested one.
+fn in_place<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if IN_RUN.with(|r| r.get()) {
+        f()
+    } else {
+        with_helper(f)
+    }
+}
+
 /// `f` with one other worker of the current pool kept awake for its length, taking each parallel
 /// loop's jobs as soon as they are queued, as ONNX Runtime's spinning pool does (a sleeping
-/// worker takes tens of microseconds to wake, longer than many ops last). One thread: no helper.
+/// worker takes tens of microseconds to wake, longer than many ops last). One thread, or a busy
+/// machine (see `width`): no helper.
 fn with_helper<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if rayon::current_num_threads() < 2 {
+    if width() < 2 {
         return f();
     }
     let done = AtomicBool::new(false);
@@ -94,10 +131,12 @@ fn with_helper<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     impl Drop for Finish<'_> {
         fn drop(&mut self) {
             self.0.store(true, Ordering::Release);
+            IN_RUN.with(|r| r.set(false));
         }
     }
     rayon::scope(|s| {
         s.spawn(|_| help_until(&done));
+        IN_RUN.with(|r| r.set(true));
         let _finish = Finish(&done);
         f()
     })
@@ -109,21 +148,135 @@ const SPIN: Duration = Duration::from_micros(50);
 /// the thread that queued it runs it itself if nobody takes it).
 const YIELD: Duration = Duration::from_millis(1);
 const NAP: Duration = Duration::from_micros(50);
+/// A poll that comes back this much later than it should have lost the core to another thread.
+const PREEMPTED: Duration = Duration::from_micros(300);
+/// Then the helper stands aside, taking nothing, for this long, doubling while it keeps losing
+/// its core (up to the most): a job it took and was preempted in would hold up the whole
+/// parallel loop until the OS gave the core back, where the run's own thread would have done
+/// that share sooner itself.
+const ASIDE: Duration = Duration::from_millis(4);
+const ASIDE_MOST: Duration = Duration::from_millis(64);
+
+/// When the machine was last seen busy (ns since `epoch()`) and the current stand-aside, shared
+/// by every run's helper: a process running back-to-back runs stays aside across them.
+static ASIDE_UNTIL: AtomicU64 = AtomicU64::new(0);
+static ASIDE_NS: AtomicU64 = AtomicU64::new(0);
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ns() -> u64 {
+    epoch().elapsed().as_nanos() as u64
+}
+
+/// The threads a parallel loop should split its work over now: the pool's, or one while the
+/// machine is busy (a share handed to a worker the OS has preempted holds up the whole loop, and
+/// a queued share wakes a sleeping worker that then competes for the caller's core).
+pub fn width() -> usize {
+    if now_ns() < ASIDE_UNTIL.load(Ordering::Relaxed) {
+        1
+    } else {
+        rayon::current_num_threads()
+    }
+}
+
+/// A parallel loop's least items per job: `min`, or all of them while the machine is busy (see
+/// `width`), so the loop runs on the calling thread without queueing a job.
+pub fn min_len(min: usize) -> usize {
+    if width() == 1 {
+        usize::MAX
+    } else {
+        min
+    }
+}
+
+/// Records a lost core: stand aside from now on.
+fn preempted() {
+    let now = now_ns();
+    let aside = next_aside(now, ASIDE_UNTIL.load(Ordering::Relaxed), ASIDE_NS.load(Ordering::Relaxed));
+    ASIDE_NS.store(aside, Ordering::Relaxed);
+    ASIDE_UNTIL.store(now + aside, Ordering::Relaxed);
+}
+
+/// How long to stand aside after a lost core at `now`, when the last stand-aside lasted `last`
+/// and ended at `last_until`: twice as long if it ended recently (the machine is still busy),
+/// else `ASIDE`.
+fn next_aside(now: u64, last_until: u64, last: u64) -> u64 {
+    let (least, most) = (ASIDE.as_nanos() as u64, ASIDE_MOST.as_nanos() as u64);
+    if last_until + 4 * last.max(least) > now {
+        (last * 2).clamp(least, most)
+    } else {
+        least
+    }
+}
+
+/// This thread's CPU time.
+#[cfg(unix)]
+fn thread_cpu_time() -> Option<Duration> {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } == 0;
+    ok.then(|| Duration::new(t.tv_sec as u64, t.tv_nsec as u32))
+}
+
+#[cfg(not(unix))]
+fn thread_cpu_time() -> Option<Duration> {
+    None
+}
+
+/// How many times the OS has taken this thread's core from it (involuntary context switches;
+/// waits it chose itself, such as a nested loop's sleeps, are not counted).
+#[cfg(unix)]
+fn times_preempted() -> Option<i64> {
+    // SAFETY: getrusage fills one rusage through a valid pointer.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) } == 0;
+    ok.then_some(u.ru_nivcsw as i64)
+}
+
+#[cfg(not(unix))]
+fn times_preempted() -> Option<i64> {
+    None
+}
 
 fn help_until(done: &AtomicBool) {
     let mut idle_since = Instant::now();
     while !done.load(Ordering::Acquire) {
+        if width() == 1 {
+            // Standing aside: the loops do not split meanwhile, so there is nothing to take,
+            // and a thread waking to look would only take turns on the run's core.
+            return;
+        }
+        let (start, switches, cpu) = (Instant::now(), times_preempted(), thread_cpu_time());
         if rayon::yield_now() == Some(rayon::Yield::Executed) {
             idle_since = Instant::now();
+            // Taken off its core, and for long: another thread wanted it for a time slice (a
+            // daemon's few microseconds do not count).
+            let lost = match (switches, times_preempted(), cpu, thread_cpu_time()) {
+                (Some(s0), Some(s1), Some(c0), Some(c1)) => s1 > s0 && idle_since - start > (c1 - c0) + PREEMPTED,
+                _ => false,
+            };
+            if lost {
+                preempted();
+            }
             continue;
         }
-        let idle = idle_since.elapsed();
-        if idle < SPIN {
+        let poll = Instant::now();
+        let idle = poll - idle_since;
+        let expected = if idle < SPIN {
             std::hint::spin_loop();
+            Duration::ZERO
         } else if idle < YIELD {
             std::thread::yield_now();
+            Duration::ZERO
         } else {
             std::thread::sleep(NAP);
+            NAP
+        };
+        if poll.elapsed() > expected + PREEMPTED {
+            preempted();
         }
     }
 }
@@ -149,5 +302,24 @@ mod tests {
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&three, || panic!("kernel"))));
         assert!(caught.is_err());
         assert_eq!(run(&three, || 8), 8);
+    }
+
+    #[test]
+    fn a_busy_machine_runs_loops_on_the_calling_thread_for_a_while() {
+        let pool = Threads::new(Some(2)).unwrap();
+        // (Set directly, not by `preempted`, so a slow test machine cannot outlast it.)
+        ASIDE_UNTIL.store(now_ns() + 60_000_000_000, Ordering::Relaxed);
+        assert_eq!(run(&pool, || (width(), min_len(3))), (1, usize::MAX));
+        ASIDE_UNTIL.store(0, Ordering::Relaxed);
+        let (least, most) = (ASIDE.as_nanos() as u64, ASIDE_MOST.as_nanos() as u64);
+        // Losses in a row double the stand-aside up to the most; after a quiet spell it starts
+        // again from the least.
+        let mut aside = next_aside(1 << 40, 0, 0);
+        assert_eq!(aside, least);
+        for _ in 0..10 {
+            aside = next_aside((1 << 40) + aside + 1, (1 << 40) + aside, aside);
+        }
+        assert_eq!(aside, most);
+        assert_eq!(next_aside((1 << 40) + 10 * most, 1 << 40, most), least);
     }
 }
