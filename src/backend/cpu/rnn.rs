@@ -53,12 +53,13 @@ pub fn recurrent(at: &RnnAttrs, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor
     let mut y = vec![0f32; seq * dirs * batch * h];
     let mut y_h = vec![0f32; dirs * batch * h];
     let mut y_c = vec![0f32; dirs * batch * h];
+    // Only read when B is absent: one zero row serves every direction.
+    let zeros = if bias.is_none() { vec![0f32; g * h] } else { vec![] };
     for d in 0..dirs {
         let reverse = at.reverse || d == 1;
         let acts = &at.activations[d * at.kind.activations()..(d + 1) * at.kind.activations()];
         let wd = &wv[d * g * h * isz..(d + 1) * g * h * isz];
         let rd = &rv[d * g * h * h..(d + 1) * g * h * h];
-        let zeros = vec![0f32; g * h];
         let (wb, rb) = match bias {
             Some(b) => (&b[d * 2 * g * h..d * 2 * g * h + g * h], &b[d * 2 * g * h + g * h..(d + 1) * 2 * g * h]),
             None => (&zeros[..], &zeros[..]),
