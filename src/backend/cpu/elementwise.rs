@@ -7,7 +7,7 @@ use crate::tensor::{broadcast_shapes, strides_of, DType, Data, Tensor};
 use crate::bail;
 use half::f16;
 use rayon::prelude::*;
-use super::fastmath::{erf, exp, sigmoid, tanh};
+use super::fastmath::{erf, exp, hard_swish, sigmoid, swish, tanh};
 
 /// Below this many elements a second thread costs more (wake-up) than it saves.
 const PAR_MIN: usize = 1 << 15;
@@ -124,10 +124,10 @@ fn unary_f32(op: UnaryOp, v: &[f32]) -> Vec<f32> {
         UnaryOp::Acosh => m!(x => x.acosh()),
         UnaryOp::Atanh => m!(x => x.atanh()),
         UnaryOp::Celu(a) => m!(x => x.max(0.0) + (a * (exp(x / a) - 1.0)).min(0.0)),
-        UnaryOp::Swish(a) => m!(x => x / (1.0 + exp(-a * x))),
+        UnaryOp::Swish(a) => m!(x => swish(x, a)),
         UnaryOp::Softplus => m!(x => if x > 20.0 { x } else { exp(x).ln_1p() }),
         UnaryOp::Softsign => m!(x => x / (1.0 + x.abs())),
-        UnaryOp::HardSwish => m!(x => x * (x / 6.0 + 0.5).clamp(0.0, 1.0)),
+        UnaryOp::HardSwish => m!(x => hard_swish(x)),
         UnaryOp::Mish => m!(x => x * (if x > 20.0 { x } else { exp(x).ln_1p() }).tanh()),
         UnaryOp::LeakyRelu(a) => m!(x => if x < 0.0 { a * x } else { x }),
         UnaryOp::Elu(a) => m!(x => if x < 0.0 { a * (exp(x) - 1.0) } else { x }),

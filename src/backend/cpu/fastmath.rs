@@ -77,6 +77,22 @@ pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
+/// Swish, `x * sigmoid(alpha * x)` (SiLU at alpha 1), one formula for the op and for the
+/// convolution epilogue that fuses it.
+#[inline(always)]
+pub fn swish(x: f32, alpha: f32) -> f32 {
+    x / (1.0 + exp(-alpha * x))
+}
+
+/// HardSwish, `x * clamp(x / 6 + 1/2, 0, 1)`, for the op and the fused epilogue alike. Written
+/// as comparisons rather than `clamp` so it vectorises; a NaN fails both and stays NaN.
+#[inline(always)]
+pub fn hard_swish(x: f32) -> f32 {
+    let g = x * (1.0 / 6.0) + 0.5;
+    let g = if g < 0.0 { 0.0 } else { g };
+    x * if g > 1.0 { 1.0 } else { g }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

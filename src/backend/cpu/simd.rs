@@ -75,7 +75,7 @@ pub fn swish(x: &mut [f32], alpha: f32) {
 #[inline(always)]
 fn swish_generic(x: &mut [f32], alpha: f32) {
     for v in x.iter_mut() {
-        *v /= 1.0 + super::fastmath::exp(-alpha * *v);
+        *v = super::fastmath::swish(*v, alpha);
     }
 }
 
@@ -99,9 +99,7 @@ pub fn hard_swish(x: &mut [f32]) {
 #[inline(always)]
 fn hard_swish_generic(x: &mut [f32]) {
     for v in x.iter_mut() {
-        let g = *v * (1.0 / 6.0) + 0.5;
-        let g = if g < 0.0 { 0.0 } else { g };
-        *v *= if g > 1.0 { 1.0 } else { g };
+        *v = super::fastmath::hard_swish(*v);
     }
 }
 
