@@ -140,8 +140,10 @@ impl Pipeline {
                             if let Some(tr) = &trace {
                                 tr.finish(job.id, job.submitted);
                             }
-                            job.reply.set(result);
+                            // The slot first: a caller woken by the reply may submit at once and must
+                            // find the slot this request held free again.
                             let _ = slot_back.send(());
+                            job.reply.set(result);
                         } else if tx.send(job).is_err() {
                             break;
                         }
