@@ -1,4 +1,5 @@
-//! CPU convolution, NCHW f32. Depthwise and narrow grouped convolutions run a direct kernel (`depthwise.rs`);
+//! CPU convolution, NCHW f32. Depthwise and narrow grouped convolutions run a direct kernel
+//! (`depthwise.rs`, or `depthwise_blocked.rs` for depthwise ones over narrow planes);
 //! everything else is a GEMM per group: straight on the input for pointwise (1x1, stride 1, no
 //! pad) convolutions, on an im2col unfolding otherwise. A batch runs one task per image; a
 //! single image splits its output columns across threads, each task unfolding, multiplying and
@@ -6,9 +7,10 @@
 //! one parallel region. 3-D convolutions take the GEMM path with a depth axis in the unfolding.
 
 use super::depthwise::{grouped_image, MAX_GROUP_WIDTH};
+use super::depthwise_blocked;
+use super::epilogue::Epilogue;
 use super::fused_gemm::{gemm_epilogue, Rhs};
 use super::gemm::{sgemm, Mat, SharedOut};
-use super::simd;
 use crate::error::Result;
 use crate::graph::geometry::{lift3, ConvAxes};
 use crate::graph::{Activation, Window};
@@ -47,7 +49,7 @@ pub(super) struct Geom {
 }
 
 impl Geom {
-    fn new(c: usize, m: usize, a: &ConvAxes, group: usize) -> Geom {
+    pub(super) fn new(c: usize, m: usize, a: &ConvAxes, group: usize) -> Geom {
         let ([d, h, w], [kd, kh, kw], [od, oh, ow]) = (a.input, a.kernel, a.out);
         let ([sd, sh, sw], [dd, dh, dw], [pf, pt, pl]) = (a.strides, a.dilations, a.pads);
         Geom { c, d, h, w, m, kd, kh, kw, od, oh, ow, sd, sh, sw, dd, dh, dw, pf, pt, pl, group, pointwise: a.pointwise() }
@@ -56,60 +58,6 @@ impl Geom {
     /// Elements of one input channel.
     pub fn volume(&self) -> usize {
         self.d * self.h * self.w
-    }
-}
-
-/// What every convolution output goes through last: the per-channel bias, then the fused
-/// activation as a clamp (Relu is `[0, inf)`, Clip its bounds, none `(-inf, inf)`), or a Swish.
-/// Kernels that clamp in registers apply the clamp; the Swish then runs over what they stored
-/// ([`Epilogue::finish`]) while it is in cache.
-pub(super) struct Epilogue<'a> {
-    bias: Option<&'a [f32]>,
-    pub lo: f32,
-    pub hi: f32,
-    /// What runs after the clamp: nothing, Swish (its alpha) or HardSwish.
-    post: Post,
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Post {
-    None,
-    Swish(f32),
-    HardSwish,
-}
-
-impl<'a> Epilogue<'a> {
-    pub fn new(bias: Option<&'a [f32]>, act: Option<Activation>) -> Self {
-        let unbounded = (f32::NEG_INFINITY, f32::INFINITY);
-        let ((lo, hi), post) = match act {
-            None => (unbounded, Post::None),
-            Some(Activation::Swish(alpha)) => (unbounded, Post::Swish(alpha)),
-            Some(Activation::HardSwish) => (unbounded, Post::HardSwish),
-            Some(Activation::Relu) => ((0.0, f32::INFINITY), Post::None),
-            Some(Activation::Clip { min, max }) => ((min, max), Post::None),
-        };
-        Epilogue { bias, lo, hi, post }
-    }
-    pub fn bias(&self, channel: usize) -> f32 {
-        self.bias.map_or(0.0, |b| b[channel])
-    }
-    fn is_identity(&self) -> bool {
-        self.bias.is_none() && self.lo == f32::NEG_INFINITY && self.hi == f32::INFINITY
-    }
-    pub fn apply(&self, row: &mut [f32], channel: usize) {
-        if !self.is_identity() {
-            simd::bias_act(row, self.bias(channel), self.lo, self.hi);
-        }
-        self.finish(row);
-    }
-    /// The part of the activation a clamp cannot express (Swish, HardSwish), over values the bias and
-    /// clamp have already been applied to.
-    pub fn finish(&self, row: &mut [f32]) {
-        match self.post {
-            Post::None => {}
-            Post::Swish(alpha) => simd::swish(row, alpha),
-            Post::HardSwish => simd::hard_swish(row),
-        }
     }
 }
 
@@ -136,7 +84,9 @@ pub fn conv(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, window: &Window, gro
     // uninitialised rather than zeroed (a full extra pass over memory).
     let image = |img: usize, yi: &mut [MaybeUninit<f32>], tasks: usize| {
         let xi = &xv[img * g.c * g.volume()..(img + 1) * g.c * g.volume()];
-        if direct {
+        if direct && depthwise_blocked::applies(&g) {
+            depthwise_blocked::depthwise_image(xi, wv, &epi, yi, &g);
+        } else if direct {
             grouped_image(xi, wv, &epi, yi, &g);
         } else {
             gemm_conv_image(xi, wv, &epi, yi, &g, tasks);
@@ -245,15 +195,40 @@ pub(super) fn unfold_row(x: &[f32], g: &Geom, row: usize, n0: usize, n1: usize, 
         let srow = &src[row_start..row_start + g.w];
         d[..a - ox0].fill(0.0);
         d[b - ox0..].fill(0.0);
+        let first = a * g.sw + kx * g.dw - g.pl;
         if g.sw == 1 {
-            let start = a + kx * g.dw - g.pl;
-            d[a - ox0..b - ox0].copy_from_slice(&srow[start..start + b - a]);
+            d[a - ox0..b - ox0].copy_from_slice(&srow[first..first + b - a]);
         } else {
-            for (i, v) in d[a - ox0..b - ox0].iter_mut().enumerate() {
-                *v = srow[(a + i) * g.sw + kx * g.dw - g.pl];
-            }
+            strided_copy(&mut d[a - ox0..b - ox0], &srow[first..], g.sw);
         }
     }
+}
+
+/// `dst[i] = src[i * stride]`, in blocks the vectoriser turns into shuffles when stride is 2.
+#[inline(always)]
+pub(super) fn strided_copy(dst: &mut [f32], src: &[f32], stride: usize) {
+    let mut i = 0;
+    if stride == 2 {
+        i = every_other::<16>(dst, src, i);
+        i = every_other::<8>(dst, src, i);
+    }
+    for (d, &v) in dst[i..].iter_mut().zip(src[i * stride..].iter().step_by(stride)) {
+        *d = v;
+    }
+}
+
+/// `dst[i] = src[2 i]` in whole blocks of `N` from `i`; returns where it stopped.
+#[inline(always)]
+fn every_other<const N: usize>(dst: &mut [f32], src: &[f32], mut i: usize) -> usize {
+    while i + N <= dst.len() && 2 * (i + N) <= src.len() {
+        let s = &src[2 * i..2 * (i + N)];
+        let d: &mut [f32; N] = (&mut dst[i..i + N]).try_into().unwrap();
+        for j in 0..N {
+            d[j] = s[2 * j];
+        }
+        i += N;
+    }
+    i
 }
 
 /// Output positions `[lo, hi)` along one axis whose tap `o * stride + offset - pad` lands inside `[0, size)`.

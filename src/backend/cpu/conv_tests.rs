@@ -1,7 +1,8 @@
-//! Every convolution path (depthwise at 8 and 16 lanes, pointwise and implicit-im2col GEMM,
+//! Every convolution path (depthwise per plane at 8 and 16 lanes and channel-blocked, pointwise and implicit-im2col GEMM,
 //! column- and channel-split tasks, per-image batches, groups, 1-D) against a direct loop.
 
-use super::conv;
+use super::{conv, Geom};
+use crate::graph::geometry::ConvAxes;
 use crate::graph::geometry::{lift3, window_output};
 use crate::graph::{Activation, AutoPad, Window};
 use crate::tensor::Tensor;
@@ -58,15 +59,27 @@ fn reference(case: &Case, x: &[f32], w: &[f32], b: Option<&[f32]>, out: &[usize]
     y
 }
 
-fn check(case: &Case) {
-    let window = Window {
+fn window(case: &Case) -> Window {
+    Window {
         kernel_shape: vec![],
         strides: case.strides.clone(),
         pads: case.pads.clone(),
         dilations: case.dilations.clone(),
         auto_pad: AutoPad::NotSet,
         ceil_mode: false,
-    };
+    }
+}
+
+/// The geometry `conv` derives for the case, to check which kernel takes it.
+fn conv_geom(case: &Case) -> Geom {
+    let window = window(case);
+    let out = window_output(&window, &case.spatial, &case.kernel, false).unwrap();
+    let axes = ConvAxes::new(&window, &case.spatial, &case.kernel, &out).unwrap().unwrap();
+    Geom::new(case.c, case.m, &axes, case.group)
+}
+
+fn check(case: &Case) {
+    let window = window(case);
     let spatial_out = window_output(&window, &case.spatial, &case.kernel, false).unwrap();
     let mut xs = vec![case.n, case.c];
     xs.extend(&case.spatial);
@@ -98,14 +111,19 @@ fn case2(n: usize, c: usize, m: usize, hw: [usize; 2], k: [usize; 2], s: [usize;
 fn depthwise_matches_reference() {
     let relu6 = Some(Activation::Clip { min: 0.0, max: 6.0 });
     // 16-lane planes (output width >= 14) and 8-lane ones; strides 1-3, dilation, asymmetric
-    // pads, channel multiplier 2, batch.
-    for mut case in [
+    // pads, channel multiplier 2, batch. The per-plane kernel takes the wide stride-1 ones and
+    // the multiplier; the channel-blocked one the others.
+    let wide = [case2(1, 3, 3, [9, 50], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 3), case2(2, 2, 2, [6, 70], [5, 5], [1, 1], [2, 1], [4, 2, 0, 1], 2)];
+    for case in &wide {
+        assert!(!super::depthwise_blocked::applies(&conv_geom(case)), "{:?} should take the per-plane kernel", case.spatial);
+    }
+    for mut case in wide.into_iter().chain([
         case2(1, 5, 5, [9, 20], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 5),
         case2(2, 4, 4, [11, 33], [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], 4),
         case2(1, 3, 6, [8, 7], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 3),
         case2(1, 3, 3, [13, 17], [5, 5], [1, 2], [2, 1], [2, 3, 1, 0], 3),
         case2(1, 2, 2, [10, 40], [3, 2], [3, 3], [1, 2], [0, 1, 2, 1], 2),
-    ] {
+    ]) {
         case.act = relu6;
         check(&case);
         case.act = Some(Activation::Swish(1.0));
@@ -113,6 +131,30 @@ fn depthwise_matches_reference() {
         case.bias = false;
         case.act = None;
         check(&case);
+    }
+}
+
+#[test]
+fn channel_blocked_depthwise_matches_reference() {
+    // Depthwise convolutions the channel-blocked kernel takes: narrow planes (3 to 17 wide, so
+    // 8-pixel transposes with and without tails), strides 1-2 at any width, 13 channels (a full
+    // block of 8 and a ragged one of 5), dilation, asymmetric pads, 5x5, a batch.
+    let cases = [
+        case2(1, 13, 13, [3, 3], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 13),
+        case2(2, 16, 16, [7, 9], [5, 5], [1, 1], [1, 1], [2, 2, 2, 2], 16),
+        case2(1, 8, 8, [17, 17], [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], 8),
+        case2(1, 13, 13, [12, 20], [3, 3], [1, 1], [2, 2], [2, 1, 0, 3], 13),
+        case2(1, 9, 9, [60, 60], [3, 3], [2, 2], [1, 1], [0, 0, 1, 1], 9),
+        case2(1, 5, 5, [6, 31], [5, 3], [2, 1], [1, 1], [2, 1, 2, 1], 5),
+    ];
+    for mut case in cases {
+        let g = conv_geom(&case);
+        assert!(super::depthwise_blocked::applies(&g), "case {:?} {:?} should take the blocked kernel", case.spatial, case.strides);
+        for act in [Some(Activation::Clip { min: 0.0, max: 6.0 }), Some(Activation::Swish(1.0)), None] {
+            case.act = act;
+            case.bias = act.is_some();
+            check(&case);
+        }
     }
 }
 

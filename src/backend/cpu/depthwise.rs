@@ -8,7 +8,8 @@
 //! inner loop is plain vector FMAs: a strided read costs a gather, and accumulating each tap
 //! into memory costs a store-to-load chain per element, which dominated the earlier kernel.
 
-use super::conv::{min_tasks, Epilogue, Geom};
+use super::conv::{min_tasks, strided_copy, Geom};
+use super::epilogue::Epilogue;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -110,33 +111,6 @@ fn fill_scratch(src: &[f32], scratch: &mut [f32], sc: Scratch, g: &Geom) {
             }
         }
     }
-}
-
-/// `dst[i] = src[i * stride]`, in blocks the vectoriser turns into shuffles when stride is 2.
-#[inline(always)]
-fn strided_copy(dst: &mut [f32], src: &[f32], stride: usize) {
-    let mut i = 0;
-    if stride == 2 {
-        i = every_other::<{ 2 * LANES }>(dst, src, i);
-        i = every_other::<LANES>(dst, src, i);
-    }
-    for (d, &v) in dst[i..].iter_mut().zip(src[i * stride..].iter().step_by(stride)) {
-        *d = v;
-    }
-}
-
-/// `dst[i] = src[2 i]` in whole blocks of `N` from `i`; returns where it stopped.
-#[inline(always)]
-fn every_other<const N: usize>(dst: &mut [f32], src: &[f32], mut i: usize) -> usize {
-    while i + N <= dst.len() && 2 * (i + N) <= src.len() {
-        let s = &src[2 * i..2 * (i + N)];
-        let d: &mut [f32; N] = (&mut dst[i..i + N]).try_into().unwrap();
-        for j in 0..N {
-            d[j] = s[2 * j];
-        }
-        i += N;
-    }
-    i
 }
 
 fn avx512() -> bool {

@@ -71,17 +71,39 @@ pub fn tanh(x: f32) -> f32 {
     if x.abs() < 4e-4 { x } else { p / q }
 }
 
-/// The logistic function 1 / (1 + e^-x) on the vectorisable [`exp`].
+/// e^x for the logistic functions, which saturate long before e^x leaves the normal range: x is
+/// clamped to [-87, 88], so one power of two scales the result and no special case is needed
+/// (a NaN stays NaN through the arithmetic). [`exp`]'s polynomial, as fused multiply-adds: every
+/// caller runs in an AVX2 + FMA loop where the CPU has them, and `mul_add` rounds the same on
+/// hardware and in libm, so the op and the fused epilogues agree to the bit.
+#[inline(always)]
+fn logistic_exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const P: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1];
+    const ROUND: f32 = 12_582_912.0;
+    let xc = x.clamp(-87.0, 88.0);
+    let t = xc.mul_add(LOG2E, ROUND);
+    let n = t - ROUND;
+    let ni = t.to_bits() as i32 - ROUND.to_bits() as i32;
+    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, xc));
+    let p = P[1..].iter().fold(P[0], |acc, &c| acc.mul_add(r, c));
+    let y = (p * r).mul_add(r, r) + 1.0;
+    y * f32::from_bits(((ni + 127) as u32) << 23)
+}
+
+/// The logistic function 1 / (1 + e^-x).
 #[inline]
 pub fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + exp(-x))
+    1.0 / (1.0 + logistic_exp(-x))
 }
 
 /// Swish, `x * sigmoid(alpha * x)` (SiLU at alpha 1), one formula for the op and for the
 /// convolution epilogue that fuses it.
 #[inline(always)]
 pub fn swish(x: f32, alpha: f32) -> f32 {
-    x / (1.0 + exp(-alpha * x))
+    x / (1.0 + logistic_exp(-alpha * x))
 }
 
 /// HardSwish, `x * clamp(x / 6 + 1/2, 0, 1)`, for the op and the fused epilogue alike. Written
@@ -144,5 +166,22 @@ mod tests {
             let (got, want) = (exp(x) as f64, (x as f64).exp());
             assert!((got - want).abs() <= f32::from_bits(1) as f64, "exp({x}) = {got:e}, want {want:e}");
         }
+    }
+
+    #[test]
+    fn logistic_functions_are_within_their_bound() {
+        let (mut worst_sigmoid, mut worst_swish) = (0f64, 0f64);
+        for i in -400_000..=400_000 {
+            let x = i as f32 / 10_000.0;
+            let s = 1.0 / (1.0 + (-x as f64).exp());
+            worst_sigmoid = worst_sigmoid.max(((sigmoid(x) as f64 - s) / s).abs());
+            // The argument rounded to f32 as the kernel rounds it: its rounding is not the exp's error.
+            let want = x as f64 / (1.0 + ((-1.7f32 * x) as f64).exp());
+            worst_swish = worst_swish.max((swish(x, 1.7) as f64 - want).abs() / (1e-30 + want.abs()));
+        }
+        assert!(worst_sigmoid < 5e-7 && worst_swish < 5e-7, "max relative error: sigmoid {worst_sigmoid:e}, swish {worst_swish:e}");
+        assert!(sigmoid(f32::NAN).is_nan() && swish(f32::NAN, 1.0).is_nan());
+        assert_eq!((sigmoid(f32::INFINITY), swish(f32::INFINITY, 1.0)), (1.0, f32::INFINITY));
+        assert!(sigmoid(-200.0) < 1e-37 && sigmoid(-200.0) >= 0.0);
     }
 }

@@ -1,22 +1,19 @@
 //! GEMM with the convolution epilogue fused: `C = clamp(A * B + bias[row], lo, hi)`, for the
 //! shapes convolutions produce (A = weights, B = the input or its im2col unfolding, both
-//! row-major; A is read in place, B packed). An AVX-512 micro-kernel keeps an 8 x 32 tile of C in registers through the whole
-//! depth and applies bias and activation before its one store, so the output is written once
-//! instead of written by the GEMM and then read and rewritten by a separate epilogue pass.
-//! CPUs without AVX-512 use the general GEMM plus that pass.
+//! row-major; A is read in place, B packed). A micro-kernel keeps a tile of C in registers
+//! through the whole depth (8 x 32 with AVX-512, 6 x 16 with AVX2 + FMA) and applies bias and
+//! clamp before its one store; a Swish or HardSwish then runs over each finished panel of rows
+//! while it is in cache.
+//! So the output is written once, and the unfolding is packed straight from the image, instead
+//! of the general GEMM writing C and two more passes reading and rewriting it. CPUs with neither
+//! extension use the general GEMM plus those passes.
 
-use super::conv::Epilogue;
+use super::epilogue::Epilogue;
 use super::gemm::{sgemm_into, Mat};
 use std::cell::RefCell;
 
-/// Rows of C per micro-tile (one broadcast of A each per depth step).
-const MR: usize = 8;
-/// Columns of C per micro-tile: two 16-lane vectors.
-const NR: usize = 32;
 /// Depth per packed block: a B micro-panel (KC x NR) then stays in L1 across the rows of A.
 const KC: usize = 256;
-/// Columns per packed block of B.
-const NC: usize = 1024;
 
 thread_local! {
     /// Per-thread packing buffers for B (and one row of it), kept between calls.
@@ -35,16 +32,27 @@ pub enum Rhs<'a> {
 /// `fill(p, j0, j1, dst)` writes B[p][j0..j1] into `dst[..j1 - j0]`.
 pub type RowFill<'a> = &'a (dyn Fn(usize, usize, usize, &mut [f32]) + Sync);
 
-/// Whether the fused kernel runs on this CPU.
-pub fn available() -> bool {
+/// Which register kernel the fused GEMM runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kernel {
+    Avx512,
+    Avx2,
+    /// The general GEMM and separate epilogue passes.
+    Unfused,
+}
+
+/// The best kernel this CPU runs.
+fn kernel() -> Kernel {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512f")
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Kernel::Avx512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return Kernel::Avx2;
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    Kernel::Unfused
 }
 
 /// `c[i * ldc + j] = epilogue(channel0 + i)(sum_p a[i, p] * b[p, j])` for an `m x n` block.
@@ -55,31 +63,33 @@ pub fn available() -> bool {
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_epilogue(m: usize, n: usize, k: usize, a: Mat, b: Rhs, c: *mut f32, ldc: usize, epi: &Epilogue, channel0: usize) {
     // SAFETY: forwarded from the caller.
-    unsafe { gemm_epilogue_on(available(), m, n, k, a, b, c, ldc, epi, channel0) }
+    unsafe { gemm_epilogue_on(kernel(), m, n, k, a, b, c, ldc, epi, channel0) }
 }
 
-/// [`gemm_epilogue`] with the choice of kernel explicit (`fused` needs AVX-512F), so tests can
-/// check both against each other.
+/// [`gemm_epilogue`] with the kernel explicit (it must run on this CPU), so tests can check each
+/// against the others.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_epilogue_on(fused: bool, m: usize, n: usize, k: usize, a: Mat, b: Rhs, c: *mut f32, ldc: usize, epi: &Epilogue, channel0: usize) {
+unsafe fn gemm_epilogue_on(kernel: Kernel, m: usize, n: usize, k: usize, a: Mat, b: Rhs, c: *mut f32, ldc: usize, epi: &Epilogue, channel0: usize) {
     if m == 0 || n == 0 {
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if fused && k > 0 && a.cs == 1 {
+    if kernel != Kernel::Unfused && k > 0 && a.cs == 1 {
         assert!((m - 1) * a.rs + (k - 1) * a.cs < a.data.len(), "gemm lhs out of range");
         if let Rhs::Matrix(b) = b {
             assert!((k - 1) * b.rs + (n - 1) * b.cs < b.data.len(), "gemm rhs out of range");
         }
-        let bias: Vec<f32> = (0..m.div_ceil(MR) * MR).map(|i| if i < m { epi.bias(channel0 + i) } else { 0.0 }).collect();
+        let job = Job { m, n, k, a, b, c, ldc, epi, channel0 };
         // Packing happens on this thread and calls no rayon code, so the borrow cannot be
         // re-entered.
         return PACK.with_borrow_mut(|(bpack, row)| {
-            // SAFETY: the CPU has AVX-512F (checked above); the caller vouches for `c`.
-            unsafe { blocked(m, n, k, a, b, c, ldc, &bias, epi.lo, epi.hi, bpack, row) };
-            for i in 0..m {
-                // SAFETY: row i of the block, just written by `blocked`.
-                epi.finish(unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), n) });
+            // SAFETY: `kernel` runs on this CPU (the caller's word, or `kernel()`); the caller
+            // vouches for `c`.
+            unsafe {
+                match kernel {
+                    Kernel::Avx512 => blocked_avx512(&job, bpack, row),
+                    _ => blocked_avx2(&job, bpack, row),
+                }
             }
         });
     }
@@ -106,9 +116,23 @@ unsafe fn gemm_epilogue_on(fused: bool, m: usize, n: usize, k: usize, a: Mat, b:
     }
 }
 
+/// One fused product, as [`gemm_epilogue`] takes it.
+struct Job<'a> {
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<'a>,
+    b: Rhs<'a>,
+    c: *mut f32,
+    ldc: usize,
+    epi: &'a Epilogue<'a>,
+    channel0: usize,
+}
+
 /// Packs rows `[p0, p0 + kc)` and columns `[j0, j0 + nc)` of `b` into micro-panels of NR
 /// columns: `[nc / NR][kc][NR]`, columns past the end zero. `row` is scratch for made rows.
-fn pack_b(b: Rhs, p0: usize, kc: usize, j0: usize, nc: usize, out: &mut Vec<f32>, row: &mut Vec<f32>) {
+#[inline(always)]
+fn pack_b<const NR: usize>(b: Rhs, p0: usize, kc: usize, j0: usize, nc: usize, out: &mut Vec<f32>, row: &mut Vec<f32>) {
     let panels = nc.div_ceil(NR);
     if out.len() < panels * kc * NR {
         out.resize(panels * kc * NR, 0.0);
@@ -152,15 +176,36 @@ fn pack_b(b: Rhs, p0: usize, kc: usize, j0: usize, nc: usize, out: &mut Vec<f32>
     }
 }
 
+/// The AVX-512 kernel: 8 x 32 tiles, B blocks of 256 x 1024 (1 MiB, for the larger L2 of the
+/// CPUs that have it).
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
-unsafe fn blocked(m: usize, n: usize, k: usize, a: Mat, b: Rhs, c: *mut f32, ldc: usize, bias: &[f32], lo: f32, hi: f32, bpack: &mut Vec<f32>, row: &mut Vec<f32>) {
+unsafe fn blocked_avx512(job: &Job, bpack: &mut Vec<f32>, row: &mut Vec<f32>) {
+    // SAFETY: the micro-kernel needs AVX-512F, which this function is compiled for.
+    blocked::<8, 32, 1024>(job, bpack, row, |kc, a, b, c, t| unsafe { micro_kernel_avx512(kc, a, b, c, t) })
+}
+
+/// The AVX2 kernel: 6 x 16 tiles (12 of the 16 vector registers accumulate), B blocks of
+/// 256 x 256 (256 KiB, inside a 512 KiB L2).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn blocked_avx2(job: &Job, bpack: &mut Vec<f32>, row: &mut Vec<f32>) {
+    // SAFETY: the micro-kernel needs AVX2 and FMA, which this function is compiled for.
+    blocked::<6, 16, 256>(job, bpack, row, |kc, a, b, c, t| unsafe { micro_kernel_avx2(kc, a, b, c, t) })
+}
+
+/// The blocking shared by the kernels: B in packed blocks of KC x NC, A read in place in
+/// panels of MR rows, each MR x NR tile of C by `micro`, then the part of the epilogue a clamp
+/// cannot express over the panel's finished rows.
+#[inline(always)]
+fn blocked<const MR: usize, const NR: usize, const NC: usize>(job: &Job, bpack: &mut Vec<f32>, row: &mut Vec<f32>, micro: impl Fn(usize, &[*const f32; MR], *const f32, *mut f32, &Tile)) {
+    let Job { m, n, k, a, b, c, ldc, epi, channel0 } = *job;
+    let bias: Vec<f32> = (0..m.div_ceil(MR) * MR).map(|i| if i < m { epi.bias(channel0 + i) } else { 0.0 }).collect();
     for j0 in (0..n).step_by(NC) {
         let nc = NC.min(n - j0);
         for p0 in (0..k).step_by(KC) {
             let kc = KC.min(k - p0);
-            pack_b(b, p0, kc, j0, nc, bpack, row);
+            pack_b::<NR>(b, p0, kc, j0, nc, bpack, row);
             let (first, last) = (p0 == 0, p0 + kc == k);
             for panel in 0..m.div_ceil(MR) {
                 let rows = MR.min(m - panel * MR);
@@ -172,10 +217,16 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: Mat, b: Rhs, c: *mut f32, ldc
                     let bp = bpack[jp * kc * NR..].as_ptr();
                     // SAFETY: the tile (rows x cols at this offset) is inside the caller's block;
                     // the A rows hold k - p0 >= kc elements and the packed panel kc * NR.
-                    unsafe {
-                        let ct = c.add(panel * MR * ldc + j0 + jp * NR);
-                        let tile = Tile { rows, cols, ldc, accumulate: !first, epilogue: last.then_some((&bias[panel * MR..panel * MR + MR], lo, hi)) };
-                        micro_kernel(kc, &arows, bp, ct, &tile);
+                    let ct = unsafe { c.add(panel * MR * ldc + j0 + jp * NR) };
+                    let tile = Tile { rows, cols, ldc, accumulate: !first, epilogue: last.then_some((&bias[panel * MR..panel * MR + MR], epi.lo, epi.hi)) };
+                    micro(kc, &arows, bp, ct, &tile);
+                }
+                if last {
+                    // Over the panel's rows of this column block while they are in cache, in
+                    // runs of up to NC: a call per tile row of NR would cost more than its math.
+                    for r in 0..rows {
+                        // SAFETY: row r of the panel over columns [j0, j0 + nc), just stored.
+                        epi.finish(unsafe { std::slice::from_raw_parts_mut(c.add((panel * MR + r) * ldc + j0), nc) });
                     }
                 }
             }
@@ -197,9 +248,10 @@ struct Tile<'a> {
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn micro_kernel(kc: usize, a: &[*const f32; MR], b: *const f32, c: *mut f32, t: &Tile) {
+unsafe fn micro_kernel_avx512(kc: usize, a: &[*const f32; 8], b: *const f32, c: *mut f32, t: &Tile) {
     use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    const NR: usize = 32;
+    let mut acc = [[_mm512_setzero_ps(); 2]; 8];
     for p in 0..kc {
         // SAFETY: each A row has kc elements from its pointer; packed B holds kc rows of NR.
         let (b0, b1) = unsafe { (_mm512_loadu_ps(b.add(p * NR)), _mm512_loadu_ps(b.add(p * NR + 16))) };
@@ -239,47 +291,119 @@ unsafe fn micro_kernel(kc: usize, a: &[*const f32; MR], b: *const f32, c: *mut f
     }
 }
 
+/// The AVX2 + FMA micro-kernel: a 6 x 16 tile of C in twelve registers.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn micro_kernel_avx2(kc: usize, a: &[*const f32; 6], b: *const f32, c: *mut f32, t: &Tile) {
+    use std::arch::x86_64::*;
+    const NR: usize = 16;
+    let mut acc = [[_mm256_setzero_ps(); 2]; 6];
+    for p in 0..kc {
+        // SAFETY: each A row has kc elements from its pointer; packed B holds kc rows of NR.
+        let (b0, b1) = unsafe { (_mm256_loadu_ps(b.add(p * NR)), _mm256_loadu_ps(b.add(p * NR + 8))) };
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            // SAFETY: as above.
+            let av = _mm256_set1_ps(unsafe { *a[r].add(p) });
+            acc_r[0] = _mm256_fmadd_ps(av, b0, acc_r[0]);
+            acc_r[1] = _mm256_fmadd_ps(av, b1, acc_r[1]);
+        }
+    }
+    for (r, acc_r) in acc.iter().enumerate().take(t.rows) {
+        for (v, &x) in acc_r.iter().enumerate() {
+            let valid = t.cols.saturating_sub(8 * v).min(8);
+            if valid == 0 {
+                continue;
+            }
+            // SAFETY: row r < rows and columns [8 v, 8 v + valid) are inside the tile; a partial
+            // vector goes through `part`, so nothing past the tile is read or written.
+            unsafe {
+                let cp = c.add(r * t.ldc + 8 * v);
+                let mut part = [0f32; 8];
+                let dst = if valid == 8 { cp } else { part.as_mut_ptr() };
+                let mut x = x;
+                if t.accumulate {
+                    if valid < 8 {
+                        std::ptr::copy_nonoverlapping(cp, dst, valid);
+                    }
+                    x = _mm256_add_ps(x, _mm256_loadu_ps(dst));
+                }
+                if let Some((bias, lo, hi)) = t.epilogue {
+                    x = _mm256_add_ps(x, _mm256_set1_ps(bias[r]));
+                    // x second, so a NaN stays NaN (see the AVX-512 kernel).
+                    x = _mm256_min_ps(_mm256_set1_ps(hi), _mm256_max_ps(_mm256_set1_ps(lo), x));
+                }
+                _mm256_storeu_ps(dst, x);
+                if valid < 8 {
+                    std::ptr::copy_nonoverlapping(dst, cp, valid);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::graph::Activation;
 
-    /// Both kernels against a plain triple loop, on shapes that leave partial tiles in every
-    /// dimension and cross the depth and column block sizes.
+    /// The kernels this CPU runs, the unfused fallback first.
+    fn kernels() -> Vec<Kernel> {
+        let mut all = vec![Kernel::Unfused];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                all.push(Kernel::Avx2);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                all.push(Kernel::Avx512);
+            }
+        }
+        all
+    }
+
+    /// Every kernel against a plain triple loop, on shapes that leave partial tiles in every
+    /// dimension and cross the depth and column block sizes, with a clamp and with a Swish.
     #[test]
-    fn fused_and_fallback_match_reference() {
-        let shapes = [(1, 1, 1), (8, 32, 16), (13, 49, 7), (24, 1100, 300), (70, 33, 520), (5, 17, 3)];
+    fn every_kernel_matches_the_reference() {
+        let kernels = kernels();
+        eprintln!("kernels on this CPU: {kernels:?}");
+        let shapes = [(1, 1, 1), (8, 32, 16), (13, 49, 7), (24, 1100, 300), (70, 33, 520), (5, 17, 3), (7, 300, 9)];
         let mut seed = 1u32;
         let mut rnd = move || {
             seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
             (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
         };
-        for &(m, n, k) in &shapes {
+        let acts = [Activation::Clip { min: -0.5, max: 0.75 }, Activation::Swish(1.3)];
+        for (&(m, n, k), act) in shapes.iter().flat_map(|s| acts.iter().map(move |&a| (s, a))) {
             let a: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
             let b: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
             let bias: Vec<f32> = (0..m + 3).map(|_| rnd()).collect();
-            let epi = Epilogue::new(Some(&bias), Some(Activation::Clip { min: -0.5, max: 0.75 }));
+            let epi = Epilogue::new(Some(&bias), Some(act));
             let ldc = n + 5;
             let mut want = vec![0f32; m * ldc];
             for i in 0..m {
                 for j in 0..n {
-                    let dot: f32 = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
-                    want[i * ldc + j] = (dot + bias[i + 3]).clamp(-0.5, 0.75);
+                    let dot = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum::<f64>() + bias[i + 3] as f64;
+                    want[i * ldc + j] = match act {
+                        Activation::Swish(alpha) => dot / (1.0 + (-alpha as f64 * dot).exp()),
+                        _ => dot.clamp(-0.5, 0.75),
+                    } as f32;
                 }
             }
             let rows = |p: usize, j0: usize, j1: usize, dst: &mut [f32]| dst[..j1 - j0].copy_from_slice(&b[p * n + j0..p * n + j1]);
-            for (fused, made) in [(false, false), (false, true), (available(), false), (available(), true)] {
+            for (kernel, made) in kernels.iter().flat_map(|&kern| [(kern, false), (kern, true)]) {
                 let rhs = if made { Rhs::Rows(&rows) } else { Rhs::Matrix(Mat::row_major(&b, n)) };
                 let mut got = vec![f32::NAN; m * ldc];
-                // SAFETY: `got` holds m rows of ldc >= n elements.
-                unsafe { gemm_epilogue_on(fused, m, n, k, Mat::row_major(&a, k), rhs, got.as_mut_ptr(), ldc, &epi, 3) };
+                // SAFETY: `got` holds m rows of ldc >= n elements; each kernel runs on this CPU.
+                unsafe { gemm_epilogue_on(kernel, m, n, k, Mat::row_major(&a, k), rhs, got.as_mut_ptr(), ldc, &epi, 3) };
                 for i in 0..m {
                     for j in 0..ldc {
                         let (g, w) = (got[i * ldc + j], want[i * ldc + j]);
                         if j < n {
-                            assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "fused={fused} {m}x{n}x{k} at ({i},{j}): {g} vs {w}");
+                            assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{kernel:?} {m}x{n}x{k} at ({i},{j}): {g} vs {w}");
                         } else {
-                            assert!(g.is_nan(), "fused={fused} {m}x{n}x{k} wrote past its block at ({i},{j})");
+                            assert!(g.is_nan(), "{kernel:?} {m}x{n}x{k} wrote past its block at ({i},{j})");
                         }
                     }
                 }

@@ -4,6 +4,8 @@
 pub mod attention;
 pub mod conv;
 mod depthwise;
+mod depthwise_blocked;
+mod epilogue;
 pub mod einsum;
 mod fastmath;
 mod fused_gemm;

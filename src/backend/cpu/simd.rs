@@ -108,3 +108,55 @@ fn hard_swish_generic(x: &mut [f32]) {
 unsafe fn hard_swish_avx2(x: &mut [f32]) {
     hard_swish_generic(x)
 }
+
+/// `dst[j * stride + i] = src[i][j]` for i, j < 8: an 8 x 8 transpose between row pointers and a
+/// strided destination, in 24 shuffles with AVX (64 scalar moves without).
+///
+/// # Safety
+/// Each `src[i]` must be valid for reads of 8 elements and `dst` for writes of `7 * stride + 8`
+/// (it may be uninitialised); the two may not overlap.
+#[inline]
+pub unsafe fn transpose8x8(src: [*const f32; 8], dst: *mut f32, stride: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU has AVX; the caller vouches for the pointers.
+        return unsafe { transpose8x8_avx(src, dst, stride) };
+    }
+    for (i, s) in src.iter().enumerate() {
+        for j in 0..8 {
+            // SAFETY: as the caller vouches.
+            unsafe { *dst.add(j * stride + i) = *s.add(j) };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose8x8_avx(src: [*const f32; 8], dst: *mut f32, stride: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller vouches for 8 readable elements per source row.
+    let r: [__m256; 8] = std::array::from_fn(|i| unsafe { _mm256_loadu_ps(src[i]) });
+    // Pairs of rows interleaved, then quadruples, then the 128-bit halves swapped into place.
+    let t: [__m256; 8] = [
+        _mm256_unpacklo_ps(r[0], r[1]), _mm256_unpackhi_ps(r[0], r[1]),
+        _mm256_unpacklo_ps(r[2], r[3]), _mm256_unpackhi_ps(r[2], r[3]),
+        _mm256_unpacklo_ps(r[4], r[5]), _mm256_unpackhi_ps(r[4], r[5]),
+        _mm256_unpacklo_ps(r[6], r[7]), _mm256_unpackhi_ps(r[6], r[7]),
+    ];
+    let q: [__m256; 8] = [
+        _mm256_shuffle_ps::<0x44>(t[0], t[2]), _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+        _mm256_shuffle_ps::<0x44>(t[1], t[3]), _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+        _mm256_shuffle_ps::<0x44>(t[4], t[6]), _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+        _mm256_shuffle_ps::<0x44>(t[5], t[7]), _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+    ];
+    let out: [__m256; 8] = [
+        _mm256_permute2f128_ps::<0x20>(q[0], q[4]), _mm256_permute2f128_ps::<0x20>(q[1], q[5]),
+        _mm256_permute2f128_ps::<0x20>(q[2], q[6]), _mm256_permute2f128_ps::<0x20>(q[3], q[7]),
+        _mm256_permute2f128_ps::<0x31>(q[0], q[4]), _mm256_permute2f128_ps::<0x31>(q[1], q[5]),
+        _mm256_permute2f128_ps::<0x31>(q[2], q[6]), _mm256_permute2f128_ps::<0x31>(q[3], q[7]),
+    ];
+    for (j, v) in out.iter().enumerate() {
+        // SAFETY: the caller vouches for the destination rows.
+        unsafe { _mm256_storeu_ps(dst.add(j * stride), *v) };
+    }
+}
