@@ -309,6 +309,28 @@ unsafe fn micro_kernel_avx2(kc: usize, a: &[*const f32; 6], b: *const f32, c: *m
             acc_r[1] = _mm256_fmadd_ps(av, b1, acc_r[1]);
         }
     }
+    if t.rows == 6 && t.cols == NR {
+        // A whole tile in straight-line code, so the accumulators stay in registers: with a
+        // shallow depth (a 1x1 convolution over few channels) the store costs as much as the FMAs.
+        for (r, acc_r) in acc.iter().enumerate() {
+            for (v, &x) in acc_r.iter().enumerate() {
+                // SAFETY: the whole 6 x 16 tile is inside the caller's block.
+                unsafe {
+                    let cp = c.add(r * t.ldc + 8 * v);
+                    let mut x = x;
+                    if t.accumulate {
+                        x = _mm256_add_ps(x, _mm256_loadu_ps(cp));
+                    }
+                    if let Some((bias, lo, hi)) = t.epilogue {
+                        x = _mm256_add_ps(x, _mm256_set1_ps(bias[r]));
+                        x = _mm256_min_ps(_mm256_set1_ps(hi), _mm256_max_ps(_mm256_set1_ps(lo), x));
+                    }
+                    _mm256_storeu_ps(cp, x);
+                }
+            }
+        }
+        return;
+    }
     for (r, acc_r) in acc.iter().enumerate().take(t.rows) {
         for (v, &x) in acc_r.iter().enumerate() {
             let valid = t.cols.saturating_sub(8 * v).min(8);
