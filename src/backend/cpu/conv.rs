@@ -8,6 +8,8 @@
 
 use super::depthwise::{grouped_image, MAX_GROUP_WIDTH};
 use super::depthwise_blocked;
+#[doc(hidden)]
+pub use super::depthwise_blocked::{force_depthwise_kernel, DepthwiseKernel};
 use super::epilogue::Epilogue;
 use super::fused_gemm::{gemm_epilogue, Rhs};
 use super::gemm::{sgemm, Mat, SharedOut};

@@ -11,6 +11,7 @@ use super::epilogue::Epilogue;
 use super::simd;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Channels per block: one AVX2 vector.
 const CB: usize = 8;
@@ -20,12 +21,35 @@ const PIXELS: usize = 4;
 /// From this output width on, a stride-1 depthwise convolution runs the per-plane kernel, whose
 /// rows then fill its vectors and which needs no transposes. Strided ones always run here: the
 /// per-plane kernel splits their columns by phase, and its rows get short (measured in
-/// BENCHMARKS.md, "Depthwise kernels").
+/// BENCHMARKS.md, "Depthwise kernels", `cargo bench --bench conv_kernels`).
 pub const PLANE_KERNEL_WIDTH: usize = 48;
+
+/// Which kernel runs depthwise convolutions: chosen by shape, or one of the two forced, so that
+/// `benches/conv_kernels.rs` can time both on the same shape.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum DepthwiseKernel {
+    ByShape = 0,
+    PerPlane = 1,
+    ChannelBlocked = 2,
+}
+
+static FORCED: AtomicU8 = AtomicU8::new(DepthwiseKernel::ByShape as u8);
+
+/// Forces a depthwise kernel process-wide (benches only; the default is by shape).
+#[doc(hidden)]
+pub fn force_depthwise_kernel(kernel: DepthwiseKernel) {
+    FORCED.store(kernel as u8, Ordering::Relaxed);
+}
 
 /// Whether the blocked kernel takes this convolution.
 pub fn applies(g: &Geom) -> bool {
-    g.group == g.c && g.group == g.m && g.d == 1 && g.kd == 1 && (g.sw > 1 || g.ow < PLANE_KERNEL_WIDTH)
+    let depthwise = g.group == g.c && g.group == g.m && g.d == 1 && g.kd == 1;
+    match FORCED.load(Ordering::Relaxed) {
+        1 => false,
+        2 => depthwise,
+        _ => depthwise && (g.sw > 1 || g.ow < PLANE_KERNEL_WIDTH),
+    }
 }
 
 /// Extents of the padded input the taps read: `(rows, cols)`.

@@ -19,17 +19,19 @@ pub fn erf(x: f32) -> f32 {
     p / q
 }
 
+// Cephes' `expf`: e^x = 2^n e^r with n = round(x log2 e) and |r| <= ln 2 / 2, e^r by polynomial.
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+// ln 2 split in two so that n * LN2_HI is exact.
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+const P: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1];
+// Rounding by adding and subtracting 1.5 * 2^23: `round` is a libm call without SSE4.1.
+const ROUND: f32 = 12_582_912.0;
+
 /// e^x (Cephes' `expf` polynomial after reducing x by multiples of ln 2; max relative error
 /// 3e-7 where the result is a normal f32). Overflows to +inf above 88.72, and is 0 below -104.
 #[inline]
 pub fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 split in two so that n * LN2_HI is exact.
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const P: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1];
-    // Rounding by adding and subtracting 1.5 * 2^23: `round` is a libm call without SSE4.1.
-    const ROUND: f32 = 12_582_912.0;
     let xc = x.clamp(-103.9, 88.73);
     let t = xc * LOG2E + ROUND;
     let n = t - ROUND;
@@ -78,11 +80,6 @@ pub fn tanh(x: f32) -> f32 {
 /// hardware and in libm, so the op and the fused epilogues agree to the bit.
 #[inline(always)]
 fn logistic_exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const P: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1];
-    const ROUND: f32 = 12_582_912.0;
     let xc = x.clamp(-87.0, 88.0);
     let t = xc.mul_add(LOG2E, ROUND);
     let n = t - ROUND;

@@ -317,15 +317,7 @@ unsafe fn micro_kernel_avx2(kc: usize, a: &[*const f32; 6], b: *const f32, c: *m
                 // SAFETY: the whole 6 x 16 tile is inside the caller's block.
                 unsafe {
                     let cp = c.add(r * t.ldc + 8 * v);
-                    let mut x = x;
-                    if t.accumulate {
-                        x = _mm256_add_ps(x, _mm256_loadu_ps(cp));
-                    }
-                    if let Some((bias, lo, hi)) = t.epilogue {
-                        x = _mm256_add_ps(x, _mm256_set1_ps(bias[r]));
-                        x = _mm256_min_ps(_mm256_set1_ps(hi), _mm256_max_ps(_mm256_set1_ps(lo), x));
-                    }
-                    _mm256_storeu_ps(cp, x);
+                    _mm256_storeu_ps(cp, finish_avx2(x, cp, r, t));
                 }
             }
         }
@@ -343,25 +335,39 @@ unsafe fn micro_kernel_avx2(kc: usize, a: &[*const f32; 6], b: *const f32, c: *m
                 let cp = c.add(r * t.ldc + 8 * v);
                 let mut part = [0f32; 8];
                 let dst = if valid == 8 { cp } else { part.as_mut_ptr() };
-                let mut x = x;
-                if t.accumulate {
-                    if valid < 8 {
-                        std::ptr::copy_nonoverlapping(cp, dst, valid);
-                    }
-                    x = _mm256_add_ps(x, _mm256_loadu_ps(dst));
+                if t.accumulate && valid < 8 {
+                    std::ptr::copy_nonoverlapping(cp, dst, valid);
                 }
-                if let Some((bias, lo, hi)) = t.epilogue {
-                    x = _mm256_add_ps(x, _mm256_set1_ps(bias[r]));
-                    // x second, so a NaN stays NaN (see the AVX-512 kernel).
-                    x = _mm256_min_ps(_mm256_set1_ps(hi), _mm256_max_ps(_mm256_set1_ps(lo), x));
-                }
-                _mm256_storeu_ps(dst, x);
+                _mm256_storeu_ps(dst, finish_avx2(x, dst, r, t));
                 if valid < 8 {
                     std::ptr::copy_nonoverlapping(dst, cp, valid);
                 }
             }
         }
     }
+}
+
+/// One accumulator vector of tile row `r` as it is stored: plus what `prev` holds when the tile
+/// accumulates, then bias and clamp on the last depth block.
+///
+/// # Safety
+/// With `t.accumulate`, `prev` must be valid for reads of 8 elements.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn finish_avx2(x: std::arch::x86_64::__m256, prev: *const f32, r: usize, t: &Tile) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let mut x = x;
+    if t.accumulate {
+        // SAFETY: as the caller vouches.
+        x = _mm256_add_ps(x, unsafe { _mm256_loadu_ps(prev) });
+    }
+    if let Some((bias, lo, hi)) = t.epilogue {
+        x = _mm256_add_ps(x, _mm256_set1_ps(bias[r]));
+        // x second, so a NaN stays NaN (see the AVX-512 kernel).
+        x = _mm256_min_ps(_mm256_set1_ps(hi), _mm256_max_ps(_mm256_set1_ps(lo), x));
+    }
+    x
 }
 
 #[cfg(test)]
