@@ -66,13 +66,15 @@ fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
 }
 
 /// Makes the calling thread worker 0 of the process's global pool, of `threads` workers (default
-/// one per core), the count that runs asking for it then use in place (call it first thing,
+/// one per core), the count that runs asking for it then use in place. Call it first thing,
 /// before anything touches rayon; later calls, a pool already built and a count out of range
-/// are no-ops, and say so by returning false). Runs on the default
-/// pool from that thread then start on it: no hand-over to another worker and back, which
-/// costs two wake-ups per run, each waiting for a free core when the machine is busy. A CLI's
-/// main thread or a server's one inference thread wants this; it is off by default because a
-/// pool's worker 0 runs other callers' jobs only while it is itself inside a parallel loop.
+/// are no-ops, and say so by returning false.
+///
+/// Runs on the default pool from that thread then start on it: no hand-over to another worker
+/// and back, which costs two wake-ups per run, each waiting for a free core when the machine is
+/// busy. A CLI's main thread or a server's one inference thread wants this; it is off by default
+/// because a pool's worker 0 runs other callers' jobs only while it is itself inside a parallel
+/// loop.
 pub fn adopt_calling_thread(threads: Option<usize>) -> bool {
     if threads.is_some_and(|n| n == 0 || n > MAX_THREADS) {
         return false;
@@ -127,17 +129,18 @@ fn with_helper<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     let done = AtomicBool::new(false);
     // Set on every way out of the run, a panic included, or the helper would keep the scope
     // (and the caller) waiting forever.
-    struct Finish<'a>(&'a AtomicBool);
+    /// Ends the helper's wait and gives `IN_RUN` back the value it had before this run.
+    struct Finish<'a>(&'a AtomicBool, bool);
     impl Drop for Finish<'_> {
         fn drop(&mut self) {
             self.0.store(true, Ordering::Release);
-            IN_RUN.with(|r| r.set(false));
+            IN_RUN.with(|r| r.set(self.1));
         }
     }
     rayon::scope(|s| {
         s.spawn(|_| help_until(&done));
-        IN_RUN.with(|r| r.set(true));
-        let _finish = Finish(&done);
+        let outer = IN_RUN.with(|r| r.replace(true));
+        let _finish = Finish(&done, outer);
         f()
     })
 }
