@@ -165,10 +165,6 @@ fn plane_kernel_generic<const L: usize>(scratch: &[f32], sc: Scratch, offsets: &
     let reach = offsets.iter().max().copied().unwrap_or(0) + L;
     // Bounds every read below: the furthest block plus the furthest tap stays in scratch.
     assert!(last_base + reach <= scratch.len() && offsets.len() == wk.len(), "depthwise scratch too small");
-    let clamp = |v: f32| {
-        let v = if v < epi.lo { epi.lo } else { v };
-        if v > epi.hi { epi.hi } else { v }
-    };
     // Output blocks in row-major order, GROUP at a time: independent accumulators hide the FMA
     // latency that a single chain of taps would wait on.
     let (mut oy, mut bx) = (0, 0);
@@ -198,7 +194,7 @@ fn plane_kernel_generic<const L: usize>(scratch: &[f32], sc: Scratch, offsets: &
             }
         }
         for (a, &(_, at)) in acc.iter().zip(&pos).take(k) {
-            let v: [f32; L] = std::array::from_fn(|i| clamp(a[i]));
+            let v: [f32; L] = std::array::from_fn(|i| epi.clamp(a[i]));
             let n = L.min(g.ow - at % g.ow);
             if n == L {
                 // A fixed-size store: one vector move rather than a loop of scalar ones.

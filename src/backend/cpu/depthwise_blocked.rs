@@ -163,10 +163,6 @@ fn block_kernel_generic(xs: &[f32], wk: &[f32], epi: &Epilogue, ys: &mut [f32], 
     };
     let weights: &[[f32; CB]] = &wk.as_chunks::<CB>().0[..taps + 1];
     let bias = weights[taps];
-    let clamp = |v: f32| {
-        let v = if v < epi.lo { epi.lo } else { v };
-        if v > epi.hi { epi.hi } else { v }
-    };
     for oy in 0..g.oh {
         let mut ox = 0;
         while ox < g.ow {
@@ -188,7 +184,7 @@ fn block_kernel_generic(xs: &[f32], wk: &[f32], epi: &Epilogue, ys: &mut [f32], 
             }
             for (j, a) in acc.iter().enumerate().take(n) {
                 let o: &mut [f32; CB] = (&mut ys[((oy * g.ow) + ox + j) * CB..][..CB]).try_into().unwrap();
-                *o = a.map(clamp);
+                *o = a.map(|v| epi.clamp(v));
             }
             ox += n;
         }

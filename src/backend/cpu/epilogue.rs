@@ -39,6 +39,13 @@ impl<'a> Epilogue<'a> {
     pub fn bias(&self, channel: usize) -> f32 {
         self.bias.map_or(0.0, |b| b[channel])
     }
+    /// The clamp on one value, as kernels that clamp in registers apply it. Comparisons, not
+    /// `max`/`min`: a NaN stays NaN (as in ONNX Runtime).
+    #[inline(always)]
+    pub fn clamp(&self, v: f32) -> f32 {
+        let v = if v < self.lo { self.lo } else { v };
+        if v > self.hi { self.hi } else { v }
+    }
     fn is_identity(&self) -> bool {
         self.bias.is_none() && self.lo == f32::NEG_INFINITY && self.hi == f32::INFINITY
     }
