@@ -57,6 +57,12 @@ impl Geom {
         Geom { c, d, h, w, m, kd, kh, kw, od, oh, ow, sd, sh, sw, dd, dh, dw, pf, pt, pl, group, pointwise: a.pointwise() }
     }
 
+    /// A same-size stride-1 2-D (or 1-D) convolution: each row of its unfolding is the input
+    /// plane shifted by one tap's offset.
+    pub fn unfolds_by_shift(&self) -> bool {
+        self.d == 1 && self.sh == 1 && self.sw == 1 && self.oh == self.h && self.ow == self.w
+    }
+
     /// Elements of one input channel.
     pub fn volume(&self) -> usize {
         self.d * self.h * self.w
@@ -173,6 +179,8 @@ fn gemm_conv_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [MaybeUninit
 }
 
 /// Row `row` = (c, kz, ky, kx) of the unfolding, output columns `[n0, n1)`, into `dst`.
+/// It runs once per row of every packed block, over segments as short as one output row, so
+/// the position advances by increments (no division per segment) and short runs copy inline.
 pub(super) fn unfold_row(x: &[f32], g: &Geom, row: usize, n0: usize, n1: usize, dst: &mut [f32]) {
     let c = row / (g.kd * g.kh * g.kw);
     let kz = (row / (g.kh * g.kw)) % g.kd;
@@ -180,9 +188,12 @@ pub(super) fn unfold_row(x: &[f32], g: &Geom, row: usize, n0: usize, n1: usize, 
     let kx = row % g.kw;
     let src = &x[c * g.volume()..(c + 1) * g.volume()];
     let (lo, hi) = valid_range(g.ow, g.sw, g.pl, kx * g.dw, g.w);
+    if g.unfolds_by_shift() {
+        return unfold_row_shifted(src, g, (ky, kx), (lo, hi), n0, n1, dst);
+    }
+    let (mut oz, mut oy, mut ox0) = (n0 / (g.oh * g.ow), (n0 / g.ow) % g.oh, n0 % g.ow);
     let mut p = n0;
     while p < n1 {
-        let (oz, oy, ox0) = (p / (g.oh * g.ow), (p / g.ow) % g.oh, p % g.ow);
         let ox1 = (g.ow).min(ox0 + n1 - p);
         let d = &mut dst[p - n0..p - n0 + ox1 - ox0];
         p += ox1 - ox0;
@@ -191,18 +202,82 @@ pub(super) fn unfold_row(x: &[f32], g: &Geom, row: usize, n0: usize, n1: usize, 
         let (a, b) = (lo.clamp(ox0, ox1), hi.clamp(ox0, ox1));
         if iz < 0 || iz >= g.d as isize || iy < 0 || iy >= g.h as isize || a >= b {
             d.fill(0.0);
-            continue;
-        }
-        let row_start = (iz as usize * g.h + iy as usize) * g.w;
-        let srow = &src[row_start..row_start + g.w];
-        d[..a - ox0].fill(0.0);
-        d[b - ox0..].fill(0.0);
-        let first = a * g.sw + kx * g.dw - g.pl;
-        if g.sw == 1 {
-            d[a - ox0..b - ox0].copy_from_slice(&srow[first..first + b - a]);
         } else {
-            strided_copy(&mut d[a - ox0..b - ox0], &srow[first..], g.sw);
+            let row_start = (iz as usize * g.h + iy as usize) * g.w;
+            let srow = &src[row_start..row_start + g.w];
+            d[..a - ox0].fill(0.0);
+            d[b - ox0..].fill(0.0);
+            let first = a * g.sw + kx * g.dw - g.pl;
+            if g.sw == 1 {
+                short_copy(&mut d[a - ox0..b - ox0], &srow[first..first + b - a]);
+            } else {
+                strided_copy(&mut d[a - ox0..b - ox0], &srow[first..], g.sw);
+            }
         }
+        ox0 = 0;
+        oy += 1;
+        if oy == g.oh {
+            oy = 0;
+            oz += 1;
+        }
+    }
+}
+
+/// [`unfold_row`] for a same-size stride-1 convolution, where the row is the input plane
+/// shifted by the tap's offset: one copy, then zeros where the tap falls outside the plane.
+fn unfold_row_shifted(src: &[f32], g: &Geom, (ky, kx): (usize, usize), (lo, hi): (usize, usize), n0: usize, n1: usize, dst: &mut [f32]) {
+    let dst = &mut dst[..n1 - n0];
+    let shift = (ky * g.dh) as isize * g.w as isize + (kx * g.dw) as isize - (g.pt * g.w + g.pl) as isize;
+    // Output rows whose input row is inside the plane, as output columns.
+    let (rlo, rhi) = valid_range(g.oh, 1, g.pt, ky * g.dh, g.h);
+    let (a, b) = ((rlo * g.ow).clamp(n0, n1), (rhi * g.ow).clamp(n0, n1));
+    if a >= b || lo >= hi {
+        dst.fill(0.0);
+        return;
+    }
+    dst[..a - n0].fill(0.0);
+    dst[b - n0..].fill(0.0);
+    // Columns outside [lo, hi) read the neighbouring input row (zeroed below), except left of
+    // the first copied column and right of the last, where they could fall outside the plane:
+    // the copy starts and ends on valid columns.
+    let (oxa, oxb) = (a % g.ow, (b - 1) % g.ow);
+    let ca = if oxa < lo { (a - oxa + lo).min(b) } else { a };
+    let cb = if oxb >= hi { (b - 1 - oxb + hi).max(ca) } else { b };
+    if ca < cb {
+        let first = (ca as isize + shift) as usize;
+        dst[ca - n0..cb - n0].copy_from_slice(&src[first..first + (cb - ca)]);
+    }
+    let mut row0 = a - a % g.ow;
+    while row0 < b {
+        let (z0, z1) = ((row0).max(a), (row0 + lo).min(b));
+        if z0 < z1 {
+            dst[z0 - n0..z1 - n0].fill(0.0);
+        }
+        let (z0, z1) = ((row0 + hi).max(a), (row0 + g.ow).min(b));
+        if z0 < z1 {
+            dst[z0 - n0..z1 - n0].fill(0.0);
+        }
+        row0 += g.ow;
+    }
+}
+
+/// `dst.copy_from_slice(src)` for runs of a few dozen elements: in fixed blocks, which inline
+/// to vector moves, where a `memcpy` call costs more than the copy.
+#[inline(always)]
+fn short_copy(dst: &mut [f32], src: &[f32]) {
+    let mut i = 0;
+    while i + 16 <= dst.len() {
+        let d: &mut [f32; 16] = (&mut dst[i..i + 16]).try_into().unwrap();
+        d.copy_from_slice(&src[i..i + 16]);
+        i += 16;
+    }
+    if i + 8 <= dst.len() {
+        let d: &mut [f32; 8] = (&mut dst[i..i + 8]).try_into().unwrap();
+        d.copy_from_slice(&src[i..i + 8]);
+        i += 8;
+    }
+    for (d, &v) in dst[i..].iter_mut().zip(&src[i..]) {
+        *d = v;
     }
 }
 

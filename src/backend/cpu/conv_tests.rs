@@ -196,6 +196,13 @@ fn gemm_paths_match_reference() {
         case2(1, 3, 32, [33, 35], [3, 3], [2, 2], [1, 1], [0, 1, 1, 0], 1),
         case2(1, 40, 24, [17, 19], [3, 3], [1, 2], [2, 2], [2, 2, 2, 2], 1),
         case2(1, 12, 20, [15, 18], [3, 3], [1, 1], [2, 3], [2, 3, 1, 2], 1),
+        // Same-size stride-1 ones, whose unfolding rows are shifted planes: dilated, asymmetric
+        // pads, taps wholly outside a small plane, and more columns than one packed block or
+        // task, so blocks start and end mid-row.
+        case2(1, 6, 10, [14, 19], [3, 3], [1, 1], [2, 3], [2, 3, 2, 3], 1),
+        case2(1, 5, 7, [9, 30], [2, 2], [1, 1], [1, 1], [0, 1, 1, 0], 1),
+        case2(1, 8, 16, [3, 3], [7, 7], [1, 1], [1, 1], [3, 3, 3, 3], 1),
+        case2(1, 20, 24, [37, 41], [5, 5], [1, 1], [1, 1], [2, 2, 2, 2], 1),
         // Groups that are not depthwise, and a batch (one task per image).
         case2(1, 8, 12, [12, 14], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 4),
         case2(3, 16, 32, [20, 21], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1),
@@ -215,6 +222,8 @@ fn gemm_paths_match_reference() {
         case3(2, 4, 4, [5, 6, 6], [3, 3, 3], [1, 1, 1], [1, 1, 1], [1; 6], 4),
         case3(1, 16, 32, [8, 16, 16], [3, 3, 3], [1, 1, 1], [1, 1, 1], [1; 6], 1),
     ]);
+    let shifted = cases.iter().filter(|c| c.spatial.len() == 2 && conv_geom(c).unfolds_by_shift()).count();
+    assert!(shifted >= 5, "only {shifted} cases unfold by shifting");
     for mut case in cases {
         check(&case);
         case.act = Some(Activation::Swish(1.5));

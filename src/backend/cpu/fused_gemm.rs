@@ -8,6 +8,7 @@
 //! of the general GEMM writing C and two more passes reading and rewriting it. CPUs with neither
 //! extension use the general GEMM plus those passes.
 
+use super::dot_gemm;
 use super::epilogue::Epilogue;
 use super::gemm::{sgemm_into, Mat};
 use std::cell::RefCell;
@@ -37,12 +38,15 @@ pub type RowFill<'a> = &'a (dyn Fn(usize, usize, usize, &mut [f32]) + Sync);
 enum Kernel {
     Avx512,
     Avx2,
+    /// Dot products along the depth ([`dot_gemm`]), for products with few columns.
+    Avx512Dot,
+    Avx2Dot,
     /// The general GEMM and separate epilogue passes.
     Unfused,
 }
 
-/// The best kernel this CPU runs.
-fn kernel() -> Kernel {
+/// The widest instruction set this CPU runs: AVX-512F, AVX2 + FMA, or neither.
+fn widest() -> Kernel {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
@@ -55,6 +59,15 @@ fn kernel() -> Kernel {
     Kernel::Unfused
 }
 
+/// The best kernel this CPU runs for a product of `n` columns.
+fn kernel(n: usize) -> Kernel {
+    match widest() {
+        Kernel::Avx512 if n <= dot_gemm::MAX_COLS_AVX512 => Kernel::Avx512Dot,
+        Kernel::Avx2 if n <= dot_gemm::MAX_COLS_AVX2 => Kernel::Avx2Dot,
+        widest => widest,
+    }
+}
+
 /// `c[i * ldc + j] = epilogue(channel0 + i)(sum_p a[i, p] * b[p, j])` for an `m x n` block.
 ///
 /// # Safety
@@ -63,7 +76,7 @@ fn kernel() -> Kernel {
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_epilogue(m: usize, n: usize, k: usize, a: Mat, b: Rhs, c: *mut f32, ldc: usize, epi: &Epilogue, channel0: usize) {
     // SAFETY: forwarded from the caller.
-    unsafe { gemm_epilogue_on(kernel(), m, n, k, a, b, c, ldc, epi, channel0) }
+    unsafe { gemm_epilogue_on(kernel(n), m, n, k, a, b, c, ldc, epi, channel0) }
 }
 
 /// [`gemm_epilogue`] with the kernel explicit (it must run on this CPU), so tests can check each
@@ -88,6 +101,8 @@ unsafe fn gemm_epilogue_on(kernel: Kernel, m: usize, n: usize, k: usize, a: Mat,
             unsafe {
                 match kernel {
                     Kernel::Avx512 => blocked_avx512(&job, bpack, row),
+                    Kernel::Avx512Dot => dot_gemm::blocked_avx512(&job, bpack, row),
+                    Kernel::Avx2Dot => dot_gemm::blocked_avx2(&job, bpack, row),
                     _ => blocked_avx2(&job, bpack, row),
                 }
             }
@@ -117,16 +132,16 @@ unsafe fn gemm_epilogue_on(kernel: Kernel, m: usize, n: usize, k: usize, a: Mat,
 }
 
 /// One fused product, as [`gemm_epilogue`] takes it.
-struct Job<'a> {
-    m: usize,
-    n: usize,
-    k: usize,
-    a: Mat<'a>,
-    b: Rhs<'a>,
-    c: *mut f32,
-    ldc: usize,
-    epi: &'a Epilogue<'a>,
-    channel0: usize,
+pub(super) struct Job<'a> {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: Mat<'a>,
+    pub b: Rhs<'a>,
+    pub c: *mut f32,
+    pub ldc: usize,
+    pub epi: &'a Epilogue<'a>,
+    pub channel0: usize,
 }
 
 /// Packs rows `[p0, p0 + kc)` and columns `[j0, j0 + nc)` of `b` into micro-panels of NR
@@ -375,19 +390,13 @@ mod tests {
     use super::*;
     use crate::graph::Activation;
 
-    /// The kernels this CPU runs, the unfused fallback first.
+    /// The kernels this CPU runs, the unfused fallback first (an AVX-512 CPU runs AVX2 too).
     fn kernels() -> Vec<Kernel> {
-        let mut all = vec![Kernel::Unfused];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                all.push(Kernel::Avx2);
-            }
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                all.push(Kernel::Avx512);
-            }
+        match widest() {
+            Kernel::Avx512 => vec![Kernel::Unfused, Kernel::Avx2, Kernel::Avx2Dot, Kernel::Avx512, Kernel::Avx512Dot],
+            Kernel::Avx2 => vec![Kernel::Unfused, Kernel::Avx2, Kernel::Avx2Dot],
+            _ => vec![Kernel::Unfused],
         }
-        all
     }
 
     /// Every kernel against a plain triple loop, on shapes that leave partial tiles in every
@@ -396,7 +405,9 @@ mod tests {
     fn every_kernel_matches_the_reference() {
         let kernels = kernels();
         eprintln!("kernels on this CPU: {kernels:?}");
-        let shapes = [(1, 1, 1), (8, 32, 16), (13, 49, 7), (24, 1100, 300), (70, 33, 520), (5, 17, 3), (7, 300, 9)];
+        // With few columns and a deep product too (the dot-product kernels' shapes): ragged row
+        // panels, column tiles of 1 to 4, depth blocks and a partial last vector.
+        let shapes = [(1, 1, 1), (8, 32, 16), (13, 49, 7), (24, 1100, 300), (70, 33, 520), (5, 17, 3), (7, 300, 9), (13, 9, 1100), (70, 1, 520), (6, 5, 37), (9, 12, 4), (11, 7, 1029)];
         let mut seed = 1u32;
         let mut rnd = move || {
             seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);

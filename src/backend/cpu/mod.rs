@@ -5,6 +5,7 @@ pub mod attention;
 pub mod conv;
 mod depthwise;
 mod depthwise_blocked;
+mod dot_gemm;
 mod epilogue;
 pub mod einsum;
 mod fastmath;
