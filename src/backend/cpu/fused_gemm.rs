@@ -277,32 +277,52 @@ unsafe fn micro_kernel_avx512(kc: usize, a: &[*const f32; 8], b: *const f32, c: 
             acc_r[1] = _mm512_fmadd_ps(av, b1, acc_r[1]);
         }
     }
-    let mask = |v: usize| -> __mmask16 {
-        let valid = t.cols.saturating_sub(16 * v).min(16);
-        ((1u32 << valid) - 1) as __mmask16
-    };
+    if t.rows == 8 && t.cols == NR {
+        // A whole tile in straight-line code, so the accumulators stay in registers (as in the
+        // AVX2 kernel).
+        for (r, acc_r) in acc.iter().enumerate() {
+            for (v, &x) in acc_r.iter().enumerate() {
+                // SAFETY: the whole 8 x 32 tile is inside the caller's block.
+                unsafe { finish_avx512(x, c.add(r * t.ldc + 16 * v), !0, r, t) };
+            }
+        }
+        return;
+    }
     for (r, acc_r) in acc.iter().enumerate().take(t.rows) {
         for (v, &x) in acc_r.iter().enumerate() {
-            let mk = mask(v);
-            if mk == 0 {
+            let valid = t.cols.saturating_sub(16 * v).min(16);
+            if valid == 0 {
                 continue;
             }
             // SAFETY: row r < rows and the masked lanes are columns < cols of the tile.
-            unsafe {
-                let cp = c.add(r * t.ldc + 16 * v);
-                let mut x = x;
-                if t.accumulate {
-                    x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mk, cp));
-                }
-                if let Some((bias, lo, hi)) = t.epilogue {
-                    x = _mm512_add_ps(x, _mm512_set1_ps(bias[r]));
-                    // MAXPS/MINPS return their second operand when either is NaN: x goes
-                    // second, so a NaN stays NaN (as in ONNX Runtime).
-                    x = _mm512_min_ps(_mm512_set1_ps(hi), _mm512_max_ps(_mm512_set1_ps(lo), x));
-                }
-                _mm512_mask_storeu_ps(cp, mk, x);
-            }
+            unsafe { finish_avx512(x, c.add(r * t.ldc + 16 * v), ((1u32 << valid) - 1) as __mmask16, r, t) };
         }
+    }
+}
+
+/// Stores one accumulator vector of tile row `r` into the lanes of `mask` at `cp`: plus what is
+/// there when the tile accumulates, then bias and clamp on the last depth block.
+///
+/// # Safety
+/// The lanes of `mask` at `cp` must be valid for reads and writes.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn finish_avx512(x: std::arch::x86_64::__m512, cp: *mut f32, mask: std::arch::x86_64::__mmask16, r: usize, t: &Tile) {
+    use std::arch::x86_64::*;
+    let mut x = x;
+    // SAFETY: as the caller vouches.
+    unsafe {
+        if t.accumulate {
+            x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask, cp));
+        }
+        if let Some((bias, lo, hi)) = t.epilogue {
+            x = _mm512_add_ps(x, _mm512_set1_ps(bias[r]));
+            // MAXPS/MINPS return their second operand when either is NaN: x goes second, so a
+            // NaN stays NaN (as in ONNX Runtime).
+            x = _mm512_min_ps(_mm512_set1_ps(hi), _mm512_max_ps(_mm512_set1_ps(lo), x));
+        }
+        _mm512_mask_storeu_ps(cp, mask, x);
     }
 }
 
@@ -379,7 +399,7 @@ unsafe fn finish_avx2(x: std::arch::x86_64::__m256, prev: *const f32, r: usize, 
     }
     if let Some((bias, lo, hi)) = t.epilogue {
         x = _mm256_add_ps(x, _mm256_set1_ps(bias[r]));
-        // x second, so a NaN stays NaN (see the AVX-512 kernel).
+        // x second, so a NaN stays NaN (see `finish_avx512`).
         x = _mm256_min_ps(_mm256_set1_ps(hi), _mm256_max_ps(_mm256_set1_ps(lo), x));
     }
     x
