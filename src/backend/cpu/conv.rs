@@ -1,5 +1,5 @@
 //! CPU convolution, NCHW f32. Depthwise and narrow grouped convolutions run a direct kernel
-//! (`depthwise.rs`, or `depthwise_blocked.rs` for depthwise ones over narrow planes);
+//! (`depthwise.rs`, or `depthwise_blocked.rs` for depthwise ones over narrow or strided planes);
 //! everything else is a GEMM per group: straight on the input for pointwise (1x1, stride 1, no
 //! pad) convolutions, on an im2col unfolding otherwise. A batch runs one task per image; a
 //! single image splits its output columns across threads, each task unfolding, multiplying and
@@ -11,7 +11,7 @@ use super::depthwise_blocked;
 #[doc(hidden)]
 pub use super::depthwise_blocked::{force_depthwise_kernel, DepthwiseKernel};
 use super::epilogue::Epilogue;
-use super::fused_gemm::{gemm_epilogue, Rhs};
+use super::fused_gemm::{gemm_epilogue, Rhs, RowFill};
 use super::gemm::{sgemm, Mat, SharedOut};
 use crate::error::Result;
 use crate::graph::geometry::{lift3, ConvAxes};
@@ -101,6 +101,8 @@ pub fn conv(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, window: &Window, gro
         }
     };
     if g.m * plane == 0 {
+    } else if n > 1 && !direct && plane <= BATCH_MERGE_PLANE {
+        batched_gemm_conv(xv, wv, &epi, yu, &g, n);
     } else if n > 1 {
         // One image per task: coarser work than splitting each image's GEMM, fewer hand-offs.
         yu.par_chunks_mut(g.m * plane).enumerate().with_min_len(super::threads::min_len(1)).for_each(|(img, yi)| image(img, yi, 1));
@@ -120,55 +122,102 @@ pub fn min_tasks(work_per_plane: usize) -> usize {
 
 
 
-/// One image by GEMM: `yi[M, OD*OH*OW] = W[M, C/g*KD*KH*KW] * unfold(xi)` per group, then the epilogue,
+/// Per-image planes up to this many pixels run a batch as one GEMM whose columns are all the
+/// images' pixels: a late layer's weights, far larger than its activations, then stream through
+/// the cache once per batch instead of once per image, and the tiles fill.
+const BATCH_MERGE_PLANE: usize = 256;
+
+/// A batch of small planes as one GEMM over `images x plane` columns into a scratch, then each
+/// image's channels copied to their place in the NCHW output.
+fn batched_gemm_conv(xv: &[f32], wv: &[f32], epi: &Epilogue, y: &mut [MaybeUninit<f32>], g: &Geom, images: usize) {
+    let plane = g.od * g.oh * g.ow;
+    let mut merged: Vec<f32> = Vec::with_capacity(g.m * images * plane);
+    gemm_conv_columns(xv, images, wv, epi, &mut merged.spare_capacity_mut()[..g.m * images * plane], g, super::threads::width());
+    // SAFETY: the GEMM wrote every element of the m x (images * plane) block.
+    unsafe { merged.set_len(g.m * images * plane) };
+    for (ch, row) in merged.chunks(images * plane).enumerate() {
+        for (img, src) in row.chunks(plane).enumerate() {
+            let dst = &mut y[(img * g.m + ch) * plane..(img * g.m + ch + 1) * plane];
+            for (d, &v) in dst.iter_mut().zip(src) {
+                d.write(v);
+            }
+        }
+    }
+}
+
+/// One image by GEMM: `yi[M, OD*OH*OW] = W[M, C/g*KD*KH*KW] * unfold(xi)` per group, then the epilogue.
+fn gemm_conv_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [MaybeUninit<f32>], g: &Geom, tasks: usize) {
+    gemm_conv_columns(xi, 1, wv, epi, yi, g, tasks)
+}
+
+/// `y[M, images * OD*OH*OW] = W[M, C/g*KD*KH*KW] * unfold(x)` per group, then the epilogue, where
+/// the columns run over the pixels of each of `images` images in turn (`x` holds them all);
 /// split over up to `tasks` parallel tasks by output columns, or by output channels when there
 /// are too few columns to share (the small feature maps late in a network).
-fn gemm_conv_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [MaybeUninit<f32>], g: &Geom, tasks: usize) {
+fn gemm_conv_columns(x: &[f32], images: usize, wv: &[f32], epi: &Epilogue, y: &mut [MaybeUninit<f32>], g: &Geom, tasks: usize) {
     let (cg, mg) = (g.c / g.group, g.m / g.group);
     let kk = cg * g.kd * g.kh * g.kw;
     let plane = g.od * g.oh * g.ow;
-    let pointwise = g.pointwise;
+    let cols_total = images * plane;
+    let image_len = g.c * g.volume();
     // Below ~1M MACs a task is too small to hand to another thread.
-    let tasks = if g.m * kk * plane >= 1 << 20 { tasks.max(1) } else { 1 };
-    let out = SharedOut(yi.as_mut_ptr().cast::<f32>());
+    let tasks = if g.m * kk * cols_total >= 1 << 20 { tasks.max(1) } else { 1 };
+    let out = SharedOut(y.as_mut_ptr().cast::<f32>());
     // Output rows [r0, r1) of group `grp` over columns [n0, n1), from the unfolded input `b`.
     let gemm_block = |grp: usize, (r0, r1): (usize, usize), (n0, n1): (usize, usize), b: Rhs| {
         let a = Mat::row_major(&wv[(grp * mg + r0) * kk..(grp * mg + r1) * kk], kk);
-        let first = (grp * mg + r0) * plane + n0;
-        // SAFETY: the block lies inside `yi` (M x plane) and belongs to this task alone (tasks
-        // take disjoint rows or columns); `yi` is exclusively borrowed for the whole call.
-        unsafe { gemm_epilogue(r1 - r0, n1 - n0, kk, a, b, out.ptr().add(first), plane, epi, grp * mg + r0) };
+        let first = (grp * mg + r0) * cols_total + n0;
+        // SAFETY: the block lies inside `y` (M x cols_total) and belongs to this task alone
+        // (tasks take disjoint rows or columns); `y` is exclusively borrowed for the whole call.
+        unsafe { gemm_epilogue(r1 - r0, n1 - n0, kk, a, b, out.ptr().add(first), cols_total, epi, grp * mg + r0) };
     };
-    if tasks > 1 && plane < 64 * tasks && g.group == 1 {
-        let unfold = |p: usize, j0: usize, j1: usize, dst: &mut [f32]| unfold_row(xi, g, p, j0, j1, dst);
-        let b = if pointwise { Rhs::Matrix(Mat::row_major(xi, plane)) } else { Rhs::Rows(&unfold) };
+    // Row `p` of group `grp`'s unfolding over columns [j0, j1), image by image. A pointwise
+    // convolution's rows are its input channels.
+    let unfold = |grp: usize, p: usize, j0: usize, j1: usize, dst: &mut [f32]| {
+        let mut j = j0;
+        while j < j1 {
+            let (img, pix) = (j / plane, j % plane);
+            let end = j1.min((img + 1) * plane);
+            let xg = &x[img * image_len + grp * cg * g.volume()..];
+            let d = &mut dst[j - j0..end - j0];
+            if g.pointwise {
+                d.copy_from_slice(&xg[p * plane + pix..p * plane + pix + d.len()]);
+            } else {
+                unfold_row(xg, g, p, pix, pix + d.len(), d);
+            }
+            j = end;
+        }
+    };
+    // One image's pointwise product reads its input as it is.
+    fn rhs<'a>(in_place: Option<&'a [f32]>, plane: usize, fill: RowFill<'a>) -> Rhs<'a> {
+        in_place.map_or(Rhs::Rows(fill), |data| Rhs::Matrix(Mat { data, rs: plane, cs: 1 }))
+    }
+    let in_place = |grp: usize, n0: usize| (g.pointwise && images == 1).then(|| &x[grp * cg * plane + n0..]);
+    if tasks > 1 && cols_total < 64 * tasks && g.group == 1 {
+        let fill = |p: usize, j0: usize, j1: usize, dst: &mut [f32]| unfold(0, p, j0, j1, dst);
+        let b = rhs(in_place(0, 0), plane, &fill);
         // Row blocks stay multiples of the GEMM micro-tile height.
         let rows = mg.div_ceil(tasks).div_ceil(8) * 8;
         (0..tasks).into_par_iter().for_each(|t| {
             let (r0, r1) = (t * rows, ((t + 1) * rows).min(mg));
             if r0 < r1 {
-                gemm_block(0, (r0, r1), (0, plane), b);
+                gemm_block(0, (r0, r1), (0, cols_total), b);
             }
         });
         return;
     }
-    let tasks = tasks.min(plane.div_ceil(64));
+    let tasks = tasks.min(cols_total.div_ceil(64));
     // Column blocks stay multiples of the GEMM micro-tile width.
-    let cols = plane.div_ceil(tasks).div_ceil(16) * 16;
+    let cols = cols_total.div_ceil(tasks).div_ceil(16) * 16;
     let task = |t: usize| {
-        let (n0, n1) = (t * cols, ((t + 1) * cols).min(plane));
+        let (n0, n1) = (t * cols, ((t + 1) * cols).min(cols_total));
         if n0 >= n1 {
             return;
         }
         for grp in 0..g.group {
-            let xg = &xi[grp * cg * g.volume()..(grp + 1) * cg * g.volume()];
-            if pointwise {
-                gemm_block(grp, (0, mg), (n0, n1), Rhs::Matrix(Mat { data: &xg[n0..], rs: plane, cs: 1 }));
-            } else {
-                // The GEMM packs its B straight from the image (implicit im2col).
-                let unfold = |p: usize, j0: usize, j1: usize, dst: &mut [f32]| unfold_row(xg, g, p, n0 + j0, n0 + j1, dst);
-                gemm_block(grp, (0, mg), (n0, n1), Rhs::Rows(&unfold));
-            }
+            // The GEMM packs its B straight from the image (implicit im2col).
+            let fill = |p: usize, j0: usize, j1: usize, dst: &mut [f32]| unfold(grp, p, n0 + j0, n0 + j1, dst);
+            gemm_block(grp, (0, mg), (n0, n1), rhs(in_place(grp, n0), plane, &fill));
         }
     };
     if tasks == 1 {

@@ -203,6 +203,12 @@ fn gemm_paths_match_reference() {
         case2(1, 5, 7, [9, 30], [2, 2], [1, 1], [1, 1], [0, 1, 1, 0], 1),
         case2(1, 8, 16, [3, 3], [7, 7], [1, 1], [1, 1], [3, 3, 3, 3], 1),
         case2(1, 20, 24, [37, 41], [5, 5], [1, 1], [1, 1], [2, 2, 2, 2], 1),
+        // Batches of small planes, run as one GEMM over all the images' pixels: padded 3x3,
+        // strided, pointwise, more columns than one task or packed block.
+        case2(4, 24, 40, [7, 9], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1),
+        case2(3, 20, 36, [9, 11], [3, 3], [2, 2], [1, 1], [0, 1, 1, 0], 1),
+        case2(5, 40, 24, [5, 5], [1, 1], [1, 1], [1, 1], [0, 0, 0, 0], 1),
+        case2(8, 64, 72, [11, 13], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1),
         // Groups that are not depthwise, and a batch (one task per image).
         case2(1, 8, 12, [12, 14], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 4),
         case2(3, 16, 32, [20, 21], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1),

@@ -1,10 +1,10 @@
-//! Depthwise convolution (one input and one output channel per group) over narrow planes or with
-//! a stride, NCHW f32, with the channels blocked by eight: the late layers of MobileNet- and EfficientNet-style
-//! networks have hundreds of channels of 7x7, 6x6 or 3x3 pixels, too narrow to fill a vector
-//! along a row, and the per-plane kernel (`depthwise.rs`) spends more on each plane's setup than
-//! on its taps there. Here eight channels are interleaved into a zero-padded scratch, so a vector
-//! holds one pixel of eight channels and every tap is one FMA for all of them, whatever the
-//! plane's width (the NCHWc layout ONNX Runtime converts whole networks to, applied per block).
+//! Depthwise convolution (one input and one output channel per group) over narrow planes or with a
+//! stride, NCHW f32, with the channels blocked by eight: the late layers of MobileNet- and
+//! EfficientNet-style networks have hundreds of channels of 7x7, 6x6 or 3x3 pixels, too narrow to
+//! fill a vector along a row, and the per-plane kernel (`depthwise.rs`) spends more on each plane's
+//! setup than on its taps there. Here eight channels are interleaved into a zero-padded scratch, so
+//! a vector holds one pixel of eight channels and every tap is one FMA for all of them, whatever
+//! the plane's width (the NCHWc layout ONNX Runtime converts whole networks to, applied per block).
 
 use super::conv::{min_tasks, Geom};
 use super::epilogue::Epilogue;

@@ -122,6 +122,9 @@ pub fn gemm_op(a: &Tensor, b: &Tensor, c: Option<&Tensor>, alpha: f32, beta: f32
     if tb {
         bm = bm.transposed();
     }
+    if let Some(y) = few_rows_by_weights(av, bv, c, (m, n, k), (alpha, beta, ta, tb), act)? {
+        return Tensor::from_f32(&[m, n], y);
+    }
     let mut y = vec![0f32; m * n];
     let accumulate = match c {
         Some(c) if beta != 0.0 => {
@@ -147,6 +150,53 @@ pub fn gemm_op(a: &Tensor, b: &Tensor, c: Option<&Tensor>, alpha: f32, beta: f32
         y.iter_mut().for_each(|v| *v = act.apply(*v));
     }
     Tensor::from_f32(&[m, n], y)
+}
+
+/// The most rows (a classifier's batch) [`few_rows_by_weights`] takes.
+const FEW_ROWS: usize = 16;
+
+/// A classifier head, `Y = X * W' + bias` with W as `[out, in]` (PyTorch's Linear) and a batch of
+/// up to [`FEW_ROWS`] rows, as the convolution GEMM computes it: `Y' = W * X'`, W read in place
+/// as the row operand and the batch as the few columns, which the dot-product kernel serves
+/// without padding, the bias and activation fused; then Y' transposed (small). The general GEMM
+/// packs W, the large operand, for a handful of rows. `None` where the form does not apply.
+fn few_rows_by_weights(x: &[f32], w: &[f32], c: Option<&Tensor>, (m, n, k): (usize, usize, usize), (alpha, beta, ta, tb): (f32, f32, bool, bool), act: Option<Activation>) -> Result<Option<Vec<f32>>> {
+    let bias = match c {
+        None => None,
+        Some(_) if beta == 0.0 => None,
+        Some(c) if beta == 1.0 && c.shape().last() == Some(&n) && c.shape().iter().product::<usize>() == n => Some(c.as_f32()?),
+        Some(_) => return Ok(None),
+    };
+    if ta || !tb || alpha != 1.0 || m == 0 || m > FEW_ROWS || n == 0 || k == 0 {
+        return Ok(None);
+    }
+    let epi = super::epilogue::Epilogue::new(bias, act);
+    let mut yt = vec![0f32; n * m];
+    let out = SharedOut(yt.as_mut_ptr());
+    // Output features split across threads when there is enough work to share.
+    let tasks = if n * m * k >= 1 << 20 { super::threads::width().min(n.div_ceil(64)) } else { 1 };
+    let rows = n.div_ceil(tasks).div_ceil(8) * 8;
+    let block = |t: usize| {
+        let (r0, r1) = (t * rows, ((t + 1) * rows).min(n));
+        if r0 < r1 {
+            let a = Mat::row_major(&w[r0 * k..r1 * k], k);
+            let b = super::fused_gemm::Rhs::Matrix(Mat { data: x, rs: 1, cs: k });
+            // SAFETY: rows [r0, r1) of the n x m scratch belong to this task alone.
+            unsafe { super::fused_gemm::gemm_epilogue(r1 - r0, m, k, a, b, out.ptr().add(r0 * m), m, &epi, r0) };
+        }
+    };
+    if tasks == 1 {
+        block(0);
+    } else {
+        (0..tasks).into_par_iter().for_each(block);
+    }
+    let mut y = vec![0f32; m * n];
+    for (j, col) in yt.chunks(m).enumerate() {
+        for (i, &v) in col.iter().enumerate() {
+            y[i * n + j] = v;
+        }
+    }
+    Ok(Some(y))
 }
 
 /// Numpy matmul with batch broadcasting, f32.
@@ -195,4 +245,36 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         y.chunks_mut(m * n).enumerate().for_each(|(bi, yb)| product(bi, yb));
     }
     Tensor::from_f32(&out_shape, y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A classifier head with few rows (the weights-as-rows form) against the definition, with
+    /// a bias, a fused activation, ragged sizes and one large enough to split across threads;
+    /// and the shapes the form leaves to the general GEMM.
+    #[test]
+    fn few_rows_match_reference() {
+        let values = |len: usize, seed: u32| super::super::test_values::values(len, seed, -0.5, 0.5);
+        for (m, n, k, act) in [(1, 1, 1, None), (1, 1000, 37, None), (5, 13, 300, Some(Activation::Relu)), (8, 1000, 160, Some(Activation::HardSwish)), (16, 70, 520, None)] {
+            let (x, w, b) = (values(m * k, 1), values(n * k, 2), values(n, 3));
+            let xt = Tensor::from_f32(&[m, k], x.clone()).unwrap();
+            let wt = Tensor::from_f32(&[n, k], w.clone()).unwrap();
+            let bt = Tensor::from_f32(&[1, n], b.clone()).unwrap();
+            assert!(few_rows_by_weights(&x, &w, Some(&bt), (m, n, k), (1.0, 1.0, false, true), act).unwrap().is_some());
+            let got = gemm_op(&xt, &wt, Some(&bt), 1.0, 1.0, false, true, act).unwrap();
+            for (idx, &g) in got.as_f32().unwrap().iter().enumerate() {
+                let (i, j) = (idx / n, idx % n);
+                let dot = (0..k).map(|p| x[i * k + p] as f64 * w[j * k + p] as f64).sum::<f64>() as f32 + b[j];
+                let want = act.map_or(dot, |a| a.apply(dot));
+                assert!((g - want).abs() <= 1e-5 * (1.0 + want.abs()), "{m}x{n}x{k} at ({i},{j}): {g} vs {want}");
+            }
+        }
+        let (x, w) = (values(40, 1), values(40, 2));
+        let c = Tensor::from_f32(&[4, 1], values(4, 3)).unwrap();
+        for (c, params) in [(None, (2.0, 1.0, false, true)), (None, (1.0, 1.0, false, false)), (Some(&c), (1.0, 1.0, false, true)), (None, (1.0, 1.0, true, true))] {
+            assert!(few_rows_by_weights(&x, &w, c, (4, 10, 4), params, None).unwrap().is_none());
+        }
+    }
 }
