@@ -1,8 +1,9 @@
 //! CPU convolution, NCHW f32. Depthwise and narrow grouped convolutions run a direct kernel
 //! (`depthwise.rs`, or `depthwise_blocked.rs` for depthwise ones over narrow or strided planes);
 //! everything else is a GEMM per group: straight on the input for pointwise (1x1, stride 1, no
-//! pad) convolutions, on an im2col unfolding otherwise. A batch runs one task per image; a
-//! single image splits its output columns across threads, each task unfolding, multiplying and
+//! pad) convolutions, on an im2col unfolding otherwise. A batch of small planes runs as one
+//! GEMM over all its images' pixels, a batch of larger ones one task per image; a single image
+//! splits its output columns across threads, each task unfolding, multiplying and
 //! applying bias + activation to its own columns while they are in cache, so one convolution is
 //! one parallel region. 3-D convolutions take the GEMM path with a depth axis in the unfolding.
 
@@ -97,7 +98,7 @@ pub fn conv(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, window: &Window, gro
         } else if direct {
             grouped_image(xi, wv, &epi, yi, &g);
         } else {
-            gemm_conv_image(xi, wv, &epi, yi, &g, tasks);
+            gemm_conv_columns(xi, 1, wv, &epi, yi, &g, tasks);
         }
     };
     if g.m * plane == 0 {
@@ -143,11 +144,6 @@ fn batched_gemm_conv(xv: &[f32], wv: &[f32], epi: &Epilogue, y: &mut [MaybeUnini
             }
         }
     }
-}
-
-/// One image by GEMM: `yi[M, OD*OH*OW] = W[M, C/g*KD*KH*KW] * unfold(xi)` per group, then the epilogue.
-fn gemm_conv_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [MaybeUninit<f32>], g: &Geom, tasks: usize) {
-    gemm_conv_columns(xi, 1, wv, epi, yi, g, tasks)
 }
 
 /// `y[M, images * OD*OH*OW] = W[M, C/g*KD*KH*KW] * unfold(x)` per group, then the epilogue, where
@@ -298,7 +294,7 @@ fn unfold_row_shifted(src: &[f32], g: &Geom, (ky, kx): (usize, usize), (lo, hi):
     }
     let mut row0 = a - a % g.ow;
     while row0 < b {
-        let (z0, z1) = ((row0).max(a), (row0 + lo).min(b));
+        let (z0, z1) = (row0.max(a), (row0 + lo).min(b));
         if z0 < z1 {
             dst[z0 - n0..z1 - n0].fill(0.0);
         }
