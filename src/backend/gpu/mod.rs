@@ -3,6 +3,7 @@
 //! which nodes the kernels cover ([`support`]). Each backend (wgpu, CUDA) only creates the
 //! resources and issues the launches.
 
+pub mod arena;
 pub mod layout;
 pub mod lower;
 
@@ -184,6 +185,8 @@ pub struct GpuPlan {
     pub run_check: Option<RunCheck>,
     /// Which launches each node became, in order (for timing nodes one by one).
     pub spans: Vec<NodeSpan>,
+    /// What the activation arena saved ([`arena::share`]).
+    pub sharing: arena::Sharing,
 }
 
 /// The launches one graph node was lowered to (none where another node's launch absorbed it).

@@ -45,11 +45,15 @@ impl WgpuExecutable {
         let max_bytes = (ctx.limits.max_storage_buffer_binding_size as u64).min(ctx.limits.max_buffer_size);
         let plan = lower(&graph, LowerOptions { f16, max_bytes, conv_as_gemm: false })?;
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
+        // HETSCHED_GPU_POISON=1 fills every buffer without contents with NaNs instead of zeros: a
+        // check that no launch reads what it did not write (the arena shares such buffers).
+        let poison = std::env::var("HETSCHED_GPU_POISON").is_ok_and(|v| v == "1");
         let buffers: Vec<wgpu::Buffer> = plan
             .buffers
             .iter()
             .map(|b| match &b.init {
                 Some(t) => ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: &encode(t, b.elem), usage }),
+                None if poison => ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: &vec![0xff; buffer_bytes(b.len, b.elem)], usage }),
                 None => ctx.device.create_buffer(&wgpu::BufferDescriptor { label: None, size: buffer_bytes(b.len, b.elem) as u64, usage, mapped_at_creation: false }),
             })
             .collect();

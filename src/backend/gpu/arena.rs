@@ -1,0 +1,217 @@
+//! The activation arena of a GPU plan: lowering gives every value and temporary a buffer of
+//! its own; [`share`] then lets buffers whose lives do not overlap use one device allocation.
+//! A buffer lives from the first launch that binds it to the last (launches run in order on
+//! one queue, so a later launch never sees an earlier occupant still in use). Constants,
+//! inputs, outputs and the index check's flag keep their own allocations: uploads and
+//! read-backs touch them outside the launches.
+//!
+//! Sharing is exact: a launch still binds a buffer of at least its length and element type,
+//! so the backends create the shared buffers like any other and the kernels see no change.
+
+use super::{BufferSpec, GpuPlan};
+use crate::backend::gpu::layout::buffer_bytes;
+
+/// What sharing saved, for reports and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sharing {
+    /// Bytes of the shareable buffers, each on its own.
+    pub separate_bytes: u64,
+    /// Bytes of the allocations that hold them.
+    pub shared_bytes: u64,
+}
+
+/// Rewrites `plan` so that buffers with disjoint lives share allocations; returns the saving.
+pub fn share(plan: &mut GpuPlan) -> Sharing {
+    let (slot_of, slots, sharing) = assign(plan);
+    for l in &mut plan.launches {
+        for b in &mut l.bufs {
+            *b = slot_of[*b];
+        }
+    }
+    for i in &mut plan.inputs {
+        i.buffer = slot_of[i.buffer];
+    }
+    for o in &mut plan.outputs {
+        o.buffer = slot_of[o.buffer];
+    }
+    if let Some(c) = &mut plan.run_check {
+        c.flag = slot_of[c.flag];
+    }
+    plan.buffers = slots;
+    sharing
+}
+
+/// The life of each buffer: the first and last launch binding it (None: no launch does).
+fn lives(plan: &GpuPlan) -> Vec<Option<(usize, usize)>> {
+    let mut life: Vec<Option<(usize, usize)>> = vec![None; plan.buffers.len()];
+    for (i, l) in plan.launches.iter().enumerate() {
+        for &b in &l.bufs {
+            life[b] = Some(life[b].map_or((i, i), |(first, _)| (first, i)));
+        }
+    }
+    life
+}
+
+/// Each buffer's allocation, the allocations, and the saving.
+fn assign(plan: &GpuPlan) -> (Vec<usize>, Vec<BufferSpec>, Sharing) {
+    let n = plan.buffers.len();
+    let mut pinned = vec![false; n];
+    for (b, spec) in plan.buffers.iter().enumerate() {
+        pinned[b] = spec.init.is_some();
+    }
+    for i in &plan.inputs {
+        pinned[i.buffer] = true;
+    }
+    for o in &plan.outputs {
+        pinned[o.buffer] = true;
+    }
+    if let Some(c) = &plan.run_check {
+        pinned[c.flag] = true;
+    }
+    let life = lives(plan);
+    // Buffers no launch binds are left alone, pinned or not.
+    let shareable: Vec<bool> = (0..n).map(|b| !pinned[b] && life[b].is_some()).collect();
+    let mut order: Vec<usize> = (0..n).filter(|&b| shareable[b]).collect();
+    order.sort_by_key(|&b| life[b].map(|l| l.0));
+
+    let mut slot_of: Vec<usize> = vec![usize::MAX; n];
+    let mut slots: Vec<BufferSpec> = vec![];
+    for b in (0..n).filter(|&b| !shareable[b]) {
+        slot_of[b] = slots.len();
+        slots.push(plan.buffers[b].clone());
+    }
+    let mut sharing = Sharing::default();
+    // Shared slots: element type, length, and the last launch of their current occupant.
+    let mut shared: Vec<(usize, usize)> = vec![];
+    for &b in &order {
+        let (first, last) = life[b].expect("ordered buffers have lives");
+        let spec = &plan.buffers[b];
+        sharing.separate_bytes += buffer_bytes(spec.len, spec.elem) as u64;
+        let free = |&(slot, busy_until): &(usize, usize)| busy_until < first && slots[slot].elem == spec.elem;
+        // The smallest free slot that fits, else the largest free one (grown), else a new one.
+        let fits = shared.iter().enumerate().filter(|(_, s)| free(s) && slots[s.0].len >= spec.len).min_by_key(|(_, s)| slots[s.0].len);
+        let pick = fits.or_else(|| shared.iter().enumerate().filter(|(_, s)| free(s)).max_by_key(|(_, s)| slots[s.0].len)).map(|(i, _)| i);
+        let at = match pick {
+            Some(i) => i,
+            None => {
+                slots.push(BufferSpec { len: 0, elem: spec.elem, init: None });
+                shared.push((slots.len() - 1, 0));
+                shared.len() - 1
+            }
+        };
+        let slot = shared[at].0;
+        slots[slot].len = slots[slot].len.max(spec.len);
+        shared[at].1 = last;
+        slot_of[b] = slot;
+    }
+    sharing.shared_bytes = shared.iter().map(|&(s, _)| buffer_bytes(slots[s].len, slots[s].elem) as u64).sum();
+    (slot_of, slots, sharing)
+}
+
+/// Bytes of a plan's constant buffers and of the rest (activations, inputs, outputs).
+pub fn plan_bytes(plan: &GpuPlan) -> (u64, u64) {
+    plan.buffers.iter().fold((0, 0), |(weights, rest), b| {
+        let bytes = buffer_bytes(b.len, b.elem) as u64;
+        if b.init.is_some() { (weights + bytes, rest) } else { (weights, rest + bytes) }
+    })
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::gpu::{Elem, Kernel, Launch, OpSpec, PlanInput, PlanOutput};
+    use crate::tensor::{DType, Tensor};
+    use std::sync::Arc;
+
+    fn launch(bufs: &[usize]) -> Launch {
+        Launch { kernel: Kernel::Copy, op: OpSpec::None, params: vec![], bufs: bufs.to_vec(), grid: [1, 1, 1] }
+    }
+
+    fn plan(buffers: Vec<BufferSpec>, launches: Vec<Launch>, input: usize, output: usize) -> GpuPlan {
+        GpuPlan {
+            buffers,
+            launches,
+            inputs: vec![PlanInput { buffer: input, name: "x".into(), shape: vec![1] }],
+            outputs: vec![PlanOutput { buffer: output, shape: vec![1], dtype: DType::F32 }],
+            run_check: None,
+            spans: vec![],
+            sharing: Sharing::default(),
+        }
+    }
+
+    fn spec(len: usize, elem: Elem) -> BufferSpec {
+        BufferSpec { len, elem, init: None }
+    }
+
+    #[test]
+    fn a_chain_needs_two_allocations() {
+        // x -> a -> b -> c -> d -> y: each temporary is dead once the next is written.
+        let bufs = vec![spec(8, Elem::F32), spec(100, Elem::F32), spec(50, Elem::F32), spec(200, Elem::F32), spec(10, Elem::F32), spec(8, Elem::F32)];
+        let launches = (0..5).map(|i| launch(&[i, i + 1])).collect();
+        let p = plan(bufs, launches, 0, 5);
+        let (slot_of, slots, sharing) = assign(&p);
+        // a and c alternate with b and d; x and y keep their own.
+        assert_eq!(slot_of[1], slot_of[3]);
+        assert_eq!(slot_of[2], slot_of[4]);
+        assert_ne!(slot_of[1], slot_of[2]);
+        assert_eq!(slots[slot_of[1]].len, 200);
+        assert_eq!(slots[slot_of[2]].len, 50);
+        assert_eq!(sharing, Sharing { separate_bytes: 4 * 360, shared_bytes: 4 * 250 });
+        assert_eq!(slots.len(), 4);
+    }
+
+    #[test]
+    fn pinned_buffers_and_other_types_are_not_shared() {
+        let weight = BufferSpec { len: 4, elem: Elem::F32, init: Some(Arc::new(Tensor::from_f32(&[4], vec![1.0; 4]).unwrap())) };
+        // x -> a (f16) -> b (f32, reads the weight) -> y; c (f16) after a is dead may take a's.
+        let bufs = vec![spec(8, Elem::F32), spec(64, Elem::F16), spec(64, Elem::F32), weight, spec(64, Elem::F16), spec(8, Elem::F32)];
+        let p = plan(bufs, vec![launch(&[0, 1]), launch(&[1, 3, 2]), launch(&[2, 4]), launch(&[4, 5])], 0, 5);
+        let (slot_of, slots, _) = assign(&p);
+        assert_eq!(slot_of[1], slot_of[4], "same type, disjoint lives");
+        assert_ne!(slot_of[2], slot_of[1]);
+        for pinned in [0, 3, 5] {
+            assert!((0..6).filter(|&b| b != pinned).all(|b| slot_of[b] != slot_of[pinned]), "buffer {pinned} is shared");
+            assert_eq!(slots[slot_of[pinned]].len, p.buffers[pinned].len);
+        }
+        assert!(slots[slot_of[3]].init.is_some());
+    }
+
+    /// Random plans (seeded): no two buffers whose lives overlap share an allocation, and each
+    /// allocation holds its occupants' length and type.
+    #[test]
+    fn random_plans_never_overlap() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |m: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % m as u64) as usize
+        };
+        for _ in 0..200 {
+            let n = 2 + next(30);
+            let bufs: Vec<BufferSpec> = (0..n).map(|_| spec(1 + next(1000), if next(4) == 0 { Elem::F16 } else { Elem::F32 })).collect();
+            let launches: Vec<Launch> = (0..1 + next(40)).map(|_| launch(&(0..1 + next(4)).map(|_| next(n)).collect::<Vec<_>>())).collect();
+            let p = plan(bufs, launches, next(n), next(n));
+            let life = lives(&p);
+            let (slot_of, slots, sharing) = assign(&p);
+            assert!(sharing.shared_bytes <= sharing.separate_bytes);
+            for a in 0..n {
+                assert!(slots[slot_of[a]].len >= p.buffers[a].len && slots[slot_of[a]].elem == p.buffers[a].elem);
+                for b in a + 1..n {
+                    if let (Some(x), Some(y)) = (life[a], life[b]) {
+                        let overlap = x.0 <= y.1 && y.0 <= x.1;
+                        assert!(!(overlap && slot_of[a] == slot_of[b]), "buffers {a} {x:?} and {b} {y:?} share");
+                    }
+                }
+            }
+            for l in &p.launches {
+                let mut seen: Vec<usize> = l.bufs.iter().map(|&b| slot_of[b]).collect();
+                let distinct: std::collections::HashSet<_> = l.bufs.iter().collect();
+                seen.sort();
+                seen.dedup();
+                assert_eq!(seen.len(), distinct.len(), "one launch binds one allocation twice");
+            }
+        }
+    }
+}
