@@ -144,6 +144,37 @@ pub trait Executable: Send + Sync {
     fn submit<'a>(&'a self, inputs: Vec<Tensor>) -> Result<Box<dyn PendingRun + 'a>> {
         Ok(Box::new(Ready(self.run(inputs))))
     }
+
+    /// The memory it holds on each device it runs on, measured. The default knows nothing.
+    fn memory(&self) -> std::collections::BTreeMap<String, MemoryUse> {
+        Default::default()
+    }
+}
+
+/// Memory an executable holds on one device, as measured (beside the cost model's prediction,
+/// [`crate::cost::memory::Footprint`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MemoryUse {
+    /// Constants (weights) kept for its runs.
+    pub weight_bytes: u64,
+    /// Activations: on a GPU the allocations that hold them (made at compile time, shared by
+    /// [`gpu::arena`], inputs and outputs included); on the CPU the most bytes live at once in
+    /// any run so far.
+    pub activation_bytes: u64,
+    /// Scratch kept besides (cuBLAS's workspace).
+    pub workspace_bytes: u64,
+}
+
+impl MemoryUse {
+    pub fn total(&self) -> u64 {
+        self.weight_bytes + self.activation_bytes + self.workspace_bytes
+    }
+
+    pub fn add(&mut self, other: MemoryUse) {
+        self.weight_bytes += other.weight_bytes;
+        self.activation_bytes += other.activation_bytes;
+        self.workspace_bytes += other.workspace_bytes;
+    }
 }
 
 /// Measurements of one run.

@@ -94,7 +94,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
         let inputs: Vec<Tensor> = base.random_inputs(&bindings, 0)?.into_iter().map(|(_, t)| t).collect();
         for split in &a.splits {
             super::peak_rss(true);
-            let (bound, stages, memory, single) = stages_for(split, &graph, &bindings, &a)?;
+            let (bound, stages, memory, single, exe) = stages_for(split, &graph, &bindings, &a)?;
             let pipeline = Pipeline::new(bound, stages, a.inflight, WhenFull::Block, true)?;
             for _ in 0..2 {
                 pipeline.submit(inputs.clone())?.wait()?;
@@ -113,6 +113,9 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
             let mut lat: Vec<f64> = trace.latencies_ms().into_iter().map(|(_, ms)| ms).collect();
             let mut memory = memory;
             memory.insert("cpu (measured peak RSS)".into(), super::peak_rss(false));
+            for (device, m) in exe.memory() {
+                memory.insert(format!("{device} (measured)"), m.total());
+            }
             if let Some(p) = &a.timeline.trace {
                 let p = with_suffix(p, split, batch, many);
                 std::fs::write(&p, trace.to_chrome_json()).map_err(|source| Error::Io { path: p.display().to_string(), source })?;
@@ -171,7 +174,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-type Stages = (Arc<hetsched::Graph>, Vec<hetsched::exec::pipeline::Stage>, BTreeMap<String, u64>, bool);
+type Stages = (Arc<hetsched::Graph>, Vec<hetsched::exec::pipeline::Stage>, BTreeMap<String, u64>, bool, Arc<dyn Executable>);
 
 /// A split's stages: a device alone (one stage), `auto`'s plan, or a saved plan.
 fn stages_for(split: &str, graph: &hetsched::Graph, bindings: &hetsched::Bindings, a: &BenchArgs) -> Result<Stages> {
@@ -201,7 +204,8 @@ fn stages_for(split: &str, graph: &hetsched::Graph, bindings: &hetsched::Binding
             let paced = virtuals.iter().filter(|v| v.paced).map(|v| v.device.clone());
             let exe = hetsched::exec::compile_plan(graph, bindings, &plan, true, &CompileOptions { threads: a.timeline.threads, ..Default::default() })?.with_paced(paced);
             let memory = plan.predicted.memory_bytes.iter().map(|(d, b)| (format!("{d} (predicted)"), *b)).collect();
-            Ok((exe.graph().clone(), exe.stages(), memory, false))
+            let stages = exe.stages();
+            Ok((exe.graph().clone(), stages, memory, false, Arc::new(exe)))
         }
         None => {
             let session = Session::from_graph(graph.clone(), hetsched::SessionOptions { device: split.into(), threads: a.timeline.threads, ..Default::default() })?;
@@ -209,7 +213,7 @@ fn stages_for(split: &str, graph: &hetsched::Graph, bindings: &hetsched::Binding
             let exe: Arc<dyn Executable> = prepared.executable.clone();
             let cost = hetsched::analysis::analyze(&prepared.graph)?;
             let memory = BTreeMap::from([(format!("{split} (predicted)"), cost.weight_bytes + cost.peak_activation_bytes)]);
-            Ok((prepared.graph.clone(), vec![hetsched::exec::single_stage(&prepared.graph, split, exe, 0.0)], memory, true))
+            Ok((prepared.graph.clone(), vec![hetsched::exec::single_stage(&prepared.graph, split, exe.clone(), 0.0)], memory, true, exe))
         }
     }
 }

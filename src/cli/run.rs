@@ -181,6 +181,13 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         // The process's high-water mark (VmHWM): weights, planning, every run's intermediates.
         println!("peak resident memory {:.1} MiB", peak as f64 / (1u64 << 20) as f64);
     }
+    let memory = match &planned {
+        Some((_, exe, _)) => hetsched::backend::Executable::memory(exe),
+        None => session.prepare(&session.bindings_for(&inputs)?)?.executable.memory(),
+    };
+    for (device, m) in &memory {
+        println!("{}", super::memory_line(device, m));
+    }
     let mut ok = true;
     for (i, (name, t)) in outs.iter().enumerate() {
         let head: Vec<String> = t.to_f64_vec().iter().take(4).map(|v| format!("{v:.5}")).collect();

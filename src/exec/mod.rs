@@ -184,6 +184,17 @@ impl Executable for PlanExecutable {
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
         Ok(self.run_steps(inputs, false)?.0)
     }
+
+    /// Each plan device's partitions together (their peaks added: pipelined, they coexist).
+    fn memory(&self) -> std::collections::BTreeMap<String, backend::MemoryUse> {
+        let mut out: std::collections::BTreeMap<String, backend::MemoryUse> = Default::default();
+        for s in &self.steps {
+            for m in s.exe.memory().into_values() {
+                out.entry(s.device.clone()).or_default().add(m);
+            }
+        }
+        out
+    }
 }
 
 /// One stage running a whole executable (a single-device session): graph inputs in, outputs out.

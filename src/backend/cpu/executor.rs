@@ -36,6 +36,8 @@ pub struct CpuExecutable {
     budget: u64,
     /// Where its kernels run (the session's thread count).
     threads: super::threads::Threads,
+    /// The most activation bytes live at once in any run so far.
+    peak_live: std::sync::atomic::AtomicU64,
 }
 
 impl CpuExecutable {
@@ -87,7 +89,7 @@ impl CpuExecutable {
                 steps[i].frees.push(x);
             }
         }
-        Ok(CpuExecutable { steps, num_slots, constants, inputs, outputs, profile: Profile::from_env(), budget: crate::budget::default_budget(), threads: super::threads::Threads::Global })
+        Ok(CpuExecutable { steps, num_slots, constants, inputs, outputs, profile: Profile::from_env(), budget: crate::budget::default_budget(), threads: super::threads::Threads::Global, peak_live: Default::default() })
     }
 
     /// Runs on a pool of `threads` workers (None: the process's global pool, one per core).
@@ -113,6 +115,12 @@ impl Executable for CpuExecutable {
     fn run_timed(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, Vec<NodeTime>)> {
         self.run_on_pool(inputs, true)
     }
+
+    fn memory(&self) -> std::collections::BTreeMap<String, crate::backend::MemoryUse> {
+        let weight_bytes = self.constants.iter().map(|(_, t)| t.nbytes() as u64).sum();
+        let activation_bytes = self.peak_live.load(std::sync::atomic::Ordering::Relaxed);
+        [("cpu".to_string(), crate::backend::MemoryUse { weight_bytes, activation_bytes, workspace_bytes: 0 })].into()
+    }
 }
 
 impl CpuExecutable {
@@ -125,6 +133,8 @@ impl CpuExecutable {
             return Err(Error::Input(format!("expected {} inputs, got {}", self.inputs.len(), inputs.len())));
         }
         let mut slots: Vec<Option<Arc<Tensor>>> = vec![None; self.num_slots];
+        // Bytes of the activations (inputs included, constants not) held at this point.
+        let mut live = 0u64;
         for (s, t) in &self.constants {
             slots[*s] = Some(t.clone());
         }
@@ -132,8 +142,10 @@ impl CpuExecutable {
             if t.shape() != shape.as_slice() {
                 return Err(Error::Input(format!("input '{name}' has shape {:?}, the plan expects {shape:?}", t.shape())));
             }
+            live += t.nbytes() as u64;
             slots[*s] = Some(Arc::new(t));
         }
+        let mut peak = live;
         let timed = timed || self.profile != Profile::Off;
         let mut times: Vec<NodeTime> = Vec::with_capacity(if timed { self.steps.len() } else { 0 });
         for step in &self.steps {
@@ -141,6 +153,7 @@ impl CpuExecutable {
             let outs = if step.alias && step.frees.contains(&step.inputs[0].unwrap_or(usize::MAX)) {
                 // Last reader of a layout-only op: reuse the buffer instead of copying it.
                 let src = slots[step.inputs[0].unwrap()].take().unwrap();
+                live -= src.nbytes() as u64;
                 let rest: Vec<Option<&Tensor>> = step.inputs.iter().skip(1).map(|s| s.and_then(|s| slots[s].as_deref())).collect();
                 let mut all = vec![None];
                 all.extend(rest);
@@ -165,15 +178,22 @@ impl CpuExecutable {
                 eval_contained(&step.node, &ins)?
             };
             for (&s, t) in step.outputs.iter().zip(outs) {
-                slots[s] = Some(Arc::new(t));
+                live += t.nbytes() as u64;
+                if let Some(old) = slots[s].replace(Arc::new(t)) {
+                    live -= old.nbytes() as u64;
+                }
             }
+            peak = peak.max(live);
             for &f in &step.frees {
-                slots[f] = None;
+                if let Some(t) = slots[f].take() {
+                    live -= t.nbytes() as u64;
+                }
             }
             if let Some(t0) = t0 {
                 times.push(NodeTime::of(&step.node, t0.elapsed().as_secs_f64() * 1e3));
             }
         }
+        self.peak_live.fetch_max(peak, std::sync::atomic::Ordering::Relaxed);
         self.profile.print(&times);
         // An output's last listing takes its buffer when nothing else holds it; only an output
         // that is also a constant, or listed twice, is copied.

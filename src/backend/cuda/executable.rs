@@ -85,6 +85,7 @@ pub struct CudaExecutable {
     inputs: Vec<(usize, String, Vec<usize>)>,
     outputs: Vec<(usize, Vec<usize>, DType)>,
     run_check: Option<crate::backend::gpu::RunCheck>,
+    memory: crate::backend::MemoryUse,
 }
 
 // The rows kernel gives each row one warp: blocks must hold whole warps.
@@ -237,7 +238,10 @@ impl CudaExecutable {
         let timed = || dev.ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).map_err(cuda_err);
         let (uploaded, started, computed) = (dev.ctx.new_event(None).map_err(cuda_err)?, timed()?, timed()?);
         let state = Mutex::new(State { buffers, uploads, downloads, uploaded, started, computed, marks, graph });
-        Ok(CudaExecutable { stream, copies, blas, state, steps, tf32, elems, profile, inputs, outputs, run_check: plan.run_check.clone() })
+        let (weight_bytes, activation_bytes) = crate::backend::gpu::arena::plan_bytes(&plan);
+        let workspace_bytes = blas.as_ref().map_or(0, |(_, w)| w.len() as u64);
+        let memory = crate::backend::MemoryUse { weight_bytes, activation_bytes, workspace_bytes };
+        Ok(CudaExecutable { stream, copies, blas, state, steps, tf32, elems, profile, inputs, outputs, run_check: plan.run_check.clone(), memory })
     }
 }
 
@@ -335,6 +339,10 @@ impl CudaExecutable {
 impl Executable for CudaExecutable {
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
         Ok(self.run_measured(inputs)?.0)
+    }
+
+    fn memory(&self) -> std::collections::BTreeMap<String, crate::backend::MemoryUse> {
+        [("cuda".to_string(), self.memory)].into()
     }
 
     fn run_measured(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, RunStats)> {

@@ -38,6 +38,7 @@ pub struct WgpuExecutable {
     run_lock: Mutex<()>,
     spans: Vec<crate::backend::gpu::NodeSpan>,
     run_check: Option<crate::backend::gpu::RunCheck>,
+    memory: crate::backend::MemoryUse,
 }
 
 impl WgpuExecutable {
@@ -90,7 +91,9 @@ impl WgpuExecutable {
                 }),
             })
             .collect();
-        Ok(WgpuExecutable { ctx, buffers, steps, inputs, outputs, run_lock: Mutex::new(()), spans: plan.spans, run_check: plan.run_check })
+        let (weight_bytes, activation_bytes) = crate::backend::gpu::arena::plan_bytes(&plan);
+        let memory = crate::backend::MemoryUse { weight_bytes, activation_bytes, workspace_bytes: 0 };
+        Ok(WgpuExecutable { ctx, buffers, steps, inputs, outputs, run_lock: Mutex::new(()), spans: plan.spans, run_check: plan.run_check, memory })
     }
 }
 
@@ -131,6 +134,10 @@ impl Executable for WgpuExecutable {
         }
         let enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("hetsched read-back") });
         Ok((self.read_back(enc, turn)?.wait()?, times))
+    }
+
+    fn memory(&self) -> std::collections::BTreeMap<String, crate::backend::MemoryUse> {
+        [("wgpu".to_string(), self.memory)].into()
     }
 }
 
