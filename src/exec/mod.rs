@@ -140,44 +140,55 @@ impl PlanExecutable {
         if inputs.len() != g.inputs.len() {
             return Err(Error::Input(format!("expected {} inputs, got {}", g.inputs.len(), inputs.len())));
         }
-        let mut values: HashMap<(NodeIndex, usize), Tensor> = HashMap::new();
-        for (gi, t) in g.inputs.iter().zip(inputs) {
-            values.insert((gi.node, 0), t);
-        }
-        // Values inference computed (folded) are read where they stand.
-        let known = |k: (NodeIndex, usize)| g.g[k.0].outputs.get(k.1).and_then(|v| v.value.as_ref()).map(|t| (**t).clone());
+        let mut values: Values = g.inputs.iter().zip(inputs).map(|(gi, t)| ((gi.node, 0), t)).collect();
         let mut times = vec![];
         for (i, s) in self.steps.iter().enumerate() {
-            let ins = s
-                .inputs_from
-                .iter()
-                .map(|&k| values.get(&k).cloned().or_else(|| known(k)).ok_or_else(|| Error::Plan(format!("partition {i} reads '{}' before any partition wrote it", g.g[k.0].outputs[k.1].name))))
-                .collect::<Result<Vec<_>>>()?;
             let t0 = std::time::Instant::now();
-            let outs = s.exe.run(ins)?;
+            run_partition(g, &format!("partition {i}"), &*s.exe, &s.inputs_from, &s.outputs_to, &mut values)?;
             if self.paced.contains(&s.device) {
-                let target = std::time::Duration::from_secs_f64((s.predicted_ms + s.copy_in.1).max(0.0) / 1e3);
-                if let Some(rest) = target.checked_sub(t0.elapsed()) {
-                    std::thread::sleep(rest);
-                }
+                pace(t0, s.predicted_ms + s.copy_in.1);
             }
             if timed {
                 times.push(StepTime { partition: i, device: s.device.clone(), ms: t0.elapsed().as_secs_f64() * 1e3 });
             }
-            for (&k, t) in s.outputs_to.iter().zip(outs) {
-                values.insert(k, t);
-            }
         }
-        let outs = g
-            .outputs
-            .iter()
-            .map(|o| {
-                let k = (o.node, o.slot);
-                values.get(&k).cloned().or_else(|| known(k)).ok_or_else(|| Error::Plan(format!("output '{}' was not produced", o.name)))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok((outs, times))
+        Ok((graph_outputs(g, &values)?, times))
     }
+}
+
+/// A request's values by (node, output slot), as partitions write them.
+pub(crate) type Values = HashMap<(NodeIndex, usize), Tensor>;
+
+/// Runs one partition's executable on the values it reads (written by an earlier partition,
+/// or folded by inference), adding the values it writes. A panic inside fails this run only.
+pub(crate) fn run_partition(graph: &Graph, name: &str, exe: &dyn Executable, inputs_from: &[(NodeIndex, usize)], outputs_to: &[(NodeIndex, usize)], values: &mut Values) -> Result<()> {
+    let ins = inputs_from
+        .iter()
+        .map(|&k| value(graph, values, k).ok_or_else(|| Error::Plan(format!("{name} reads '{}' before any partition wrote it", graph.g[k.0].outputs[k.1].name))))
+        .collect::<Result<Vec<_>>>()?;
+    let outs = crate::error::contain(name, "-", || exe.run(ins))?;
+    for (&k, t) in outputs_to.iter().zip(outs) {
+        values.insert(k, t);
+    }
+    Ok(())
+}
+
+/// Holds a step that started at `t0` until `predicted_ms` have passed (a paced virtual device).
+pub(crate) fn pace(t0: std::time::Instant, predicted_ms: f64) {
+    let target = std::time::Duration::from_secs_f64(predicted_ms.max(0.0) / 1e3);
+    if let Some(rest) = target.checked_sub(t0.elapsed()) {
+        std::thread::sleep(rest);
+    }
+}
+
+/// The graph's outputs, in its order, from a finished request's values.
+pub(crate) fn graph_outputs(graph: &Graph, values: &Values) -> Result<Vec<Tensor>> {
+    graph.outputs.iter().map(|o| value(graph, values, (o.node, o.slot)).ok_or_else(|| Error::Plan(format!("output '{}' was not produced", o.name)))).collect()
+}
+
+/// A value a partition wrote, or one inference computed (folded), read where it stands.
+fn value(graph: &Graph, values: &Values, k: (NodeIndex, usize)) -> Option<Tensor> {
+    values.get(&k).cloned().or_else(|| graph.g[k.0].outputs.get(k.1).and_then(|v| v.value.as_ref()).map(|t| (**t).clone()))
 }
 
 impl Executable for PlanExecutable {

@@ -14,9 +14,8 @@ use crate::graph::Graph;
 use crate::tensor::Tensor;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use petgraph::stable_graph::NodeIndex;
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// What a stage does with a request.
 pub enum Work {
@@ -49,7 +48,7 @@ pub enum WhenFull {
 
 struct Job {
     id: u64,
-    values: HashMap<(NodeIndex, usize), Tensor>,
+    values: super::Values,
     failed: Option<Error>,
     reply: Arc<Promise<Result<Vec<Tensor>>>>,
     submitted: Instant,
@@ -135,7 +134,7 @@ impl Pipeline {
                         if last {
                             let result = match job.failed.take() {
                                 Some(e) => Err(e),
-                                None => outputs(&graph, &mut job.values),
+                                None => super::graph_outputs(&graph, &job.values),
                             };
                             if let Some(tr) = &trace {
                                 tr.finish(job.id, job.submitted);
@@ -195,42 +194,13 @@ impl Drop for Pipeline {
     }
 }
 
-fn run_stage(stage: &Stage, graph: &Graph, values: &mut HashMap<(NodeIndex, usize), Tensor>) -> Result<()> {
+fn run_stage(stage: &Stage, graph: &Graph, values: &mut super::Values) -> Result<()> {
     let t0 = Instant::now();
-    match &stage.work {
-        Work::Compute { exe, inputs_from, outputs_to } => {
-            let ins = inputs_from
-                .iter()
-                .map(|&k| values.get(&k).cloned().or_else(|| known(graph, k)).ok_or_else(|| Error::Plan(format!("stage {} reads '{}' before any stage wrote it", stage.name, graph.g[k.0].outputs[k.1].name))))
-                .collect::<Result<Vec<_>>>()?;
-            let outs = crate::error::contain(&stage.name, "-", || exe.run(ins))?;
-            for (&k, t) in outputs_to.iter().zip(outs) {
-                values.insert(k, t);
-            }
-        }
-        Work::Copy { .. } => {}
+    if let Work::Compute { exe, inputs_from, outputs_to } = &stage.work {
+        super::run_partition(graph, &stage.name, &**exe, inputs_from, outputs_to, values)?;
     }
     if stage.paced {
-        let target = Duration::from_secs_f64(stage.predicted_ms.max(0.0) / 1e3);
-        if let Some(rest) = target.checked_sub(t0.elapsed()) {
-            std::thread::sleep(rest);
-        }
+        super::pace(t0, stage.predicted_ms);
     }
     Ok(())
-}
-
-/// A value inference computed (folded), read where it stands.
-fn known(graph: &Graph, k: (NodeIndex, usize)) -> Option<Tensor> {
-    graph.g[k.0].outputs.get(k.1).and_then(|v| v.value.as_ref()).map(|t| (**t).clone())
-}
-
-fn outputs(graph: &Graph, values: &mut HashMap<(NodeIndex, usize), Tensor>) -> Result<Vec<Tensor>> {
-    graph
-        .outputs
-        .iter()
-        .map(|o| {
-            let k = (o.node, o.slot);
-            values.get(&k).cloned().or_else(|| known(graph, k)).ok_or_else(|| Error::Plan(format!("output '{}' was not produced", o.name)))
-        })
-        .collect()
 }
