@@ -91,20 +91,34 @@ struct RowPool {
 /// `dst[j] = reduce(row(ids[0])[j], row(ids[1])[j], ...)` (`init` for no rows), never reducing
 /// in place: `*a = max(*a, b)` lets the compiler store only where b wins, as a masked store,
 /// which is microcoded and many times slower on some CPUs (AMD Zen). Two buffers alternate
-/// instead, so every store writes a new value; the last fold lands in `dst`.
+/// instead, so every store writes a new value; the last fold lands in `dst`. Each pass reads
+/// three rows (the first) or the running result and two more, so a 3-row window is one pass
+/// over the row, not two. The rows are reduced left to right, as one at a time would.
 #[inline(always)]
 fn fold_rows<'a>(ids: &[usize], row: impl Fn(usize) -> &'a [f32], dst: &mut [f32], scratch: &mut [f32], init: f32, reduce: impl Fn(f32, f32) -> f32 + Copy) {
     match ids {
         [] => dst.fill(init),
         [only] => dst.copy_from_slice(row(*only)),
-        [first, second, rest @ ..] => {
-            let (mut a, mut b) = if rest.len() % 2 == 0 { (&mut *dst, &mut *scratch) } else { (&mut *scratch, &mut *dst) };
-            for ((o, &x), &y) in a.iter_mut().zip(row(*first)).zip(row(*second)) {
+        [first, second] => {
+            for ((o, &x), &y) in dst.iter_mut().zip(row(*first)).zip(row(*second)) {
                 *o = reduce(x, y);
             }
-            for &id in rest {
-                for ((o, &x), &y) in b.iter_mut().zip(a.iter()).zip(row(id)) {
-                    *o = reduce(x, y);
+        }
+        [first, second, third, rest @ ..] => {
+            let passes = rest.len().div_ceil(2);
+            let (mut a, mut b) = if passes % 2 == 0 { (&mut *dst, &mut *scratch) } else { (&mut *scratch, &mut *dst) };
+            for (((o, &x), &y), &z) in a.iter_mut().zip(row(*first)).zip(row(*second)).zip(row(*third)) {
+                *o = reduce(reduce(x, y), z);
+            }
+            for pair in rest.chunks(2) {
+                if let [one, two] = *pair {
+                    for (((o, &x), &y), &z) in b.iter_mut().zip(a.iter()).zip(row(one)).zip(row(two)) {
+                        *o = reduce(reduce(x, y), z);
+                    }
+                } else {
+                    for ((o, &x), &y) in b.iter_mut().zip(a.iter()).zip(row(pair[0])) {
+                        *o = reduce(x, y);
+                    }
                 }
                 std::mem::swap(&mut a, &mut b);
             }
