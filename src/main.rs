@@ -11,6 +11,12 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when the reader of stdout goes away (`| head`,
+    // `| grep -q`) instead of panicking on the broken pipe: Rust ignores SIGPIPE by default.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args = cli::Cli::parse();
     // One command, one calling thread: its runs start where they are called.
     hetsched::backend::cpu::threads::adopt_calling_thread(args.cpu_threads());

@@ -97,7 +97,7 @@ pub(crate) fn peak_rss(reset: bool) -> u64 {
     std::fs::read_to_string("/proc/self/status").ok().and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())).unwrap_or(0) * 1024
 }
 
-/// One device's measured memory, as `run` and `bench` print it.
+/// One device's measured memory, as `run` prints it.
 pub(crate) fn memory_line(device: &str, m: &hetsched::backend::MemoryUse) -> String {
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
     let workspace = if m.workspace_bytes > 0 { format!(" + workspace {:.1}", mib(m.workspace_bytes)) } else { String::new() };

@@ -11,18 +11,9 @@
 use super::{BufferSpec, GpuPlan};
 use crate::backend::gpu::layout::buffer_bytes;
 
-/// What sharing saved, for reports and tests.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Sharing {
-    /// Bytes of the shareable buffers, each on its own.
-    pub separate_bytes: u64,
-    /// Bytes of the allocations that hold them.
-    pub shared_bytes: u64,
-}
-
-/// Rewrites `plan` so that buffers with disjoint lives share allocations; returns the saving.
-pub fn share(plan: &mut GpuPlan) -> Sharing {
-    let (slot_of, slots, sharing) = assign(plan);
+/// Rewrites `plan` so that buffers with disjoint lives share allocations.
+pub fn share(plan: &mut GpuPlan) {
+    let (slot_of, slots) = assign(plan);
     for l in &mut plan.launches {
         for b in &mut l.bufs {
             *b = slot_of[*b];
@@ -38,7 +29,6 @@ pub fn share(plan: &mut GpuPlan) -> Sharing {
         c.flag = slot_of[c.flag];
     }
     plan.buffers = slots;
-    sharing
 }
 
 /// The life of each buffer: the first and last launch binding it (None: no launch does).
@@ -52,8 +42,8 @@ fn lives(plan: &GpuPlan) -> Vec<Option<(usize, usize)>> {
     life
 }
 
-/// Each buffer's allocation, the allocations, and the saving.
-fn assign(plan: &GpuPlan) -> (Vec<usize>, Vec<BufferSpec>, Sharing) {
+/// Each buffer's allocation, and the allocations.
+fn assign(plan: &GpuPlan) -> (Vec<usize>, Vec<BufferSpec>) {
     let n = plan.buffers.len();
     let mut pinned = vec![false; n];
     for (b, spec) in plan.buffers.iter().enumerate() {
@@ -80,13 +70,11 @@ fn assign(plan: &GpuPlan) -> (Vec<usize>, Vec<BufferSpec>, Sharing) {
         slot_of[b] = slots.len();
         slots.push(plan.buffers[b].clone());
     }
-    let mut sharing = Sharing::default();
     // Shared slots: element type, length, and the last launch of their current occupant.
     let mut shared: Vec<(usize, usize)> = vec![];
     for &b in &order {
         let (first, last) = life[b].expect("ordered buffers have lives");
         let spec = &plan.buffers[b];
-        sharing.separate_bytes += buffer_bytes(spec.len, spec.elem) as u64;
         let free = |&(slot, busy_until): &(usize, usize)| busy_until < first && slots[slot].elem == spec.elem;
         // The smallest free slot that fits, else the largest free one (grown), else a new one.
         let fits = shared.iter().enumerate().filter(|(_, s)| free(s) && slots[s.0].len >= spec.len).min_by_key(|(_, s)| slots[s.0].len);
@@ -104,8 +92,7 @@ fn assign(plan: &GpuPlan) -> (Vec<usize>, Vec<BufferSpec>, Sharing) {
         shared[at].1 = last;
         slot_of[b] = slot;
     }
-    sharing.shared_bytes = shared.iter().map(|&(s, _)| buffer_bytes(slots[s].len, slots[s].elem) as u64).sum();
-    (slot_of, slots, sharing)
+    (slot_of, slots)
 }
 
 /// Bytes of a plan's constant buffers and of the rest (activations, inputs, outputs).
@@ -136,8 +123,18 @@ mod tests {
             outputs: vec![PlanOutput { buffer: output, shape: vec![1], dtype: DType::F32 }],
             run_check: None,
             spans: vec![],
-            sharing: Sharing::default(),
         }
+    }
+
+    /// Bytes of the shareable buffers each on its own, and of the shared allocations holding them.
+    fn separate_and_shared(p: &GpuPlan, slot_of: &[usize], slots: &[BufferSpec]) -> (u64, u64) {
+        let pinned: std::collections::HashSet<usize> = (0..p.buffers.len()).filter(|&b| p.buffers[b].init.is_some() || p.inputs.iter().any(|i| i.buffer == b) || p.outputs.iter().any(|o| o.buffer == b)).collect();
+        let bytes = |s: &BufferSpec| buffer_bytes(s.len, s.elem) as u64;
+        let bound: std::collections::HashSet<usize> = p.launches.iter().flat_map(|l| l.bufs.iter().copied()).collect();
+        let shareable: Vec<usize> = (0..p.buffers.len()).filter(|b| !pinned.contains(b) && bound.contains(b)).collect();
+        let separate = shareable.iter().map(|&b| bytes(&p.buffers[b])).sum();
+        let held: std::collections::BTreeSet<usize> = shareable.iter().map(|&b| slot_of[b]).collect();
+        (separate, held.iter().map(|&s| bytes(&slots[s])).sum())
     }
 
     fn spec(len: usize, elem: Elem) -> BufferSpec {
@@ -150,14 +147,14 @@ mod tests {
         let bufs = vec![spec(8, Elem::F32), spec(100, Elem::F32), spec(50, Elem::F32), spec(200, Elem::F32), spec(10, Elem::F32), spec(8, Elem::F32)];
         let launches = (0..5).map(|i| launch(&[i, i + 1])).collect();
         let p = plan(bufs, launches, 0, 5);
-        let (slot_of, slots, sharing) = assign(&p);
+        let (slot_of, slots) = assign(&p);
         // a and c alternate with b and d; x and y keep their own.
         assert_eq!(slot_of[1], slot_of[3]);
         assert_eq!(slot_of[2], slot_of[4]);
         assert_ne!(slot_of[1], slot_of[2]);
         assert_eq!(slots[slot_of[1]].len, 200);
         assert_eq!(slots[slot_of[2]].len, 50);
-        assert_eq!(sharing, Sharing { separate_bytes: 4 * 360, shared_bytes: 4 * 250 });
+        assert_eq!(separate_and_shared(&p, &slot_of, &slots), (4 * 360, 4 * 250));
         assert_eq!(slots.len(), 4);
     }
 
@@ -167,7 +164,7 @@ mod tests {
         // x -> a (f16) -> b (f32, reads the weight) -> y; c (f16) after a is dead may take a's.
         let bufs = vec![spec(8, Elem::F32), spec(64, Elem::F16), spec(64, Elem::F32), weight, spec(64, Elem::F16), spec(8, Elem::F32)];
         let p = plan(bufs, vec![launch(&[0, 1]), launch(&[1, 3, 2]), launch(&[2, 4]), launch(&[4, 5])], 0, 5);
-        let (slot_of, slots, _) = assign(&p);
+        let (slot_of, slots) = assign(&p);
         assert_eq!(slot_of[1], slot_of[4], "same type, disjoint lives");
         assert_ne!(slot_of[2], slot_of[1]);
         for pinned in [0, 3, 5] {
@@ -194,8 +191,9 @@ mod tests {
             let launches: Vec<Launch> = (0..1 + next(40)).map(|_| launch(&(0..1 + next(4)).map(|_| next(n)).collect::<Vec<_>>())).collect();
             let p = plan(bufs, launches, next(n), next(n));
             let life = lives(&p);
-            let (slot_of, slots, sharing) = assign(&p);
-            assert!(sharing.shared_bytes <= sharing.separate_bytes);
+            let (slot_of, slots) = assign(&p);
+            let (separate, shared) = separate_and_shared(&p, &slot_of, &slots);
+            assert!(shared <= separate);
             for a in 0..n {
                 assert!(slots[slot_of[a]].len >= p.buffers[a].len && slots[slot_of[a]].elem == p.buffers[a].elem);
                 for b in a + 1..n {

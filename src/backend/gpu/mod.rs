@@ -185,8 +185,6 @@ pub struct GpuPlan {
     pub run_check: Option<RunCheck>,
     /// Which launches each node became, in order (for timing nodes one by one).
     pub spans: Vec<NodeSpan>,
-    /// What the activation arena saved ([`arena::share`]).
-    pub sharing: arena::Sharing,
 }
 
 /// The launches one graph node was lowered to (none where another node's launch absorbed it).

@@ -66,10 +66,10 @@ pub fn lower(graph: &Graph, options: LowerOptions) -> Result<GpuPlan> {
         }
         outputs.push(PlanOutput { buffer: flag, shape: vec![1], dtype: DType::F32 });
     }
-    let mut plan = GpuPlan { buffers: b.buffers, launches: b.launches, inputs, outputs, spans, run_check: b.run_check, sharing: Default::default() };
+    let mut plan = GpuPlan { buffers: b.buffers, launches: b.launches, inputs, outputs, spans, run_check: b.run_check };
     // HETSCHED_GPU_ARENA=0 gives every buffer its own allocation (to measure what sharing saves).
     if std::env::var("HETSCHED_GPU_ARENA").map_or(true, |v| v != "0") {
-        plan.sharing = super::arena::share(&mut plan);
+        super::arena::share(&mut plan);
     }
     Ok(plan)
 }
