@@ -41,9 +41,9 @@ pub fn pool(x: &Tensor, kind: PoolKind, window: &Window, out_shape: &[usize]) ->
             match kind {
                 // Max and sum are separable: reduce the window's rows element-wise (vectorised
                 // over whole rows), then along the row.
-                PoolKind::Max => separable_plane(src, out, (vrow, vtmp), &rows, &cols, &geom, f32::NEG_INFINITY, nan_max),
+                PoolKind::Max => separable_plane(src, out, (vrow, vtmp), &rows, &cols, &geom, Fold::Max),
                 PoolKind::Average { count_include_pad } => {
-                    separable_plane(src, out, (vrow, vtmp), &rows, &cols, &geom, 0.0, |a, b| a + b);
+                    separable_plane(src, out, (vrow, vtmp), &rows, &cols, &geom, Fold::Sum);
                     for (orow, (iys, prow)) in out.chunks_mut(ow).zip(&rows) {
                         for (o, (ixs, pcol)) in orow.iter_mut().zip(&cols) {
                             let n = if count_include_pad { prow * pcol } else { iys.len() * ixs.len() };
@@ -78,7 +78,7 @@ fn nan_max(a: f32, b: f32) -> f32 {
 }
 
 /// Row geometry of a 2-D pooling window.
-struct RowPool {
+pub(super) struct RowPool {
     w: usize,
     ow: usize,
     sw: usize,
@@ -126,23 +126,132 @@ fn fold_rows<'a>(ids: &[usize], row: impl Fn(usize) -> &'a [f32], dst: &mut [f32
     }
 }
 
-/// One plane of a separable pooling (`reduce` is max or add, `init` its identity), with AVX2
-/// where the CPU has it.
+/// The reduction of a separable pooling: max (NaN wins, see [`nan_max`]) or sum.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fold {
+    Max,
+    Sum,
+}
+
+/// One plane of a separable pooling, with AVX2 where the CPU has it.
 #[allow(clippy::too_many_arguments)]
-fn separable_plane(src: &[f32], out: &mut [f32], vrow: (&mut [f32], &mut [f32]), rows: &[(Vec<usize>, usize)], cols: &[(Vec<usize>, usize)], g: &RowPool, init: f32, reduce: impl Fn(f32, f32) -> f32 + Copy) {
+fn separable_plane(src: &[f32], out: &mut [f32], vrow: (&mut [f32], &mut [f32]), rows: &[(Vec<usize>, usize)], cols: &[(Vec<usize>, usize)], g: &RowPool, fold: Fold) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports the features the function is compiled for.
-        return unsafe { separable_plane_avx2(src, out, vrow, rows, cols, g, init, reduce) };
+        return unsafe { separable_plane_avx2(src, out, vrow, rows, cols, g, fold) };
     }
-    separable_plane_generic(src, out, vrow, rows, cols, g, init, reduce)
+    match fold {
+        Fold::Max => separable_plane_generic(src, out, vrow, rows, cols, g, f32::NEG_INFINITY, nan_max),
+        Fold::Sum => separable_plane_generic(src, out, vrow, rows, cols, g, 0.0, |a, b| a + b),
+    }
 }
 
+/// The AVX2 plane: a 3-wide, stride-2 window (the common max pooling of CNN stems) reads its
+/// window rows directly and reduces 8 outputs at a time with deinterleaving shuffles; the last
+/// block of a row overlaps the one before instead of leaving a scalar tail. Other windows take
+/// the generic plane, vectorised by the compiler for AVX2. The result is bit-identical either
+/// way: each output reduces its rows first, then its columns, left to right.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2")]
-unsafe fn separable_plane_avx2(src: &[f32], out: &mut [f32], vrow: (&mut [f32], &mut [f32]), rows: &[(Vec<usize>, usize)], cols: &[(Vec<usize>, usize)], g: &RowPool, init: f32, reduce: impl Fn(f32, f32) -> f32 + Copy) {
-    separable_plane_generic(src, out, vrow, rows, cols, g, init, reduce)
+unsafe fn separable_plane_avx2(src: &[f32], out: &mut [f32], vrow: (&mut [f32], &mut [f32]), rows: &[(Vec<usize>, usize)], cols: &[(Vec<usize>, usize)], g: &RowPool, fold: Fold) {
+    if !(g.kw == 3 && g.sw == 2 && g.dw == 1 && g.full.len() >= 8) {
+        return match fold {
+            Fold::Max => separable_plane_generic(src, out, vrow, rows, cols, g, f32::NEG_INFINITY, nan_max),
+            Fold::Sum => separable_plane_generic(src, out, vrow, rows, cols, g, 0.0, |a, b| a + b),
+        };
+    }
+    match fold {
+        Fold::Max => window3_plane::<MAX>(src, out, vrow, rows, cols, g),
+        Fold::Sum => window3_plane::<SUM>(src, out, vrow, rows, cols, g),
+    }
+}
+
+/// The vector reductions of [`window3_plane`]: max where a NaN wins (as [`nan_max`]), the same
+/// as a plain max while no value is NaN, and sum. Keeping a NaN costs a compare and a blend per
+/// max; `MAX` runs plain maxes, notes whether any value it read was NaN (one unordered compare
+/// per two vectors), and only then redoes the row with `MAX_KEEPING_NAN`.
+const MAX: u8 = 0;
+const MAX_KEEPING_NAN: u8 = 1;
+const SUM: u8 = 2;
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn window3_plane<const OP: u8>(src: &[f32], out: &mut [f32], (vrow, vtmp): (&mut [f32], &mut [f32]), rows: &[(Vec<usize>, usize)], cols: &[(Vec<usize>, usize)], g: &RowPool) {
+    let (init, reduce): (f32, fn(f32, f32) -> f32) = if OP == SUM { (0.0, |a, b| a + b) } else { (f32::NEG_INFINITY, nan_max) };
+    let row = |iy: usize| &src[iy * g.w..(iy + 1) * g.w];
+    for ((iys, _), orow) in rows.iter().zip(out.chunks_mut(g.ow)) {
+        match iys[..] {
+            [a] => output_row::<OP, 1>(&[row(a)], orow, cols, g, init, reduce),
+            [a, b] => output_row::<OP, 2>(&[row(a), row(b)], orow, cols, g, init, reduce),
+            [a, b, c] => output_row::<OP, 3>(&[row(a), row(b), row(c)], orow, cols, g, init, reduce),
+            ref ids => {
+                fold_rows(ids, row, vrow, vtmp, init, reduce);
+                output_row::<OP, 1>(&[&*vrow], orow, cols, g, init, reduce);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn output_row<const OP: u8, const N: usize>(rows: &[&[f32]; N], orow: &mut [f32], cols: &[(Vec<usize>, usize)], g: &RowPool, init: f32, reduce: fn(f32, f32) -> f32) {
+    if window3_stride2::<OP, N>(rows, orow, cols, g, init, reduce) {
+        window3_stride2::<MAX_KEEPING_NAN, N>(rows, orow, cols, g, init, reduce);
+    }
+}
+
+/// One output row of a 3-wide, stride-2 window over the element-wise reduction of `rows`;
+/// under `MAX`, whether a value read was NaN (the row is then to be redone).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn window3_stride2<const OP: u8, const N: usize>(rows: &[&[f32]; N], orow: &mut [f32], cols: &[(Vec<usize>, usize)], g: &RowPool, init: f32, reduce: fn(f32, f32) -> f32) -> bool {
+    use std::arch::x86_64::*;
+    let column = |ix: usize| rows[1..].iter().fold(rows[0][ix], |acc, r| reduce(acc, r[ix]));
+    for ox in (0..g.full.start).chain(g.full.end..g.ow) {
+        orow[ox] = cols[ox].0.iter().fold(init, |acc, &ix| reduce(acc, column(ix)));
+    }
+    let vreduce = |a: __m256, b: __m256| match OP {
+        // max_ps returns its second operand on a NaN or a tie: `a` then, unless b is NaN.
+        MAX => _mm256_max_ps(b, a),
+        MAX_KEEPING_NAN => _mm256_blendv_ps(_mm256_max_ps(b, a), b, _mm256_cmp_ps::<_CMP_UNORD_Q>(b, b)),
+        _ => _mm256_add_ps(a, b),
+    };
+    // 8 columns from `at` of the rows' element-wise reduction; under MAX, `nan` gains a lane
+    // where one of them was NaN (an unordered compare tests both its sides).
+    let mut nan = _mm256_setzero_ps();
+    let mut load = |at: usize| {
+        let x: [__m256; N] = std::array::from_fn(|r| _mm256_loadu_ps(rows[r][at..at + 8].as_ptr()));
+        if OP == MAX {
+            for pair in x.chunks(2) {
+                nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(pair[0], pair[pair.len() - 1]));
+            }
+        }
+        x[1..].iter().fold(x[0], |v, &y| vreduce(v, y))
+    };
+    // The even and odd lanes of 16 consecutive values, in order.
+    let split = |lo: __m256, hi: __m256| {
+        let order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
+        (order(_mm256_shuffle_ps::<0b10_00_10_00>(lo, hi)), order(_mm256_shuffle_ps::<0b11_01_11_01>(lo, hi)))
+    };
+    let last = g.full.end - 8;
+    let mut ox = g.full.start;
+    loop {
+        let at = ox.min(last);
+        // Every output of the block has its 3 taps inside the row: base + 16 < w.
+        let base = at * 2 - g.pl;
+        let (even, odd) = split(load(base), load(base + 8));
+        // Columns 2, 4, .. 16: the evens moved down a lane, and column 16 from 9..17's last lane.
+        let shifted = _mm256_permutevar8x32_ps(even, _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0));
+        let next_even = _mm256_blend_ps::<0b1000_0000>(shifted, load(base + 9));
+        _mm256_storeu_ps(orow[at..at + 8].as_mut_ptr(), vreduce(vreduce(even, odd), next_even));
+        if at == last {
+            break;
+        }
+        ox += 8;
+    }
+    OP == MAX && _mm256_movemask_ps(nan) != 0
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -103,3 +103,37 @@ fn a_nan_in_a_3d_max_window_stays() {
     // The centre element lies in every 2x2x2 window.
     assert!(y.as_f32().unwrap().iter().all(|v| v.is_nan()));
 }
+
+/// The 3-wide, stride-2 windows of CNN stems on rows wide enough for the vectorised blocks
+/// (8 outputs and up, the last block overlapping), 1 to 5 window rows, pads, ceil mode, and
+/// for max pooling NaNs scattered so that some windows hold one: max must equal the definition
+/// bit for bit (a NaN wherever a window holds one), average within rounding.
+#[test]
+fn wide_three_by_two_stride_windows_match_the_definition() {
+    let mut rng = Rng::new(21);
+    for case in 0..160 {
+        let kh = 1 + rng.below(5);
+        let (pl, pr, pt, pb) = (rng.below(2), rng.below(2), rng.below(kh.min(3)), rng.below(kh.min(3)));
+        let (h, w) = (kh + rng.below(6), 16 + rng.below(48));
+        let max = case % 3 != 2;
+        let ceil = max && rng.below(2) == 1;
+        let window = Window { kernel_shape: vec![kh, 3], strides: vec![1 + rng.below(2), 2], pads: vec![pt, pl, pb, pr], dilations: vec![1, 1], auto_pad: AutoPad::NotSet, ceil_mode: ceil };
+        let xs = vec![1, 1 + rng.below(3), h, w];
+        let mut ys = xs[..2].to_vec();
+        ys.extend(window_output(&window, &[h, w], &[kh, 3], ceil).unwrap());
+        let mut x: Vec<f32> = (0..xs.iter().product()).map(|_| rng.uniform(-2.0, 2.0)).collect();
+        if max && case % 2 == 0 {
+            for _ in 0..1 + rng.below(3) {
+                let at = rng.below(x.len());
+                x[at] = f32::NAN;
+            }
+        }
+        let kind = if max { PoolKind::Max } else { PoolKind::Average { count_include_pad: case % 2 == 0 } };
+        let got = pool(&Tensor::from_f32(&xs, x.clone()).unwrap(), kind, &window, &ys).unwrap();
+        let want = reference(&x, &xs, &window, &[pt, pl, pb, pr], kind, &ys);
+        for (i, (g, w)) in got.as_f32().unwrap().iter().zip(&want).enumerate() {
+            let same = if max { g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()) } else { (g - w).abs() <= 1e-5 * (1.0 + w.abs()) };
+            assert!(same, "case {case} {kind:?} x {xs:?} window {window:?} at {i}: got {g}, want {w}");
+        }
+    }
+}
