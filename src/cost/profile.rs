@@ -121,6 +121,17 @@ pub struct DeviceProfile {
     pub paced: bool,
 }
 
+/// The op families the profile's micro-benchmarks run on their classes' curves (see
+/// `profiler::benches`): MatMul, Conv (1x1, kxk, depthwise), Relu, LayerNormalization, MaxPool,
+/// Slice and Concat.
+pub const BENCHMARKED_FAMILIES: [&str; 7] = ["MatMul", "Conv", "Relu", "LayerNormalization", "MaxPool", "Slice", "Concat"];
+
+/// An op type's family: the op alone, without fused activations or variant (`Conv+Relu/grouped`
+/// -> `Conv`).
+pub fn family(op_type: &str) -> &str {
+    op_type.split(['+', '/']).next().unwrap_or(op_type)
+}
+
 /// An op type without its fused activations: `Conv+Relu/grouped` -> `Conv/grouped`.
 pub fn unfused(op_type: &str) -> String {
     let (head, tail) = op_type.split_once('/').map(|(h, t)| (h, Some(t))).unwrap_or((op_type, None));
@@ -163,11 +174,22 @@ impl DeviceProfile {
     }
 
     /// The correction of a node doing `work`: its class's factor at the work's size times its
-    /// op type's.
+    /// op type's. A class's fit carries over to op families the calibration models never ran,
+    /// except to families the micro-benchmarks timed themselves (on the class curve, or with an
+    /// op factor): for those a measurement of their own kernel beats a correction learnt on other
+    /// kernels. (On lavapipe the CNNs' 1x1 convolutions run 2.8x slower than the GEMM curve; a
+    /// transformer's MatMuls, which that curve times, do not.)
     pub fn correction(&self, class: OpClass, op_type: &str, work: &super::Work) -> f64 {
+        let op = self.op_calibration.get(op_type).copied().unwrap_or(1.0);
+        let fam = family(op_type);
+        let seen = self.op_calibration.keys().any(|k| family(k) == fam);
+        let benchmarked = BENCHMARKED_FAMILIES.contains(&fam) || self.op_factors.keys().any(|k| family(k) == fam);
+        if benchmarked && !seen {
+            return op;
+        }
         let size = if class.compute_bound() { work.flops } else { work.bytes };
         let by_size = self.size_calibration.get(&class).map(|p| log_interpolate(p, size)).unwrap_or(1.0);
-        self.calibration(class) * by_size * self.op_calibration.get(op_type).copied().unwrap_or(1.0)
+        self.calibration(class) * by_size * op
     }
 
     /// Checks every number, so a hand-edited or truncated profile is an error, not a wrong plan.

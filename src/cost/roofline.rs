@@ -173,10 +173,16 @@ mod tests {
         // Views cost their launch; folded nodes nothing.
         assert!((Roofline::work_ms(&p, &Work { class: Some(OpClass::View), ..Default::default() }) - 0.005).abs() < 1e-12);
         assert_eq!(Roofline::work_ms(&p, &Work::default()), 0.0);
-        // Calibration scales the whole node.
+        // Calibration scales the whole node: here fitted on 1x1 convolutions (a Conv family
+        // seen, factor 1 of its own over the class's 1.5).
         let mut q = p.clone();
         q.calibration.insert(OpClass::Gemm, 1.5);
-        assert!((Roofline::calibrated_ms(&q, &w, "MatMul") - 1.5 * 2.005).abs() < 1e-9);
+        q.op_calibration.insert("Conv+Relu".into(), 1.0);
+        assert!((Roofline::calibrated_ms(&q, &w, "Conv") - 1.5 * 2.005).abs() < 1e-9);
+        // A family the calibration never ran takes the class's factor, unless the
+        // micro-benchmarks timed it: MatMul is the GEMM curve's own benchmark.
+        assert!((Roofline::calibrated_ms(&q, &w, "Gemm") - 1.5 * 2.005).abs() < 1e-9);
+        assert!((Roofline::calibrated_ms(&q, &w, "MatMul") - 2.005).abs() < 1e-9);
         // An op type's own factor multiplies its class's.
         q.op_calibration.insert("MatMul".into(), 2.0);
         assert!((Roofline::calibrated_ms(&q, &w, "MatMul") - 3.0 * 2.005).abs() < 1e-9);
