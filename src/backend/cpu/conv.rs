@@ -93,15 +93,15 @@ pub fn conv(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, window: &Window, gro
     // uninitialised rather than zeroed (a full extra pass over memory).
     let image = |img: usize, yi: &mut [MaybeUninit<f32>], tasks: usize| {
         let xi = &xv[img * g.c * g.volume()..(img + 1) * g.c * g.volume()];
-        if direct && depthwise_blocked::applies(&g) {
-            depthwise_blocked::depthwise_image(xi, wv, &epi, yi, &g);
-        } else if direct {
+        if direct {
             grouped_image(xi, wv, &epi, yi, &g);
         } else {
             gemm_conv_columns(xi, 1, wv, &epi, yi, &g, tasks);
         }
     };
     if g.m * plane == 0 {
+    } else if direct && depthwise_blocked::applies(&g) {
+        depthwise_blocked::depthwise(xv, n, wv, &epi, yu, &g);
     } else if n > 1 && !direct && plane <= BATCH_MERGE_PLANE {
         batched_gemm_conv(xv, wv, &epi, yu, &g, n);
     } else if n > 1 {

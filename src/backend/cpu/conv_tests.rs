@@ -146,6 +146,11 @@ fn channel_blocked_depthwise_matches_reference() {
         case2(1, 13, 13, [12, 20], [3, 3], [1, 1], [2, 2], [2, 1, 0, 3], 13),
         case2(1, 9, 9, [60, 60], [3, 3], [2, 2], [1, 1], [0, 0, 1, 1], 9),
         case2(1, 5, 5, [6, 31], [5, 3], [2, 1], [1, 1], [2, 1, 2, 1], 5),
+        // A batch with a ragged block: tasks over images and blocks, weights packed once.
+        case2(3, 21, 21, [6, 6], [5, 5], [1, 1], [1, 1], [2, 2, 2, 2], 21),
+        case2(2, 11, 11, [5, 3], [3, 3], [2, 1], [1, 1], [1, 0, 1, 2], 11),
+        // Planes of fewer than 8 pixels (no whole transpose), a full block.
+        case2(2, 8, 8, [2, 3], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 8),
     ];
     for mut case in cases {
         let g = conv_geom(&case);

@@ -15,8 +15,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Channels per block: one AVX2 vector.
 const CB: usize = 8;
-/// Output pixels computed together, each with its own accumulator, to hide the FMA latency.
-const PIXELS: usize = 4;
+/// Output pixels computed together, each with its own accumulator, to hide the FMA latency (two
+/// FMAs a cycle, four cycles each); a plane's last few go in groups of `TAIL_PIXELS`.
+const PIXELS: usize = 8;
+const TAIL_PIXELS: usize = 4;
 
 /// From this output width on, a stride-1 depthwise convolution runs the per-plane kernel, whose
 /// rows then fill its vectors and which needs no transposes. Strided ones always run here: the
@@ -57,78 +59,106 @@ fn padded(g: &Geom) -> (usize, usize) {
     ((g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1, (g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1)
 }
 
-/// One image: `xi` is [C, H, W], `yi` is [C, OH, OW]; one task per block of eight channels.
-pub fn depthwise_image(xi: &[f32], wv: &[f32], epi: &Epilogue, yi: &mut [MaybeUninit<f32>], g: &Geom) {
+/// All images: `x` is [N, C, H, W], `y` is [N, C, OH, OW]; one task per image and block of eight
+/// channels, so a batch of late layers (hundreds of channels, a few pixels each) fills every
+/// thread, and the weights are interleaved once per convolution rather than once per image.
+pub fn depthwise(x: &[f32], images: usize, wv: &[f32], epi: &Epilogue, y: &mut [MaybeUninit<f32>], g: &Geom) {
     let plane = g.oh * g.ow;
-    if plane == 0 {
+    if plane == 0 || images == 0 {
         return;
     }
     let taps = g.kh * g.kw;
+    // Weights as [block][tap][lane], then the bias as one more row; absent lanes stay zero.
+    let block_len = (taps + 1) * CB;
+    let mut wk = vec![0f32; g.c.div_ceil(CB) * block_len];
+    for c in 0..g.c {
+        let block = &mut wk[(c / CB) * block_len..][..block_len];
+        for t in 0..taps {
+            block[t * CB + c % CB] = wv[c * taps + t];
+        }
+        block[taps * CB + c % CB] = epi.bias(c);
+    }
+    let mut tasks: Vec<(usize, usize, &mut [MaybeUninit<f32>])> = Vec::with_capacity(images * g.c.div_ceil(CB));
+    for (img, yi) in y.chunks_mut(g.c * plane).take(images).enumerate() {
+        tasks.extend(yi.chunks_mut(CB * plane).enumerate().map(|(block, outs)| (img, block, outs)));
+    }
     let (rows, cols) = padded(g);
-    yi.par_chunks_mut(CB * plane).enumerate().with_min_len(super::threads::min_len(min_tasks(CB * plane * taps))).for_each_init(
-        || (vec![0f32; rows * cols * CB], vec![0f32; plane * CB], vec![0f32; (taps + 1) * CB]),
-        |(xs, ys, wk), (block, outs)| {
+    let image_len = g.c * g.h * g.w;
+    tasks.into_par_iter().with_min_len(super::threads::min_len(min_tasks(CB * plane * taps))).for_each_init(
+        // The padded scratch's border is never written, so it stays zero from here on.
+        || (vec![0f32; rows * cols * CB], vec![0f32; g.h * g.w * CB], vec![0f32; plane * CB]),
+        |(xs, flat, ys), (img, block, outs)| {
             let c0 = block * CB;
             let lanes = (g.c - c0).min(CB);
-            interleave(xi, c0, lanes, xs, g, cols);
-            // Weights as [tap][lane], then the bias as one more row; absent lanes stay zero.
-            wk.fill(0.0);
-            for l in 0..lanes {
-                for t in 0..taps {
-                    wk[t * CB + l] = wv[(c0 + l) * taps + t];
-                }
-                wk[taps * CB + l] = epi.bias(c0 + l);
-            }
-            block_kernel(xs, wk, epi, ys, g, cols);
+            let planes = &x[img * image_len + c0 * g.h * g.w..][..lanes * g.h * g.w];
+            interleave(planes, lanes, flat, xs, g, cols);
+            block_kernel(xs, &wk[block * block_len..][..block_len], epi, ys, g, cols);
             epi.finish(ys);
             deinterleave(ys, outs, lanes, plane);
         },
     );
 }
 
-/// Channels `[c0, c0 + lanes)` of `xi` into `xs` as [row][col][lane], zero where the taps read
-/// padding (and in absent lanes). Full blocks go 8 pixels at a time through an 8 x 8 transpose.
-fn interleave(xi: &[f32], c0: usize, lanes: usize, xs: &mut [f32], g: &Geom, cols: usize) {
-    xs.fill(0.0);
-    // Input columns the taps read: [0, width).
+/// The `lanes` input planes `planes` into the padded scratch `xs` as [row][col][lane], inside its
+/// zero border; absent lanes read zero. A full block transposes 8 pixels at a time, straight into
+/// the scratch along each row when the rows hold 8 pixels (a last, overlapping transpose takes
+/// the row's tail), else over the planes taken as one run of pixels into `flat`, then copied row
+/// by row (a late layer's 3- or 6-pixel rows would leave no whole transpose).
+fn interleave(planes: &[f32], lanes: usize, flat: &mut [f32], xs: &mut [f32], g: &Geom, cols: usize) {
+    let hw = g.h * g.w;
+    // Input columns the taps read: [0, width); rows past the padded extent are never read.
     let width = g.w.min(cols.saturating_sub(g.pl));
-    for (sy, row) in xs.chunks_mut(cols * CB).enumerate() {
-        let Some(iy) = sy.checked_sub(g.pt).filter(|&iy| iy < g.h) else { continue };
-        let src = |l: usize| &xi[(c0 + l) * g.h * g.w + iy * g.w..][..g.w];
-        let mut x = 0;
-        if lanes == CB {
-            let srcs: [&[f32]; CB] = std::array::from_fn(src);
-            while x + 8 <= width {
-                let dst = &mut row[(g.pl + x) * CB..(g.pl + x + 8) * CB];
-                // SAFETY: each source row has 8 elements from x (x + 8 <= w) and `dst` is 8 x 8.
-                unsafe { simd::transpose8x8(srcs.map(|s| s[x..].as_ptr()), dst.as_mut_ptr(), CB) };
-                x += 8;
+    let rows = (xs.len() / (cols * CB)).saturating_sub(g.pt).min(g.h);
+    if lanes == CB && width >= 8 {
+        for iy in 0..rows {
+            let row = &mut xs[((iy + g.pt) * cols + g.pl) * CB..][..width * CB];
+            for x in starts_of_eight(width) {
+                // SAFETY: each plane has 8 pixels from iy * w + x (x + 8 <= width <= w) and the
+                // row of the scratch room for pixels x..x + 8 of 8 lanes each.
+                unsafe { simd::transpose8x8(std::array::from_fn(|l| planes[l * hw + iy * g.w + x..].as_ptr()), row[x * CB..(x + 8) * CB].as_mut_ptr(), CB) };
             }
         }
-        for l in 0..lanes {
-            let s = src(l);
-            for ix in x..width {
-                row[(g.pl + ix) * CB + l] = s[ix];
+        return;
+    }
+    if lanes == CB && hw >= 8 {
+        for q in starts_of_eight(hw) {
+            // SAFETY: each plane has 8 pixels from q (q + 8 <= hw), and `flat` room for pixels
+            // q..q + 8 of 8 lanes each.
+            unsafe { simd::transpose8x8(std::array::from_fn(|l| planes[l * hw + q..].as_ptr()), flat[q * CB..(q + 8) * CB].as_mut_ptr(), CB) };
+        }
+    } else {
+        for (p, pixel) in flat.chunks_exact_mut(CB).enumerate() {
+            for (l, v) in pixel.iter_mut().enumerate() {
+                *v = if l < lanes { planes[l * hw + p] } else { 0.0 };
             }
         }
     }
+    for (iy, src) in flat.chunks_exact(g.w * CB).take(rows).enumerate() {
+        xs[((iy + g.pt) * cols + g.pl) * CB..][..width * CB].copy_from_slice(&src[..width * CB]);
+    }
+}
+
+/// Starts of 8-element runs covering `0..len` (len >= 8): every 8, then one overlapping the
+/// previous run so that it ends at `len` (rewriting a few elements with the same values beats
+/// a scalar tail).
+fn starts_of_eight(len: usize) -> impl Iterator<Item = usize> {
+    (0..len / 8).map(|i| i * 8).chain((!len.is_multiple_of(8)).then_some(len - 8))
 }
 
 /// The block's output `ys` ([pixel][lane]) into the channel planes `outs` ([lane][pixel]).
 fn deinterleave(ys: &[f32], outs: &mut [MaybeUninit<f32>], lanes: usize, plane: usize) {
-    let mut p = 0;
-    if lanes == CB {
+    if lanes == CB && plane >= 8 {
         assert!(outs.len() >= CB * plane && ys.len() >= CB * plane);
-        while p + 8 <= plane {
+        for p in starts_of_eight(plane) {
             let srcs: [*const f32; CB] = std::array::from_fn(|j| ys[(p + j) * CB..].as_ptr());
             // SAFETY: pixels p..p + 8 hold 8 lanes each; lane l's plane has room at p..p + 8
             // (asserted above), and `outs` is exclusively borrowed.
             unsafe { simd::transpose8x8(srcs, outs.as_mut_ptr().add(p).cast::<f32>(), plane) };
-            p += 8;
         }
+        return;
     }
     for (l, out) in outs.chunks_mut(plane).enumerate().take(lanes) {
-        for (q, o) in out.iter_mut().enumerate().skip(p) {
+        for (q, o) in out.iter_mut().enumerate() {
             o.write(ys[q * CB + l]);
         }
     }
@@ -149,7 +179,7 @@ unsafe fn block_kernel_avx2(xs: &[f32], wk: &[f32], epi: &Epilogue, ys: &mut [f3
     block_kernel_generic(xs, wk, epi, ys, g, cols)
 }
 
-/// All output pixels of one block, `PIXELS` of a row at a time: `ys[p][lane]` = bias + sum over
+/// All output pixels of one block, `PIXELS` at a time: `ys[p][lane]` = bias + sum over
 /// taps of weight x input, clamped.
 #[inline(always)]
 fn block_kernel_generic(xs: &[f32], wk: &[f32], epi: &Epilogue, ys: &mut [f32], g: &Geom, cols: usize) {
@@ -162,31 +192,40 @@ fn block_kernel_generic(xs: &[f32], wk: &[f32], epi: &Epilogue, ys: &mut [f32], 
         unsafe { &*xs.as_ptr().add(i * CB).cast::<[f32; CB]>() }
     };
     let weights: &[[f32; CB]] = &wk.as_chunks::<CB>().0[..taps + 1];
-    let bias = weights[taps];
-    for oy in 0..g.oh {
-        let mut ox = 0;
-        while ox < g.ow {
-            let n = PIXELS.min(g.ow - ox);
-            // Pixels past the row's end recompute its last one rather than branch in the tap loop.
-            let first: [usize; PIXELS] = std::array::from_fn(|j| oy * g.sh * cols + (ox + j.min(n - 1)) * g.sw);
-            let mut acc = [bias; PIXELS];
-            for ky in 0..g.kh {
-                for kx in 0..g.kw {
-                    let w = &weights[ky * g.kw + kx];
-                    let off = ky * g.dh * cols + kx * g.dw;
-                    for (a, &f) in acc.iter_mut().zip(&first) {
-                        let s = at(f + off);
-                        for l in 0..CB {
-                            a[l] = w[l].mul_add(s[l], a[l]);
-                        }
-                    }
+    // Pixels run in groups across row ends, so a 3- or 6-wide row wastes no accumulators.
+    let plane = g.oh * g.ow;
+    let mut p = 0;
+    while p < plane {
+        p += if plane - p > TAIL_PIXELS { pixel_group::<PIXELS>(&at, weights, epi, ys, g, cols, p) } else { pixel_group::<TAIL_PIXELS>(&at, weights, epi, ys, g, cols, p) };
+    }
+}
+
+/// Up to `P` output pixels of a block from `p` on, into `ys`; returns how many it wrote.
+#[inline(always)]
+fn pixel_group<'a, const P: usize>(at: &impl Fn(usize) -> &'a [f32; CB], weights: &[[f32; CB]], epi: &Epilogue, ys: &mut [f32], g: &Geom, cols: usize, p: usize) -> usize {
+    let taps = g.kh * g.kw;
+    let n = P.min(g.oh * g.ow - p);
+    // Pixels past the plane's end recompute its last one rather than branch in the tap loop.
+    let first: [usize; P] = std::array::from_fn(|j| {
+        let q = p + j.min(n - 1);
+        (q / g.ow) * g.sh * cols + (q % g.ow) * g.sw
+    });
+    let mut acc = [weights[taps]; P];
+    for ky in 0..g.kh {
+        for kx in 0..g.kw {
+            let w = &weights[ky * g.kw + kx];
+            let off = ky * g.dh * cols + kx * g.dw;
+            for (a, &f) in acc.iter_mut().zip(&first) {
+                let s = at(f + off);
+                for l in 0..CB {
+                    a[l] = w[l].mul_add(s[l], a[l]);
                 }
             }
-            for (j, a) in acc.iter().enumerate().take(n) {
-                let o: &mut [f32; CB] = (&mut ys[((oy * g.ow) + ox + j) * CB..][..CB]).try_into().unwrap();
-                *o = a.map(|v| epi.clamp(v));
-            }
-            ox += n;
         }
     }
+    for (j, a) in acc.iter().enumerate().take(n) {
+        let o: &mut [f32; CB] = (&mut ys[(p + j) * CB..][..CB]).try_into().unwrap();
+        *o = a.map(|v| epi.clamp(v));
+    }
+    n
 }
