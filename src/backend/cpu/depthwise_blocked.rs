@@ -86,7 +86,7 @@ pub fn depthwise(x: &[f32], images: usize, wv: &[f32], epi: &Epilogue, y: &mut [
     let image_len = g.c * g.h * g.w;
     tasks.into_par_iter().with_min_len(super::threads::min_len(min_tasks(CB * plane * taps))).for_each_init(
         // The padded scratch's border is never written, so it stays zero from here on.
-        || (vec![0f32; rows * cols * CB], vec![0f32; g.h * g.w * CB], vec![0f32; plane * CB]),
+        || (vec![0f32; rows * cols * CB], Vec::new(), vec![0f32; plane * CB]),
         |(xs, flat, ys), (img, block, outs)| {
             let c0 = block * CB;
             let lanes = (g.c - c0).min(CB);
@@ -103,8 +103,9 @@ pub fn depthwise(x: &[f32], images: usize, wv: &[f32], epi: &Epilogue, y: &mut [
 /// zero border; absent lanes read zero. A full block transposes 8 pixels at a time, straight into
 /// the scratch along each row when the rows hold 8 pixels (a last, overlapping transpose takes
 /// the row's tail), else over the planes taken as one run of pixels into `flat`, then copied row
-/// by row (a late layer's 3- or 6-pixel rows would leave no whole transpose).
-fn interleave(planes: &[f32], lanes: usize, flat: &mut [f32], xs: &mut [f32], g: &Geom, cols: usize) {
+/// by row (a late layer's 3- or 6-pixel rows would leave no whole transpose); `flat` grows to
+/// its size on first use, so tasks whose rows are wide enough never allocate it.
+fn interleave(planes: &[f32], lanes: usize, flat: &mut Vec<f32>, xs: &mut [f32], g: &Geom, cols: usize) {
     let hw = g.h * g.w;
     // Input columns the taps read: [0, width); rows past the padded extent are never read.
     let width = g.w.min(cols.saturating_sub(g.pl));
@@ -120,6 +121,7 @@ fn interleave(planes: &[f32], lanes: usize, flat: &mut [f32], xs: &mut [f32], g:
         }
         return;
     }
+    flat.resize(hw * CB, 0.0);
     if lanes == CB && hw >= 8 {
         for q in starts_of_eight(hw) {
             // SAFETY: each plane has 8 pixels from q (q + 8 <= hw), and `flat` room for pixels

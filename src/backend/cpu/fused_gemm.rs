@@ -243,7 +243,8 @@ fn blocked<const MR: usize, const NR: usize, const NC: usize>(job: &Job, bpack: 
                 }
                 if last {
                     // Over the panel's rows of this column block while they are in cache, in
-                    // runs of a block's columns: a call per tile row of NR would cost more than its math.
+                    // runs of a block's columns: a call per tile row of NR would cost more than
+                    // its math.
                     for r in 0..rows {
                         // SAFETY: row r of the panel over columns [j0, j0 + nc), just stored.
                         epi.finish(unsafe { std::slice::from_raw_parts_mut(c.add((panel * MR + r) * ldc + j0), nc) });
