@@ -152,42 +152,34 @@ fn pack_b<const NR: usize>(b: Rhs, p0: usize, kc: usize, j0: usize, nc: usize, o
     if out.len() < panels * kc * NR {
         out.resize(panels * kc * NR, 0.0);
     }
-    let b = match b {
-        Rhs::Matrix(b) => b,
-        Rhs::Rows(fill) => {
-            row.resize(panels * NR, 0.0);
-            for p in 0..kc {
-                fill(p0 + p, j0, j0 + nc, &mut row[..nc]);
-                row[nc..].fill(0.0);
-                for (panel, src) in row.chunks_exact(NR).enumerate() {
-                    let d: &mut [f32; NR] = (&mut out[(panel * kc + p) * NR..(panel * kc + p + 1) * NR]).try_into().unwrap();
-                    d.copy_from_slice(src);
-                }
-            }
-            return;
-        }
-    };
     // Row by row, so each row of B is read as one contiguous run (the hardware prefetcher
-    // follows it) rather than one cache line from each of `kc` rows in turn.
+    // follows it) rather than one cache line from each of `kc` rows in turn. A row is read in
+    // place when it is contiguous in memory, else made or gathered into `row` first.
+    row.resize(nc, 0.0);
     for p in 0..kc {
-        for panel in 0..panels {
-            let cols = NR.min(nc - panel * NR);
-            let d = &mut out[(panel * kc + p) * NR..(panel * kc + p + 1) * NR];
-            let start = (p0 + p) * b.rs + (j0 + panel * NR) * b.cs;
-            if b.cs == 1 && cols == NR {
-                // A fixed-size copy inlines to two vector moves instead of a memcpy call.
-                let d: &mut [f32; NR] = d.try_into().unwrap();
-                d.copy_from_slice(&b.data[start..start + NR]);
-                continue;
-            }
-            if b.cs == 1 {
-                d[..cols].copy_from_slice(&b.data[start..start + cols]);
-            } else {
-                for (j, v) in d[..cols].iter_mut().enumerate() {
-                    *v = b.data[start + j * b.cs];
+        let src: &[f32] = match b {
+            Rhs::Matrix(b) if b.cs == 1 => &b.data[(p0 + p) * b.rs + j0..][..nc],
+            Rhs::Matrix(b) => {
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = b.data[(p0 + p) * b.rs + (j0 + j) * b.cs];
                 }
+                row
             }
-            d[cols..].fill(0.0);
+            Rhs::Rows(fill) => {
+                fill(p0 + p, j0, j0 + nc, row);
+                row
+            }
+        };
+        let (whole, tail) = src.split_at(nc / NR * NR);
+        for (panel, s) in whole.chunks_exact(NR).enumerate() {
+            // A fixed-size copy inlines to two vector moves instead of a memcpy call.
+            let d: &mut [f32; NR] = (&mut out[(panel * kc + p) * NR..][..NR]).try_into().unwrap();
+            d.copy_from_slice(s);
+        }
+        if !tail.is_empty() {
+            let d = &mut out[((panels - 1) * kc + p) * NR..][..NR];
+            d[..tail.len()].copy_from_slice(tail);
+            d[tail.len()..].fill(0.0);
         }
     }
 }
@@ -458,8 +450,11 @@ mod tests {
                 }
             }
             let rows = |p: usize, j0: usize, j1: usize, dst: &mut [f32]| dst[..j1 - j0].copy_from_slice(&b[p * n + j0..p * n + j1]);
-            for (kernel, made) in kernels.iter().flat_map(|&kern| [(kern, false), (kern, true)]) {
-                let rhs = if made { Rhs::Rows(&rows) } else { Rhs::Matrix(Mat::row_major(&b, n)) };
+            // B as given, made row by row, and stored transposed (a Gemm's weights: columns
+            // strided, gathered when packed).
+            let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+            let forms = [Rhs::Matrix(Mat::row_major(&b, n)), Rhs::Rows(&rows), Rhs::Matrix(Mat { data: &bt, rs: 1, cs: k })];
+            for (kernel, rhs) in kernels.iter().flat_map(|&kern| forms.iter().map(move |&rhs| (kern, rhs))) {
                 let mut got = vec![f32::NAN; m * ldc];
                 // SAFETY: `got` holds m rows of ldc >= n elements; each kernel runs on this CPU.
                 unsafe { gemm_epilogue_on(kernel, m, n, k, Mat::row_major(&a, k), rhs, got.as_mut_ptr(), ldc, &epi, 3) };
