@@ -7,25 +7,32 @@ use crate::tensor::{broadcast_shapes, strides_of, DType, Data, Tensor};
 use crate::bail;
 use half::f16;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use super::fastmath::{erf, exp, hard_swish, sigmoid, swish, tanh};
 
 /// Below this many elements a second thread costs more (wake-up) than it saves.
 const PAR_MIN: usize = 1 << 15;
 
-fn map_par<T: Sync, U: Send + Default + Clone>(v: &[T], f: impl Fn(&T) -> U + Sync + Send) -> Vec<U> {
-    let mut out = vec![U::default(); v.len()];
+/// `f` over `v` into a new vector, in parallel chunks when large. The output is written once,
+/// never zeroed first: a zeroing pass (and the page faults of a fresh allocation taken there)
+/// would cost as much as the op.
+fn map_par<T: Sync, U: Send + Copy>(v: &[T], f: impl Fn(&T) -> U + Sync + Send) -> Vec<U> {
+    let mut out: Vec<U> = Vec::with_capacity(v.len());
+    let dst = &mut out.spare_capacity_mut()[..v.len()];
     if v.len() >= PAR_MIN {
-        out.par_chunks_mut(PAR_MIN / 4).zip(v.par_chunks(PAR_MIN / 4)).with_min_len(super::threads::min_len(1)).for_each(|(d, s)| map_into(s, d, &f));
+        dst.par_chunks_mut(PAR_MIN / 4).zip(v.par_chunks(PAR_MIN / 4)).with_min_len(super::threads::min_len(1)).for_each(|(d, s)| map_into(s, d, &f));
     } else {
-        map_into(v, &mut out, &f);
+        map_into(v, dst, &f);
     }
+    // SAFETY: `map_into` wrote every element of `dst`, which is all of `out`'s length.
+    unsafe { out.set_len(v.len()) };
     out
 }
 
 /// `dst[i] = f(src[i])`, with AVX2 where the CPU has it: `f` is inlined into the loop, so the
 /// math approximations in `fastmath` vectorise 8 wide instead of 4 (and the integer steps in
 /// them at all).
-fn map_into<T, U>(src: &[T], dst: &mut [U], f: &impl Fn(&T) -> U) {
+fn map_into<T, U>(src: &[T], dst: &mut [MaybeUninit<U>], f: &impl Fn(&T) -> U) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports the features the function is compiled for.
@@ -36,14 +43,14 @@ fn map_into<T, U>(src: &[T], dst: &mut [U], f: &impl Fn(&T) -> U) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn map_into_avx2<T, U>(src: &[T], dst: &mut [U], f: &impl Fn(&T) -> U) {
+unsafe fn map_into_avx2<T, U>(src: &[T], dst: &mut [MaybeUninit<U>], f: &impl Fn(&T) -> U) {
     map_into_generic(src, dst, f)
 }
 
 #[inline(always)]
-fn map_into_generic<T, U>(src: &[T], dst: &mut [U], f: &impl Fn(&T) -> U) {
+fn map_into_generic<T, U>(src: &[T], dst: &mut [MaybeUninit<U>], f: &impl Fn(&T) -> U) {
     for (d, s) in dst.iter_mut().zip(src) {
-        *d = f(s);
+        d.write(f(s));
     }
 }
 
@@ -212,7 +219,7 @@ fn unary_f64(op: UnaryOp, x: f64) -> Option<f64> {
 
 /// Applies `f` over two broadcast inputs. The innermost output axis runs as a tight loop with
 /// per-input steps of 0 or 1, so the common cases (same shape, scalar, bias row) vectorise.
-pub fn broadcast_zip<A: Copy + Sync, B: Copy + Sync, U: Copy + Send + Default>(
+pub fn broadcast_zip<A: Copy + Sync, B: Copy + Sync, U: Copy + Send>(
     a: &[A], ash: &[usize], b: &[B], bsh: &[usize], out: &[usize], f: impl Fn(A, B) -> U + Sync,
 ) -> Vec<U> {
     let n: usize = out.iter().product();
@@ -221,11 +228,11 @@ pub fn broadcast_zip<A: Copy + Sync, B: Copy + Sync, U: Copy + Send + Default>(
     }
     if b.len() == 1 {
         let y = b[0];
-        return a.iter().map(|&x| f(x, y)).collect();
+        return map_par(a, |&x| f(x, y));
     }
     if a.len() == 1 {
         let x = a[0];
-        return b.iter().map(|&y| f(x, y)).collect();
+        return map_par(b, |&y| f(x, y));
     }
     // Dims are merged where neither side's broadcasting changes between them ([N, C, H, W] by
     // [N, C, 1, 1] is [N*C, H*W] by [N*C, 1]): the inner rows are then as long as they can be
@@ -253,10 +260,11 @@ pub fn broadcast_zip<A: Copy + Sync, B: Copy + Sync, U: Copy + Send + Default>(
     let r = shape.len();
     let inner = shape[r - 1];
     let (ia, ib) = (ea[r - 1], eb[r - 1]);
-    let mut res = vec![U::default(); n];
+    // Written once, never zeroed first (see `map_par`).
+    let mut res: Vec<U> = Vec::with_capacity(n);
     let outer_shape = &shape[..r - 1];
     let os = strides_of(outer_shape);
-    let fill_row = |(row, dst): (usize, &mut [U])| {
+    let fill_row = |(row, dst): (usize, &mut [MaybeUninit<U>])| {
         let (mut oa, mut ob) = (0, 0);
         for d in 0..r - 1 {
             let idx = (row / os[d]) % outer_shape[d];
@@ -265,23 +273,26 @@ pub fn broadcast_zip<A: Copy + Sync, B: Copy + Sync, U: Copy + Send + Default>(
         }
         // Contiguous and row-broadcast inner loops get their own code so they vectorise.
         match (ia, ib) {
-            (1, 1) => dst.iter_mut().zip(&a[oa..oa + inner]).zip(&b[ob..ob + inner]).for_each(|((v, &x), &y)| *v = f(x, y)),
+            (1, 1) => dst.iter_mut().zip(&a[oa..oa + inner]).zip(&b[ob..ob + inner]).for_each(|((v, &x), &y)| _ = v.write(f(x, y))),
             (1, 0) => {
                 let y = b[ob];
-                dst.iter_mut().zip(&a[oa..oa + inner]).for_each(|(v, &x)| *v = f(x, y));
+                dst.iter_mut().zip(&a[oa..oa + inner]).for_each(|(v, &x)| _ = v.write(f(x, y)));
             }
             (0, 1) => {
                 let x = a[oa];
-                dst.iter_mut().zip(&b[ob..ob + inner]).for_each(|(v, &y)| *v = f(x, y));
+                dst.iter_mut().zip(&b[ob..ob + inner]).for_each(|(v, &y)| _ = v.write(f(x, y)));
             }
-            _ => dst.iter_mut().enumerate().for_each(|(j, v)| *v = f(a[oa + j * ia], b[ob + j * ib])),
+            _ => dst.iter_mut().enumerate().for_each(|(j, v)| _ = v.write(f(a[oa + j * ia], b[ob + j * ib]))),
         }
     };
+    let dst = &mut res.spare_capacity_mut()[..n];
     if n >= PAR_MIN {
-        res.par_chunks_mut(inner.max(1)).enumerate().with_min_len(super::threads::min_len(PAR_MIN / 4 / inner.max(1) + 1)).for_each(fill_row);
+        dst.par_chunks_mut(inner.max(1)).enumerate().with_min_len(super::threads::min_len(PAR_MIN / 4 / inner.max(1) + 1)).for_each(fill_row);
     } else {
-        res.chunks_mut(inner.max(1)).enumerate().for_each(fill_row);
+        dst.chunks_mut(inner.max(1)).enumerate().for_each(fill_row);
     }
+    // SAFETY: the rows above cover all `n` elements (`n` is a multiple of `inner`, or 0).
+    unsafe { res.set_len(n) };
     res
 }
 

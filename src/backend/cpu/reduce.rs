@@ -98,15 +98,30 @@ pub fn softmax(x: &Tensor, axis: i64, log: bool, legacy: bool) -> Result<Tensor>
     let axes: Vec<usize> = if legacy { (ax..x.rank()).collect() } else { vec![ax] };
     let trailing = axes.last() == Some(&(x.rank() - 1));
     if !trailing {
-        let r = x.rank();
-        let perm: Vec<usize> = (0..r).filter(|d| *d != ax).chain([ax]).collect();
-        let shape: Vec<usize> = perm.iter().map(|&p| x.shape()[p]).collect();
-        let t = softmax(&transpose(x, &perm, &shape)?, -1, log, false)?;
-        let mut inv = vec![0; r];
-        for (i, &p) in perm.iter().enumerate() {
-            inv[p] = i;
+        // One axis with others after it (channels of an NCHW map): normalised in place along
+        // the axis, the inner positions side by side, where moving the axis last would cost
+        // two transposes and leave rows as short as the axis.
+        let (c, inner) = (x.shape()[ax], x.shape()[ax + 1..].iter().product::<usize>());
+        let mut y = x.as_f32()?.to_vec();
+        if c * inner > 0 {
+            // Units of (outer block, run of inner columns): enough of them to share, each
+            // long enough to vectorise.
+            let run = inner.min(1024);
+            let units: Vec<(usize, usize)> = (0..y.len() / (c * inner)).flat_map(|o| (0..inner).step_by(run).map(move |j| (o, j))).collect();
+            let base = SharedF32(y.as_mut_ptr());
+            let f = |&(o, j): &(usize, usize)| {
+                let len = run.min(inner - j);
+                // SAFETY: units cover disjoint (outer, column-run) cells of `y`, which outlives the loop.
+                let cols = (0..c).map(|ch| unsafe { std::slice::from_raw_parts_mut(base.at((o * c + ch) * inner + j), len) });
+                softmax_columns(&mut cols.collect::<Vec<_>>(), log);
+            };
+            if y.len() >= 1 << 15 {
+                units.par_iter().with_min_len(super::threads::min_len((1 << 13) / (c * run) + 1)).for_each(f);
+            } else {
+                units.iter().for_each(f);
+            }
         }
-        return transpose(&t, &inv, x.shape());
+        return Tensor::from_f32(x.shape(), y);
     }
     let block: usize = axes.iter().map(|&a| x.shape()[a]).product();
     let mut y = x.as_f32()?.to_vec();
@@ -159,6 +174,70 @@ fn softmax_row_generic(row: &mut [f32], log: bool) {
         row.iter_mut().for_each(|v| *v = exp(*v - m));
         let inv = 1.0 / lane_sum(row, |v| v);
         row.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+/// `y`'s base pointer, shared by tasks that write disjoint parts of it.
+#[derive(Clone, Copy)]
+struct SharedF32(*mut f32);
+// SAFETY: tasks only write disjoint elements through it (see the use).
+unsafe impl Send for SharedF32 {}
+unsafe impl Sync for SharedF32 {}
+
+impl SharedF32 {
+    fn at(self, i: usize) -> *mut f32 {
+        // SAFETY: callers pass offsets inside the allocation.
+        unsafe { self.0.add(i) }
+    }
+}
+
+/// Softmax (or log-softmax) across `rows` at each column: `rows[k][j]` is element k of
+/// column j's softmax. Column-wise passes over whole rows, so the arithmetic runs across
+/// columns in vector lanes.
+fn softmax_columns(rows: &mut [&mut [f32]], log: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        return unsafe { softmax_columns_avx2(rows, log) };
+    }
+    softmax_columns_generic(rows, log)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_columns_avx2(rows: &mut [&mut [f32]], log: bool) {
+    softmax_columns_generic(rows, log)
+}
+
+#[inline(always)]
+fn softmax_columns_generic(rows: &mut [&mut [f32]], log: bool) {
+    let Some(n) = rows.first().map(|r| r.len()) else { return };
+    // Max skips NaN as the row kernel does; a NaN still reaches its column through exp.
+    let mut m = vec![f32::NEG_INFINITY; n];
+    for r in rows.iter() {
+        m.iter_mut().zip(r.iter()).for_each(|(m, &v)| *m = if v > *m { v } else { *m });
+    }
+    let mut sum = vec![0.0f32; n];
+    if log {
+        for r in rows.iter() {
+            sum.iter_mut().zip(r.iter()).zip(&m).for_each(|((s, &v), &m)| *s += exp(v - m));
+        }
+        // x - m - log(sum) stays accurate where exp(x - m) underflows.
+        sum.iter_mut().for_each(|s| *s = s.ln());
+        for r in rows.iter_mut() {
+            r.iter_mut().zip(&m).zip(&sum).for_each(|((v, &m), &ls)| *v = *v - m - ls);
+        }
+    } else {
+        for r in rows.iter_mut() {
+            r.iter_mut().zip(&mut sum).zip(&m).for_each(|((v, s), &m)| {
+                *v = exp(*v - m);
+                *s += *v;
+            });
+        }
+        sum.iter_mut().for_each(|s| *s = 1.0 / *s);
+        for r in rows.iter_mut() {
+            r.iter_mut().zip(&sum).for_each(|(v, &inv)| *v *= inv);
+        }
     }
 }
 
@@ -255,5 +334,36 @@ mod tests {
         }
         let nan = softmax(&Tensor::from_f32(&[1, 3], vec![1.0, f32::NAN, 2.0]).unwrap(), -1, false, false).unwrap();
         assert!(nan.as_f32().unwrap().iter().all(|v| v.is_nan()));
+        let nan = softmax(&Tensor::from_f32(&[3, 1], vec![1.0, f32::NAN, 2.0]).unwrap(), 0, true, false).unwrap();
+        assert!(nan.as_f32().unwrap().iter().all(|v| v.is_nan()));
+    }
+
+    #[test]
+    fn softmax_along_an_inner_axis_matches_the_definition() {
+        let mut rng = super::super::test_values::Rng::new(2);
+        let mut next = || rng.uniform(-20.0, 20.0);
+        // [outer, c, inner]: one channel, ragged, runs longer than a task's 1024 columns, and
+        // enough elements for the parallel path.
+        for (outer, c, inner) in [(1, 1, 5), (2, 3, 7), (3, 5, 1030), (8, 3, 1024), (1, 21, 9)] {
+            let x: Vec<f32> = (0..outer * c * inner).map(|_| next()).collect();
+            let t = Tensor::from_f32(&[outer, c, inner], x.clone()).unwrap();
+            for log in [false, true] {
+                let got = softmax(&t, 1, log, false).unwrap();
+                let g = got.as_f32().unwrap();
+                for o in 0..outer {
+                    for j in 0..inner {
+                        let at = |k: usize| (o * c + k) * inner + j;
+                        let m = (0..c).fold(f64::NEG_INFINITY, |a, k| a.max(x[at(k)] as f64));
+                        let sum: f64 = (0..c).map(|k| (x[at(k)] as f64 - m).exp()).sum();
+                        for k in 0..c {
+                            let xv = x[at(k)] as f64;
+                            let want = if log { xv - m - sum.ln() } else { (xv - m).exp() / sum };
+                            let gv = g[at(k)] as f64;
+                            assert!((gv - want).abs() <= 1e-6 * (1.0 + want.abs()), "log={log} {outer}x{c}x{inner} at ({o},{k},{j}): got {gv}, want {want}");
+                        }
+                    }
+                }
+            }
+        }
     }
 }
