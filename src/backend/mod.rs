@@ -117,7 +117,13 @@ impl NodeTime {
             Op::Conv { window, .. } | Op::Pool { window, .. } | Op::ConvTranspose { window, .. } if window.kernel_shape.len() == 3 || rank == Some(5) => "/3d",
             _ => "",
         };
-        NodeTime { node: node.name.clone(), op_type: format!("{}{grouped}{volumetric}", node.op.name()), ms }
+        // A transpose that moves the innermost axis gathers element by element; one that keeps
+        // it copies whole rows (attention's head split, a channel shuffle).
+        let strided = match &node.op {
+            Op::Transpose { perm } if rank.is_some_and(|r| r > 1 && perm.as_ref().map_or(true, |p| p.last() != Some(&(r - 1)))) => "/strided",
+            _ => "",
+        };
+        NodeTime { node: node.name.clone(), op_type: format!("{}{grouped}{volumetric}{strided}", node.op.name()), ms }
     }
 }
 

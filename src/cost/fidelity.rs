@@ -134,6 +134,8 @@ pub struct FidelityRow {
     pub spearman: f64,
     /// Per op class: (predicted, measured) ms summed over its nodes.
     pub by_class: std::collections::BTreeMap<super::OpClass, (f64, f64)>,
+    /// Per op type as calibration keys it (`Conv+Relu/3d`): (predicted, measured) ms summed.
+    pub by_op_type: std::collections::BTreeMap<String, (f64, f64)>,
 }
 
 pub fn fidelity(model: &dyn CostModel, m: &ModelMeasurement, calibrated_on: bool) -> Result<FidelityRow> {
@@ -141,10 +143,14 @@ pub fn fidelity(model: &dyn CostModel, m: &ModelMeasurement, calibrated_on: bool
     let by_name: HashMap<&str, f64> = predicted.nodes.iter().map(|(n, ms)| (m.graph.g[*n].name.as_str(), *ms)).collect();
     let (mut p, mut q) = (vec![], vec![]);
     let mut by_class: std::collections::BTreeMap<super::OpClass, (f64, f64)> = Default::default();
+    let mut by_op_type: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
     for n in &m.nodes {
         if let Some(&ms) = by_name.get(n.name.as_str()) {
             p.push(ms);
             q.push(n.measured_ms);
+            let e = by_op_type.entry(n.op_type.clone()).or_default();
+            e.0 += ms;
+            e.1 += n.measured_ms;
             if let Some(c) = n.work.class {
                 let e = by_class.entry(c).or_default();
                 e.0 += ms;
@@ -165,6 +171,7 @@ pub fn fidelity(model: &dyn CostModel, m: &ModelMeasurement, calibrated_on: bool
         nodes_within_25: if p.is_empty() { 0.0 } else { within as f64 / p.len() as f64 },
         spearman: spearman(&p, &q),
         by_class,
+        by_op_type,
     })
 }
 

@@ -48,7 +48,8 @@ pub trait CostModel: Send + Sync {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OpClass {
-    /// Matrix products: Gemm, MatMul, 1x1 convolutions, attention and einsum products. Rate in FLOP/s over FLOPs.
+    /// Matrix products: Gemm, MatMul, 1x1 convolutions, attention and einsum products, and
+    /// recurrent layers (a product per time step). Rate in FLOP/s over FLOPs.
     Gemm,
     /// Matrix products with fewer than 32 rows (batch-1 classifier heads, matrix-vector):
     /// bound by streaming the weights, with a curve of their own. Rate in bytes/s over bytes.
@@ -102,7 +103,7 @@ pub fn op_class(op: &Op) -> OpClass {
         Op::Conv { window, group, .. } if *group == 1 && window.kernel_shape.iter().all(|&k| k == 1) => OpClass::Gemm,
         Op::Conv { group, .. } if *group > 1 => OpClass::Depthwise,
         Op::Conv { .. } | Op::ConvTranspose { .. } | Op::QLinearConv { .. } | Op::ConvInteger { .. } => OpClass::Conv,
-        Op::Gemm { .. } | Op::MatMul | Op::MatMulInteger | Op::QLinearMatMul | Op::Attention(_) | Op::Einsum { .. } => OpClass::Gemm,
+        Op::Gemm { .. } | Op::MatMul | Op::MatMulInteger | Op::QLinearMatMul | Op::Attention(_) | Op::Einsum { .. } | Op::Recurrent(_) => OpClass::Gemm,
         Op::Unary(_) | Op::Binary(_) | Op::Clip { .. } | Op::Where | Op::Variadic { .. } | Op::Cast { .. } | Op::CastLike | Op::BatchNorm { .. } | Op::Prelu | Op::Shrink { .. } | Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } => OpClass::Elementwise,
         Op::Pool { .. } => OpClass::Pool,
         Op::Reduce { .. } | Op::GlobalPool { .. } | Op::Softmax { .. } | Op::LayerNorm { .. } | Op::RmsNorm { .. } | Op::InstanceNorm { .. } | Op::GroupNorm { .. } | Op::Lrn { .. } | Op::LpNorm { .. } | Op::ArgExtreme { .. } | Op::Hardmax { .. } | Op::Cumulative { .. } => OpClass::Reduction,
@@ -119,6 +120,11 @@ pub struct Work {
     pub flops: f64,
     /// Bytes read and written (a movement op reads about what it writes, whatever its input's size).
     pub bytes: f64,
+    /// Bytes of its outputs: what a fused activation runs over.
+    pub written: f64,
+    /// Dependent steps the work runs in, one after another (a recurrent layer's time steps);
+    /// 0 or 1 for work done at once. Each step is a small product of its own.
+    pub steps: f64,
     /// `None` for nodes that cost nothing to run (inputs, weights, values folded at plan time).
     pub class: Option<OpClass>,
 }
@@ -143,7 +149,15 @@ pub fn node_work(graph: &Graph, node: NodeIndex) -> Work {
         OpClass::Movement => 2 * c.bytes_written,
         _ => c.bytes_read + c.bytes_written,
     };
-    Work { flops: c.flops as f64, bytes: bytes as f64, class: Some(class) }
+    Work { flops: c.flops as f64, bytes: bytes as f64, written: c.bytes_written as f64, steps: recurrent_steps(n) as f64, class: Some(class) }
+}
+
+/// A recurrent layer's sequential steps: its time steps, once per direction.
+fn recurrent_steps(n: &crate::graph::Node) -> usize {
+    let Op::Recurrent(a) = &n.op else { return 0 };
+    // Y is [seq, directions, batch, hidden], or [batch, seq, directions, hidden] batch-first.
+    let seq = n.outputs.first().and_then(|o| o.shape.as_ref()).and_then(|s| s.get(usize::from(a.batch_first)).copied()).unwrap_or(1);
+    seq * a.directions.max(1)
 }
 
 /// Products with fewer rows than this are [`OpClass::Thin`].

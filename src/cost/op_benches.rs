@@ -68,7 +68,7 @@ pub(super) fn op_benches() -> Vec<OpBench> {
                 m.node("Resize", &[&up, "", &sd], &[y], vec![attr_string("mode", "linear")]);
             },
         },
-        OpBench { label: "Transpose", shape: vec![1, 64, 64, 64], link: |m, _, x, y, _| { m.node("Transpose", &[x], &[y], vec![attr_ints("perm", &[0, 1, 3, 2])]); } },
+        OpBench { label: "Transpose/strided", shape: vec![1, 64, 64, 64], link: |m, _, x, y, _| { m.node("Transpose", &[x], &[y], vec![attr_ints("perm", &[0, 1, 3, 2])]); } },
         OpBench { label: "Softmax", shape: vec![1024, 256], link: |m, _, x, y, _| { m.node("Softmax", &[x], &[y], vec![attr_int("axis", -1)]); } },
         OpBench {
             label: "InstanceNormalization",
@@ -96,6 +96,22 @@ pub(super) fn op_benches() -> Vec<OpBench> {
                 let w = format!("w{i}");
                 constant(m, &w, &[1, s[1], 1, 1], 5 + i as u64);
                 m.node("Mul", &[x, &w], &[y], vec![]);
+            },
+        },
+        OpBench {
+            // A sequence of 16 steps, 4 sequences, 128 features in and hidden: the gate
+            // products, the elementwise cell and the per-step hand-offs of a recurrent layer.
+            label: "LSTM",
+            shape: vec![16, 4, 128],
+            link: |m, i, x, y, s| {
+                let h = s[2];
+                let (w, r, b, axes, full) = (format!("w{i}"), format!("r{i}"), format!("b{i}"), format!("axes{i}"), format!("full{i}"));
+                constant(m, &w, &[1, 4 * h, h], 21 + i as u64);
+                constant(m, &r, &[1, 4 * h, h], 41 + i as u64);
+                constant(m, &b, &[1, 8 * h], 61 + i as u64);
+                m.init(&axes, &Tensor::from_i64(&[1], vec![1]).expect("axes"));
+                m.node("LSTM", &[x, &w, &r, &b], &[&full], vec![attr_int("hidden_size", h as i64)]);
+                m.node("Squeeze", &[&full, &axes], &[y], vec![]);
             },
         },
         OpBench { label: "Sigmoid", shape: vec![1 << 18], link: |m, _, x, y, _| unary_link(m, x, y, "Sigmoid") },

@@ -132,6 +132,18 @@ pub fn family(op_type: &str) -> &str {
     op_type.split(['+', '/']).next().unwrap_or(op_type)
 }
 
+/// The micro-benchmarked op whose kernel an op's resembles: activations built on an
+/// exponential run like Sigmoid, GELU like Erf, the recurrent layers like LSTM. Cheap
+/// activations (Relu, Clip, HardSwish) have none.
+pub fn benchmarked_twin(op: &str) -> Option<&'static str> {
+    match op {
+        "Sigmoid" | "Swish" | "Tanh" | "Elu" | "Selu" | "Celu" | "Softplus" | "Mish" => Some("Sigmoid"),
+        "Gelu" | "Erf" => Some("Erf"),
+        "LSTM" | "GRU" | "RNN" => Some("LSTM"),
+        _ => None,
+    }
+}
+
 /// An op type without its fused activations: `Conv+Relu/grouped` -> `Conv/grouped`.
 pub fn unfused(op_type: &str) -> String {
     let (head, tail) = op_type.split_once('/').map(|(h, t)| (h, Some(t))).unwrap_or((op_type, None));
@@ -168,9 +180,20 @@ impl DeviceProfile {
         self.calibration.get(&class).copied().unwrap_or(1.0)
     }
 
-    /// The micro-benchmarks' factor for an op type (`Conv+Relu/3d` reads `Conv/3d`'s).
+    /// The micro-benchmarks' factor for an op type (`Conv+Relu/3d` reads `Conv/3d`'s; a fused
+    /// form never timed itself, such as Gelu, reads the op its arithmetic resembles).
     pub fn op_factor(&self, op_type: &str) -> f64 {
-        self.op_factors.get(&unfused(op_type)).copied().unwrap_or(1.0)
+        let key = unfused(op_type);
+        self.op_factors.get(&key).or_else(|| benchmarked_twin(&key).and_then(|t| self.op_factors.get(t))).copied().unwrap_or(1.0)
+    }
+
+    /// What the activations fused into `op_type` (`Conv+Swish`) add, in passes of a plain
+    /// elementwise op over its output: a standalone activation's factor beyond the pass it
+    /// costs anyway. An epilogue saves that pass over memory but not the arithmetic, so
+    /// `Relu` or `Clip` add nothing and `Swish` nearly a pass (its exponential).
+    pub fn epilogue_passes(&self, op_type: &str) -> f64 {
+        let head = op_type.split('/').next().unwrap_or(op_type);
+        head.split('+').skip(1).filter_map(benchmarked_twin).map(|t| (self.op_factors.get(t).copied().unwrap_or(1.0) - 1.0).max(0.0)).sum()
     }
 
     /// The correction of a node doing `work`: its class's factor at the work's size times its

@@ -103,7 +103,25 @@ pub(super) fn shape_chain(shape: &[usize], len: usize, mut link: impl FnMut(&mut
     crate::onnx::load_model_bytes(&m.bytes())?.bind(&Default::default(), Some(&crate::backend::cpu::eval_node))
 }
 
+/// `len` copies of an op that changes its input's shape, each reading the input `x0` of `shape`
+/// and writing an output of its own (a chain could not feed one link's output to the next).
+fn fan_model(shape: &[usize], len: usize, mut link: impl FnMut(&mut ModelBuilder, &str, &str)) -> Result<crate::graph::Graph> {
+    let mut m = ModelBuilder::new();
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let dims: Vec<&str> = dims.iter().map(|s| s.as_str()).collect();
+    m.input("x0", FLOAT, &dims);
+    for i in 0..len {
+        let y = format!("y{i}");
+        link(&mut m, "x0", &y);
+        m.output(&y);
+    }
+    crate::onnx::load_model_bytes(&m.bytes())?.bind(&Default::default(), Some(&crate::backend::cpu::eval_node))
+}
+
 fn chain_model(b: &Bench, len: usize) -> Result<crate::graph::Graph> {
+    if matches!(b.op, BenchOp::MaxPool) {
+        return fan_model(&b.shape, len, |m, x, y| { m.node("MaxPool", &[x], &[y], vec![attr_ints("kernel_shape", &[3, 3]), attr_ints("pads", &[1, 1, 1, 1]), attr_ints("strides", &[2, 2])]); });
+    }
     shape_chain(&b.shape, len, |m, i, x, y| {
         let w = format!("w{i}");
         // Each link its own weights, read from memory as a real model's are (not from cache).
@@ -119,7 +137,7 @@ fn chain_model(b: &Bench, len: usize) -> Result<crate::graph::Graph> {
                 }
                 m.node("LayerNormalization", &[x, "gamma", "beta"], &[y], vec![attr_int("axis", -1)])
             }
-            BenchOp::MaxPool => m.node("MaxPool", &[x], &[y], vec![attr_ints("kernel_shape", &[3, 3]), attr_ints("pads", &[1, 1, 1, 1])]),
+            BenchOp::MaxPool => unreachable!("a fan, above"),
             BenchOp::SliceConcat => {
                 let half = b.shape[0] as i64 / 2;
                 if i == 0 {
@@ -146,16 +164,20 @@ fn benches(quick: bool) -> Vec<Bench> {
     let pick = |all: Vec<usize>| -> Vec<usize> { if quick { all.into_iter().step_by(2).collect() } else { all } };
     for n in pick(vec![1 << 8, 1 << 10, 1 << 13, 1 << 16, 1 << 18, 1 << 20, 1 << 22]) {
         let bytes = 8.0 * n as f64;
-        v.push(Bench { label: format!("relu {n}"), class: OpClass::Elementwise, shape: vec![n], work: Work { flops: n as f64, bytes, class: Some(OpClass::Elementwise) }, op: BenchOp::Relu });
+        v.push(Bench { label: format!("relu {n}"), class: OpClass::Elementwise, shape: vec![n], work: Work { flops: n as f64, bytes, class: Some(OpClass::Elementwise), ..Default::default() }, op: BenchOp::Relu });
         let rows = (n / 256).max(1);
-        v.push(Bench { label: format!("layernorm {rows}x256"), class: OpClass::Reduction, shape: vec![rows, 256], work: Work { flops: 8.0 * (rows * 256) as f64, bytes: 8.0 * (rows * 256) as f64, class: Some(OpClass::Reduction) }, op: BenchOp::LayerNorm });
+        // x in and out, and the scale and bias rows.
+        v.push(Bench { label: format!("layernorm {rows}x256"), class: OpClass::Reduction, shape: vec![rows, 256], work: Work { flops: 8.0 * (rows * 256) as f64, bytes: 8.0 * (rows * 256 + 256) as f64, class: Some(OpClass::Reduction), ..Default::default() }, op: BenchOp::LayerNorm });
         let side = if n >= 1024 { 32 } else { 16 };
         let planes = (n / (side * side)).max(1);
         let m = planes * side * side;
-        v.push(Bench { label: format!("maxpool {planes}x{side}x{side}"), class: OpClass::Pool, shape: vec![1, planes, side, side], work: Work { flops: 9.0 * m as f64, bytes: 8.0 * m as f64, class: Some(OpClass::Pool) }, op: BenchOp::MaxPool });
+        // 3x3 stride 2, the pooling of CNN stems and stages: a quarter of the pixels out, each
+        // 9 comparisons.
+        let out = m / 4;
+        v.push(Bench { label: format!("maxpool 3x3/2 {planes}x{side}x{side}"), class: OpClass::Pool, shape: vec![1, planes, side, side], work: Work { flops: 9.0 * out as f64, bytes: 4.0 * (m + out) as f64, class: Some(OpClass::Pool), ..Default::default() }, op: BenchOp::MaxPool });
         // Three copies per link, each counted as it is in a model (reads what it writes):
         // two halves (2 × 2 × 2n bytes) and the whole (2 × 4n bytes).
-        v.push(Bench { label: format!("slice+concat {n}"), class: OpClass::Movement, shape: vec![n], work: Work { flops: 0.0, bytes: 16.0 * n as f64, class: Some(OpClass::Movement) }, op: BenchOp::SliceConcat });
+        v.push(Bench { label: format!("slice+concat {n}"), class: OpClass::Movement, shape: vec![n], work: Work { flops: 0.0, bytes: 16.0 * n as f64, class: Some(OpClass::Movement), ..Default::default() }, op: BenchOp::SliceConcat });
     }
     // Matrix products: batch-1 classifier rows, attention-sized and square ones.
     let gemms: Vec<(usize, usize)> = if quick {
@@ -167,7 +189,7 @@ fn benches(quick: bool) -> Vec<Bench> {
         let class = if m < super::THIN_ROWS { OpClass::Thin } else { OpClass::Gemm };
         let flops = 2.0 * (m * k * k) as f64;
         let bytes = 4.0 * (2 * m * k + k * k) as f64;
-        v.push(Bench { label: format!("matmul {m}x{k}x{k}"), class, shape: vec![m, k], work: Work { flops, bytes, class: Some(class) }, op: BenchOp::MatMul(k) });
+        v.push(Bench { label: format!("matmul {m}x{k}x{k}"), class, shape: vec![m, k], work: Work { flops, bytes, class: Some(class), ..Default::default() }, op: BenchOp::MatMul(k) });
     }
     // Convolutions at batch 1: 3x3 over the sizes of classifier stages, 1x1 (a GEMM), depthwise.
     let convs: Vec<(usize, usize, usize, usize)> = {
@@ -184,7 +206,7 @@ fn benches(quick: bool) -> Vec<Bench> {
         let out = (c * hw * hw) as f64;
         let flops = 2.0 * out * (c / group * k * k) as f64;
         let bytes = 4.0 * (2.0 * out + (c * c / group * k * k) as f64);
-        v.push(Bench { label: format!("conv {c}ch {k}x{k} g{group} {hw}x{hw}"), class, shape: vec![1, c, hw, hw], work: Work { flops, bytes, class: Some(class) }, op: BenchOp::Conv { c, k, group } });
+        v.push(Bench { label: format!("conv {c}ch {k}x{k} g{group} {hw}x{hw}"), class, shape: vec![1, c, hw, hw], work: Work { flops, bytes, class: Some(class), ..Default::default() }, op: BenchOp::Conv { c, k, group } });
     }
     v
 }
@@ -422,4 +444,41 @@ pub fn host_memory_bytes() -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every benchmark builds, and the work it is credited with is the work the cost model
+    /// reads off the same nodes in a real model (else the curves would be in other units than
+    /// the predictions they serve).
+    #[test]
+    fn every_benchmark_is_credited_the_work_of_its_nodes() {
+        for b in benches(false) {
+            let g = chain_model(&b, 1).unwrap_or_else(|e| panic!("{}: {e}", b.label));
+            let works: Vec<Work> = g.g.node_indices().map(|n| super::super::node_work(&g, n)).filter(|w| w.class.is_some()).collect();
+            assert!(!works.is_empty(), "{}: no compute node", b.label);
+            assert!(works.iter().all(|w| w.class == Some(b.class)), "{}: classes {:?}", b.label, works.iter().map(|w| w.class).collect::<Vec<_>>());
+            let (flops, bytes): (f64, f64) = (works.iter().map(|w| w.flops).sum(), works.iter().map(|w| w.bytes).sum());
+            let close = |a: f64, e: f64| (a - e).abs() <= 0.02 * e.max(1.0);
+            if b.class.compute_bound() {
+                assert!(close(flops, b.work.flops), "{}: nodes do {flops} FLOPs, credited {}", b.label, b.work.flops);
+            } else {
+                assert!(close(bytes, b.work.bytes), "{}: nodes move {bytes} B, credited {}", b.label, b.work.bytes);
+            }
+        }
+    }
+
+    /// A fan keeps every copy: `len` pools of the one input, each an output.
+    #[test]
+    fn a_fan_has_one_output_per_link() {
+        let b = benches(true).into_iter().find(|b| matches!(b.op, BenchOp::MaxPool)).unwrap();
+        let g = chain_model(&b, 3).unwrap();
+        assert_eq!(g.outputs.len(), 3);
+        let (c, h) = (b.shape[1], b.shape[2]);
+        for o in &g.outputs {
+            assert_eq!(g.g[o.node].outputs[o.slot].shape.as_deref(), Some(&[1, c, h / 2, h / 2][..]));
+        }
+    }
 }

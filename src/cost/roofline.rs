@@ -30,6 +30,11 @@ impl Roofline {
     /// Predicted milliseconds of `work` on a device, before calibration.
     pub fn work_ms(p: &DeviceProfile, w: &Work) -> f64 {
         let Some(class) = w.class else { return 0.0 };
+        if w.steps > 1.0 {
+            // One step after another, each a launch and a product at its own (small) size.
+            let step = Work { flops: w.flops / w.steps, bytes: w.bytes / w.steps, written: w.written / w.steps, steps: 1.0, class: w.class };
+            return w.steps * Self::work_ms(p, &step);
+        }
         if class == OpClass::View {
             return p.launch_us * 1e-3;
         }
@@ -48,7 +53,18 @@ impl Roofline {
     pub fn base_ms(p: &DeviceProfile, w: &Work, op_type: &str) -> f64 {
         let ms = Self::work_ms(p, w);
         let launch = if w.class.is_some() { p.launch_us * 1e-3 } else { 0.0 };
-        launch + (ms - launch).max(0.0) * p.op_factor(op_type)
+        launch + (ms - launch).max(0.0) * p.op_factor(op_type) + Self::epilogue_ms(p, w, op_type)
+    }
+
+    /// The arithmetic of activations fused into the node, over its output
+    /// ([`DeviceProfile::epilogue_passes`] elementwise passes).
+    fn epilogue_ms(p: &DeviceProfile, w: &Work, op_type: &str) -> f64 {
+        let passes = p.epilogue_passes(op_type);
+        if passes == 0.0 || w.written == 0.0 {
+            return 0.0;
+        }
+        let pass = Work { bytes: 2.0 * w.written, class: Some(OpClass::Elementwise), ..Default::default() };
+        (Self::work_ms(p, &pass) - p.launch_us * 1e-3).max(0.0) * passes
     }
 
     /// Predicted milliseconds of `work` by an op of `op_type` on a device, calibrated.
@@ -162,17 +178,20 @@ mod tests {
         rates.insert(OpClass::Gemm, Curve::flat(1e12));
         let p = device(rates);
         // 2 GFLOP over 1 MB: compute 2 ms, memory 0.01 ms; + 5 µs launch = 2.005 ms.
-        let w = Work { flops: 2e9, bytes: 1e6, class: Some(OpClass::Gemm) };
+        let w = Work { flops: 2e9, bytes: 1e6, class: Some(OpClass::Gemm), ..Default::default() };
         assert!((Roofline::work_ms(&p, &w) - 2.005).abs() < 1e-9);
         // A thin product: 2 MFLOP over 100 MB: memory-bound at 100 GB/s = 1 ms (+ launch).
-        let thin = Work { flops: 2e6, bytes: 1e8, class: Some(OpClass::Gemm) };
+        let thin = Work { flops: 2e6, bytes: 1e8, class: Some(OpClass::Gemm), ..Default::default() };
         assert!((Roofline::work_ms(&p, &thin) - 1.005).abs() < 1e-9);
         // Elementwise has no curve of its own here: Other's absent too, so memory alone.
-        let e = Work { flops: 1e6, bytes: 4e8, class: Some(OpClass::Elementwise) };
+        let e = Work { flops: 1e6, bytes: 4e8, class: Some(OpClass::Elementwise), ..Default::default() };
         assert!((Roofline::work_ms(&p, &e) - 4.005).abs() < 1e-9);
         // Views cost their launch; folded nodes nothing.
         assert!((Roofline::work_ms(&p, &Work { class: Some(OpClass::View), ..Default::default() }) - 0.005).abs() < 1e-12);
         assert_eq!(Roofline::work_ms(&p, &Work::default()), 0.0);
+        // A recurrent layer's 16 steps: each 1/16 of the work and a launch of its own.
+        let rec = Work { steps: 16.0, ..w };
+        assert!((Roofline::work_ms(&p, &rec) - 16.0 * (0.005 + 2.0 / 16.0)).abs() < 1e-9);
         // Calibration scales the whole node: here fitted on 1x1 convolutions (a Conv family
         // seen, factor 1 of its own over the class's 1.5).
         let mut q = p.clone();
@@ -192,6 +211,15 @@ mod tests {
         r.op_factors.insert("Conv/3d".into(), 4.0);
         assert!((Roofline::base_ms(&r, &w, "Conv+Relu/3d") - (0.005 + 4.0 * 2.0)).abs() < 1e-9);
         assert!((Roofline::base_ms(&r, &w, "Conv") - 2.005).abs() < 1e-9);
+        // A fused activation adds its benchmarked twin's factor beyond one elementwise pass
+        // over the output: 1 MB written is a 2 MB pass, 0.02 ms at 100 GB/s; Sigmoid at 3x
+        // adds two of them to Conv+Swish. Relu adds nothing; Gelu alone reads Erf's factor.
+        r.op_factors.insert("Sigmoid".into(), 3.0);
+        r.op_factors.insert("Erf".into(), 2.5);
+        let wrote = Work { written: 1e6, ..w };
+        assert!((Roofline::base_ms(&r, &wrote, "Conv+Swish") - (2.005 + 2.0 * 0.02)).abs() < 1e-9);
+        assert!((Roofline::base_ms(&r, &wrote, "Conv+Relu") - 2.005).abs() < 1e-9);
+        assert!((r.op_factor("Gelu") - 2.5).abs() < 1e-12);
     }
 
     #[test]

@@ -156,10 +156,10 @@ mod tests {
         let p = parse_spec("fastgpu:gflops=20000,gbps=900,launch_us=5,mem=16GiB,link_gbps=25,link_us=10").unwrap();
         assert_eq!(p.memory_bytes, Some(16 << 30));
         // 40 GFLOP over 9 MB: 2 ms compute vs 0.01 ms memory, + 5 µs.
-        let w = Work { flops: 40e9, bytes: 9e6, class: Some(crate::cost::OpClass::Conv) };
+        let w = Work { flops: 40e9, bytes: 9e6, class: Some(crate::cost::OpClass::Conv), ..Default::default() };
         assert!((Roofline::work_ms(&p, &w) - 2.005).abs() < 1e-9);
         // 90 MB elementwise at 900 GB/s: 0.1 ms + 5 µs.
-        let e = Work { flops: 0.0, bytes: 90e6, class: Some(crate::cost::OpClass::Elementwise) };
+        let e = Work { flops: 0.0, bytes: 90e6, class: Some(crate::cost::OpClass::Elementwise), ..Default::default() };
         assert!((Roofline::work_ms(&p, &e) - 0.105).abs() < 1e-9);
         let mut cpu = p.clone();
         cpu.device = "cpu".into();
