@@ -117,13 +117,16 @@ impl NodeTime {
             Op::Conv { window, .. } | Op::Pool { window, .. } | Op::ConvTranspose { window, .. } if window.kernel_shape.len() == 3 || rank == Some(5) => "/3d",
             _ => "",
         };
-        // A transpose that moves the innermost axis gathers element by element; one that keeps
-        // it copies whole rows (attention's head split, a channel shuffle).
-        let strided = match &node.op {
+        let variant = match &node.op {
+            // A transpose that moves the innermost axis gathers element by element; one that
+            // keeps it copies whole rows (attention's head split, a channel shuffle).
             Op::Transpose { perm } if rank.is_some_and(|r| r > 1 && perm.as_ref().map_or(true, |p| p.last() != Some(&(r - 1)))) => "/strided",
+            // A 1x1 convolution is a matrix product, but not every device runs it as its
+            // MatMul (a GPU's convolution kernel may): timed and calibrated apart.
+            Op::Conv { window, group: 1, .. } if !window.kernel_shape.is_empty() && window.kernel_shape.iter().all(|&k| k == 1) && rank == Some(4) => "/pointwise",
             _ => "",
         };
-        NodeTime { node: node.name.clone(), op_type: format!("{}{grouped}{volumetric}{strided}", node.op.name()), ms }
+        NodeTime { node: node.name.clone(), op_type: format!("{}{grouped}{volumetric}{variant}", node.op.name()), ms }
     }
 }
 

@@ -52,6 +52,16 @@ fn unary_link(m: &mut ModelBuilder, x: &str, y: &str, op: &str) {
 pub(super) fn op_benches() -> Vec<OpBench> {
     vec![
         OpBench { label: "Conv/3d", shape: vec![1, 16, 8, 16, 16], link: |m, i, x, y, s| conv_link(m, i, x, y, s, false) },
+        OpBench {
+            // 32 -> 32 channels over 28x28: a 1.6 MFLOP product, within a software rasteriser's cap.
+            label: "Conv/pointwise",
+            shape: vec![1, 32, 28, 28],
+            link: |m, i, x, y, s| {
+                let w = format!("w{i}");
+                constant(m, &w, &[s[1], s[1], 1, 1], 11 + i as u64);
+                m.node("Conv", &[x, &w], &[y], vec![attr_ints("kernel_shape", &[1, 1])]);
+            },
+        },
         OpBench { label: "ConvTranspose", shape: vec![1, 32, 28, 28], link: |m, i, x, y, s| conv_link(m, i, x, y, s, true) },
         OpBench { label: "MaxPool/3d", shape: vec![1, 16, 8, 16, 16], link: |m, _, x, y, s| pool_link(m, x, y, s, "MaxPool") },
         OpBench { label: "AveragePool/3d", shape: vec![1, 16, 8, 16, 16], link: |m, _, x, y, s| pool_link(m, x, y, s, "AveragePool") },
