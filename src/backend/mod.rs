@@ -120,7 +120,7 @@ impl NodeTime {
         let variant = match &node.op {
             // A transpose that moves the innermost axis gathers element by element; one that
             // keeps it copies whole rows (attention's head split, a channel shuffle).
-            Op::Transpose { perm } if rank.is_some_and(|r| r > 1 && perm.as_ref().map_or(true, |p| p.last() != Some(&(r - 1)))) => "/strided",
+            Op::Transpose { perm } if rank.is_some_and(|r| r > 1 && perm.as_ref().is_none_or(|p| p.last() != Some(&(r - 1)))) => "/strided",
             // A 1x1 convolution is a matrix product, but not every device runs it as its
             // MatMul (a GPU's convolution kernel may): timed and calibrated apart.
             Op::Conv { window, group: 1, .. } if !window.kernel_shape.is_empty() && window.kernel_shape.iter().all(|&k| k == 1) && rank == Some(4) => "/pointwise",

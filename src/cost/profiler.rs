@@ -89,33 +89,40 @@ pub(super) fn rand_tensor(shape: &[usize], seed: u64) -> Tensor {
     Tensor::from_f32(shape, crate::onnx::builder::rand_vec(n, seed)).expect("benchmark tensor")
 }
 
-/// A bound model of `len` links from input `x0` of `shape` to output `x{len}`: `link(m, i, x, y)`
-/// adds link `i`, reading `x` and writing `y` (the benchmarks' chains).
-pub(super) fn shape_chain(shape: &[usize], len: usize, mut link: impl FnMut(&mut ModelBuilder, usize, &str, &str)) -> Result<crate::graph::Graph> {
+/// A builder whose one input, `x0`, has `shape`.
+fn with_input(shape: &[usize]) -> ModelBuilder {
     let mut m = ModelBuilder::new();
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let dims: Vec<&str> = dims.iter().map(|s| s.as_str()).collect();
     m.input("x0", FLOAT, &dims);
+    m
+}
+
+fn bound(m: &ModelBuilder) -> Result<crate::graph::Graph> {
+    crate::onnx::load_model_bytes(&m.bytes())?.bind(&Default::default(), Some(&crate::backend::cpu::eval_node))
+}
+
+/// A bound model of `len` links from input `x0` of `shape` to output `x{len}`: `link(m, i, x, y)`
+/// adds link `i`, reading `x` and writing `y` (the benchmarks' chains).
+pub(super) fn shape_chain(shape: &[usize], len: usize, mut link: impl FnMut(&mut ModelBuilder, usize, &str, &str)) -> Result<crate::graph::Graph> {
+    let mut m = with_input(shape);
     for i in 0..len {
         link(&mut m, i, &format!("x{i}"), &format!("x{}", i + 1));
     }
     m.output(&format!("x{len}"));
-    crate::onnx::load_model_bytes(&m.bytes())?.bind(&Default::default(), Some(&crate::backend::cpu::eval_node))
+    bound(&m)
 }
 
 /// `len` copies of an op that changes its input's shape, each reading the input `x0` of `shape`
 /// and writing an output of its own (a chain could not feed one link's output to the next).
 fn fan_model(shape: &[usize], len: usize, mut link: impl FnMut(&mut ModelBuilder, &str, &str)) -> Result<crate::graph::Graph> {
-    let mut m = ModelBuilder::new();
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let dims: Vec<&str> = dims.iter().map(|s| s.as_str()).collect();
-    m.input("x0", FLOAT, &dims);
+    let mut m = with_input(shape);
     for i in 0..len {
         let y = format!("y{i}");
         link(&mut m, "x0", &y);
         m.output(&y);
     }
-    crate::onnx::load_model_bytes(&m.bytes())?.bind(&Default::default(), Some(&crate::backend::cpu::eval_node))
+    bound(&m)
 }
 
 fn chain_model(b: &Bench, len: usize) -> Result<crate::graph::Graph> {

@@ -103,11 +103,11 @@ pub fn softmax(x: &Tensor, axis: i64, log: bool, legacy: bool) -> Result<Tensor>
         // two transposes and leave rows as short as the axis.
         let (c, inner) = (x.shape()[ax], x.shape()[ax + 1..].iter().product::<usize>());
         let mut y = x.as_f32()?.to_vec();
-        if c * inner > 0 {
+        if let Some(outer) = y.len().checked_div(c * inner) {
             // Units of (outer block, run of inner columns): enough of them to share, each
             // long enough to vectorise.
             let run = inner.min(1024);
-            let units: Vec<(usize, usize)> = (0..y.len() / (c * inner)).flat_map(|o| (0..inner).step_by(run).map(move |j| (o, j))).collect();
+            let units: Vec<(usize, usize)> = (0..outer).flat_map(|o| (0..inner).step_by(run).map(move |j| (o, j))).collect();
             let base = SharedF32(y.as_mut_ptr());
             let f = |&(o, j): &(usize, usize)| {
                 let len = run.min(inner - j);
