@@ -27,6 +27,13 @@ fn pack_transposed(job: &Job, bt: &mut Vec<f32>, row: &mut Vec<f32>) {
                 }
             }
         }
+        Rhs::Packed(b) => {
+            for p in 0..k {
+                for j in 0..n {
+                    bt[j * k + p] = b.at(p, j);
+                }
+            }
+        }
         Rhs::Rows(fill) => {
             row.resize(n, 0.0);
             for p in 0..k {

@@ -28,6 +28,85 @@ thread_local! {
 pub enum Rhs<'a> {
     Matrix(Mat<'a>),
     Rows(RowFill<'a>),
+    /// Already in the register kernel's micro-panels ([`PackedRhs`]), from its first column.
+    Packed(Panels<'a>),
+}
+
+/// A right-hand operand packed once for many products: the micro-panels `[n / NR][k][NR]` of
+/// this CPU's register kernel, the last panel's columns past `n` zero. An RNN's recurrent
+/// weights are multiplied once per time step by a handful of rows (the batch); packing them per
+/// product would cost as much as the product.
+pub struct PackedRhs {
+    data: Vec<f32>,
+    nr: usize,
+    k: usize,
+    n: usize,
+}
+
+/// Columns `[j0, n)` of a [`PackedRhs`], `j0` on a panel boundary.
+#[derive(Clone, Copy)]
+pub struct Panels<'a> {
+    data: &'a [f32],
+    nr: usize,
+    k: usize,
+}
+
+impl PackedRhs {
+    /// `b` (k x n) packed for this CPU's register kernel; `None` on CPUs without one, where the
+    /// general GEMM packs per product anyway.
+    pub fn new(b: Mat, k: usize, n: usize) -> Option<PackedRhs> {
+        let nr = match widest() {
+            Kernel::Avx512 => 32,
+            Kernel::Avx2 => 16,
+            _ => return None,
+        };
+        if k == 0 || n == 0 {
+            return None;
+        }
+        assert!((k - 1) * b.rs + (n - 1) * b.cs < b.data.len(), "packed rhs out of range");
+        let mut data = vec![0f32; n.div_ceil(nr) * k * nr];
+        for (panel, dst) in data.chunks_exact_mut(k * nr).enumerate() {
+            let cols = nr.min(n - panel * nr);
+            let (mut j0, mut p0) = (0, 0);
+            if b.rs == 1 {
+                // B stored transposed (R, a Linear's weights): its columns are contiguous rows,
+                // packed by 8 x 8 transposes where whole blocks fit.
+                for jb in (0..cols / 8 * 8).step_by(8) {
+                    for pb in (0..k / 8 * 8).step_by(8) {
+                        let src = std::array::from_fn(|i| b.data[(panel * nr + jb + i) * b.cs + pb..][..8].as_ptr());
+                        // SAFETY: eight readable elements per source column (sliced above); the
+                        // destination rows pb..pb + 8, columns jb..jb + 8 are inside the panel.
+                        unsafe { super::simd::transpose8x8(src, dst[pb * nr + jb..][..7 * nr + 8].as_mut_ptr(), nr) };
+                    }
+                }
+                (j0, p0) = (cols / 8 * 8, k / 8 * 8);
+            }
+            // What the transposes left: every column from j0, and the depth from p0 of the rest.
+            for j in 0..cols {
+                let col = panel * nr + j;
+                for p in if j < j0 { p0 } else { 0 }..k {
+                    dst[p * nr + j] = b.data[p * b.rs + col * b.cs];
+                }
+            }
+        }
+        Some(PackedRhs { data, nr, k, n })
+    }
+    /// Columns per micro-panel: splits of the columns between threads fall on its multiples.
+    pub fn panel_width(&self) -> usize {
+        self.nr
+    }
+    /// Columns from `j0` (a multiple of [`Self::panel_width`]) on.
+    pub fn from_col(&self, j0: usize) -> Rhs<'_> {
+        assert!(j0 % self.nr == 0 && j0 < self.n, "packed columns from {j0} of {}", self.n);
+        Rhs::Packed(Panels { data: &self.data[j0 / self.nr * self.k * self.nr..], nr: self.nr, k: self.k })
+    }
+}
+
+impl Panels<'_> {
+    /// B[p][j] (zero past the packed columns).
+    pub(super) fn at(&self, p: usize, j: usize) -> f32 {
+        self.data[((j / self.nr) * self.k + p) * self.nr + j % self.nr]
+    }
 }
 
 /// `fill(p, j0, j1, dst)` writes B[p][j0..j1] into `dst[..j1 - j0]`.
@@ -75,8 +154,10 @@ fn kernel(n: usize) -> Kernel {
 /// no other thread may access the block it describes during the call.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_epilogue(m: usize, n: usize, k: usize, a: Mat, b: Rhs, c: *mut f32, ldc: usize, epi: &Epilogue, channel0: usize) {
+    // Packed panels are the tiled kernels' layout, whatever the width.
+    let kernel = if matches!(b, Rhs::Packed(_)) { widest() } else { kernel(n) };
     // SAFETY: forwarded from the caller.
-    unsafe { gemm_epilogue_on(kernel(n), m, n, k, a, b, c, ldc, epi, channel0) }
+    unsafe { gemm_epilogue_on(kernel, m, n, k, a, b, c, ldc, epi, channel0) }
 }
 
 /// [`gemm_epilogue`] with the kernel explicit (it must run on this CPU), so tests can check each
@@ -89,8 +170,15 @@ unsafe fn gemm_epilogue_on(kernel: Kernel, m: usize, n: usize, k: usize, a: Mat,
     #[cfg(target_arch = "x86_64")]
     if kernel != Kernel::Unfused && k > 0 && a.cs == 1 {
         assert!((m - 1) * a.rs + (k - 1) * a.cs < a.data.len(), "gemm lhs out of range");
-        if let Rhs::Matrix(b) = b {
-            assert!((k - 1) * b.rs + (n - 1) * b.cs < b.data.len(), "gemm rhs out of range");
+        match b {
+            Rhs::Matrix(b) => assert!((k - 1) * b.rs + (n - 1) * b.cs < b.data.len(), "gemm rhs out of range"),
+            Rhs::Packed(p) => assert!(p.k == k && n.div_ceil(p.nr) * k * p.nr <= p.data.len() && match kernel {
+                // The tiled kernels read its panels as their own; the others element by element.
+                Kernel::Avx512 => p.nr == 32,
+                Kernel::Avx2 => p.nr == 16,
+                _ => true,
+            }, "packed rhs does not fit the product"),
+            Rhs::Rows(_) => {}
         }
         let job = Job { m, n, k, a, b, c, ldc, epi, channel0 };
         // Packing happens on this thread and calls no rayon code, so the borrow cannot be
@@ -119,6 +207,10 @@ unsafe fn gemm_epilogue_on(kernel: Kernel, m: usize, n: usize, k: usize, a: Mat,
                 }
                 v
             };
+            Mat::row_major(&made, n)
+        }
+        Rhs::Packed(p) => {
+            made = (0..k * n).map(|i| p.at(i / n, i % n)).collect();
             Mat::row_major(&made, n)
         }
     };
@@ -169,6 +261,12 @@ fn pack_b<const NR: usize>(b: Rhs, p0: usize, kc: usize, j0: usize, nc: usize, o
                 fill(p0 + p, j0, j0 + nc, row);
                 row
             }
+            Rhs::Packed(b) => {
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = b.at(p0 + p, j0 + j);
+                }
+                row
+            }
         };
         let (whole, tail) = src.split_at(nc / NR * NR);
         for (panel, s) in whole.chunks_exact(NR).enumerate() {
@@ -193,13 +291,33 @@ unsafe fn blocked_avx512(job: &Job, bpack: &mut Vec<f32>, row: &mut Vec<f32>) {
     blocked::<8, 32, 1024>(job, bpack, row, |kc, a, b, c, t| unsafe { micro_kernel_avx512(kc, a, b, c, t) })
 }
 
-/// The AVX2 kernel: 6 x 16 tiles (12 of the 16 vector registers accumulate), B blocks of
-/// 256 x 256 (256 KiB, inside a 512 KiB L2).
+/// The AVX2 kernel: tiles of up to 6 x 16 (12 of the 16 vector registers accumulate), B blocks
+/// of 256 x 256 (256 KiB, inside a 512 KiB L2).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn blocked_avx2(job: &Job, bpack: &mut Vec<f32>, row: &mut Vec<f32>) {
-    // SAFETY: the micro-kernel needs AVX2 and FMA, which this function is compiled for.
-    blocked::<6, 16, 256>(job, bpack, row, |kc, a, b, c, t| unsafe { micro_kernel_avx2(kc, a, b, c, t) })
+    macro_rules! with_rows {
+        ($($mr:literal)*) => {
+            match avx2_tile_rows(job.m) {
+                // SAFETY: the micro-kernel needs AVX2 and FMA, which this function is compiled for.
+                $($mr => blocked::<$mr, 16, 256>(job, bpack, row, |kc, a, b, c, t| unsafe { micro_kernel_avx2::<$mr>(kc, a, b, c, t) }),)*
+                _ => unreachable!("tile rows are 1 to 6"),
+            }
+        };
+    }
+    with_rows!(1 2 3 4 5 6)
+}
+
+/// Rows per AVX2 tile for a product of `m` rows. Each depth step of a tile issues two FMAs per
+/// row, two a cycle, but one accumulator takes an FMA only every 4 cycles (its latency), so a
+/// tile of r rows costs max(r, 4) cycles per step. The tiling of `m` with the fewest cycles,
+/// shorter on ties (fewer padding rows to load); 6 rows (the fewest loads of B per FMA) unless another saves a tenth: a batch
+/// of 8 (an RNN step) runs as two 4-row tiles, not a 6-row tile and a 2-row one that computes 4
+/// rows of padding.
+fn avx2_tile_rows(m: usize) -> usize {
+    let cycles = |r: usize| m.div_ceil(r) * r.max(4);
+    let best = (1..=5).min_by_key(|&r| cycles(r)).unwrap_or(6);
+    if cycles(best) * 10 < cycles(6) * 9 { best } else { 6 }
 }
 
 /// The blocking shared by the kernels: B in packed blocks of KC x NC, A read in place in
@@ -217,7 +335,15 @@ fn blocked<const MR: usize, const NR: usize, const NC: usize>(job: &Job, bpack: 
         let nc = block_cols.min(n - j0);
         for p0 in (0..k).step_by(KC) {
             let kc = KC.min(k - p0);
-            pack_b::<NR>(b, p0, kc, j0, nc, bpack, row);
+            // Micro-panel jp of this block at depth p0: packed here, or where a PackedRhs has it.
+            let packed = match b {
+                Rhs::Packed(p) => p.data[(j0 / NR * k + p0) * NR..].as_ptr(),
+                _ => {
+                    pack_b::<NR>(b, p0, kc, j0, nc, bpack, row);
+                    bpack.as_ptr()
+                }
+            };
+            let panel_stride = if matches!(b, Rhs::Packed(_)) { k * NR } else { kc * NR };
             let (first, last) = (p0 == 0, p0 + kc == k);
             for panel in 0..m.div_ceil(MR) {
                 let rows = MR.min(m - panel * MR);
@@ -226,7 +352,8 @@ fn blocked<const MR: usize, const NR: usize, const NC: usize>(job: &Job, bpack: 
                 let arows: [*const f32; MR] = std::array::from_fn(|r| a.data[(panel * MR + r.min(rows - 1)) * a.rs + p0..].as_ptr());
                 for jp in 0..nc.div_ceil(NR) {
                     let cols = NR.min(nc - jp * NR);
-                    let bp = bpack[jp * kc * NR..].as_ptr();
+                    // SAFETY: inside the packed block (checked against its length up front).
+                    let bp = unsafe { packed.add(jp * panel_stride) };
                     // SAFETY: the tile (rows x cols at this offset) is inside the caller's block;
                     // the A rows hold k - p0 >= kc elements and the packed panel kc * NR.
                     let ct = unsafe { c.add(panel * MR * ldc + j0 + jp * NR) };
@@ -324,14 +451,14 @@ unsafe fn finish_avx512(x: std::arch::x86_64::__m512, cp: *mut f32, mask: std::a
     }
 }
 
-/// The AVX2 + FMA micro-kernel: a 6 x 16 tile of C in twelve registers.
+/// The AVX2 + FMA micro-kernel: an MR x 16 tile of C in 2 MR registers (MR <= 6).
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn micro_kernel_avx2(kc: usize, a: &[*const f32; 6], b: *const f32, c: *mut f32, t: &Tile) {
+unsafe fn micro_kernel_avx2<const MR: usize>(kc: usize, a: &[*const f32; MR], b: *const f32, c: *mut f32, t: &Tile) {
     use std::arch::x86_64::*;
     const NR: usize = 16;
-    let mut acc = [[_mm256_setzero_ps(); 2]; 6];
+    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
     for p in 0..kc {
         // SAFETY: each A row has kc elements from its pointer; packed B holds kc rows of NR.
         let (b0, b1) = unsafe { (_mm256_loadu_ps(b.add(p * NR)), _mm256_loadu_ps(b.add(p * NR + 8))) };
@@ -342,12 +469,12 @@ unsafe fn micro_kernel_avx2(kc: usize, a: &[*const f32; 6], b: *const f32, c: *m
             acc_r[1] = _mm256_fmadd_ps(av, b1, acc_r[1]);
         }
     }
-    if t.rows == 6 && t.cols == NR {
+    if t.rows == MR && t.cols == NR {
         // A whole tile in straight-line code, so the accumulators stay in registers: with a
         // shallow depth (a 1x1 convolution over few channels) the store costs as much as the FMAs.
         for (r, acc_r) in acc.iter().enumerate() {
             for (v, &x) in acc_r.iter().enumerate() {
-                // SAFETY: the whole 6 x 16 tile is inside the caller's block.
+                // SAFETY: the whole MR x 16 tile is inside the caller's block.
                 unsafe {
                     let cp = c.add(r * t.ldc + 8 * v);
                     _mm256_storeu_ps(cp, finish_avx2(x, cp, r, t));
@@ -426,7 +553,7 @@ mod tests {
         // With few columns and a deep product too (the dot-product kernels' shapes): ragged row
         // panels, column tiles of 1 to 4, depth blocks and a partial last vector; and shallow ones
         // wider than their (widened) column blocks.
-        let shapes = [(1, 1, 1), (8, 32, 16), (13, 49, 7), (24, 1100, 300), (70, 33, 520), (5, 17, 3), (7, 300, 9), (13, 9, 1100), (70, 1, 520), (6, 5, 37), (9, 12, 4), (11, 7, 1029), (13, 2000, 37), (7, 9500, 7)];
+        let shapes = [(1, 1, 1), (2, 40, 17), (3, 33, 300), (8, 32, 16), (16, 70, 9), (13, 49, 7), (24, 1100, 300), (70, 33, 520), (5, 17, 3), (7, 300, 9), (13, 9, 1100), (70, 1, 520), (6, 5, 37), (9, 12, 4), (11, 7, 1029), (13, 2000, 37), (7, 9500, 7)];
         let mut seed = 1u32;
         let mut rnd = move || {
             seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
@@ -453,8 +580,13 @@ mod tests {
             // B as given, made row by row, and stored transposed (a Gemm's weights: columns
             // strided, gathered when packed).
             let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
-            let forms = [Rhs::Matrix(Mat::row_major(&b, n)), Rhs::Rows(&rows), Rhs::Matrix(Mat { data: &bt, rs: 1, cs: k })];
-            for (kernel, rhs) in kernels.iter().flat_map(|&kern| forms.iter().map(move |&rhs| (kern, rhs))) {
+            // And packed ahead (from its transposed copy, as an RNN's weights are stored), for
+            // the tiled kernel it was packed for and the forms that read it element-wise.
+            let packed = PackedRhs::new(Mat { data: &bt, rs: 1, cs: k }, k, n);
+            let mut forms = vec![Rhs::Matrix(Mat::row_major(&b, n)), Rhs::Rows(&rows), Rhs::Matrix(Mat { data: &bt, rs: 1, cs: k })];
+            forms.extend(packed.as_ref().map(|p| p.from_col(0)));
+            let runs = |kern: Kernel, rhs: &Rhs| !matches!(rhs, Rhs::Packed(_)) || kern != Kernel::Avx2 || widest() == Kernel::Avx2;
+            for (kernel, rhs) in kernels.iter().flat_map(|&kern| forms.iter().filter(move |rhs| runs(kern, rhs)).map(move |&rhs| (kern, rhs))) {
                 let mut got = vec![f32::NAN; m * ldc];
                 // SAFETY: `got` holds m rows of ldc >= n elements; each kernel runs on this CPU.
                 unsafe { gemm_epilogue_on(kernel, m, n, k, Mat::row_major(&a, k), rhs, got.as_mut_ptr(), ldc, &epi, 3) };
@@ -468,6 +600,35 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// A packed operand's columns from a panel boundary on give the same values as the whole
+    /// product's (threads split the columns so), and both match a plain loop.
+    #[test]
+    fn packed_columns_from_a_panel_boundary() {
+        let (m, n, k) = (5, 70, 19);
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 11) as f32 * 0.25 - 1.0).collect();
+        let Some(packed) = PackedRhs::new(Mat::row_major(&b, n), k, n) else {
+            eprintln!("skipped: this CPU has no register kernel to pack for");
+            return;
+        };
+        let epi = Epilogue::new(None, None);
+        let j0 = packed.panel_width();
+        let (mut whole, mut split) = (vec![0f32; m * n], vec![f32::NAN; m * n]);
+        // SAFETY: both outputs hold m rows of n; the second call writes columns [j0, n) only.
+        unsafe {
+            gemm_epilogue(m, n, k, Mat::row_major(&a, k), packed.from_col(0), whole.as_mut_ptr(), n, &epi, 0);
+            gemm_epilogue(m, j0, k, Mat::row_major(&a, k), packed.from_col(0), split.as_mut_ptr(), n, &epi, 0);
+            gemm_epilogue(m, n - j0, k, Mat::row_major(&a, k), packed.from_col(j0), split.as_mut_ptr().add(j0), n, &epi, 0);
+        }
+        for i in 0..m {
+            for j in 0..n {
+                let want: f32 = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+                assert!((whole[i * n + j] - want).abs() <= 1e-4 * (1.0 + want.abs()), "({i},{j}): {} vs {want}", whole[i * n + j]);
+                assert_eq!(whole[i * n + j].to_bits(), split[i * n + j].to_bits(), "({i},{j}) differs when split at {j0}");
             }
         }
     }
