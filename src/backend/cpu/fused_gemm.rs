@@ -96,8 +96,8 @@ impl PackedRhs {
         self.nr
     }
     /// Columns from `j0` (a multiple of [`Self::panel_width`]) on.
-    pub fn from_col(&self, j0: usize) -> Rhs<'_> {
-        assert!(j0 % self.nr == 0 && j0 < self.n, "packed columns from {j0} of {}", self.n);
+    pub fn columns_from(&self, j0: usize) -> Rhs<'_> {
+        assert!(j0.is_multiple_of(self.nr) && j0 < self.n, "packed columns from {j0} of {}", self.n);
         Rhs::Packed(Panels { data: &self.data[j0 / self.nr * self.k * self.nr..], nr: self.nr, k: self.k })
     }
 }
@@ -584,7 +584,7 @@ mod tests {
             // the tiled kernel it was packed for and the forms that read it element-wise.
             let packed = PackedRhs::new(Mat { data: &bt, rs: 1, cs: k }, k, n);
             let mut forms = vec![Rhs::Matrix(Mat::row_major(&b, n)), Rhs::Rows(&rows), Rhs::Matrix(Mat { data: &bt, rs: 1, cs: k })];
-            forms.extend(packed.as_ref().map(|p| p.from_col(0)));
+            forms.extend(packed.as_ref().map(|p| p.columns_from(0)));
             let runs = |kern: Kernel, rhs: &Rhs| !matches!(rhs, Rhs::Packed(_)) || kern != Kernel::Avx2 || widest() == Kernel::Avx2;
             for (kernel, rhs) in kernels.iter().flat_map(|&kern| forms.iter().filter(move |rhs| runs(kern, rhs)).map(move |&rhs| (kern, rhs))) {
                 let mut got = vec![f32::NAN; m * ldc];
@@ -620,9 +620,9 @@ mod tests {
         let (mut whole, mut split) = (vec![0f32; m * n], vec![f32::NAN; m * n]);
         // SAFETY: both outputs hold m rows of n; the second call writes columns [j0, n) only.
         unsafe {
-            gemm_epilogue(m, n, k, Mat::row_major(&a, k), packed.from_col(0), whole.as_mut_ptr(), n, &epi, 0);
-            gemm_epilogue(m, j0, k, Mat::row_major(&a, k), packed.from_col(0), split.as_mut_ptr(), n, &epi, 0);
-            gemm_epilogue(m, n - j0, k, Mat::row_major(&a, k), packed.from_col(j0), split.as_mut_ptr().add(j0), n, &epi, 0);
+            gemm_epilogue(m, n, k, Mat::row_major(&a, k), packed.columns_from(0), whole.as_mut_ptr(), n, &epi, 0);
+            gemm_epilogue(m, j0, k, Mat::row_major(&a, k), packed.columns_from(0), split.as_mut_ptr(), n, &epi, 0);
+            gemm_epilogue(m, n - j0, k, Mat::row_major(&a, k), packed.columns_from(j0), split.as_mut_ptr().add(j0), n, &epi, 0);
         }
         for i in 0..m {
             for j in 0..n {

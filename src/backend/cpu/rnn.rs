@@ -8,6 +8,7 @@ use super::epilogue::Epilogue;
 use super::fused_gemm::{gemm_epilogue, PackedRhs};
 use super::gemm::{sgemm, Mat, SharedOut};
 use rayon::prelude::*;
+use std::ops::Range;
 use crate::error::Result;
 use crate::graph::{RnnActivation, RnnAttrs, RnnKind};
 use crate::tensor::{DType, Tensor};
@@ -15,6 +16,12 @@ use crate::bail;
 
 /// Inputs in ONNX order: X, W, R, B, sequence_lens, initial_h, (LSTM) initial_c, P.
 pub fn recurrent(at: &RnnAttrs, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    recurrent_in_blocks(at, inputs, None)
+}
+
+/// [`recurrent`] with the blocks of hidden units per step fixed (where the step can split), so
+/// tests can check every split against one block.
+fn recurrent_in_blocks(at: &RnnAttrs, inputs: &[Option<&Tensor>], blocks: Option<usize>) -> Result<Vec<Tensor>> {
     let input = |i: usize| inputs.get(i).copied().flatten();
     let (Some(x), Some(w), Some(r)) = (input(0), input(1), input(2)) else { bail!("X, W and R are required") };
     let xs = x.shape();
@@ -77,23 +84,10 @@ pub fn recurrent(at: &RnnAttrs, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor
         let mut cs: Vec<f32> = init_c.map_or_else(|| vec![0.0; batch * h], |v| v[d * batch * h..(d + 1) * batch * h].to_vec());
         let pd = peep.map(|p| &p[d * 3 * h..(d + 1) * 3 * h]);
         let cell = Cell { at, acts, h, rb, pd, rd };
-        let mut hr = vec![0f32; batch * g * h];
         let recurrent = Recurrent::new(rd, g * h, h, batch);
-        for step in 0..seq {
-            // H R^T for the whole batch; rows of finished sequences are computed and ignored.
-            recurrent.product(&hs, &mut hr);
-            for b in 0..batch {
-                if step >= lens[b] {
-                    continue;
-                }
-                let t = if reverse { lens[b] - 1 - step } else { step };
-                let gates_x = &xw[(t * batch + b) * g * h..(t * batch + b + 1) * g * h];
-                let gates_h = &hr[b * g * h..(b + 1) * g * h];
-                let (hb, cb) = (&mut hs[b * h..(b + 1) * h], &mut cs[b * h..(b + 1) * h]);
-                cell.step(gates_x, gates_h, hb, cb);
-                y[((t * dirs + d) * batch + b) * h..((t * dirs + d) * batch + b + 1) * h].copy_from_slice(hb);
-            }
-        }
+        let sweep = Sweep { cell: &cell, recurrent: &recurrent, xw: &xw, lens: &lens, reverse, dirs, d, batch };
+        let blocks = sweep.unit_blocks(blocks);
+        sweep.run(blocks, &mut hs, &mut cs, &mut y, seq);
         y_h[d * batch * h..(d + 1) * batch * h].copy_from_slice(&hs);
         y_c[d * batch * h..(d + 1) * batch * h].copy_from_slice(&cs);
     }
@@ -142,6 +136,17 @@ impl<'a> Recurrent<'a> {
         Recurrent { r, packed, gh, h, batch }
     }
 
+    /// Columns `[c0, c0 + n)` of `hs * R^T` into `out` (row stride `ldc`); `c0` on a packed panel.
+    ///
+    /// # Safety
+    /// `out` must be valid for writes of `(batch - 1) * ldc + n`, which no other thread accesses.
+    unsafe fn columns(&self, hs: &[f32], c0: usize, n: usize, out: *mut f32, ldc: usize) {
+        let packed = self.packed.as_ref().expect("column blocks need R packed");
+        assert!(hs.len() >= self.batch * self.h, "recurrent product operand too small");
+        // SAFETY: forwarded from the caller; hs holds batch rows of h.
+        unsafe { gemm_epilogue(self.batch, n, self.h, Mat::row_major(hs, self.h), packed.columns_from(c0), out, ldc, &Epilogue::new(None, None), 0) };
+    }
+
     /// `out (batch x gh) = hs (batch x h) * R^T`.
     fn product(&self, hs: &[f32], out: &mut [f32]) {
         let (m, n, k) = (self.batch, self.gh, self.h);
@@ -149,24 +154,125 @@ impl<'a> Recurrent<'a> {
             return sgemm(m, n, k, Mat::row_major(hs, k), Mat::row_major(self.r, k).transposed(), out, false, 1.0);
         };
         assert!(hs.len() >= m * k && out.len() >= m * n, "recurrent product operands too small");
-        let epi = Epilogue::new(None, None);
         // Columns split between threads on panel boundaries, when there is enough work to share.
         let threads = super::threads::width();
-        let tasks = if threads > 1 && m * n * k >= 1 << 20 { threads.min(n / packed.panel_width()).max(1) } else { 1 };
+        let tasks = if threads > 1 && m * n * k >= 1 << 18 { threads.min(n / packed.panel_width()).max(1) } else { 1 };
         let cols = n.div_ceil(tasks).next_multiple_of(packed.panel_width());
         let dst = SharedOut(out.as_mut_ptr());
         let block = |t: usize| {
             let (j0, j1) = (t * cols, ((t + 1) * cols).min(n));
             if j0 < j1 {
-                // SAFETY: columns [j0, j1) of the m x n output belong to this task alone; hs holds
-                // m rows of k (checked above).
-                unsafe { gemm_epilogue(m, j1 - j0, k, Mat::row_major(hs, k), packed.from_col(j0), dst.ptr().add(j0), n, &epi, 0) };
+                // SAFETY: columns [j0, j1) of the m x n output belong to this task alone.
+                unsafe { self.columns(hs, j0, j1 - j0, dst.ptr().add(j0), n) };
             }
         };
         if tasks == 1 {
             block(0);
         } else {
             (0..tasks).into_par_iter().for_each(block);
+        }
+    }
+}
+
+/// One direction's time loop: each step multiplies the previous hidden state by R and applies
+/// the cell. The step reads the previous state and writes the next one, so with the default
+/// cell it splits into blocks of hidden units, each block's rows of R (every gate) and its cell
+/// updates one task: one fork per step covers both, and a step of a few rows still has work to
+/// share.
+struct Sweep<'a> {
+    cell: &'a Cell<'a>,
+    recurrent: &'a Recurrent<'a>,
+    /// X W^T + Wb for every step: [seq * batch, gates * h].
+    xw: &'a [f32],
+    lens: &'a [usize],
+    reverse: bool,
+    dirs: usize,
+    d: usize,
+    batch: usize,
+}
+
+impl Sweep<'_> {
+    /// Blocks of hidden units per step: `want`, or by default one per thread when the step is
+    /// worth sharing; always one unless the cell is the fused default, R is packed and every
+    /// gate's units start on a packed panel.
+    fn unit_blocks(&self, want: Option<usize>) -> usize {
+        let (h, g) = (self.cell.h, self.cell.at.kind.gates());
+        let Some(packed) = &self.recurrent.packed else { return 1 };
+        let nr = packed.panel_width();
+        if !self.cell.is_default() || !h.is_multiple_of(nr) {
+            return 1;
+        }
+        let threads = super::threads::width();
+        let want = want.unwrap_or(if self.batch * g * h * h >= 1 << 20 { threads } else { 1 });
+        want.clamp(1, h / nr)
+    }
+
+    /// All `seq` steps, `hs` and `cs` (batch x h) updated to the last, each step's state written
+    /// to `y` ([seq, dirs, batch, h]).
+    fn run(&self, blocks: usize, hs: &mut Vec<f32>, cs: &mut [f32], y: &mut [f32], seq: usize) {
+        let (h, g, batch) = (self.cell.h, self.cell.at.kind.gates(), self.batch);
+        let width = if blocks == 1 { h } else { h.div_ceil(blocks).next_multiple_of(self.recurrent.packed.as_ref().map_or(1, |p| p.panel_width())) };
+        // Each block's H R^T for its units, [batch][gates][units]: with one block, [batch, gates * h].
+        let mut hr = vec![0f32; blocks * batch * g * width];
+        let mut next = vec![0f32; batch * h];
+        for step in 0..seq {
+            let out = (SharedOut(next.as_mut_ptr()), SharedOut(cs.as_mut_ptr()), SharedOut(y.as_mut_ptr()));
+            let prev = &hs[..];
+            let block = |(t, gh): (usize, &mut [f32])| {
+                let (j0, j1) = (t * width, ((t + 1) * width).min(h));
+                if j0 < j1 {
+                    // SAFETY: units [j0, j1) of every row of `next`, `cs` and this step's `y`
+                    // belong to this block alone; `prev` is only read during the step.
+                    unsafe { self.units(step, j0, j1, prev, gh, out) };
+                }
+            };
+            if blocks == 1 {
+                block((0, &mut hr));
+            } else {
+                hr.par_chunks_mut(batch * g * width).enumerate().for_each(block);
+            }
+            std::mem::swap(hs, &mut next);
+        }
+    }
+
+    /// Step `step` for hidden units `[j0, j1)`: the product into `gh` ([batch][gates][j1 - j0]),
+    /// then the cell.
+    ///
+    /// # Safety
+    /// `next` and `cs` must hold batch x h, `y` the whole output; no other thread may access
+    /// units `[j0, j1)` of them during the call, nor write `prev`.
+    unsafe fn units(&self, step: usize, j0: usize, j1: usize, prev: &[f32], gh: &mut [f32], (next, cs, y): (SharedOut, SharedOut, SharedOut)) {
+        let (h, g, batch, n) = (self.cell.h, self.cell.at.kind.gates(), self.batch, j1 - j0);
+        if n == h {
+            // H R^T for the whole batch; rows of finished sequences are computed and ignored.
+            self.recurrent.product(prev, gh);
+        } else {
+            for gate in 0..g {
+                // SAFETY: gate `gate`'s columns of every row of `gh` (stride g * n).
+                unsafe { self.recurrent.columns(prev, gate * h + j0, n, gh.as_mut_ptr().add(gate * n), g * n) };
+            }
+        }
+        for b in 0..batch {
+            // SAFETY: as the caller vouches, these units of row b are this call's alone.
+            let (hn, cb) = unsafe { (std::slice::from_raw_parts_mut(next.ptr().add(b * h + j0), n), std::slice::from_raw_parts_mut(cs.ptr().add(b * h + j0), n)) };
+            let hp = &prev[b * h + j0..b * h + j1];
+            if step >= self.lens[b] {
+                hn.copy_from_slice(hp);
+                continue;
+            }
+            let t = if self.reverse { self.lens[b] - 1 - step } else { step };
+            let gates_x = &self.xw[(t * batch + b) * g * h..(t * batch + b + 1) * g * h];
+            let gates_h = &gh[b * g * n..(b + 1) * g * n];
+            if self.cell.is_default() {
+                fused_step(self.cell.at.kind, h, j0..j1, gates_x, gates_h, self.cell.rb, hp, hn, cb);
+            } else {
+                // The general cell takes whole rows (n == h here) and updates them in place.
+                hn.copy_from_slice(hp);
+                self.cell.step(gates_x, gates_h, hn, cb);
+            }
+            // SAFETY: units [j0, j1) of row (t, d, b) of y, this call's alone.
+            let yr = unsafe { std::slice::from_raw_parts_mut(y.ptr().add(((t * self.dirs + self.d) * batch + b) * h + j0), n) };
+            yr.copy_from_slice(hn);
         }
     }
 }
@@ -205,12 +311,10 @@ impl Cell<'_> {
         acts_default && self.at.clip.is_none()
     }
 
-    /// One time step of one sequence: `gx` is X_t W^T + Wb, `gh` is H_{t-1} R^T (no bias), both
-    /// for all gates; updates `hs` (and `cs` for LSTM) in place.
+    /// One time step of one sequence through the general cell (the default one is
+    /// [`fused_step`]): `gx` is X_t W^T + Wb, `gh` is H_{t-1} R^T (no bias), both for all gates;
+    /// updates `hs` (and `cs` for LSTM) in place.
     fn step(&self, gx: &[f32], gh: &[f32], hs: &mut [f32], cs: &mut [f32]) {
-        if self.is_default() {
-            return fused_step(self.at.kind, self.h, gx, gh, self.rb, hs, cs);
-        }
         let h = self.h;
         let f = Act(self.acts[0]);
         match self.at.kind {
@@ -272,38 +376,45 @@ impl Act {
     }
 }
 
-/// A default LSTM or GRU (linear_before_reset) step over one sequence, with AVX2 and FMA where
-/// the CPU has them.
-fn fused_step(kind: RnnKind, h: usize, gx: &[f32], gh: &[f32], rb: &[f32], hs: &mut [f32], cs: &mut [f32]) {
+/// A default LSTM or GRU (linear_before_reset) step of one sequence over hidden units `units`,
+/// with AVX2 and FMA where the CPU has them. `gx` and `rb` hold every gate's h values; `gh`
+/// holds each gate's values for these units only, gate after gate; `prev` is the state before
+/// the step and `hs` after it, and `cs` (LSTM) is updated in place, all over these units.
+#[allow(clippy::too_many_arguments)]
+fn fused_step(kind: RnnKind, h: usize, units: Range<usize>, gx: &[f32], gh: &[f32], rb: &[f32], prev: &[f32], hs: &mut [f32], cs: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports the features the function is compiled for.
-        return unsafe { fused_step_avx2(kind, h, gx, gh, rb, hs, cs) };
+        return unsafe { fused_step_avx2(kind, h, units, gx, gh, rb, prev, hs, cs) };
     }
-    fused_step_generic(kind, h, gx, gh, rb, hs, cs)
+    fused_step_generic(kind, h, units, gx, gh, rb, prev, hs, cs)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn fused_step_avx2(kind: RnnKind, h: usize, gx: &[f32], gh: &[f32], rb: &[f32], hs: &mut [f32], cs: &mut [f32]) {
-    fused_step_generic(kind, h, gx, gh, rb, hs, cs)
+#[allow(clippy::too_many_arguments)]
+unsafe fn fused_step_avx2(kind: RnnKind, h: usize, units: Range<usize>, gx: &[f32], gh: &[f32], rb: &[f32], prev: &[f32], hs: &mut [f32], cs: &mut [f32]) {
+    fused_step_generic(kind, h, units, gx, gh, rb, prev, hs, cs)
 }
 
 #[inline(always)]
-fn fused_step_generic(kind: RnnKind, h: usize, gx: &[f32], gh: &[f32], rb: &[f32], hs: &mut [f32], cs: &mut [f32]) {
-    // Every slice cut to exactly h, so the loops run without bounds checks.
-    fn cut(v: &[f32], k: usize, h: usize) -> &[f32] {
-        &v[k * h..(k + 1) * h]
+#[allow(clippy::too_many_arguments)]
+fn fused_step_generic(kind: RnnKind, h: usize, units: Range<usize>, gx: &[f32], gh: &[f32], rb: &[f32], prev: &[f32], hs: &mut [f32], cs: &mut [f32]) {
+    // Every slice cut to exactly the units, so the loops run without bounds checks.
+    let n = units.len();
+    fn cut<'a>(v: &'a [f32], k: usize, h: usize, units: &Range<usize>) -> &'a [f32] {
+        &v[k * h + units.start..k * h + units.end]
     }
-    let gate = |v, k| cut(v, k, h);
-    let hs = &mut hs[..h];
+    let full = |v, k| cut(v, k, h, &units);
+    let own = |k: usize| &gh[k * n..(k + 1) * n];
+    let (hs, prev) = (&mut hs[..n], &prev[..n]);
     match kind {
         RnnKind::Lstm => {
-            let cs = &mut cs[..h];
-            let (xi, xo, xf, xc) = (gate(gx, 0), gate(gx, 1), gate(gx, 2), gate(gx, 3));
-            let (hi, ho, hf, hc) = (gate(gh, 0), gate(gh, 1), gate(gh, 2), gate(gh, 3));
-            let (bi, bo, bf, bc) = (gate(rb, 0), gate(rb, 1), gate(rb, 2), gate(rb, 3));
-            for j in 0..h {
+            let cs = &mut cs[..n];
+            let (xi, xo, xf, xc) = (full(gx, 0), full(gx, 1), full(gx, 2), full(gx, 3));
+            let (hi, ho, hf, hc) = (own(0), own(1), own(2), own(3));
+            let (bi, bo, bf, bc) = (full(rb, 0), full(rb, 1), full(rb, 2), full(rb, 3));
+            for j in 0..n {
                 let i = sigmoid(xi[j] + hi[j] + bi[j]);
                 let o = sigmoid(xo[j] + ho[j] + bo[j]);
                 let f = sigmoid(xf[j] + hf[j] + bf[j]);
@@ -313,14 +424,14 @@ fn fused_step_generic(kind: RnnKind, h: usize, gx: &[f32], gh: &[f32], rb: &[f32
             }
         }
         RnnKind::Gru => {
-            let (xz, xr, xn) = (gate(gx, 0), gate(gx, 1), gate(gx, 2));
-            let (hz, hr, hn) = (gate(gh, 0), gate(gh, 1), gate(gh, 2));
-            let (bz, br, bn) = (gate(rb, 0), gate(rb, 1), gate(rb, 2));
-            for j in 0..h {
+            let (xz, xr, xn) = (full(gx, 0), full(gx, 1), full(gx, 2));
+            let (hz, hr, hn) = (own(0), own(1), own(2));
+            let (bz, br, bn) = (full(rb, 0), full(rb, 1), full(rb, 2));
+            for j in 0..n {
                 let z = sigmoid(xz[j] + hz[j] + bz[j]);
                 let r = sigmoid(xr[j] + hr[j] + br[j]);
-                let n = tanh(xn[j] + r * (hn[j] + bn[j]));
-                hs[j] = (1.0 - z) * n + z * hs[j];
+                let c = tanh(xn[j] + r * (hn[j] + bn[j]));
+                hs[j] = (1.0 - z) * c + z * prev[j];
             }
         }
         RnnKind::Rnn => unreachable!("plain RNNs take the general step"),
@@ -355,6 +466,81 @@ mod tests {
         }
     }
 
+    /// Whole LSTM and GRU layers in every split of the hidden units per step against one block
+    /// (bit for bit: each value is the same sum in the same order) and, forward, against the
+    /// cell equations in f64: bidirectional, ragged sequence lengths, initial states, biases.
+    #[test]
+    fn layers_split_into_unit_blocks_match_one_block_and_the_equations() {
+        let mut rng = super::super::test_values::Rng::new(5);
+        let (seq, batch, isz, h) = (4, 3, 5, 64);
+        for (kind, dirs) in [(RnnKind::Lstm, 2), (RnnKind::Gru, 2), (RnnKind::Lstm, 1), (RnnKind::Gru, 1)] {
+            let g = kind.gates();
+            let mut t = |shape: &[usize], scale: f32| Tensor::from_f32(shape, (0..shape.iter().product()).map(|_| rng.uniform(-scale, scale)).collect()).unwrap();
+            let (x, w, r, b, h0) = (t(&[seq, batch, isz], 1.0), t(&[dirs, g * h, isz], 0.4), t(&[dirs, g * h, h], 0.2), t(&[dirs, 2 * g * h], 0.3), t(&[dirs, batch, h], 0.5));
+            let lens = if dirs == 2 { Some(Tensor::from_f32(&[batch], vec![4.0, 2.0, 3.0]).unwrap()) } else { None };
+            let acts = match kind {
+                RnnKind::Lstm => vec![RnnActivation::Sigmoid, RnnActivation::Tanh, RnnActivation::Tanh],
+                _ => vec![RnnActivation::Sigmoid, RnnActivation::Tanh],
+            };
+            let at = RnnAttrs { kind, hidden: h, directions: dirs, reverse: false, batch_first: false, clip: None, activations: acts.repeat(dirs), linear_before_reset: true, input_forget: false };
+            let inputs = [Some(&x), Some(&w), Some(&r), Some(&b), lens.as_ref(), Some(&h0)];
+            let one = recurrent_in_blocks(&at, &inputs, Some(1)).unwrap();
+            for blocks in [2, 3, 4] {
+                let split = recurrent_in_blocks(&at, &inputs, Some(blocks)).unwrap();
+                for (o, s) in one.iter().zip(&split) {
+                    let same = o.as_f32().unwrap().iter().zip(s.as_f32().unwrap()).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{kind:?} x{dirs} in {blocks} blocks differs from one block");
+                }
+            }
+            if dirs == 2 {
+                continue;
+            }
+            let f = |v: &Tensor| v.as_f32().unwrap().iter().map(|&v| v as f64).collect::<Vec<f64>>();
+            let (xv, wv, rv, bv) = (f(&x), f(&w), f(&r), f(&b));
+            let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
+            let (mut hs, mut cs) = (f(&h0), vec![0f64; batch * h]);
+            let y = one[0].as_f32().unwrap();
+            for s in 0..seq {
+                for bi in 0..batch {
+                    let pre = |k: usize, j: usize, hs: &[f64]| -> (f64, f64) {
+                        let row = k * h + j;
+                        let xp: f64 = (0..isz).map(|i| xv[(s * batch + bi) * isz + i] * wv[row * isz + i]).sum::<f64>() + bv[row];
+                        let hp: f64 = (0..h).map(|i| hs[bi * h + i] * rv[row * h + i]).sum::<f64>() + bv[g * h + row];
+                        (xp, hp)
+                    };
+                    let next: Vec<(f64, f64)> = (0..h)
+                        .map(|j| {
+                            let p = |k| pre(k, j, &hs);
+                            match kind {
+                                RnnKind::Lstm => {
+                                    let sum = |k| { let (a, b) = p(k); a + b };
+                                    let c = sig(sum(2)) * cs[bi * h + j] + sig(sum(0)) * sum(3).tanh();
+                                    (sig(sum(1)) * c.tanh(), c)
+                                }
+                                _ => {
+                                    let ((zx, zh), (rx, rh), (nx, nh)) = (p(0), p(1), p(2));
+                                    let (z, r) = (sig(zx + zh), sig(rx + rh));
+                                    let n = (nx + r * nh).tanh();
+                                    ((1.0 - z) * n + z * hs[bi * h + j], 0.0)
+                                }
+                            }
+                        })
+                        .collect();
+                    for (j, (hn, cn)) in next.into_iter().enumerate() {
+                        let got = y[(s * batch + bi) * h + j] as f64;
+                        assert!((got - hn).abs() < 1e-5, "{kind:?} step {s} batch {bi} unit {j}: {got} vs {hn}");
+                        cs[bi * h + j] = cn;
+                    }
+                }
+                for bi in 0..batch {
+                    for j in 0..h {
+                        hs[bi * h + j] = y[(s * batch + bi) * h + j] as f64;
+                    }
+                }
+            }
+        }
+    }
+
     /// The fused LSTM and GRU steps against the cell equations in f64, on a ragged hidden size.
     #[test]
     fn fused_steps_match_the_cell_equations() {
@@ -366,8 +552,8 @@ mod tests {
                 let g = kind.gates();
                 let (gx, gh, rb): (Vec<f32>, Vec<f32>, Vec<f32>) = ((0..g * h).map(|_| next()).collect(), (0..g * h).map(|_| next()).collect(), (0..g * h).map(|_| next()).collect());
                 let (h0, c0): (Vec<f32>, Vec<f32>) = ((0..h).map(|_| next()).collect(), (0..h).map(|_| next()).collect());
-                let (mut hs, mut cs) = (h0.clone(), c0.clone());
-                fused_step(kind, h, &gx, &gh, &rb, &mut hs, &mut cs);
+                let (mut hs, mut cs) = (vec![f32::NAN; h], c0.clone());
+                fused_step(kind, h, 0..h, &gx, &gh, &rb, &h0, &mut hs, &mut cs);
                 let pre = |k: usize, j: usize| (gx[k * h + j] + gh[k * h + j] + rb[k * h + j]) as f64;
                 for j in 0..h {
                     let (want_h, want_c) = match kind {
