@@ -58,16 +58,18 @@ MODELS = {
     # Sequence models: (batch, 16 steps, 64 features) through two recurrent layers and a head.
     "lstm": (lambda: Recurrent(torch.nn.LSTM), (16, 64)),
     "gru": (lambda: Recurrent(torch.nn.GRU), (16, 64)),
+    # Wider: 256 features and hidden units, each step's product 4x the work of `lstm`'s.
+    "lstm256": (lambda: Recurrent(torch.nn.LSTM, features=256, hidden=256), (16, 256)),
 }
 
 
 class Recurrent(torch.nn.Module):
-    """A two-layer recurrent encoder (hidden 128) with a linear head on every step."""
+    """A two-layer recurrent encoder (hidden 128 unless told) with a linear head on every step."""
 
-    def __init__(self, cell):
+    def __init__(self, cell, features=64, hidden=128):
         super().__init__()
-        self.rnn = cell(64, 128, num_layers=2, batch_first=True)
-        self.head = torch.nn.Linear(128, 32)
+        self.rnn = cell(features, hidden, num_layers=2, batch_first=True)
+        self.head = torch.nn.Linear(hidden, 32)
 
     def forward(self, x):
         return self.head(self.rnn(x)[0])
