@@ -227,7 +227,9 @@ def export(name, out):
 
 
 def main():
-    if len(sys.argv) < 2:
+    # Anything option-like (`--help`) prints the usage: taken as the output folder, it would
+    # export every model under a folder of that name.
+    if len(sys.argv) < 2 or sys.argv[1].startswith("-"):
         sys.exit(__doc__)
     out = sys.argv[1]
     for name in sys.argv[2:] or list(MODELS) + TEXT_MODELS + ["bert_masked"] + YOLO_MODELS:
