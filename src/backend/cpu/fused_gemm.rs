@@ -311,9 +311,9 @@ unsafe fn blocked_avx2(job: &Job, bpack: &mut Vec<f32>, row: &mut Vec<f32>) {
 /// Rows per AVX2 tile for a product of `m` rows. Each depth step of a tile issues two FMAs per
 /// row, two a cycle, but one accumulator takes an FMA only every 4 cycles (its latency), so a
 /// tile of r rows costs max(r, 4) cycles per step. The tiling of `m` with the fewest cycles,
-/// shorter on ties (fewer padding rows to load); 6 rows (the fewest loads of B per FMA) unless another saves a tenth: a batch
-/// of 8 (an RNN step) runs as two 4-row tiles, not a 6-row tile and a 2-row one that computes 4
-/// rows of padding.
+/// shorter on ties (fewer padding rows to load). It stays at 6 rows (the fewest loads of B per
+/// FMA) unless another height saves a tenth. A batch of 8 (an RNN step) then runs as two 4-row
+/// tiles, not a 6-row tile and a 2-row one that computes 4 rows of padding.
 fn avx2_tile_rows(m: usize) -> usize {
     let cycles = |r: usize| m.div_ceil(r) * r.max(4);
     let best = (1..=5).min_by_key(|&r| cycles(r)).unwrap_or(6);
