@@ -288,7 +288,13 @@ fn pack_b<const NR: usize>(b: Rhs, p0: usize, kc: usize, j0: usize, nc: usize, o
 #[target_feature(enable = "avx512f")]
 unsafe fn blocked_avx512(job: &Job, bpack: &mut Vec<f32>, row: &mut Vec<f32>) {
     // SAFETY: the micro-kernel needs AVX-512F, which this function is compiled for.
-    blocked::<8, 32, 1024>(job, bpack, row, |kc, a, b, c, t| unsafe { micro_kernel_avx512(kc, a, b, c, t) })
+    blocked::<8, 32, 1024>(job, bpack, row, |kc, a, b, ldb, c, t| unsafe {
+        if ldb == 32 {
+            micro_kernel_avx512::<true>(kc, a, b, ldb, c, t)
+        } else {
+            micro_kernel_avx512::<false>(kc, a, b, ldb, c, t)
+        }
+    })
 }
 
 /// The AVX2 kernel: tiles of up to 6 x 16 (12 of the 16 vector registers accumulate), B blocks
@@ -300,7 +306,13 @@ unsafe fn blocked_avx2(job: &Job, bpack: &mut Vec<f32>, row: &mut Vec<f32>) {
         ($($mr:literal)*) => {
             match avx2_tile_rows(job.m) {
                 // SAFETY: the micro-kernel needs AVX2 and FMA, which this function is compiled for.
-                $($mr => blocked::<$mr, 16, 256>(job, bpack, row, |kc, a, b, c, t| unsafe { micro_kernel_avx2::<$mr>(kc, a, b, c, t) }),)*
+                $($mr => blocked::<$mr, 16, 256>(job, bpack, row, |kc, a, b, ldb, c, t| unsafe {
+                    if ldb == 16 {
+                        micro_kernel_avx2::<$mr, true>(kc, a, b, ldb, c, t)
+                    } else {
+                        micro_kernel_avx2::<$mr, false>(kc, a, b, ldb, c, t)
+                    }
+                }),)*
                 _ => unreachable!("tile rows are 1 to 6"),
             }
         };
@@ -324,9 +336,12 @@ fn avx2_tile_rows(m: usize) -> usize {
 /// panels of MR rows, each MR x NR tile of C by `micro`, then the part of the epilogue a clamp
 /// cannot express over the panel's finished rows.
 #[inline(always)]
-fn blocked<const MR: usize, const NR: usize, const NC: usize>(job: &Job, bpack: &mut Vec<f32>, row: &mut Vec<f32>, micro: impl Fn(usize, &[*const f32; MR], *const f32, *mut f32, &Tile)) {
+fn blocked<const MR: usize, const NR: usize, const NC: usize>(job: &Job, bpack: &mut Vec<f32>, row: &mut Vec<f32>, micro: impl Fn(usize, &[*const f32; MR], *const f32, usize, *mut f32, &Tile)) {
     let Job { m, n, k, a, b, c, ldc, epi, channel0 } = *job;
     let bias: Vec<f32> = (0..m.div_ceil(MR) * MR).map(|i| if i < m { epi.bias(channel0 + i) } else { 0.0 }).collect();
+    if let Some(b) = streams_in_place(job, NR) {
+        return streamed::<MR, NR>(job, b, &bias, bpack, row, &micro);
+    }
     // A shallow product packs wider blocks, the same KC x NC floats in all: B's rows are then
     // read in longer runs (a 1x1 convolution over 32 channels reads 8 KiB of each row per block,
     // not 1 KiB), and there are fewer blocks to set up.
@@ -347,9 +362,7 @@ fn blocked<const MR: usize, const NR: usize, const NC: usize>(job: &Job, bpack: 
             let (first, last) = (p0 == 0, p0 + kc == k);
             for panel in 0..m.div_ceil(MR) {
                 let rows = MR.min(m - panel * MR);
-                // A is read in place, one row stream per tile row; rows past `m` repeat the
-                // last row (computed, never stored).
-                let arows: [*const f32; MR] = std::array::from_fn(|r| a.data[(panel * MR + r.min(rows - 1)) * a.rs + p0..].as_ptr());
+                let arows = a_rows::<MR>(a, panel, rows, p0);
                 for jp in 0..nc.div_ceil(NR) {
                     let cols = NR.min(nc - jp * NR);
                     // SAFETY: inside the packed block (checked against its length up front).
@@ -358,18 +371,91 @@ fn blocked<const MR: usize, const NR: usize, const NC: usize>(job: &Job, bpack: 
                     // the A rows hold k - p0 >= kc elements and the packed panel kc * NR.
                     let ct = unsafe { c.add(panel * MR * ldc + j0 + jp * NR) };
                     let tile = Tile { rows, cols, ldc, accumulate: !first, epilogue: last.then_some((&bias[panel * MR..panel * MR + MR], epi.lo, epi.hi)) };
-                    micro(kc, &arows, bp, ct, &tile);
+                    micro(kc, &arows, bp, NR, ct, &tile);
                 }
                 if last {
-                    // Over the panel's rows of this column block while they are in cache, in
-                    // runs of a block's columns: a call per tile row of NR would cost more than
-                    // its math.
-                    for r in 0..rows {
-                        // SAFETY: row r of the panel over columns [j0, j0 + nc), just stored.
-                        epi.finish(unsafe { std::slice::from_raw_parts_mut(c.add((panel * MR + r) * ldc + j0), nc) });
-                    }
+                    finish_rows(job, panel * MR, rows, j0, nc);
                 }
             }
+        }
+    }
+}
+
+/// Tile row pointers into A for panel `panel` from depth `p0`, read in place, one row stream
+/// per tile row; rows past the panel's `rows` repeat its last row (computed, never stored).
+#[inline(always)]
+fn a_rows<const MR: usize>(a: Mat, panel: usize, rows: usize, p0: usize) -> [*const f32; MR] {
+    std::array::from_fn(|r| a.data[(panel * MR + r.min(rows - 1)) * a.rs + p0..].as_ptr())
+}
+
+/// The part of the epilogue a clamp cannot express, over rows `[r0, r0 + rows)` of columns
+/// `[j0, j0 + nc)` while they are in cache, in runs of a block's columns: a call per tile row
+/// of NR would cost more than its math.
+#[inline(always)]
+fn finish_rows(job: &Job, r0: usize, rows: usize, j0: usize, nc: usize) {
+    for r in r0..r0 + rows {
+        // SAFETY: row r of the caller's block over columns [j0, j0 + nc), just stored.
+        job.epi.finish(unsafe { std::slice::from_raw_parts_mut(job.c.add(r * job.ldc + j0), nc) });
+    }
+}
+
+/// B when the product reads it in place: a row-major matrix in memory (a pointwise
+/// convolution's input) one depth block deep, with at most twice as many rows of C as of B.
+/// Packing would copy all of B once more, which for a shallow product costs as much as the
+/// arithmetic. Where C has many more rows than B (an expansion), the stores dominate, packing
+/// costs little beside them, and packed panels load faster than k strided rows.
+fn streams_in_place<'a>(job: &Job<'a>, nr: usize) -> Option<Mat<'a>> {
+    match job.b {
+        Rhs::Matrix(b) if b.cs == 1 && job.k <= KC && job.m <= 2 * job.k && job.n >= nr => Some(b),
+        _ => None,
+    }
+}
+
+/// Floats of B per column block of [`streamed`]: the block stays in L2 while every panel of A
+/// passes over it.
+const STREAMED_BLOCK: usize = 32 * 1024;
+
+/// [`blocked`] for B read in place ([`streams_in_place`]): blocks of columns small enough to
+/// stay in L2, each panel of A over the block's tiles. Columns past the last whole tile are
+/// packed (a tile loads NR columns of each row).
+#[inline(always)]
+fn streamed<const MR: usize, const NR: usize>(job: &Job, b: Mat, bias: &[f32], bpack: &mut Vec<f32>, row: &mut Vec<f32>, micro: &impl Fn(usize, &[*const f32; MR], *const f32, usize, *mut f32, &Tile)) {
+    let Job { m, n, k, a, c, ldc, epi, .. } = *job;
+    let block_cols = (STREAMED_BLOCK / k.max(1)).clamp(4 * NR, 1024) / NR * NR;
+    let whole = n / NR * NR;
+    let ahead = (128 / k.max(1)).clamp(2, 8);
+    for j0 in (0..n).step_by(block_cols) {
+        let nc = block_cols.min(n - j0);
+        let tiles_end = (j0 + nc).min(whole);
+        if tiles_end < j0 + nc {
+            pack_b::<NR>(Rhs::Matrix(b), 0, k, tiles_end, j0 + nc - tiles_end, bpack, row);
+        }
+        for panel in 0..m.div_ceil(MR) {
+            let rows = MR.min(m - panel * MR);
+            let arows = a_rows::<MR>(a, panel, rows, 0);
+            for jp in (j0..j0 + nc).step_by(NR) {
+                let (bp, ldb) = if jp < tiles_end { (b.data[jp..].as_ptr(), b.rs) } else { (bpack.as_ptr(), NR) };
+                // The first panel brings the block in from memory. B's k rows are k streams,
+                // more than the hardware prefetcher follows: fetch a tile ahead, far enough
+                // that the tiles between cover the latency (a shallow tile computes in ~100
+                // cycles).
+                #[cfg(target_arch = "x86_64")]
+                if panel == 0 && jp + (ahead + 1) * NR <= tiles_end {
+                    for p in 0..k {
+                        for line in (0..NR).step_by(16) {
+                            // SAFETY: a prefetch has no effect on memory; the address is inside B.
+                            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(b.data.as_ptr().add(p * b.rs + jp + ahead * NR + line).cast()) };
+                        }
+                    }
+                }
+                // SAFETY: the tile (rows x cols at this offset) is inside the caller's block; a
+                // whole tile's k rows of NR columns lie inside B (checked up front), the tail's
+                // inside the packed panel.
+                let ct = unsafe { c.add(panel * MR * ldc + jp) };
+                let tile = Tile { rows, cols: NR.min(n - jp), ldc, accumulate: false, epilogue: Some((&bias[panel * MR..panel * MR + MR], epi.lo, epi.hi)) };
+                micro(k, &arows, bp, ldb, ct, &tile);
+            }
+            finish_rows(job, panel * MR, rows, j0, nc);
         }
     }
 }
@@ -388,13 +474,15 @@ struct Tile<'a> {
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn micro_kernel_avx512(kc: usize, a: &[*const f32; 8], b: *const f32, c: *mut f32, t: &Tile) {
+unsafe fn micro_kernel_avx512<const PACKED: bool>(kc: usize, a: &[*const f32; 8], b: *const f32, ldb: usize, c: *mut f32, t: &Tile) {
     use std::arch::x86_64::*;
     const NR: usize = 32;
+    // A packed panel's stride as a constant, so its loop has no stride to carry.
+    let ldb = if PACKED { NR } else { ldb };
     let mut acc = [[_mm512_setzero_ps(); 2]; 8];
     for p in 0..kc {
-        // SAFETY: each A row has kc elements from its pointer; packed B holds kc rows of NR.
-        let (b0, b1) = unsafe { (_mm512_loadu_ps(b.add(p * NR)), _mm512_loadu_ps(b.add(p * NR + 16))) };
+        // SAFETY: each A row has kc elements from its pointer; B holds kc rows of NR at ldb.
+        let (b0, b1) = unsafe { (_mm512_loadu_ps(b.add(p * ldb)), _mm512_loadu_ps(b.add(p * ldb + 16))) };
         for (r, acc_r) in acc.iter_mut().enumerate() {
             // SAFETY: as above.
             let av = _mm512_set1_ps(unsafe { *a[r].add(p) });
@@ -455,13 +543,15 @@ unsafe fn finish_avx512(x: std::arch::x86_64::__m512, cp: *mut f32, mask: std::a
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn micro_kernel_avx2<const MR: usize>(kc: usize, a: &[*const f32; MR], b: *const f32, c: *mut f32, t: &Tile) {
+unsafe fn micro_kernel_avx2<const MR: usize, const PACKED: bool>(kc: usize, a: &[*const f32; MR], b: *const f32, ldb: usize, c: *mut f32, t: &Tile) {
     use std::arch::x86_64::*;
     const NR: usize = 16;
+    // A packed panel's stride as a constant (see `micro_kernel_avx512`).
+    let ldb = if PACKED { NR } else { ldb };
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
     for p in 0..kc {
-        // SAFETY: each A row has kc elements from its pointer; packed B holds kc rows of NR.
-        let (b0, b1) = unsafe { (_mm256_loadu_ps(b.add(p * NR)), _mm256_loadu_ps(b.add(p * NR + 8))) };
+        // SAFETY: each A row has kc elements from its pointer; B holds kc rows of NR at ldb.
+        let (b0, b1) = unsafe { (_mm256_loadu_ps(b.add(p * ldb)), _mm256_loadu_ps(b.add(p * ldb + 8))) };
         for (r, acc_r) in acc.iter_mut().enumerate() {
             // SAFETY: as above.
             let av = _mm256_set1_ps(unsafe { *a[r].add(p) });

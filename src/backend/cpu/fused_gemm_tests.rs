@@ -51,7 +51,10 @@ fn every_kernel_matches_the_reference() {
         // And packed ahead (from its transposed copy, as an RNN's weights are stored), for
         // the tiled kernel it was packed for and the forms that read it element-wise.
         let packed = PackedRhs::new(Mat { data: &bt, rs: 1, cs: k }, k, n);
-        let mut forms = vec![Rhs::Matrix(Mat::row_major(&b, n)), Rhs::Rows(&rows), Rhs::Matrix(Mat { data: &bt, rs: 1, cs: k })];
+        // And as the columns of a wider matrix (a thread's share of a convolution's plane,
+        // read in place with rows longer than the product).
+        let wide: Vec<f32> = (0..k * (n + 3)).map(|i| if i % (n + 3) < n { b[i / (n + 3) * n + i % (n + 3)] } else { f32::NAN }).collect();
+        let mut forms = vec![Rhs::Matrix(Mat::row_major(&b, n)), Rhs::Rows(&rows), Rhs::Matrix(Mat { data: &bt, rs: 1, cs: k }), Rhs::Matrix(Mat { data: &wide, rs: n + 3, cs: 1 })];
         forms.extend(packed.as_ref().map(|p| p.columns_from(0)));
         let runs = |kern: Kernel, rhs: &Rhs| !matches!(rhs, Rhs::Packed(_)) || kern != Kernel::Avx2 || widest() == Kernel::Avx2;
         for (kernel, rhs) in kernels.iter().flat_map(|&kern| forms.iter().filter(move |rhs| runs(kern, rhs)).map(move |&rhs| (kern, rhs))) {
