@@ -169,19 +169,25 @@ fn gemm_conv_columns(x: &[f32], images: usize, wv: &[f32], epi: &Epilogue, y: &m
     };
     // Row `p` of group `grp`'s unfolding over columns [j0, j1), image by image. A pointwise
     // convolution's rows are its input channels.
+    // A batch of small planes makes a row of many short segments (9 pixels each for 3x3): they
+    // advance without a division each and copy inline.
     let unfold = |grp: usize, p: usize, j0: usize, j1: usize, dst: &mut [f32]| {
-        let mut j = j0;
+        let (mut j, mut img, mut pix) = (j0, j0 / plane, j0 % plane);
         while j < j1 {
-            let (img, pix) = (j / plane, j % plane);
-            let end = j1.min((img + 1) * plane);
+            let len = (plane - pix).min(j1 - j);
             let xg = &x[img * image_len + grp * cg * g.volume()..];
-            let d = &mut dst[j - j0..end - j0];
+            let d = &mut dst[j - j0..j - j0 + len];
             if g.pointwise {
-                d.copy_from_slice(&xg[p * plane + pix..p * plane + pix + d.len()]);
+                let src = &xg[p * plane + pix..p * plane + pix + len];
+                if len < 64 {
+                    short_copy(d, src);
+                } else {
+                    d.copy_from_slice(src);
+                }
             } else {
-                unfold_row(xg, g, p, pix, pix + d.len(), d);
+                unfold_row(xg, g, p, pix, pix + len, d);
             }
-            j = end;
+            (j, img, pix) = (j + len, img + 1, 0);
         }
     };
     // One image's pointwise product reads its input as it is.

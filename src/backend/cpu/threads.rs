@@ -244,25 +244,50 @@ fn times_preempted() -> Option<i64> {
     None
 }
 
+/// Where a stretch of the helper's time began: the clock, the times the OS took its core, and
+/// the CPU time it had had. The two counters are system calls (a microsecond each), too slow to
+/// read around every job a helper takes.
+struct Mark {
+    at: Instant,
+    switches: Option<i64>,
+    cpu: Option<Duration>,
+}
+
+impl Mark {
+    fn now() -> Mark {
+        Mark { at: Instant::now(), switches: times_preempted(), cpu: thread_cpu_time() }
+    }
+
+    /// Between `self` and `later` the thread was taken off its core, and for long: another
+    /// thread wanted it for a time slice (a daemon's few microseconds do not count).
+    fn lost_core_before(&self, later: &Mark) -> bool {
+        match (self.switches, later.switches, self.cpu, later.cpu) {
+            (Some(s0), Some(s1), Some(c0), Some(c1)) => s1 > s0 && later.at - self.at > (c1 - c0) + PREEMPTED,
+            _ => false,
+        }
+    }
+}
+
 fn help_until(done: &AtomicBool) {
     let mut idle_since = Instant::now();
+    let mut mark = Mark::now();
     while !done.load(Ordering::Acquire) {
         if width() == 1 {
             // Standing aside: the loops do not split meanwhile, so there is nothing to take,
             // and a thread waking to look would only take turns on the run's core.
             return;
         }
-        let (start, switches, cpu) = (Instant::now(), times_preempted(), thread_cpu_time());
         if rayon::yield_now() == Some(rayon::Yield::Executed) {
             idle_since = Instant::now();
-            // Taken off its core, and for long: another thread wanted it for a time slice (a
-            // daemon's few microseconds do not count).
-            let lost = match (switches, times_preempted(), cpu, thread_cpu_time()) {
-                (Some(s0), Some(s1), Some(c0), Some(c1)) => s1 > s0 && idle_since - start > (c1 - c0) + PREEMPTED,
-                _ => false,
-            };
-            if lost {
-                preempted();
+            // Only a stretch longer than PREEMPTED can hide a lost core, so the counters are
+            // read once it is that long, not around every job: a step of an RNN lasts a few
+            // microseconds, and the next is queued as soon as it ends.
+            if idle_since - mark.at > PREEMPTED {
+                let now = Mark::now();
+                if mark.lost_core_before(&now) {
+                    preempted();
+                }
+                mark = now;
             }
             continue;
         }
@@ -280,6 +305,10 @@ fn help_until(done: &AtomicBool) {
         };
         if poll.elapsed() > expected + PREEMPTED {
             preempted();
+        }
+        if idle >= SPIN {
+            // A yield or a nap is time off the core by choice: the next stretch starts after it.
+            mark = Mark::now();
         }
     }
 }
