@@ -3,6 +3,7 @@
 
     python3 scripts/cpu_vs_ort.py MODEL_DIR... [--batch 1,8] [--threads 1,all] [--rounds 5]
         [--repeat 20] [--load] [--json FILE] [--hetsched target/release/hetsched]
+        [--baseline OTHER_HETSCHED]
 
 For each model, batch and thread count, both sides get the same inputs (random, written once as
 input_K.pb) and run in their own child process, `--repeat` times after a warm-up; the rounds
@@ -14,6 +15,9 @@ is the largest over its rounds. `--threads 1` means hetsched `--threads 1` again
 `--ops` instead prints, per model, where each side spends its time: hetsched's per-op-type totals
 (`HETSCHED_PROFILE`) beside ONNX Runtime's own profiler (`enable_profiling`), per run, grouped by
 the base op (fused forms such as `Conv+Relu` or ORT's `FusedConv` under `Conv`).
+
+`--baseline OTHER` times a second hetsched binary (an earlier build) in each round too, before
+the first, and adds its median and its ratio to ORT: a before/after comparison in the same run.
 
 `--load` repeats every measurement with a busy process spinning on every core and reports each
 side's slowdown (loaded median / unloaded median): the contention criterion of issue 17.
@@ -149,8 +153,8 @@ HETSCHED_MEDIAN = re.compile(r"median of \d+ runs: ([\d.]+) ms")
 ORT_MEDIAN = re.compile(r"median ([\d.]+)")
 
 
-def hetsched_once(args, model_file, input_dir, batch, threads):
-    argv = [args.hetsched, "run", model_file, "--inputs", input_dir, "--batch", str(batch),
+def hetsched_once(args, model_file, input_dir, batch, threads, binary=None):
+    argv = [binary or args.hetsched, "run", model_file, "--inputs", input_dir, "--batch", str(batch),
             "--seq", str(args.seq), "--repeat", str(args.repeat + 1)]
     if threads > 0:
         argv += ["--threads", str(threads)]
@@ -229,15 +233,17 @@ def spin():
 def measure(args, model_file, batch, threads, rng):
     with tempfile.TemporaryDirectory() as input_dir:
         inputs = write_inputs(model_file, batch, args.seq, input_dir, rng)
-        ours, theirs, ours_rss, theirs_rss = [], [], 0, 0
+        ours, theirs, base, ours_rss, theirs_rss = [], [], [], 0, 0
         for _ in range(args.rounds):
+            if args.baseline:
+                base.append(hetsched_once(args, model_file, input_dir, batch, threads, args.baseline)[0])
             ms, rss = hetsched_once(args, model_file, input_dir, batch, threads)
             ours.append(ms)
             ours_rss = max(ours_rss, rss)
             ms, rss = ort_once(args, model_file, inputs, threads)
             theirs.append(ms)
             theirs_rss = max(theirs_rss, rss)
-    return statistics.median(ours), statistics.median(theirs), ours_rss, theirs_rss
+    return statistics.median(ours), statistics.median(theirs), ours_rss, theirs_rss, statistics.median(base) if base else None
 
 
 def main():
@@ -252,7 +258,11 @@ def main():
     p.add_argument("--ops", action="store_true")
     p.add_argument("--json")
     p.add_argument("--hetsched", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "hetsched"))
+    p.add_argument("--baseline", help="another hetsched binary (an earlier build), timed in each round beside the other two: "
+                   "its ratio to ORT in the same run is a before/after column that the machine's drift reaches alike")
     args = p.parse_args()
+    if args.baseline and not os.path.exists(args.baseline):
+        raise SystemExit(f"{args.baseline} does not exist")
     if not os.path.exists(args.hetsched):
         raise SystemExit(f"{args.hetsched} does not exist: build it with `cargo build --release` or pass --hetsched")
     batches = [int(b) for b in args.batch.split(",")]
@@ -270,19 +280,21 @@ def main():
                     print_ops(name, batch, threads, *op_breakdown(args, model_file, batch, threads, rng))
                     continue
                 try:
-                    ours, theirs, ours_rss, theirs_rss = measure(args, model_file, batch, threads, rng)
+                    ours, theirs, ours_rss, theirs_rss, base = measure(args, model_file, batch, threads, rng)
                 except RuntimeError as e:
                     print(f"{label}: {e}", file=sys.stderr)
                     rows.append({"model": name, "batch": batch, "threads": threads, "error": str(e)[:300]})
                     continue
                 row = {"model": name, "batch": batch, "threads": threads, "hetsched_ms": ours, "ort_ms": theirs,
                        "ratio": ours / theirs, "hetsched_peak_rss": ours_rss, "ort_peak_rss": theirs_rss}
+                if base is not None:
+                    row["baseline_ms"], row["baseline_ratio"] = base, base / theirs
                 if args.load:
                     spinners = [multiprocessing.Process(target=spin, daemon=True) for _ in range(os.cpu_count())]
                     for s in spinners:
                         s.start()
                     try:
-                        loaded_ours, loaded_theirs, _, _ = measure(args, model_file, batch, threads, rng)
+                        loaded_ours, loaded_theirs, _, _, _ = measure(args, model_file, batch, threads, rng)
                     finally:
                         for s in spinners:
                             s.terminate()
@@ -305,6 +317,10 @@ def print_table(rows, load):
     mib = lambda b: f"{b / 2**20:.0f}"
     head = "| model | batch | threads | hetsched ms | ORT ms | hetsched / ORT | hetsched peak RSS MiB | ORT peak RSS MiB |"
     rule = "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    based = any("baseline_ms" in r for r in rows)
+    if based:
+        head += " baseline ms | baseline / ORT |"
+        rule += " ---: | ---: |"
     if load:
         head += " hetsched slowdown under load | ORT slowdown under load |"
         rule += " ---: | ---: |"
@@ -317,6 +333,8 @@ def print_table(rows, load):
             continue
         cells = [r["model"], str(r["batch"]), threads, f"{r['hetsched_ms']:.3f}", f"{r['ort_ms']:.3f}",
                  f"{r['ratio']:.2f}x", mib(r["hetsched_peak_rss"]), mib(r["ort_peak_rss"])]
+        if based:
+            cells += [f"{r['baseline_ms']:.3f}", f"{r['baseline_ratio']:.2f}x"]
         if load:
             cells += [f"{r['hetsched_slowdown']:.2f}x", f"{r['ort_slowdown']:.2f}x"]
         print("| " + " | ".join(cells) + " |")
@@ -325,6 +343,10 @@ def print_table(rows, load):
         gm = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
         print(f"\nGeometric mean hetsched / ORT at threads={'all' if threads == 0 else threads}: "
               f"{gm:.2f}x over {len(ratios)} rows; worst {max(ratios):.2f}x")
+        if based:
+            old = [r["baseline_ratio"] for r in rows if r.get("threads") == threads and "error" not in r]
+            print(f"Baseline at threads={'all' if threads == 0 else threads}: "
+                  f"{math.exp(sum(math.log(x) for x in old) / len(old)):.2f}x; worst {max(old):.2f}x")
 
 
 if __name__ == "__main__":
