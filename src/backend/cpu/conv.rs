@@ -88,7 +88,7 @@ pub fn conv(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, window: &Window, gro
     let mut y: Vec<f32> = Vec::with_capacity(total);
     let yu = &mut y.spare_capacity_mut()[..total];
     // Depthwise and narrow groups run the direct kernel; 3-D ones take the GEMM path.
-    let direct = g.group > 1 && g.c % g.group == 0 && g.m % g.group == 0 && g.c / g.group <= MAX_GROUP_WIDTH && g.kd == 1 && g.d == 1;
+    let direct = g.group > 1 && g.c.is_multiple_of(g.group) && g.m.is_multiple_of(g.group) && g.c / g.group <= MAX_GROUP_WIDTH && g.kd == 1 && g.d == 1;
     // Every path below writes each output element exactly once, so the output starts
     // uninitialised rather than zeroed (a full extra pass over memory).
     let image = |img: usize, yi: &mut [MaybeUninit<f32>], tasks: usize| {
