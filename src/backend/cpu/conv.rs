@@ -168,9 +168,9 @@ fn gemm_conv_columns(x: &[f32], images: usize, wv: &[f32], epi: &Epilogue, y: &m
         unsafe { gemm_epilogue(r1 - r0, n1 - n0, kk, a, b, out.ptr().add(first), cols_total, epi, grp * mg + r0) };
     };
     // Row `p` of group `grp`'s unfolding over columns [j0, j1), image by image. A pointwise
-    // convolution's rows are its input channels.
-    // A batch of small planes makes a row of many short segments (9 pixels each for 3x3): they
-    // advance without a division each and copy inline.
+    // convolution's rows are its input channels. A batch of small planes makes a row of many
+    // short segments (9 pixels each for 3x3): they advance without a division each and copy
+    // inline.
     let unfold = |grp: usize, p: usize, j0: usize, j1: usize, dst: &mut [f32]| {
         let (mut j, mut img, mut pix) = (j0, j0 / plane, j0 % plane);
         while j < j1 {

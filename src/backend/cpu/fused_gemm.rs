@@ -484,16 +484,16 @@ unsafe fn micro_kernel_avx512<const PACKED: bool>(kc: usize, a: &[*const f32; 8]
         // The last tile of a row with at most half a tile left (72 columns are two tiles of 32
         // and one of 8): the second vector's columns are padding, so it is not computed.
         for p in 0..kc {
-            // SAFETY: as below.
+            // SAFETY: each A row has kc elements from its pointer; B holds kc rows of NR at ldb.
             let b0 = unsafe { _mm512_loadu_ps(b.add(p * ldb)) };
             for (r, acc_r) in acc.iter_mut().enumerate() {
-                // SAFETY: as below.
+                // SAFETY: as above.
                 acc_r[0] = _mm512_fmadd_ps(_mm512_set1_ps(unsafe { *a[r].add(p) }), b0, acc_r[0]);
             }
         }
     } else {
         for p in 0..kc {
-            // SAFETY: each A row has kc elements from its pointer; B holds kc rows of NR at ldb.
+            // SAFETY: as above.
             let (b0, b1) = unsafe { (_mm512_loadu_ps(b.add(p * ldb)), _mm512_loadu_ps(b.add(p * ldb + 16))) };
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 // SAFETY: as above.
@@ -563,19 +563,19 @@ unsafe fn micro_kernel_avx2<const MR: usize, const PACKED: bool>(kc: usize, a: &
     let ldb = if PACKED { NR } else { ldb };
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
     if t.cols <= 8 {
-        // The last tile of a row with at most half a tile left (72 columns are two tiles of 32
-        // and one of 8): the second vector's columns are padding, so it is not computed.
+        // At most half a tile left (see `micro_kernel_avx512`): 72 columns are four tiles of 16
+        // and one of 8.
         for p in 0..kc {
-            // SAFETY: as below.
+            // SAFETY: each A row has kc elements from its pointer; B holds kc rows of NR at ldb.
             let b0 = unsafe { _mm256_loadu_ps(b.add(p * ldb)) };
             for (r, acc_r) in acc.iter_mut().enumerate() {
-                // SAFETY: as below.
+                // SAFETY: as above.
                 acc_r[0] = _mm256_fmadd_ps(_mm256_set1_ps(unsafe { *a[r].add(p) }), b0, acc_r[0]);
             }
         }
     } else {
         for p in 0..kc {
-            // SAFETY: each A row has kc elements from its pointer; B holds kc rows of NR at ldb.
+            // SAFETY: as above.
             let (b0, b1) = unsafe { (_mm256_loadu_ps(b.add(p * ldb)), _mm256_loadu_ps(b.add(p * ldb + 8))) };
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 // SAFETY: as above.
