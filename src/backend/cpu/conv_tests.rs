@@ -7,6 +7,7 @@ use crate::graph::geometry::{lift3, window_output};
 use crate::graph::{Activation, AutoPad, Window};
 use crate::tensor::Tensor;
 
+#[derive(Clone)]
 struct Case {
     n: usize,
     c: usize,
@@ -152,15 +153,22 @@ fn channel_blocked_depthwise_matches_reference() {
         // Planes of fewer than 8 pixels (no whole transpose), a full block.
         case2(2, 8, 8, [2, 3], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 8),
     ];
-    for mut case in cases {
-        let g = conv_geom(&case);
-        assert!(super::depthwise_blocked::applies(&g), "case {:?} {:?} should take the blocked kernel", case.spatial, case.strides);
-        for act in [Some(Activation::Clip { min: 0.0, max: 6.0 }), Some(Activation::Swish(1.0)), None] {
-            case.act = act;
-            case.bias = act.is_some();
-            check(&case);
+    // In blocks of 8 and of 16 lanes (AVX-512's width; elsewhere two AVX2 vectors), whichever
+    // this CPU would pick; 21 channels are a full block and a ragged one either way.
+    for lanes in [8, 16] {
+        super::depthwise_blocked::force_depthwise_lanes(lanes);
+        for case in &cases {
+            let mut case = case.clone();
+            let g = conv_geom(&case);
+            assert!(super::depthwise_blocked::applies(&g), "case {:?} {:?} should take the blocked kernel", case.spatial, case.strides);
+            for act in [Some(Activation::Clip { min: 0.0, max: 6.0 }), Some(Activation::Swish(1.0)), None] {
+                case.act = act;
+                case.bias = act.is_some();
+                check(&case);
+            }
         }
     }
+    super::depthwise_blocked::force_depthwise_lanes(0);
 }
 
 #[test]

@@ -1,9 +1,10 @@
 //! Depthwise convolution (one input and one output channel per group) over narrow planes or with a
-//! stride, NCHW f32, with the channels blocked by eight: the late layers of MobileNet- and
+//! stride, NCHW f32, with the channels blocked by one vector's lanes (8 with AVX2, 16 with
+//! AVX-512): the late layers of MobileNet- and
 //! EfficientNet-style networks have hundreds of channels of 7x7, 6x6 or 3x3 pixels, too narrow to
 //! fill a vector along a row, and the per-plane kernel (`depthwise.rs`) spends more on each plane's
-//! setup than on its taps there. Here eight channels are interleaved into a zero-padded scratch, so
-//! a vector holds one pixel of eight channels and every tap is one FMA for all of them, whatever
+//! setup than on its taps there. Here a block's channels are interleaved into a zero-padded scratch,
+//! so a vector holds one pixel of all of them and every tap is one FMA for the block, whatever
 //! the plane's width (the NCHWc layout ONNX Runtime converts whole networks to, applied per block).
 
 use super::conv::{min_tasks, Geom};
@@ -11,10 +12,35 @@ use super::epilogue::Epilogue;
 use super::simd;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
-/// Channels per block: one AVX2 vector.
-const CB: usize = 8;
+/// Channels per block on this CPU: one vector, 16 lanes with AVX-512, else 8; or the width
+/// `force_depthwise_lanes` set (tests run both on an AVX-512 CPU).
+fn lanes() -> usize {
+    match FORCED_LANES.load(Ordering::Relaxed) {
+        0 => {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return 16;
+            }
+            8
+        }
+        forced => forced,
+    }
+}
+
+static FORCED_LANES: AtomicUsize = AtomicUsize::new(0);
+
+/// Output planes up to this many pixels, at stride 1, take blocks of 16 lanes where the CPU has
+/// them.
+const WIDE_BLOCK_PLANE: usize = 64;
+
+/// Forces the block width, 8 or 16 (0: by CPU), for tests; 16 lanes run correctly anywhere,
+/// in two AVX2 vectors where there is no AVX-512.
+#[cfg(test)]
+pub(super) fn force_depthwise_lanes(lanes: usize) {
+    FORCED_LANES.store(lanes, Ordering::Relaxed);
+}
 /// Output pixels computed together, each with its own accumulator, to hide the FMA latency (two
 /// FMAs a cycle, four cycles each); a plane's last few go in groups of `TAIL_PIXELS`.
 const PIXELS: usize = 8;
@@ -59,10 +85,23 @@ fn padded(g: &Geom) -> (usize, usize) {
     ((g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1, (g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1)
 }
 
-/// All images: `x` is [N, C, H, W], `y` is [N, C, OH, OW]; one task per image and block of eight
+/// All images: `x` is [N, C, H, W], `y` is [N, C, OH, OW]; one task per image and block of
 /// channels, so a batch of late layers (hundreds of channels, a few pixels each) fills every
 /// thread, and the weights are interleaved once per convolution rather than once per image.
 pub fn depthwise(x: &[f32], images: usize, wv: &[f32], epi: &Epilogue, y: &mut [MaybeUninit<f32>], g: &Geom) {
+    // Wide blocks pay on late layers' small planes, where a block's taps outweigh its
+    // interleaving. Measured on mobilenet_v2: with 16 lanes a 56x56 or 14x14 plane, or a stride
+    // of 2, ran up to 2x slower than with 8; 7x7 planes ran 10% faster (BENCHMARKS.md).
+    let wide = FORCED_LANES.load(Ordering::Relaxed) == 16 || (g.sw == 1 && g.sh == 1 && g.oh * g.ow <= WIDE_BLOCK_PLANE);
+    if wide && lanes() == 16 {
+        blocked::<16>(x, images, wv, epi, y, g)
+    } else {
+        blocked::<8>(x, images, wv, epi, y, g)
+    }
+}
+
+/// [`depthwise`] in blocks of `CB` channels.
+fn blocked<const CB: usize>(x: &[f32], images: usize, wv: &[f32], epi: &Epilogue, y: &mut [MaybeUninit<f32>], g: &Geom) {
     let plane = g.oh * g.ow;
     if plane == 0 || images == 0 {
         return;
@@ -91,21 +130,21 @@ pub fn depthwise(x: &[f32], images: usize, wv: &[f32], epi: &Epilogue, y: &mut [
             let c0 = block * CB;
             let lanes = (g.c - c0).min(CB);
             let planes = &x[img * image_len + c0 * g.h * g.w..][..lanes * g.h * g.w];
-            interleave(planes, lanes, flat, xs, g, cols);
-            block_kernel(xs, &wk[block * block_len..][..block_len], epi, ys, g, cols);
+            interleave::<CB>(planes, lanes, flat, xs, g, cols);
+            block_kernel::<CB>(xs, &wk[block * block_len..][..block_len], epi, ys, g, cols);
             epi.finish(ys);
-            deinterleave(ys, outs, lanes, plane);
+            deinterleave::<CB>(ys, outs, lanes, plane);
         },
     );
 }
 
 /// The `lanes` input planes `planes` into the padded scratch `xs` as [row][col][lane], inside its
-/// zero border; absent lanes read zero. A full block transposes 8 pixels at a time, straight into
+/// zero border; absent lanes read zero. A full block transposes 8 pixels of 8 lanes at a time, straight into
 /// the scratch along each row when the rows hold 8 pixels (a last, overlapping transpose takes
 /// the row's tail), else over the planes taken as one run of pixels into `flat`, then copied row
 /// by row (a late layer's 3- or 6-pixel rows would leave no whole transpose); `flat` grows to
 /// its size on first use, so tasks whose rows are wide enough never allocate it.
-fn interleave(planes: &[f32], lanes: usize, flat: &mut Vec<f32>, xs: &mut [f32], g: &Geom, cols: usize) {
+fn interleave<const CB: usize>(planes: &[f32], lanes: usize, flat: &mut Vec<f32>, xs: &mut [f32], g: &Geom, cols: usize) {
     let hw = g.h * g.w;
     // Input columns the taps read: [0, width); rows past the padded extent are never read.
     let width = g.w.min(cols.saturating_sub(g.pl));
@@ -114,9 +153,11 @@ fn interleave(planes: &[f32], lanes: usize, flat: &mut Vec<f32>, xs: &mut [f32],
         for iy in 0..rows {
             let row = &mut xs[((iy + g.pt) * cols + g.pl) * CB..][..width * CB];
             for x in starts_of_eight(width) {
-                // SAFETY: each plane has 8 pixels from iy * w + x (x + 8 <= width <= w) and the
-                // row of the scratch room for pixels x..x + 8 of 8 lanes each.
-                unsafe { simd::transpose8x8(std::array::from_fn(|l| planes[l * hw + iy * g.w + x..].as_ptr()), row[x * CB..(x + 8) * CB].as_mut_ptr(), CB) };
+                for l0 in (0..CB).step_by(8) {
+                    // SAFETY: each plane has 8 pixels from iy * w + x (x + 8 <= width <= w) and
+                    // the row of the scratch room for pixels x..x + 8 of CB lanes each.
+                    unsafe { simd::transpose8x8(std::array::from_fn(|l| planes[(l0 + l) * hw + iy * g.w + x..].as_ptr()), row[x * CB + l0..(x + 7) * CB + l0 + 8].as_mut_ptr(), CB) };
+                }
             }
         }
         return;
@@ -124,9 +165,11 @@ fn interleave(planes: &[f32], lanes: usize, flat: &mut Vec<f32>, xs: &mut [f32],
     flat.resize(hw * CB, 0.0);
     if lanes == CB && hw >= 8 {
         for q in starts_of_eight(hw) {
-            // SAFETY: each plane has 8 pixels from q (q + 8 <= hw), and `flat` room for pixels
-            // q..q + 8 of 8 lanes each.
-            unsafe { simd::transpose8x8(std::array::from_fn(|l| planes[l * hw + q..].as_ptr()), flat[q * CB..(q + 8) * CB].as_mut_ptr(), CB) };
+            for l0 in (0..CB).step_by(8) {
+                // SAFETY: each plane has 8 pixels from q (q + 8 <= hw), and `flat` room for
+                // pixels q..q + 8 of CB lanes each.
+                unsafe { simd::transpose8x8(std::array::from_fn(|l| planes[(l0 + l) * hw + q..].as_ptr()), flat[q * CB + l0..(q + 7) * CB + l0 + 8].as_mut_ptr(), CB) };
+            }
         }
     } else {
         for (p, pixel) in flat.chunks_exact_mut(CB).enumerate() {
@@ -148,14 +191,16 @@ fn starts_of_eight(len: usize) -> impl Iterator<Item = usize> {
 }
 
 /// The block's output `ys` ([pixel][lane]) into the channel planes `outs` ([lane][pixel]).
-fn deinterleave(ys: &[f32], outs: &mut [MaybeUninit<f32>], lanes: usize, plane: usize) {
+fn deinterleave<const CB: usize>(ys: &[f32], outs: &mut [MaybeUninit<f32>], lanes: usize, plane: usize) {
     if lanes == CB && plane >= 8 {
         assert!(outs.len() >= CB * plane && ys.len() >= CB * plane);
         for p in starts_of_eight(plane) {
-            let srcs: [*const f32; CB] = std::array::from_fn(|j| ys[(p + j) * CB..].as_ptr());
-            // SAFETY: pixels p..p + 8 hold 8 lanes each; lane l's plane has room at p..p + 8
-            // (asserted above), and `outs` is exclusively borrowed.
-            unsafe { simd::transpose8x8(srcs, outs.as_mut_ptr().add(p).cast::<f32>(), plane) };
+            for l0 in (0..CB).step_by(8) {
+                let srcs: [*const f32; 8] = std::array::from_fn(|j| ys[(p + j) * CB + l0..].as_ptr());
+                // SAFETY: pixels p..p + 8 hold CB lanes each; lane l's plane has room at
+                // p..p + 8 (asserted above), and `outs` is exclusively borrowed.
+                unsafe { simd::transpose8x8(srcs, outs.as_mut_ptr().add(l0 * plane + p).cast::<f32>(), plane) };
+            }
         }
         return;
     }
@@ -166,25 +211,90 @@ fn deinterleave(ys: &[f32], outs: &mut [MaybeUninit<f32>], lanes: usize, plane: 
     }
 }
 
-fn block_kernel(xs: &[f32], wk: &[f32], epi: &Epilogue, ys: &mut [f32], g: &Geom, cols: usize) {
+fn block_kernel<const CB: usize>(xs: &[f32], wk: &[f32], epi: &Epilogue, ys: &mut [f32], g: &Geom, cols: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if CB == 16 && std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        return unsafe { block_kernel_avx512::<CB>(xs, wk, epi, ys, g, cols) };
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports the features the function is compiled for.
-        return unsafe { block_kernel_avx2(xs, wk, epi, ys, g, cols) };
+        return unsafe { block_kernel_avx2::<CB>(xs, wk, epi, ys, g, cols) };
     }
-    block_kernel_generic(xs, wk, epi, ys, g, cols)
+    block_kernel_generic::<CB>(xs, wk, epi, ys, g, cols)
+}
+
+/// [`block_kernel_generic`] for 16 lanes in AVX-512 registers, written out: left to itself the
+/// vectoriser runs the generic loops across pixels, with a gather and a scatter per tap.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn block_kernel_avx512<const CB: usize>(xs: &[f32], wk: &[f32], epi: &Epilogue, ys: &mut [f32], g: &Geom, cols: usize) {
+    use std::arch::x86_64::*;
+    assert_eq!(CB, 16, "the AVX-512 block kernel takes 16 lanes");
+    let taps = g.kh * g.kw;
+    let (rows, _) = padded(g);
+    let plane = g.oh * g.ow;
+    // Bounds every read and write below, as in the generic kernel.
+    assert!(xs.len() >= rows * cols * CB && wk.len() >= (taps + 1) * CB && ys.len() >= plane * CB, "depthwise block scratch too small");
+    let (lo, hi) = (_mm512_set1_ps(epi.lo), _mm512_set1_ps(epi.hi));
+    let mut p = 0;
+    while p < plane {
+        p += if plane - p > TAIL_PIXELS {
+            // SAFETY: AVX-512F is enabled here; the scratch sizes are asserted above.
+            unsafe { pixel_group_avx512::<PIXELS>(xs, wk, (lo, hi), ys, g, cols, p) }
+        } else {
+            // SAFETY: as above.
+            unsafe { pixel_group_avx512::<TAIL_PIXELS>(xs, wk, (lo, hi), ys, g, cols, p) }
+        };
+    }
+}
+
+/// [`pixel_group`] in AVX-512 registers, 16 lanes.
+///
+/// # Safety
+/// AVX-512F must be available, and the scratches as large as `block_kernel_avx512` asserts.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn pixel_group_avx512<const P: usize>(xs: &[f32], wk: &[f32], (lo, hi): (std::arch::x86_64::__m512, std::arch::x86_64::__m512), ys: &mut [f32], g: &Geom, cols: usize, p: usize) -> usize {
+    use std::arch::x86_64::*;
+    const CB: usize = 16;
+    let taps = g.kh * g.kw;
+    let n = P.min(g.oh * g.ow - p);
+    let first: [usize; P] = std::array::from_fn(|j| {
+        let q = p + j.min(n - 1);
+        (q / g.ow) * g.sh * cols + (q % g.ow) * g.sw
+    });
+    // SAFETY (every load and store below): pixels inside the padded extents and taps + 1 weight
+    // rows, as the caller vouches; ys holds the plane's pixels.
+    let mut acc = [unsafe { _mm512_loadu_ps(wk.as_ptr().add(taps * CB)) }; P];
+    for ky in 0..g.kh {
+        for kx in 0..g.kw {
+            let w = unsafe { _mm512_loadu_ps(wk.as_ptr().add((ky * g.kw + kx) * CB)) };
+            let off = ky * g.dh * cols + kx * g.dw;
+            for (a, &f) in acc.iter_mut().zip(&first) {
+                *a = _mm512_fmadd_ps(w, unsafe { _mm512_loadu_ps(xs.as_ptr().add((f + off) * CB)) }, *a);
+            }
+        }
+    }
+    for (j, &a) in acc.iter().enumerate().take(n) {
+        // x second, so a NaN stays NaN (as `Epilogue::clamp`).
+        unsafe { _mm512_storeu_ps(ys.as_mut_ptr().add((p + j) * CB), _mm512_min_ps(hi, _mm512_max_ps(lo, a))) };
+    }
+    n
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn block_kernel_avx2(xs: &[f32], wk: &[f32], epi: &Epilogue, ys: &mut [f32], g: &Geom, cols: usize) {
-    block_kernel_generic(xs, wk, epi, ys, g, cols)
+unsafe fn block_kernel_avx2<const CB: usize>(xs: &[f32], wk: &[f32], epi: &Epilogue, ys: &mut [f32], g: &Geom, cols: usize) {
+    block_kernel_generic::<CB>(xs, wk, epi, ys, g, cols)
 }
 
 /// All output pixels of one block, `PIXELS` at a time: `ys[p][lane]` = bias + sum over
 /// taps of weight x input, clamped.
 #[inline(always)]
-fn block_kernel_generic(xs: &[f32], wk: &[f32], epi: &Epilogue, ys: &mut [f32], g: &Geom, cols: usize) {
+fn block_kernel_generic<const CB: usize>(xs: &[f32], wk: &[f32], epi: &Epilogue, ys: &mut [f32], g: &Geom, cols: usize) {
     let taps = g.kh * g.kw;
     let (rows, _) = padded(g);
     // Bounds every read below: the furthest tap of the furthest pixel is inside the scratch.
@@ -198,13 +308,13 @@ fn block_kernel_generic(xs: &[f32], wk: &[f32], epi: &Epilogue, ys: &mut [f32], 
     let plane = g.oh * g.ow;
     let mut p = 0;
     while p < plane {
-        p += if plane - p > TAIL_PIXELS { pixel_group::<PIXELS>(&at, weights, epi, ys, g, cols, p) } else { pixel_group::<TAIL_PIXELS>(&at, weights, epi, ys, g, cols, p) };
+        p += if plane - p > TAIL_PIXELS { pixel_group::<PIXELS, CB>(&at, weights, epi, ys, g, cols, p) } else { pixel_group::<TAIL_PIXELS, CB>(&at, weights, epi, ys, g, cols, p) };
     }
 }
 
 /// Up to `P` output pixels of a block from `p` on, into `ys`; returns how many it wrote.
 #[inline(always)]
-fn pixel_group<'a, const P: usize>(at: &impl Fn(usize) -> &'a [f32; CB], weights: &[[f32; CB]], epi: &Epilogue, ys: &mut [f32], g: &Geom, cols: usize, p: usize) -> usize {
+fn pixel_group<'a, const P: usize, const CB: usize>(at: &impl Fn(usize) -> &'a [f32; CB], weights: &[[f32; CB]], epi: &Epilogue, ys: &mut [f32], g: &Geom, cols: usize, p: usize) -> usize {
     let taps = g.kh * g.kw;
     let n = P.min(g.oh * g.ow - p);
     // Pixels past the plane's end recompute its last one rather than branch in the tap loop.
