@@ -14,13 +14,17 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
-/// Channels per block on this CPU: one vector, 16 lanes with AVX-512, else 8; or the width
-/// `force_depthwise_lanes` set (tests run both on an AVX-512 CPU).
-fn lanes() -> usize {
+/// Channels per block for this convolution: 16, one AVX-512 vector, for a stride-1 output plane
+/// of at most `WIDE_BLOCK_PLANE` pixels on a CPU that has AVX-512, else 8; or the width
+/// `force_depthwise_lanes` set (tests run both on an AVX-512 CPU). Wide blocks pay on late
+/// layers' small planes, where a block's taps outweigh its interleaving. Measured on
+/// mobilenet_v2: with 16 lanes a 56x56 or 14x14 plane, or a stride of 2, ran up to 2x slower
+/// than with 8; 7x7 planes ran 10% faster (BENCHMARKS.md).
+fn block_width(g: &Geom) -> usize {
     match FORCED_LANES.load(Ordering::Relaxed) {
         0 => {
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx512f") {
+            if g.sw == 1 && g.sh == 1 && g.oh * g.ow <= WIDE_BLOCK_PLANE && std::arch::is_x86_feature_detected!("avx512f") {
                 return 16;
             }
             8
@@ -35,12 +39,13 @@ static FORCED_LANES: AtomicUsize = AtomicUsize::new(0);
 /// them.
 const WIDE_BLOCK_PLANE: usize = 64;
 
-/// Forces the block width, 8 or 16 (0: by CPU), for tests; 16 lanes run correctly anywhere,
-/// in two AVX2 vectors where there is no AVX-512.
+/// Forces the block width, 8 or 16 (0: by shape and CPU), for tests; 16 lanes run correctly
+/// anywhere, in two AVX2 vectors where there is no AVX-512.
 #[cfg(test)]
 pub(super) fn force_depthwise_lanes(lanes: usize) {
     FORCED_LANES.store(lanes, Ordering::Relaxed);
 }
+
 /// Output pixels computed together, each with its own accumulator, to hide the FMA latency (two
 /// FMAs a cycle, four cycles each); a plane's last few go in groups of `TAIL_PIXELS`.
 const PIXELS: usize = 8;
@@ -89,11 +94,7 @@ fn padded(g: &Geom) -> (usize, usize) {
 /// channels, so a batch of late layers (hundreds of channels, a few pixels each) fills every
 /// thread, and the weights are interleaved once per convolution rather than once per image.
 pub fn depthwise(x: &[f32], images: usize, wv: &[f32], epi: &Epilogue, y: &mut [MaybeUninit<f32>], g: &Geom) {
-    // Wide blocks pay on late layers' small planes, where a block's taps outweigh its
-    // interleaving. Measured on mobilenet_v2: with 16 lanes a 56x56 or 14x14 plane, or a stride
-    // of 2, ran up to 2x slower than with 8; 7x7 planes ran 10% faster (BENCHMARKS.md).
-    let wide = FORCED_LANES.load(Ordering::Relaxed) == 16 || (g.sw == 1 && g.sh == 1 && g.oh * g.ow <= WIDE_BLOCK_PLANE);
-    if wide && lanes() == 16 {
+    if block_width(g) == 16 {
         blocked::<16>(x, images, wv, epi, y, g)
     } else {
         blocked::<8>(x, images, wv, epi, y, g)
@@ -139,10 +140,10 @@ fn blocked<const CB: usize>(x: &[f32], images: usize, wv: &[f32], epi: &Epilogue
 }
 
 /// The `lanes` input planes `planes` into the padded scratch `xs` as [row][col][lane], inside its
-/// zero border; absent lanes read zero. A full block transposes 8 pixels of 8 lanes at a time, straight into
-/// the scratch along each row when the rows hold 8 pixels (a last, overlapping transpose takes
-/// the row's tail), else over the planes taken as one run of pixels into `flat`, then copied row
-/// by row (a late layer's 3- or 6-pixel rows would leave no whole transpose); `flat` grows to
+/// zero border; absent lanes read zero. A full block transposes 8 pixels of 8 lanes at a time,
+/// straight into the scratch along each row when the rows hold 8 pixels (a last, overlapping
+/// transpose takes the row's tail), else over the planes taken as one run of pixels into `flat`,
+/// then copied row by row (a late layer's 3- or 6-pixel rows would leave no whole transpose); `flat` grows to
 /// its size on first use, so tasks whose rows are wide enough never allocate it.
 fn interleave<const CB: usize>(planes: &[f32], lanes: usize, flat: &mut Vec<f32>, xs: &mut [f32], g: &Geom, cols: usize) {
     let hw = g.h * g.w;
@@ -215,7 +216,7 @@ fn block_kernel<const CB: usize>(xs: &[f32], wk: &[f32], epi: &Epilogue, ys: &mu
     #[cfg(target_arch = "x86_64")]
     if CB == 16 && std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU supports the features the function is compiled for.
-        return unsafe { block_kernel_avx512::<CB>(xs, wk, epi, ys, g, cols) };
+        return unsafe { block_kernel_avx512(xs, wk, epi, ys, g, cols) };
     }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
@@ -229,14 +230,10 @@ fn block_kernel<const CB: usize>(xs: &[f32], wk: &[f32], epi: &Epilogue, ys: &mu
 /// vectoriser runs the generic loops across pixels, with a gather and a scatter per tap.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn block_kernel_avx512<const CB: usize>(xs: &[f32], wk: &[f32], epi: &Epilogue, ys: &mut [f32], g: &Geom, cols: usize) {
+unsafe fn block_kernel_avx512(xs: &[f32], wk: &[f32], epi: &Epilogue, ys: &mut [f32], g: &Geom, cols: usize) {
     use std::arch::x86_64::*;
-    assert_eq!(CB, 16, "the AVX-512 block kernel takes 16 lanes");
-    let taps = g.kh * g.kw;
-    let (rows, _) = padded(g);
+    assert_scratch(xs, wk, ys, g, cols, 16);
     let plane = g.oh * g.ow;
-    // Bounds every read and write below, as in the generic kernel.
-    assert!(xs.len() >= rows * cols * CB && wk.len() >= (taps + 1) * CB && ys.len() >= plane * CB, "depthwise block scratch too small");
     let (lo, hi) = (_mm512_set1_ps(epi.lo), _mm512_set1_ps(epi.hi));
     let mut p = 0;
     while p < plane {
@@ -261,11 +258,7 @@ unsafe fn pixel_group_avx512<const P: usize>(xs: &[f32], wk: &[f32], (lo, hi): (
     use std::arch::x86_64::*;
     const CB: usize = 16;
     let taps = g.kh * g.kw;
-    let n = P.min(g.oh * g.ow - p);
-    let first: [usize; P] = std::array::from_fn(|j| {
-        let q = p + j.min(n - 1);
-        (q / g.ow) * g.sh * cols + (q % g.ow) * g.sw
-    });
+    let (n, first) = group_starts::<P>(g, cols, p);
     // SAFETY (every load and store below): pixels inside the padded extents and taps + 1 weight
     // rows, as the caller vouches; ys holds the plane's pixels.
     let mut acc = [unsafe { _mm512_loadu_ps(wk.as_ptr().add(taps * CB)) }; P];
@@ -296,9 +289,7 @@ unsafe fn block_kernel_avx2<const CB: usize>(xs: &[f32], wk: &[f32], epi: &Epilo
 #[inline(always)]
 fn block_kernel_generic<const CB: usize>(xs: &[f32], wk: &[f32], epi: &Epilogue, ys: &mut [f32], g: &Geom, cols: usize) {
     let taps = g.kh * g.kw;
-    let (rows, _) = padded(g);
-    // Bounds every read below: the furthest tap of the furthest pixel is inside the scratch.
-    assert!(xs.len() >= rows * cols * CB && wk.len() >= (taps + 1) * CB && ys.len() >= g.oh * g.ow * CB, "depthwise block scratch too small");
+    assert_scratch(xs, wk, ys, g, cols, CB);
     let at = |i: usize| -> &[f32; CB] {
         // SAFETY: callers pass i < rows * cols (pixels inside the padded extents).
         unsafe { &*xs.as_ptr().add(i * CB).cast::<[f32; CB]>() }
@@ -316,12 +307,7 @@ fn block_kernel_generic<const CB: usize>(xs: &[f32], wk: &[f32], epi: &Epilogue,
 #[inline(always)]
 fn pixel_group<'a, const P: usize, const CB: usize>(at: &impl Fn(usize) -> &'a [f32; CB], weights: &[[f32; CB]], epi: &Epilogue, ys: &mut [f32], g: &Geom, cols: usize, p: usize) -> usize {
     let taps = g.kh * g.kw;
-    let n = P.min(g.oh * g.ow - p);
-    // Pixels past the plane's end recompute its last one rather than branch in the tap loop.
-    let first: [usize; P] = std::array::from_fn(|j| {
-        let q = p + j.min(n - 1);
-        (q / g.ow) * g.sh * cols + (q % g.ow) * g.sw
-    });
+    let (n, first) = group_starts::<P>(g, cols, p);
     let mut acc = [weights[taps]; P];
     for ky in 0..g.kh {
         for kx in 0..g.kw {
@@ -340,4 +326,23 @@ fn pixel_group<'a, const P: usize, const CB: usize>(at: &impl Fn(usize) -> &'a [
         *o = a.map(|v| epi.clamp(v));
     }
     n
+}
+
+/// Bounds every read and write of a block kernel: the furthest tap of the furthest pixel is
+/// inside the padded scratch `xs`, `wk` holds every tap's weights and the bias, `ys` the plane.
+fn assert_scratch(xs: &[f32], wk: &[f32], ys: &[f32], g: &Geom, cols: usize, lanes: usize) {
+    let (rows, _) = padded(g);
+    assert!(xs.len() >= rows * cols * lanes && wk.len() >= (g.kh * g.kw + 1) * lanes && ys.len() >= g.oh * g.ow * lanes, "depthwise block scratch too small");
+}
+
+/// How many of the `P` output pixels from `p` on are in the plane, and each one's first tap in
+/// the padded scratch; pixels past the plane's end recompute its last one rather than branch in
+/// the tap loop.
+#[inline(always)]
+fn group_starts<const P: usize>(g: &Geom, cols: usize, p: usize) -> (usize, [usize; P]) {
+    let n = P.min(g.oh * g.ow - p);
+    (n, std::array::from_fn(|j| {
+        let q = p + j.min(n - 1);
+        (q / g.ow) * g.sh * cols + (q % g.ow) * g.sw
+    }))
 }
