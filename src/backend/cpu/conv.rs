@@ -8,10 +8,14 @@
 //! one parallel region. 3-D convolutions take the GEMM path with a depth axis in the unfolding.
 
 use super::depthwise::{grouped_image, MAX_GROUP_WIDTH};
+use super::conv_direct;
+#[doc(hidden)]
+pub use super::conv_direct::{force_conv_path, ConvPath};
 use super::depthwise_blocked;
 #[doc(hidden)]
 pub use super::depthwise_blocked::{force_depthwise_kernel, DepthwiseKernel};
 use super::epilogue::Epilogue;
+use super::prepared::Prepared;
 use super::fused_gemm::{gemm_epilogue, Rhs, RowFill};
 use super::gemm::{sgemm, Mat, SharedOut};
 use crate::error::Result;
@@ -71,6 +75,13 @@ impl Geom {
 }
 
 pub fn conv(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, window: &Window, group: usize, act: Option<Activation>, out_shape: &[usize]) -> Result<Tensor> {
+    conv_prepared(x, wt, bias, window, group, act, out_shape, None)
+}
+
+/// [`conv`] with the node's prepared state, where kernels keep what they derive from its
+/// constant weights (`wt` must then be the same in every call).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn conv_prepared(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, window: &Window, group: usize, act: Option<Activation>, out_shape: &[usize], prepared: Option<&Prepared>) -> Result<Tensor> {
     let xs = x.shape();
     let nd = xs.len() - 2;
     if !(1..=3).contains(&nd) {
@@ -102,6 +113,8 @@ pub fn conv(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, window: &Window, gro
     if g.m * plane == 0 {
     } else if direct && depthwise_blocked::applies(&g) {
         depthwise_blocked::depthwise(xv, n, wv, &epi, yu, &g);
+    } else if conv_direct::applies(&g) {
+        conv_direct::conv(xv, n, wv, &epi, yu, &g, prepared);
     } else if n > 1 && !direct && plane <= BATCH_MERGE_PLANE {
         batched_gemm_conv(xv, wv, &epi, yu, &g, n);
     } else if n > 1 {

@@ -226,6 +226,13 @@ fn gemm_paths_match_reference() {
         case2(1, 8, 12, [12, 14], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 4),
         case2(3, 16, 32, [20, 21], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1),
         case2(3, 32, 48, [14, 14], [1, 1], [1, 1], [1, 1], [0, 0, 0, 0], 2),
+        // For the direct kernel (channels in lanes): an input read in place (no padding
+        // needed), 48 and 70 channels (a half panel and a ragged one), more than one depth
+        // block over a batch whose tiles cross images, a strided 1x1 (not pointwise).
+        case2(1, 8, 16, [10, 12], [3, 3], [1, 1], [1, 1], [0, 0, 0, 0], 1),
+        case2(2, 9, 48, [7, 5], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1),
+        case2(3, 40, 70, [5, 6], [3, 3], [2, 1], [1, 1], [1, 0, 0, 1], 1),
+        case2(2, 24, 33, [9, 9], [1, 1], [2, 2], [1, 1], [0, 0, 0, 0], 1),
     ];
     // 1-D convolution.
     cases.push(Case { n: 2, c: 6, m: 10, spatial: vec![50], kernel: vec![5], strides: vec![2], dilations: vec![1], pads: vec![2, 1], group: 1, bias: true, act: None });
@@ -243,14 +250,25 @@ fn gemm_paths_match_reference() {
     ]);
     let shifted = cases.iter().filter(|c| c.spatial.len() == 2 && conv_geom(c).unfolds_by_shift()).count();
     assert!(shifted >= 5, "only {shifted} cases unfold by shifting");
-    for mut case in cases {
-        check(&case);
-        case.act = Some(Activation::Swish(1.5));
-        check(&case);
-        case.act = Some(Activation::HardSwish);
-        check(&case);
-        case.act = relu;
-        case.bias = false;
-        check(&case);
+    let direct = cases.iter().filter(|c| super::conv_direct::applies(&conv_geom(c))).count();
+    if direct == 0 {
+        eprintln!("note: this CPU has no register kernel for the direct convolution; only the GEMM path is checked");
     }
+    // The GEMM path forced, then by shape (the direct kernel, where it applies), then the
+    // direct kernel's AVX2 form (on a CPU with AVX-512 too).
+    for (path, avx2) in [(super::ConvPath::Gemm, false), (super::ConvPath::ByShape, false), (super::ConvPath::ByShape, true)] {
+        super::force_conv_path(path);
+        super::conv_direct::force_avx2(avx2);
+        for mut case in cases.clone() {
+            check(&case);
+            case.act = Some(Activation::Swish(1.5));
+            check(&case);
+            case.act = Some(Activation::HardSwish);
+            check(&case);
+            case.act = relu;
+            case.bias = false;
+            check(&case);
+        }
+    }
+    super::conv_direct::force_avx2(false);
 }

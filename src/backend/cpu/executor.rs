@@ -3,7 +3,8 @@
 //! serves many threads.
 
 use crate::backend::Profile;
-use super::eval_node;
+use super::eval_node_prepared;
+use super::prepared::Prepared;
 use crate::backend::{Executable, NodeTime};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Node, Op};
@@ -22,6 +23,8 @@ struct Step {
     alias: bool,
     /// Its output shapes were only known at run time: checked against the budget before it runs.
     sized_at_run: bool,
+    /// State its kernel derives from its constant weights, kept across runs (convolutions).
+    prepared: Option<Prepared>,
 }
 
 pub struct CpuExecutable {
@@ -64,7 +67,10 @@ impl CpuExecutable {
             let inputs = graph.sources(n).into_iter().map(|s| s.map(|k| slot(k, &mut slot_of))).collect();
             let outputs = (0..node.outputs.len()).map(|i| slot((n, i), &mut slot_of)).collect();
             let sized_at_run = node.outputs.iter().any(|v| v.shape.is_none());
-            steps.push(Step { node: node.clone(), inputs, outputs, frees: vec![], alias: node.op.is_layout_only(), sized_at_run });
+            // Only weights that are the same in every run may be prepared once.
+            let constant_weights = graph.sources(n).get(1).copied().flatten().is_some_and(|(w, _)| graph.g[w].is_folded());
+            let prepared = (matches!(node.op, Op::Conv { .. }) && constant_weights).then(Prepared::default);
+            steps.push(Step { node: node.clone(), inputs, outputs, frees: vec![], alias: node.op.is_layout_only(), sized_at_run, prepared });
         }
         let inputs = graph
             .inputs
@@ -175,7 +181,7 @@ impl CpuExecutable {
                 if step.sized_at_run {
                     check_run_time_size(&step.node, &ins, self.budget)?;
                 }
-                eval_contained(&step.node, &ins)?
+                eval_contained(&step.node, &ins, step.prepared.as_ref())?
             };
             for (&s, t) in step.outputs.iter().zip(outs) {
                 live += t.nbytes() as u64;
@@ -230,8 +236,8 @@ fn check_run_time_size(node: &Node, inputs: &[Option<&Tensor>], budget: u64) -> 
 
 /// Runs one kernel with its panics contained: a bug or an unchecked shape inside a kernel fails
 /// this run with an error naming the node, and leaves the executable usable.
-fn eval_contained(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| eval_node(node, inputs))) {
+fn eval_contained(node: &Node, inputs: &[Option<&Tensor>], prepared: Option<&Prepared>) -> Result<Vec<Tensor>> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| eval_node_prepared(node, inputs, prepared))) {
         Ok(r) => r,
         Err(payload) => {
             let msg = crate::error::panic_message(&*payload);

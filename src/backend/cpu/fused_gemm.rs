@@ -60,6 +60,11 @@ impl PackedRhs {
             Kernel::Avx2 => 16,
             _ => return None,
         };
+        Self::with_width(b, k, n, nr)
+    }
+
+    /// `b` packed in micro-panels of `nr` columns (`None` when it is empty).
+    pub(super) fn with_width(b: Mat, k: usize, n: usize, nr: usize) -> Option<PackedRhs> {
         if k == 0 || n == 0 {
             return None;
         }
@@ -94,6 +99,10 @@ impl PackedRhs {
     /// Columns per micro-panel: splits of the columns between threads fall on its multiples.
     pub fn panel_width(&self) -> usize {
         self.nr
+    }
+    /// Micro-panel `i`: columns `[i * nr, (i + 1) * nr)` as k rows of nr.
+    pub(super) fn panel(&self, i: usize) -> &[f32] {
+        &self.data[i * self.k * self.nr..][..self.k * self.nr]
     }
     /// Columns from `j0` (a multiple of [`Self::panel_width`]) on.
     pub fn columns_from(&self, j0: usize) -> Rhs<'_> {

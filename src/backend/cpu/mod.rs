@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod conv;
+mod conv_direct;
 mod depthwise;
 mod depthwise_blocked;
 mod dot_gemm;
@@ -16,6 +17,7 @@ mod grid_sample;
 pub mod layout;
 pub mod misc;
 mod nms;
+pub(crate) mod prepared;
 pub mod norm;
 pub mod pool;
 mod quantized;
@@ -83,15 +85,21 @@ impl Backend for CpuBackend {
 /// Computes one node's outputs on the CPU. Output shapes come from the same rules as shape
 /// inference, so kernels and inference cannot disagree.
 pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    eval_node_prepared(node, inputs, None)
+}
+
+/// [`eval_node`] with the node's prepared state, when its constant inputs allow one
+/// ([`prepared::Prepared`]): the executable keeps it between runs.
+pub(crate) fn eval_node_prepared(node: &Node, inputs: &[Option<&Tensor>], prepared: Option<&prepared::Prepared>) -> Result<Vec<Tensor>> {
     let widened = f32_only(&node.op) && inputs.iter().flatten().any(|t| matches!(t.dtype(), DType::F16 | DType::BF16 | DType::F64));
     let r = if widened {
         // f32-only kernels serve f16 and f64 by computing in f32.
         let orig = inputs.iter().flatten().find(|t| t.dtype().is_float()).map(|t| t.dtype()).unwrap_or(DType::F32);
         let casted: Vec<Option<Tensor>> = inputs.iter().map(|t| t.map(|t| if matches!(t.dtype(), DType::F16 | DType::BF16 | DType::F64) { elementwise::cast(t, DType::F32) } else { Ok(t.clone()) }).transpose()).collect::<Result<_>>()?;
         let refs: Vec<Option<&Tensor>> = casted.iter().map(|t| t.as_ref()).collect();
-        eval_inner(node, &refs).and_then(|outs| outs.into_iter().map(|t| if t.dtype() == DType::F32 { elementwise::cast(&t, orig) } else { Ok(t) }).collect())
+        eval_inner(node, &refs, prepared).and_then(|outs| outs.into_iter().map(|t| if t.dtype() == DType::F32 { elementwise::cast(&t, orig) } else { Ok(t) }).collect())
     } else {
-        eval_inner(node, inputs)
+        eval_inner(node, inputs, prepared)
     };
     r.map_err(|e| e.in_node(&node.name, &node.op.name()))
 }
@@ -106,7 +114,7 @@ fn f32_only(op: &Op) -> bool {
     )
 }
 
-fn eval_inner(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+fn eval_inner(node: &Node, inputs: &[Option<&Tensor>], prepared: Option<&prepared::Prepared>) -> Result<Vec<Tensor>> {
     // Compress and NonZero size their outputs from the data itself.
     let types = match output_types(node, inputs) {
         Err(Error::DataDependent(_)) if matches!(node.op, Op::Compress { .. } | Op::NonZero | Op::Unique { .. } | Op::NonMaxSuppression { .. }) => vec![(DType::I64, vec![])],
@@ -139,7 +147,7 @@ fn eval_inner(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
             let hi = match opt(2) { Some(t) => Some(layout::scalar_f64(t)?), None => max.map(|v| v as f64) };
             one(elementwise::clip(x?, lo, hi)?)
         }
-        Op::Conv { window, group, activation } => one(conv::conv(x?, input(1)?, opt(2), window, *group, *activation, out_shape)?),
+        Op::Conv { window, group, activation } => one(conv::conv_prepared(x?, input(1)?, opt(2), window, *group, *activation, out_shape, prepared)?),
         Op::Pool { kind, window } => one(pool::pool(x?, *kind, window, out_shape)?),
         Op::GlobalPool { kind } => one(pool::global_pool(x?, *kind, out_shape)?),
         Op::BatchNorm { epsilon } => one(reduce::batch_norm(x?, input(1)?, input(2)?, input(3)?, input(4)?, *epsilon)?),
