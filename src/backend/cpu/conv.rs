@@ -1,11 +1,13 @@
 //! CPU convolution, NCHW f32. Depthwise and narrow grouped convolutions run a direct kernel
 //! (`depthwise.rs`, or `depthwise_blocked.rs` for depthwise ones over narrow or strided planes);
-//! everything else is a GEMM per group: straight on the input for pointwise (1x1, stride 1, no
-//! pad) convolutions, on an im2col unfolding otherwise. A batch of small planes runs as one
-//! GEMM over all its images' pixels, a batch of larger ones one task per image; a single image
-//! splits its output columns across threads, each task unfolding, multiplying and
-//! applying bias + activation to its own columns while they are in cache, so one convolution is
-//! one parallel region. 3-D convolutions take the GEMM path with a depth axis in the unfolding.
+//! one-group 2-D convolutions deep enough (256 taps) run the direct kernel with the output
+//! channels in the vector lanes (`conv_direct.rs`); everything else is a GEMM per group:
+//! straight on the input for pointwise (1x1, stride 1, no pad) convolutions, on an im2col
+//! unfolding otherwise. A batch of small planes runs as one GEMM over all its images' pixels, a
+//! batch of larger ones one task per image; a single image splits its output columns across
+//! threads, each task unfolding, multiplying and applying bias + activation to its own columns
+//! while they are in cache, so one convolution is one parallel region. 3-D convolutions take the
+//! GEMM path with a depth axis in the unfolding.
 
 use super::depthwise::{grouped_image, MAX_GROUP_WIDTH};
 use super::conv_direct;
