@@ -186,7 +186,7 @@ pub fn conv(x: &[f32], images: usize, wv: &[f32], epi: &Epilogue, y: &mut [Maybe
     let pack = || PackedWeights(PackedRhs::with_width(Mat { data: wv, rs: 1, cs: k }, k, g.m, nr).expect("a convolution with output has weights"));
     let made;
     let weights = match prepared {
-        Some(p) => &p.get_or_init(pack).0,
+        Some(p) => &p.get_or_init(|| (pack(), PackedRhs::len(g.m, k, nr) * 4)).0,
         None => {
             made = pack().0;
             &made

@@ -125,7 +125,9 @@ impl Executable for CpuExecutable {
     fn memory(&self) -> std::collections::BTreeMap<String, crate::backend::MemoryUse> {
         let weight_bytes = self.constants.iter().map(|(_, t)| t.nbytes() as u64).sum();
         let activation_bytes = self.peak_live.load(std::sync::atomic::Ordering::Relaxed);
-        [("cpu".to_string(), crate::backend::MemoryUse { weight_bytes, activation_bytes, workspace_bytes: 0 })].into()
+        // Weights the kernels packed for themselves, besides the model's own.
+        let workspace_bytes = self.steps.iter().filter_map(|s| s.prepared.as_ref()).map(|p| p.bytes() as u64).sum();
+        [("cpu".to_string(), crate::backend::MemoryUse { weight_bytes, activation_bytes, workspace_bytes })].into()
     }
 }
 

@@ -69,7 +69,7 @@ impl PackedRhs {
             return None;
         }
         assert!((k - 1) * b.rs + (n - 1) * b.cs < b.data.len(), "packed rhs out of range");
-        let mut data = vec![0f32; n.div_ceil(nr) * k * nr];
+        let mut data = vec![0f32; Self::len(n, k, nr)];
         for (panel, dst) in data.chunks_exact_mut(k * nr).enumerate() {
             let cols = nr.min(n - panel * nr);
             let (mut j0, mut p0) = (0, 0);
@@ -99,6 +99,10 @@ impl PackedRhs {
     /// Columns per micro-panel: splits of the columns between threads fall on its multiples.
     pub fn panel_width(&self) -> usize {
         self.nr
+    }
+    /// Floats that `n` columns of depth `k` take in panels of `nr`.
+    pub(super) fn len(n: usize, k: usize, nr: usize) -> usize {
+        n.div_ceil(nr) * k * nr
     }
     /// Micro-panel `i`: columns `[i * nr, (i + 1) * nr)` as k rows of nr.
     pub(super) fn panel(&self, i: usize) -> &[f32] {

@@ -7,11 +7,21 @@ use std::sync::OnceLock;
 
 /// One node's prepared state, made by the first run that needs it (others wait for it).
 #[derive(Default)]
-pub struct Prepared(OnceLock<Box<dyn Any + Send + Sync>>);
+pub struct Prepared(OnceLock<(Box<dyn Any + Send + Sync>, usize)>);
 
 impl Prepared {
-    /// The state, made by `make` on first use. A node's kernel keeps one kind of state.
-    pub fn get_or_init<T: Any + Send + Sync>(&self, make: impl FnOnce() -> T) -> &T {
-        self.0.get_or_init(|| Box::new(make())).downcast_ref::<T>().expect("a node's prepared state has one type")
+    /// The state, made by `make` (the state and its size in bytes) on first use. A node's
+    /// kernel keeps one kind of state.
+    pub fn get_or_init<T: Any + Send + Sync>(&self, make: impl FnOnce() -> (T, usize)) -> &T {
+        let (state, _) = self.0.get_or_init(|| {
+            let (state, bytes) = make();
+            (Box::new(state), bytes)
+        });
+        state.downcast_ref::<T>().expect("a node's prepared state has one type")
+    }
+
+    /// Bytes the state holds (0 before it is made), reported as the executable's workspace.
+    pub fn bytes(&self) -> usize {
+        self.0.get().map_or(0, |s| s.1)
     }
 }
