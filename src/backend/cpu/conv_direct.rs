@@ -182,6 +182,9 @@ pub fn conv(x: &[f32], images: usize, wv: &[f32], epi: &Epilogue, y: &mut [Maybe
     assert!(input.image <= u32::MAX as usize, "convolution input image of {} floats", input.image);
     // Tap p = (c, ky, kx) of every pixel is this far from the pixel's first tap.
     let taps: Vec<u32> = (0..k).map(|p| (p / (g.kh * g.kw) * input.channel + (p / g.kw % g.kh) * g.dh * input.row + p % g.kw * g.dw) as u32).collect();
+    // The last pixel's last tap, the farthest any tile reads (the kernels read unchecked).
+    let reach = (images - 1) * input.image + (g.oh - 1) * g.sh * input.row + (g.ow - 1) * g.sw + taps[k - 1] as usize;
+    assert!(reach < input.data.len(), "direct convolution reads {reach} of {} input floats", input.data.len());
     // W^T (k x M) in the kernel's panels of NR channels.
     let pack = || PackedWeights(PackedRhs::with_width(Mat { data: wv, rs: 1, cs: k }, k, g.m, nr).expect("a convolution with output has weights"));
     let made;
