@@ -233,6 +233,12 @@ fn gemm_paths_match_reference() {
         case2(2, 9, 48, [7, 5], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1),
         case2(3, 40, 70, [5, 6], [3, 3], [2, 1], [1, 1], [1, 0, 0, 1], 1),
         case2(2, 24, 33, [9, 9], [1, 1], [2, 2], [1, 1], [0, 0, 0, 0], 1),
+        // Strided 1x1 ones: a subsample on the pointwise path (rows and columns strided
+        // differently, a batch, two groups), and one whose last outputs fall in the end
+        // padding, which stays on the GEMM path.
+        case2(3, 8, 12, [11, 6], [1, 1], [3, 1], [1, 1], [0, 0, 0, 0], 1),
+        case2(2, 8, 6, [8, 8], [1, 1], [2, 2], [1, 1], [0, 0, 0, 0], 2),
+        case2(1, 16, 20, [10, 7], [1, 1], [2, 3], [1, 1], [0, 0, 1, 1], 1),
     ];
     // 1-D convolution.
     cases.push(Case { n: 2, c: 6, m: 10, spatial: vec![50], kernel: vec![5], strides: vec![2], dilations: vec![1], pads: vec![2, 1], group: 1, bias: true, act: None });
@@ -250,6 +256,8 @@ fn gemm_paths_match_reference() {
     ]);
     let shifted = cases.iter().filter(|c| c.spatial.len() == 2 && conv_geom(c).unfolds_by_shift()).count();
     assert!(shifted >= 5, "only {shifted} cases unfold by shifting");
+    let subsampled = cases.iter().filter(|c| conv_geom(c).subsampled().is_some()).count();
+    assert_eq!(subsampled, 3, "strided 1x1 cases that subsample (all shallower than the direct kernel takes)");
     let direct = cases.iter().filter(|c| super::conv_direct::applies(&conv_geom(c))).count();
     if direct == 0 {
         eprintln!("note: this CPU has no register kernel for the direct convolution; only the GEMM path is checked");
