@@ -76,7 +76,7 @@ impl Geom {
         let one_by_one = self.d == 1 && self.kd == 1 && self.kh == 1 && self.kw == 1 && self.od == 1;
         let inside = self.oh > 0 && self.ow > 0 && (self.oh - 1) * self.sh < self.h && (self.ow - 1) * self.sw < self.w;
         (one_by_one && (self.sh > 1 || self.sw > 1) && self.pt == 0 && self.pl == 0 && self.pf == 0 && inside)
-            .then(|| Geom { h: self.oh, w: self.ow, sh: 1, sw: 1, dh: 1, dw: 1, pointwise: true, ..*self })
+            .then_some(Geom { h: self.oh, w: self.ow, sh: 1, sw: 1, dh: 1, dw: 1, pointwise: true, ..*self })
     }
 
     /// Elements of one input channel.
