@@ -79,6 +79,12 @@ impl Geom {
             .then_some(Geom { h: self.oh, w: self.ow, sh: 1, sw: 1, dh: 1, dw: 1, pointwise: true, ..*self })
     }
 
+    /// Extents `(rows, cols)` of the zero-padded 2-D input that every tap of every output pixel
+    /// reads, from the first padded row and column.
+    pub fn padded_extents(&self) -> (usize, usize) {
+        ((self.oh - 1) * self.sh + (self.kh - 1) * self.dh + 1, (self.ow - 1) * self.sw + (self.kw - 1) * self.dw + 1)
+    }
+
     /// Elements of one input channel.
     pub fn volume(&self) -> usize {
         self.d * self.h * self.w

@@ -114,8 +114,7 @@ thread_local! {
 }
 
 fn padded<'a>(x: &'a [f32], images: usize, g: &Geom, buf: &'a mut Vec<f32>) -> Padded<'a> {
-    let rows = (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1;
-    let cols = (g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1;
+    let (rows, cols) = g.padded_extents();
     if g.pt == 0 && g.pl == 0 && rows <= g.h && cols <= g.w {
         return Padded { data: x, row: g.w, channel: g.h * g.w, image: g.c * g.h * g.w };
     }
@@ -133,8 +132,7 @@ fn padded<'a>(x: &'a [f32], images: usize, g: &Geom, buf: &'a mut Vec<f32>) -> P
 }
 
 /// Stores pixels `[j0, j1)` of a job's `sums` (a row of `nr` channels per pixel, the first
-/// `channels` real) as channels `ch0..` of the NCHW output `y` of `m` channels, image by image,
-/// in 8 x 8 transposes where whole blocks fit.
+/// `channels` real) as channels `ch0..` of the NCHW output `y` of `m` channels, image by image.
 ///
 /// # Safety
 /// The pixels' and channels' places in `y` must be valid for writes and the caller's alone.
@@ -144,24 +142,8 @@ unsafe fn store(sums: &[f32], nr: usize, channels: usize, (j0, j1): (usize, usiz
     while j < j1 {
         let (img, pix) = (j / plane, j % plane);
         let len = (plane - pix).min(j1 - j);
-        let rows = &sums[(j - j0) * nr..];
         // SAFETY: the caller vouches for this image's channels from ch0 over these pixels.
-        let dst = unsafe { y.add((img * m + ch0) * plane + pix) };
-        let whole = len / 8 * 8;
-        for r in (0..whole).step_by(8) {
-            for c in (0..channels / 8 * 8).step_by(8) {
-                let src = std::array::from_fn(|i| rows[(r + i) * nr + c..][..8].as_ptr());
-                // SAFETY: 8 channels of 8 pixels, inside the block the caller vouches for.
-                unsafe { super::simd::transpose8x8(src, dst.add(c * plane + r), plane) };
-            }
-        }
-        for c in 0..channels {
-            let from = if c < channels / 8 * 8 { whole } else { 0 };
-            for r in from..len {
-                // SAFETY: as above.
-                unsafe { *dst.add(c * plane + r) = rows[r * nr + c] };
-            }
-        }
+        unsafe { super::simd::transpose_into(&sums[(j - j0) * nr..], nr, len, channels, y.add((img * m + ch0) * plane + pix), plane) };
         j += len;
     }
 }

@@ -133,6 +133,41 @@ unsafe fn hard_swish_avx512(x: &mut [f32]) {
     hard_swish_generic(x)
 }
 
+/// Starts of 8-element runs covering `0..len` (len >= 8): every 8, then one overlapping the
+/// previous run so that it ends at `len` (rewriting a few elements with the same values beats
+/// a scalar tail).
+pub(crate) fn starts_of_eight(len: usize) -> impl Iterator<Item = usize> {
+    (0..len / 8).map(|i| i * 8).chain((!len.is_multiple_of(8)).then_some(len - 8))
+}
+
+/// `dst[c * dst_stride + r] = src[r * src_stride + c]` for `r < rows`, `c < cols`: rows of
+/// values (a pixel's channels) turned into columns (a channel's pixels), in 8 x 8 transposes
+/// (the last ones overlapping) when both sides have 8, one element at a time otherwise.
+///
+/// # Safety
+/// `dst` must be valid for writes at every such place (it may be uninitialised) and not overlap
+/// `src`.
+#[inline(always)]
+pub unsafe fn transpose_into(src: &[f32], src_stride: usize, rows: usize, cols: usize, dst: *mut f32, dst_stride: usize) {
+    if rows >= 8 && cols >= 8 {
+        for r in starts_of_eight(rows) {
+            for c in starts_of_eight(cols) {
+                let rows8 = std::array::from_fn(|i| src[(r + i) * src_stride + c..][..8].as_ptr());
+                // SAFETY: eight values of each of the eight rows (sliced above); the caller
+                // vouches for the places in `dst`.
+                unsafe { transpose8x8(rows8, dst.add(c * dst_stride + r), dst_stride) };
+            }
+        }
+        return;
+    }
+    for c in 0..cols {
+        for r in 0..rows {
+            // SAFETY: as the caller vouches.
+            unsafe { *dst.add(c * dst_stride + r) = src[r * src_stride + c] };
+        }
+    }
+}
+
 /// `dst[j * stride + i] = src[i][j]` for i, j < 8: an 8 x 8 transpose between row pointers and a
 /// strided destination, in 24 shuffles with AVX (64 scalar moves without).
 ///
