@@ -45,13 +45,12 @@ struct Step<'a> {
     half: bool,
 }
 
-/// Which path a one-group 2-D convolution takes.
+/// Which path a one-group 2-D convolution takes: by shape, or the GEMM one forced.
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ConvPath {
     ByShape = 0,
     Gemm = 1,
-    Direct = 2,
 }
 
 static FORCED: AtomicU8 = AtomicU8::new(ConvPath::ByShape as u8);
