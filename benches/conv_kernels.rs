@@ -10,11 +10,14 @@ use hetsched::tensor::Tensor;
 use std::time::Duration;
 
 /// (channels, input height = width, kernel, stride)
-const SHAPES: [(usize, usize, usize, usize); 10] = [
+const SHAPES: [(usize, usize, usize, usize); 13] = [
     (32, 112, 3, 1),
     (96, 112, 3, 2),
     (144, 56, 3, 2),
+    (144, 56, 3, 1),
     (96, 48, 3, 1),
+    (96, 40, 3, 1),
+    (192, 28, 3, 1),
     (144, 28, 5, 1),
     (96, 24, 3, 2),
     (240, 12, 3, 1),

@@ -137,9 +137,10 @@ fn depthwise_matches_reference() {
 
 #[test]
 fn channel_blocked_depthwise_matches_reference() {
-    // Depthwise convolutions the channel-blocked kernel takes: narrow planes (3 to 17 wide, so
-    // 8-pixel transposes with and without tails), strides 1-2 at any width, 13 channels (a full
-    // block of 8 and a ragged one of 5), dilation, asymmetric pads, 5x5, a batch.
+    // Depthwise convolutions the channel-blocked kernel takes, across rows and by rows: narrow
+    // planes (3 to 17 wide, so 8-pixel transposes with and without tails), strides 1-2 at any
+    // width, 13 channels (a full block of 8 and a ragged one of 5), dilation, asymmetric pads,
+    // 5x5, a batch.
     let cases = [
         case2(1, 13, 13, [3, 3], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 13),
         case2(2, 16, 16, [7, 9], [5, 5], [1, 1], [1, 1], [2, 2, 2, 2], 16),
@@ -152,6 +153,13 @@ fn channel_blocked_depthwise_matches_reference() {
         case2(2, 11, 11, [5, 3], [3, 3], [2, 1], [1, 1], [1, 0, 1, 2], 11),
         // Planes of fewer than 8 pixels (no whole transpose), a full block.
         case2(2, 8, 8, [2, 3], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 8),
+        // Row kernels: 7 columns at strides 1 and 2, rows of 29 (a last group of 5 in a group
+        // of 8), 12 (8 + 4) and 3 (one group of 4 with a pixel to spare) pixels, 5 columns
+        // at stride 2, a ragged block.
+        case2(1, 8, 8, [10, 29], [7, 7], [1, 1], [1, 1], [3, 3, 3, 3], 8),
+        case2(2, 13, 13, [9, 24], [7, 7], [2, 2], [1, 1], [3, 3, 3, 3], 13),
+        case2(1, 16, 16, [12, 23], [5, 5], [1, 2], [1, 1], [2, 2, 2, 2], 16),
+        case2(1, 9, 9, [4, 3], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 9),
     ];
     // In blocks of 8 and of 16 lanes (AVX-512's width; elsewhere two AVX2 vectors), whichever
     // this CPU would pick; 21 channels are a full block and a ragged one either way.
@@ -161,6 +169,8 @@ fn channel_blocked_depthwise_matches_reference() {
             let mut case = case.clone();
             let g = conv_geom(&case);
             assert!(super::depthwise_blocked::applies(&g), "case {:?} {:?} should take the blocked kernel", case.spatial, case.strides);
+            let rows = case.dilations[1] == 1 && [3, 5, 7].contains(&case.kernel[1]) && case.strides[1] <= 2 && g.ow >= 3;
+            assert_eq!(super::depthwise_blocked::takes_rows(&g), rows, "case {:?} {:?}: row kernel", case.spatial, case.kernel);
             for act in [Some(Activation::Clip { min: 0.0, max: 6.0 }), Some(Activation::Swish(1.0)), None] {
                 case.act = act;
                 case.bias = act.is_some();

@@ -57,11 +57,11 @@ const TAIL_PIXELS: usize = 4;
 /// BENCHMARKS.md, "Depthwise kernels", `cargo bench --bench conv_kernels`).
 pub const PLANE_KERNEL_WIDTH: usize = 48;
 /// The same width on AVX-512 CPUs, where the per-plane kernel's rows are 16 lanes from 14
-/// pixels on. Per-node sums at batch 8, one thread: mobilenet_v2's two 28x28 stride-1 layers
-/// went from 1.25 and 1.06 ms to 0.73 and 0.74 (all its depthwise layers, alternating runs:
-/// 13.8 to 13.3 ms); with 24, mnasnet0_5's 24x24 layers went the other way (its depthwise sum
-/// 1.24 to 1.30 ms); at 14 pixels the two kernels took the same time.
-pub const PLANE_KERNEL_WIDTH_AVX512: usize = 28;
+/// pixels on. `cargo bench --bench conv_kernels`, once the row kernels load each input column
+/// once per kernel row: at 28 pixels the blocked kernel took 170-174 µs against 188-215, at 40
+/// the two were even (165 against 173), at 48 and 56 the per-plane one won (206 against 277,
+/// 487 against 573). Before the row kernels the switch was at 28 (BENCHMARKS.md).
+pub const PLANE_KERNEL_WIDTH_AVX512: usize = 40;
 
 fn plane_kernel_width() -> usize {
     #[cfg(target_arch = "x86_64")]
@@ -136,7 +136,7 @@ fn blocked<const CB: usize>(x: &[f32], images: usize, wv: &[f32], epi: &Epilogue
     let image_len = g.c * g.h * g.w;
     tasks.into_par_iter().with_min_len(super::threads::min_len(min_tasks(CB * plane * taps))).for_each_init(
         // The padded scratch's border is never written, so it stays zero from here on.
-        || (vec![0f32; rows * cols * CB], Vec::new(), vec![0f32; plane * CB]),
+        || (vec![0f32; rows * cols * CB + ROW_SLACK * CB], Vec::new(), vec![0f32; plane * CB]),
         |(xs, flat, ys), (img, block, outs)| {
             let c0 = block * CB;
             let lanes = (g.c - c0).min(CB);
@@ -159,7 +159,7 @@ fn interleave<const CB: usize>(planes: &[f32], lanes: usize, flat: &mut Vec<f32>
     let hw = g.h * g.w;
     // Input columns the taps read: [0, width); rows past the padded extent are never read.
     let width = g.w.min(cols.saturating_sub(g.pl));
-    let rows = (xs.len() / (cols * CB)).saturating_sub(g.pt).min(g.h);
+    let rows = g.padded_extents().0.saturating_sub(g.pt).min(g.h);
     if lanes == CB && width >= 8 {
         for iy in 0..rows {
             let row = &mut xs[((iy + g.pt) * cols + g.pl) * CB..][..width * CB];
@@ -238,6 +238,10 @@ fn block_kernel<const CB: usize>(xs: &[f32], wk: &[f32], epi: &Epilogue, ys: &mu
 unsafe fn block_kernel_avx512(xs: &[f32], wk: &[f32], epi: &Epilogue, ys: &mut [f32], g: &Geom, cols: usize) {
     use std::arch::x86_64::*;
     assert_scratch(xs, wk, ys, g, cols, 16);
+    // SAFETY: AVX-512F is enabled here.
+    if unsafe { by_rows_avx512(xs, wk, epi, ys, g, cols) } {
+        return;
+    }
     let plane = g.oh * g.ow;
     let (lo, hi) = (_mm512_set1_ps(epi.lo), _mm512_set1_ps(epi.hi));
     let mut p = 0;
@@ -286,6 +290,11 @@ unsafe fn pixel_group_avx512<const P: usize>(xs: &[f32], wk: &[f32], (lo, hi): (
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn block_kernel_avx2<const CB: usize>(xs: &[f32], wk: &[f32], epi: &Epilogue, ys: &mut [f32], g: &Geom, cols: usize) {
+    assert_scratch(xs, wk, ys, g, cols, CB);
+    // SAFETY: AVX2 and FMA are enabled here.
+    if CB == 8 && unsafe { by_rows_avx2(xs, wk, epi, ys, g, cols) } {
+        return;
+    }
     block_kernel_generic::<CB>(xs, wk, epi, ys, g, cols)
 }
 
@@ -332,6 +341,108 @@ fn pixel_group<'a, const P: usize, const CB: usize>(at: &impl Fn(usize) -> &'a [
     }
     n
 }
+
+/// Output rows at least this wide run through the row kernels; narrower ones group their pixels
+/// across rows. A 6- or 3-pixel row leaves a quarter of its group of 8 or 4 empty, and still
+/// runs 20-25% faster than across rows: mnasnet0_5's 6x6 and 3x3 layers at batch 8, one
+/// thread, went from 0.059-0.100 to 0.046-0.074 ms each.
+const ROW_KERNEL_WIDTH: usize = 3;
+
+/// Pixels of scratch past the padded extents, so that a row's last group of `PIXELS` may read
+/// the columns of pixels past the row's end (computed, never stored) without a bounds branch.
+const ROW_SLACK: usize = 2 * PIXELS;
+
+/// Whether the row kernels take this convolution's plane (where the CPU has AVX2 or AVX-512):
+/// a kernel 3, 5 or 7 columns wide, stride 1 or 2 along the rows, no dilation along them, and
+/// output rows `ROW_KERNEL_WIDTH` wide or more.
+pub(super) fn takes_rows(g: &Geom) -> bool {
+    g.dw == 1 && g.ow >= ROW_KERNEL_WIDTH && matches!(g.kw, 3 | 5 | 7) && matches!(g.sw, 1 | 2)
+}
+
+/// Row kernels for one vector width: `$by_rows` runs the whole plane row by row where the kernel
+/// width and stride are ones they are built for (3, 5 or 7 columns, stride 1 or 2, no dilation)
+/// and the rows are `ROW_KERNEL_WIDTH` wide or more, and returns false (nothing written)
+/// otherwise. Each group is up to `P` pixels of one output row; with the kernel's width and
+/// stride constants the loops unroll and the input columns the pixels share (pixel j's tap kx
+/// reads column `S j + kx`) are loaded once per kernel row, where [`pixel_group`] loads every tap
+/// of every pixel and computes each pixel's offsets. Written in intrinsics: left to itself the
+/// vectoriser ran the lanes' loops across pixels, with blends and broadcasts.
+macro_rules! row_kernels {
+    ($by_rows:ident, $rows:ident, $group:ident, $feature:literal, $cb:literal, $vec:ident, $load:ident, $store:ident, $fma:ident, $set1:ident, $min:ident, $max:ident) => {
+        /// # Safety
+        /// The CPU must have the features this is compiled for; the scratches as large as
+        /// `assert_scratch` checks.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feature)]
+        unsafe fn $by_rows(xs: &[f32], wk: &[f32], epi: &Epilogue, ys: &mut [f32], g: &Geom, cols: usize) -> bool {
+            if !takes_rows(g) {
+                return false;
+            }
+            // SAFETY (each arm): the features are enabled here.
+            unsafe {
+                match (g.kw, g.sw) {
+                    (3, 1) => $rows::<3, 1>(xs, wk, epi, ys, g, cols),
+                    (3, 2) => $rows::<3, 2>(xs, wk, epi, ys, g, cols),
+                    (5, 1) => $rows::<5, 1>(xs, wk, epi, ys, g, cols),
+                    (5, 2) => $rows::<5, 2>(xs, wk, epi, ys, g, cols),
+                    (7, 1) => $rows::<7, 1>(xs, wk, epi, ys, g, cols),
+                    (7, 2) => $rows::<7, 2>(xs, wk, epi, ys, g, cols),
+                    _ => unreachable!("takes_rows admits these kernel widths and strides only"),
+                }
+            }
+            true
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feature)]
+        unsafe fn $rows<const K: usize, const S: usize>(xs: &[f32], wk: &[f32], epi: &Epilogue, ys: &mut [f32], g: &Geom, cols: usize) {
+            use std::arch::x86_64::*;
+            // The furthest read: the last kernel row of the last output row, from the last
+            // group's last pixel, at most PIXELS - 1 past the row's end.
+            let last_row = (g.oh - 1) * g.sh + (g.kh - 1) * g.dh;
+            assert!(wk.len() >= (g.kh * K + 1) * $cb && (last_row * cols + (g.ow + PIXELS - 2) * S + K) * $cb <= xs.len() && ys.len() >= g.oh * g.ow * $cb, "depthwise row scratch too small");
+            let clamp = ($set1(epi.lo), $set1(epi.hi));
+            for oy in 0..g.oh {
+                let mut ox = 0;
+                while ox < g.ow {
+                    // SAFETY: the bounds asserted above.
+                    ox += unsafe { if g.ow - ox > TAIL_PIXELS { $group::<PIXELS, K, S>(xs, wk, clamp, ys, g, cols, oy, ox) } else { $group::<TAIL_PIXELS, K, S>(xs, wk, clamp, ys, g, cols, oy, ox) } };
+                }
+            }
+        }
+
+        /// Up to `P` output pixels of row `oy` from column `ox` on, into `ys`; returns how many
+        /// it wrote.
+        #[cfg(target_arch = "x86_64")]
+        #[allow(clippy::too_many_arguments)]
+        #[inline]
+        #[target_feature(enable = $feature)]
+        unsafe fn $group<const P: usize, const K: usize, const S: usize>(xs: &[f32], wk: &[f32], (lo, hi): (std::arch::x86_64::$vec, std::arch::x86_64::$vec), ys: &mut [f32], g: &Geom, cols: usize, oy: usize, ox: usize) -> usize {
+            use std::arch::x86_64::*;
+            let n = P.min(g.ow - ox);
+            // SAFETY (every load and store below): inside the bounds the caller asserted.
+            let mut acc = [unsafe { $load(wk.as_ptr().add(g.kh * K * $cb)) }; P];
+            for ky in 0..g.kh {
+                let w: [$vec; K] = std::array::from_fn(|kx| unsafe { $load(wk.as_ptr().add((ky * K + kx) * $cb)) });
+                let row = unsafe { xs.as_ptr().add(((oy * g.sh + ky * g.dh) * cols + ox * S) * $cb) };
+                for (j, a) in acc.iter_mut().enumerate() {
+                    for (kx, &wv) in w.iter().enumerate() {
+                        *a = $fma(wv, unsafe { $load(row.add((j * S + kx) * $cb)) }, *a);
+                    }
+                }
+            }
+            let out = unsafe { ys.as_mut_ptr().add((oy * g.ow + ox) * $cb) };
+            for (j, &a) in acc.iter().enumerate().take(n) {
+                // x second, so a NaN stays NaN (as `Epilogue::clamp`).
+                unsafe { $store(out.add(j * $cb), $min(hi, $max(lo, a))) };
+            }
+            n
+        }
+    };
+}
+
+row_kernels!(by_rows_avx2, rows_avx2, row_group_avx2, "avx2,fma", 8, __m256, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_fmadd_ps, _mm256_set1_ps, _mm256_min_ps, _mm256_max_ps);
+row_kernels!(by_rows_avx512, rows_avx512, row_group_avx512, "avx512f", 16, __m512, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_fmadd_ps, _mm512_set1_ps, _mm512_min_ps, _mm512_max_ps);
 
 /// Bounds every read and write of a block kernel: the furthest tap of the furthest pixel is
 /// inside the padded scratch `xs`, `wk` holds every tap's weights and the bias, `ys` the plane.
