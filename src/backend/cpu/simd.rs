@@ -174,7 +174,11 @@ pub unsafe fn transpose_into(src: &[f32], src_stride: usize, rows: usize, cols: 
 /// # Safety
 /// Each `src[i]` must be valid for reads of 8 elements and `dst` for writes of `7 * stride + 8`
 /// (it may be uninitialised); the two may not overlap.
-#[inline]
+///
+/// Always inlined: called out of line, its eight pointers went through the stack, and the
+/// load of each pair stalled on the two stores it spans (60% of its samples in `perf`, which
+/// made mnasnet0_5's depthwise layers 50% slower in a build whose inlining fell that way).
+#[inline(always)]
 pub unsafe fn transpose8x8(src: [*const f32; 8], dst: *mut f32, stride: usize) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx") {
