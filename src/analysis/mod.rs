@@ -2,6 +2,8 @@
 //! and the peak activation memory of an execution order with buffer reuse. The cost model and
 //! `hetsched inspect` read these.
 
+pub mod lifetimes;
+
 use crate::error::Result;
 use crate::graph::{Graph, Op, PoolKind};
 use crate::tensor::DType;

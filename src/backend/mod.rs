@@ -172,17 +172,22 @@ pub struct MemoryUse {
     pub activation_bytes: u64,
     /// Scratch kept besides (cuBLAS's workspace).
     pub workspace_bytes: u64,
+    /// What the CPU's activation arena holds beyond the activations' live peak: values of
+    /// different sizes take turns in a buffer sized for the largest, and every run in progress
+    /// at once has its own set of buffers.
+    pub arena_overhead_bytes: u64,
 }
 
 impl MemoryUse {
     pub fn total(&self) -> u64 {
-        self.weight_bytes + self.activation_bytes + self.workspace_bytes
+        self.weight_bytes + self.activation_bytes + self.workspace_bytes + self.arena_overhead_bytes
     }
 
     pub fn add(&mut self, other: MemoryUse) {
         self.weight_bytes += other.weight_bytes;
         self.activation_bytes += other.activation_bytes;
         self.workspace_bytes += other.workspace_bytes;
+        self.arena_overhead_bytes += other.arena_overhead_bytes;
     }
 }
 

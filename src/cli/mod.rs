@@ -101,7 +101,8 @@ pub(crate) fn peak_rss(reset: bool) -> u64 {
 pub(crate) fn memory_line(device: &str, m: &hetsched::backend::MemoryUse) -> String {
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
     let workspace = if m.workspace_bytes > 0 { format!(" + workspace {:.1}", mib(m.workspace_bytes)) } else { String::new() };
-    format!("memory on {device}: {:.1} MiB = weights {:.1} + activations {:.1}{workspace} (measured)", mib(m.total()), mib(m.weight_bytes), mib(m.activation_bytes))
+    let arena = if m.arena_overhead_bytes > 0 { format!(" + arena beyond the live peak {:.1}", mib(m.arena_overhead_bytes)) } else { String::new() };
+    format!("memory on {device}: {:.1} MiB = weights {:.1} + activations {:.1}{workspace}{arena} (measured)", mib(m.total()), mib(m.weight_bytes), mib(m.activation_bytes))
 }
 
 pub fn model_path(p: &PathBuf) -> PathBuf {

@@ -127,7 +127,7 @@ pub(super) fn conv_prepared(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, wind
     let epi = Epilogue::new(bv, act);
     let plane = g.od * g.oh * g.ow;
     let total = n * g.m * plane;
-    let mut y: Vec<f32> = Vec::with_capacity(total);
+    let mut y: Vec<f32> = super::arena::output(total);
     let yu = &mut y.spare_capacity_mut()[..total];
     // Depthwise and narrow groups run the direct kernel; 3-D ones take the GEMM path.
     let direct = g.group > 1 && g.c.is_multiple_of(g.group) && g.m.is_multiple_of(g.group) && g.c / g.group <= MAX_GROUP_WIDTH && g.kd == 1 && g.d == 1;
@@ -455,7 +455,7 @@ pub fn conv_transpose(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, window: &W
     let (xv, wv) = (x.as_f32()?, wt.as_f32()?);
     let (vol, ovol, kvol) = (size.iter().product::<usize>(), o.iter().product::<usize>(), k.iter().product::<usize>());
     let kk = mg * kvol;
-    let mut y = vec![0f32; n * m * ovol];
+    let mut y = super::arena::output_zeroed(n * m * ovol);
     let mut col = vec![0f32; kk * vol];
     // Where input index i lands along axis a for tap t, if inside the output.
     let land = |a: usize, i: usize, t: usize| (i * s[a] + t * d[a]).checked_sub(p[a]).filter(|&v| v < o[a]);

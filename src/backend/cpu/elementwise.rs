@@ -16,8 +16,8 @@ const PAR_MIN: usize = 1 << 15;
 /// `f` over `v` into a new vector, in parallel chunks when large. The output is written once,
 /// never zeroed first: a zeroing pass (and the page faults of a fresh allocation taken there)
 /// would cost as much as the op.
-fn map_par<T: Sync, U: Send + Copy>(v: &[T], f: impl Fn(&T) -> U + Sync + Send) -> Vec<U> {
-    let mut out: Vec<U> = Vec::with_capacity(v.len());
+fn map_par<T: Sync, U: Send + Copy + 'static>(v: &[T], f: impl Fn(&T) -> U + Sync + Send) -> Vec<U> {
+    let mut out: Vec<U> = super::arena::output(v.len());
     let dst = &mut out.spare_capacity_mut()[..v.len()];
     if v.len() >= PAR_MIN {
         dst.par_chunks_mut(PAR_MIN / 4).zip(v.par_chunks(PAR_MIN / 4)).with_min_len(super::threads::min_len(1)).for_each(|(d, s)| map_into(s, d, &f));
@@ -219,12 +219,25 @@ fn unary_f64(op: UnaryOp, x: f64) -> Option<f64> {
 
 /// Applies `f` over two broadcast inputs. The innermost output axis runs as a tight loop with
 /// per-input steps of 0 or 1, so the common cases (same shape, scalar, bias row) vectorise.
-pub fn broadcast_zip<A: Copy + Sync, B: Copy + Sync, U: Copy + Send>(
+pub fn broadcast_zip<A: Copy + Sync, B: Copy + Sync, U: Copy + Send + 'static>(
     a: &[A], ash: &[usize], b: &[B], bsh: &[usize], out: &[usize], f: impl Fn(A, B) -> U + Sync,
 ) -> Vec<U> {
     let n: usize = out.iter().product();
     if ash == bsh {
-        return if n >= PAR_MIN { a.par_iter().zip(b).with_min_len(super::threads::min_len(1)).map(|(&x, &y)| f(x, y)).collect() } else { a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect() };
+        // Written once, never zeroed first (see `map_par`).
+        assert!(a.len() == n && b.len() == n, "same-shape operands hold the output's {n} elements");
+        let mut res: Vec<U> = super::arena::output(n);
+        let dst = &mut res.spare_capacity_mut()[..n];
+        let fill = |(d, (a, b)): (&mut [MaybeUninit<U>], (&[A], &[B]))| d.iter_mut().zip(a).zip(b).for_each(|((v, &x), &y)| _ = v.write(f(x, y)));
+        if n >= PAR_MIN {
+            let chunk = PAR_MIN / 4;
+            dst.par_chunks_mut(chunk).zip(a.par_chunks(chunk).zip(b.par_chunks(chunk))).with_min_len(super::threads::min_len(1)).for_each(fill);
+        } else {
+            fill((dst, (&a[..n], &b[..n])));
+        }
+        // SAFETY: the chunks above cover all `n` elements (a and b hold `n` each).
+        unsafe { res.set_len(n) };
+        return res;
     }
     if b.len() == 1 {
         let y = b[0];
@@ -261,7 +274,7 @@ pub fn broadcast_zip<A: Copy + Sync, B: Copy + Sync, U: Copy + Send>(
     let inner = shape[r - 1];
     let (ia, ib) = (ea[r - 1], eb[r - 1]);
     // Written once, never zeroed first (see `map_par`).
-    let mut res: Vec<U> = Vec::with_capacity(n);
+    let mut res: Vec<U> = super::arena::output(n);
     let outer_shape = &shape[..r - 1];
     let os = strides_of(outer_shape);
     let fill_row = |(row, dst): (usize, &mut [MaybeUninit<U>])| {
@@ -462,7 +475,11 @@ pub fn where_(c: &Tensor, x: &Tensor, y: &Tensor) -> Result<Tensor> {
 fn gather_two(a: &Data, b: &Data, sel: &[i64]) -> Data {
     macro_rules! pick {
         ($x:expr, $y:expr) => {
-            sel.iter().map(|&s| if s >= 0 { $x[s as usize] } else { $y[(-s - 2) as usize] }).collect()
+            {
+                let mut out = super::arena::output(sel.len());
+                out.extend(sel.iter().map(|&s| if s >= 0 { $x[s as usize] } else { $y[(-s - 2) as usize] }));
+                out
+            }
         };
     }
     match (a, b) {

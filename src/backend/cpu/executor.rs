@@ -5,10 +5,11 @@
 use crate::backend::Profile;
 use super::eval_node_prepared;
 use super::prepared::Prepared;
+use super::arena::{Arena, ArenaPlan, ArenaStats, Buffers, SlotUse};
 use crate::backend::{Executable, NodeTime};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Node, Op};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Data, Tensor};
 use petgraph::stable_graph::NodeIndex;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +28,35 @@ struct Step {
     prepared: Option<Prepared>,
 }
 
+impl Step {
+    /// A layout-only step that is its input's last reader takes over the input's buffer.
+    fn takes_over_input(&self) -> bool {
+        self.alias && self.inputs[0].is_some_and(|x| self.frees.contains(&x))
+    }
+}
+
+/// Each step output's life, for the arena's liveness analysis.
+fn slot_uses(steps: &[Step], last_use: &HashMap<usize, usize>) -> Vec<SlotUse> {
+    let mut uses: Vec<SlotUse> = vec![];
+    let mut use_of: HashMap<usize, usize> = HashMap::new();
+    for (i, step) in steps.iter().enumerate() {
+        if step.takes_over_input() {
+            if let Some(&u) = step.inputs[0].and_then(|x| use_of.get(&x)) {
+                uses[u].taken_by = Some(step.outputs[0]);
+            }
+        }
+        for (value, &slot) in step.node.outputs.iter().zip(&step.outputs) {
+            let len = match (&value.shape, value.dtype) {
+                (Some(shape), Some(DType::F32)) if !step.sized_at_run => Some(shape.iter().product()),
+                _ => None,
+            };
+            use_of.insert(slot, uses.len());
+            uses.push(SlotUse { slot, step: i, last_read: last_use.get(&slot).copied(), len, taken_by: None });
+        }
+    }
+    uses
+}
+
 pub struct CpuExecutable {
     steps: Vec<Step>,
     num_slots: usize,
@@ -39,8 +69,13 @@ pub struct CpuExecutable {
     budget: u64,
     /// Where its kernels run (the session's thread count).
     threads: super::threads::Threads,
-    /// The most activation bytes live at once in any run so far.
+    /// The most activation bytes live at once in any run so far, and of those outside the
+    /// arena (inputs, outputs, values sized at run time).
     peak_live: std::sync::atomic::AtomicU64,
+    peak_unplanned: std::sync::atomic::AtomicU64,
+    /// Planned buffers for the intermediates, and whether kernels get them.
+    arena: Arena,
+    arena_on: bool,
 }
 
 impl CpuExecutable {
@@ -90,18 +125,30 @@ impl CpuExecutable {
             }
         }
         let pinned: std::collections::HashSet<usize> = outputs.iter().copied().chain(constants.iter().map(|c| c.0)).collect();
-        for (x, i) in last_use {
+        for (&x, &i) in &last_use {
             if !pinned.contains(&x) {
                 steps[i].frees.push(x);
             }
         }
-        Ok(CpuExecutable { steps, num_slots, constants, inputs, outputs, profile: Profile::from_env(), budget: crate::budget::default_budget(), threads: super::threads::Threads::Global, peak_live: Default::default() })
+        let mut pinned_slots = vec![false; num_slots];
+        for &s in pinned.iter().chain(inputs.iter().map(|i| &i.0)) {
+            pinned_slots[s] = true;
+        }
+        let arena = Arena::new(ArenaPlan::new(num_slots, steps.len(), &slot_uses(&steps, &last_use), &pinned_slots));
+        Ok(CpuExecutable { steps, num_slots, constants, inputs, outputs, profile: Profile::from_env(), budget: crate::budget::default_budget(), threads: super::threads::Threads::Global, peak_live: Default::default(), peak_unplanned: Default::default(), arena, arena_on: Arena::enabled() })
     }
 
     /// Runs on a pool of `threads` workers (None: the process's global pool, one per core).
     pub fn with_threads(mut self, threads: Option<usize>) -> Result<Self> {
         self.threads = super::threads::Threads::new(threads)?;
         Ok(self)
+    }
+
+    /// Intermediates in planned buffers reused across runs (the default, unless
+    /// `HETSCHED_CPU_ARENA=0`), or each allocated by its kernel.
+    pub fn with_arena(mut self, on: bool) -> Self {
+        self.arena_on = on;
+        self
     }
 
     /// Nodes sized at run time may produce at most `budget` bytes (None: the default budget).
@@ -125,9 +172,12 @@ impl Executable for CpuExecutable {
     fn memory(&self) -> std::collections::BTreeMap<String, crate::backend::MemoryUse> {
         let weight_bytes = self.constants.iter().map(|(_, t)| t.nbytes() as u64).sum();
         let activation_bytes = self.peak_live.load(std::sync::atomic::Ordering::Relaxed);
+        // The arena's buffers, and the values outside them at their peak, against the live peak.
+        let held = self.arena().map(|a| a.held_bytes() + self.peak_unplanned.load(std::sync::atomic::Ordering::Relaxed));
+        let arena_overhead_bytes = held.map_or(0, |h| h.saturating_sub(activation_bytes));
         // Weights the kernels packed for themselves, besides the model's own.
         let workspace_bytes = self.steps.iter().filter_map(|s| s.prepared.as_ref()).map(|p| p.bytes() as u64).sum();
-        [("cpu".to_string(), crate::backend::MemoryUse { weight_bytes, activation_bytes, workspace_bytes })].into()
+        [("cpu".to_string(), crate::backend::MemoryUse { weight_bytes, activation_bytes, workspace_bytes, arena_overhead_bytes })].into()
     }
 }
 
@@ -154,14 +204,24 @@ impl CpuExecutable {
             slots[*s] = Some(Arc::new(t));
         }
         let mut peak = live;
+        let mut buffers = self.arena().map(Arena::take);
+        let plan = self.arena().map(|a| &a.plan);
+        let planned = |s: usize| plan.and_then(|p| p.buffer_of[s]);
+        // Bytes live outside the arena's buffers, and their peak.
+        let mut unplanned = live;
+        let mut peak_unplanned = unplanned;
         let timed = timed || self.profile != Profile::Off;
         let mut times: Vec<NodeTime> = Vec::with_capacity(if timed { self.steps.len() } else { 0 });
         for step in &self.steps {
             let t0 = timed.then(std::time::Instant::now);
-            let outs = if step.alias && step.frees.contains(&step.inputs[0].unwrap_or(usize::MAX)) {
+            let outs = if step.takes_over_input() {
                 // Last reader of a layout-only op: reuse the buffer instead of copying it.
-                let src = slots[step.inputs[0].unwrap()].take().unwrap();
+                let from = step.inputs[0].unwrap();
+                let src = slots[from].take().unwrap();
                 live -= src.nbytes() as u64;
+                if planned(from).is_none() {
+                    unplanned -= src.nbytes() as u64;
+                }
                 let rest: Vec<Option<&Tensor>> = step.inputs.iter().skip(1).map(|s| s.and_then(|s| slots[s].as_deref())).collect();
                 let mut all = vec![None];
                 all.extend(rest);
@@ -183,18 +243,35 @@ impl CpuExecutable {
                 if step.sized_at_run {
                     check_run_time_size(&step.node, &ins, self.budget)?;
                 }
-                eval_contained(&step.node, &ins, step.prepared.as_ref())?
+                // The step's leading planned outputs, in order (a kernel allocates them so).
+                let offered = buffers.is_some() && planned(step.outputs[0]).is_some();
+                if let (Some(bufs), Some(plan)) = (buffers.as_mut().filter(|_| offered), plan) {
+                    bufs.offer(step.outputs.iter().map_while(|&s| planned(s)), plan);
+                }
+                let result = eval_contained(&step.node, &ins, step.prepared.as_ref());
+                if let Some(bufs) = buffers.as_mut().filter(|_| offered) {
+                    bufs.withdraw();
+                }
+                result?
             };
             for (&s, t) in step.outputs.iter().zip(outs) {
                 live += t.nbytes() as u64;
+                if planned(s).is_none() {
+                    unplanned += t.nbytes() as u64;
+                }
                 if let Some(old) = slots[s].replace(Arc::new(t)) {
                     live -= old.nbytes() as u64;
                 }
             }
             peak = peak.max(live);
+            peak_unplanned = peak_unplanned.max(unplanned);
             for &f in &step.frees {
                 if let Some(t) = slots[f].take() {
                     live -= t.nbytes() as u64;
+                    match (planned(f), buffers.as_mut()) {
+                        (Some(b), Some(bufs)) => recycle(bufs, b, t),
+                        _ => unplanned -= t.nbytes() as u64,
+                    }
                 }
             }
             if let Some(t0) = t0 {
@@ -202,6 +279,7 @@ impl CpuExecutable {
             }
         }
         self.peak_live.fetch_max(peak, std::sync::atomic::Ordering::Relaxed);
+        self.peak_unplanned.fetch_max(peak_unplanned, std::sync::atomic::Ordering::Relaxed);
         self.profile.print(&times);
         // An output's last listing takes its buffer when nothing else holds it; only an output
         // that is also a constant, or listed twice, is copied.
@@ -214,7 +292,34 @@ impl CpuExecutable {
                 t.map(|t| Arc::try_unwrap(t).unwrap_or_else(|a| (*a).clone())).ok_or_else(|| Error::Tensor("output not produced".into()))
             })
             .collect::<Result<Vec<_>>>()?;
+        if let (Some(arena), Some(mut bufs)) = (self.arena(), buffers) {
+            // Values nothing read stayed in their slots: their buffers too go back.
+            for (s, t) in slots.iter_mut().enumerate() {
+                if let (Some(b), Some(t)) = (planned(s), t.take()) {
+                    recycle(&mut bufs, b, t);
+                }
+            }
+            arena.put(bufs);
+        }
         Ok((outs, times))
+    }
+
+    /// What the arena planned and holds (None: turned off).
+    pub fn arena_stats(&self) -> Option<ArenaStats> {
+        self.arena().map(Arena::stats)
+    }
+
+    fn arena(&self) -> Option<&Arena> {
+        self.arena_on.then_some(&self.arena)
+    }
+}
+
+/// A dead planned value's vector goes back to its buffer.
+fn recycle(buffers: &mut Buffers, buffer: usize, value: Arc<Tensor>) {
+    if let Ok(t) = Arc::try_unwrap(value) {
+        if let Data::F32(v) = t.into_data() {
+            buffers.give_back(buffer, v);
+        }
     }
 }
 

@@ -125,7 +125,7 @@ pub fn gemm_op(a: &Tensor, b: &Tensor, c: Option<&Tensor>, alpha: f32, beta: f32
     if let Some(y) = few_rows_by_weights(av, bv, c, (m, n, k), (alpha, beta, ta, tb), act)? {
         return Tensor::from_f32(&[m, n], y);
     }
-    let mut y = vec![0f32; m * n];
+    let mut y = super::arena::output_zeroed(m * n);
     let accumulate = match c {
         Some(c) if beta != 0.0 => {
             let cv = c.as_f32()?;
@@ -190,7 +190,7 @@ fn few_rows_by_weights(x: &[f32], w: &[f32], c: Option<&Tensor>, (m, n, k): (usi
     } else {
         (0..tasks).into_par_iter().for_each(block);
     }
-    let mut y = vec![0f32; m * n];
+    let mut y = super::arena::output_zeroed(m * n);
     for (j, col) in yt.chunks(m).enumerate() {
         for (i, &v) in col.iter().enumerate() {
             y[i * n + j] = v;
@@ -207,7 +207,7 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let b2: Vec<usize> = if b.rank() == 1 { vec![b.shape()[0], 1] } else { b.shape().to_vec() };
     let (m, k, n) = (a2[a2.len() - 2], a2[a2.len() - 1], b2[b2.len() - 1]);
     let (abatch, bbatch) = (&a2[..a2.len() - 2], &b2[..b2.len() - 2]);
-    let mut y = vec![0f32; out_shape.iter().product()];
+    let mut y = super::arena::output_zeroed(out_shape.iter().product());
     if bbatch.iter().product::<usize>() == 1 {
         // The whole (broadcast) batch of A against one B: a single tall GEMM.
         let rows = av.len() / k.max(1);

@@ -16,16 +16,16 @@ pub fn transpose(x: &Tensor, perm: &[usize], out_shape: &[usize]) -> Result<Tens
 }
 
 /// Copies `v` into a new row-major buffer of `shape`, where output axis d walks `src_strides[d]` in `v`.
-fn permute<T: Copy>(v: &[T], shape: &[usize], src_strides: &[usize]) -> Vec<T> {
+fn permute<T: Copy + 'static>(v: &[T], shape: &[usize], src_strides: &[usize]) -> Vec<T> {
     let strides: Vec<isize> = src_strides.iter().map(|&s| s as isize).collect();
     strided_gather(v, 0, shape, &strides)
 }
 
 /// Row-major copy of the strided view (`base`, `strides`) of `v`: an odometer over the outer
 /// axes and a tight loop (a memcpy when contiguous) over the innermost one.
-fn strided_gather<T: Copy>(v: &[T], base: isize, shape: &[usize], strides: &[isize]) -> Vec<T> {
+fn strided_gather<T: Copy + 'static>(v: &[T], base: isize, shape: &[usize], strides: &[isize]) -> Vec<T> {
     let n: usize = shape.iter().product();
-    let mut out = Vec::with_capacity(n);
+    let mut out = super::arena::output(n);
     if n == 0 {
         return out;
     }
@@ -97,13 +97,13 @@ pub fn concat(inputs: &[&Tensor], axis: usize, out_shape: &[usize]) -> Result<Te
 /// Concatenates `pieces` (which add up to `total` elements). Large outputs are copied by all
 /// threads: a copy of activations bigger than the caches is bound by memory bandwidth, which one
 /// core does not saturate.
-fn gather_pieces<T: Copy + Send + Sync>(pieces: Vec<&[T]>, total: usize) -> Vec<T> {
+fn gather_pieces<T: Copy + Send + Sync + 'static>(pieces: Vec<&[T]>, total: usize) -> Vec<T> {
     if total * std::mem::size_of::<T>() < 1 << 20 || super::threads::width() < 2 {
-        let mut out = Vec::with_capacity(total);
+        let mut out = super::arena::output(total);
         pieces.iter().for_each(|p| out.extend_from_slice(p));
         return out;
     }
-    let mut out: Vec<T> = Vec::with_capacity(total);
+    let mut out: Vec<T> = super::arena::output(total);
     let mut rest = &mut out.spare_capacity_mut()[..total];
     let mut jobs = Vec::with_capacity(pieces.len());
     for p in &pieces {
@@ -157,7 +157,7 @@ pub fn gather(x: &Tensor, idx: &Tensor, axis: i64, out_shape: &[usize]) -> Resul
     let outer: usize = x.shape()[..ax].iter().product();
     let inner: usize = x.shape()[ax + 1..].iter().product();
     let data = map_data!(x.data(), v => {
-        let mut out = Vec::with_capacity(outer * ids.len() * inner);
+        let mut out = super::arena::output(outer * ids.len() * inner);
         for o in 0..outer {
             for &i in &ids {
                 let s = (o * dim + i) * inner;

@@ -1,6 +1,7 @@
 //! The CPU backend: always available, the reference for every other device, and the evaluator
 //! that constant folding uses. Kernels live one concept per file; [`eval_node`] dispatches.
 
+mod arena;
 pub mod attention;
 pub mod conv;
 mod conv_direct;

@@ -39,7 +39,7 @@ pub fn instance_norm(x: &Tensor, scale: &Tensor, bias: &Tensor, eps: f32) -> Res
     let (s, b) = (scale.as_f32()?, bias.as_f32()?);
     let c = x.shape()[1];
     let plane: usize = x.shape()[2..].iter().product();
-    let mut y = x.as_f32()?.to_vec();
+    let mut y = super::arena::output_copy(x.as_f32()?);
     normalize_blocks(&mut y, plane, plane, eps, |blk, _| (s[blk % c], b[blk % c]));
     Tensor::from_f32(x.shape(), y)
 }
@@ -52,7 +52,7 @@ pub fn group_norm(x: &Tensor, scale: &Tensor, bias: &Tensor, groups: usize, eps:
     }
     let plane: usize = x.shape()[2..].iter().product();
     let per_group = c / groups;
-    let mut y = x.as_f32()?.to_vec();
+    let mut y = super::arena::output_copy(x.as_f32()?);
     normalize_blocks(&mut y, per_group * plane, plane, eps, |blk, i| {
         let ch = (blk % groups) * per_group + i;
         (s[ch], b[ch])

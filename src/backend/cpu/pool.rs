@@ -25,7 +25,7 @@ pub fn pool(x: &Tensor, kind: PoolKind, window: &Window, out_shape: &[usize]) ->
     };
     let (pb, pr) = if nd == 2 { (pads[2], pads[3]) } else { (0, pads[1]) };
     let xv = x.as_f32()?;
-    let mut y = vec![0f32; out_shape.iter().product()];
+    let mut y = super::arena::output_zeroed(out_shape.iter().product());
     // Valid taps per output column and row, computed once: the inner loops then run without
     // bounds tests.
     let cols = axis_taps(ow, sw, dw, pl, pr, kw, w);
@@ -286,7 +286,7 @@ pub fn global_pool(x: &Tensor, kind: PoolKind, out_shape: &[usize]) -> Result<Te
     let xv = x.as_f32()?;
     let plane: usize = x.shape()[2..].iter().product();
     let planes = x.shape()[0] * x.shape()[1];
-    let mut y = vec![0f32; planes];
+    let mut y = super::arena::output_zeroed(planes);
     y.par_iter_mut().enumerate().with_min_len(super::threads::min_len(1)).for_each(|(p, out)| {
         let s = &xv[p * plane..(p + 1) * plane];
         *out = match kind {
@@ -334,7 +334,7 @@ fn pool_nd(x: &Tensor, kind: PoolKind, window: &Window, out_shape: &[usize]) -> 
         .collect();
     let (in_plane, out_plane): (usize, usize) = (xs[2..].iter().product(), out_shape[2..].iter().product());
     let xv = x.as_f32()?;
-    let mut y = vec![0f32; out_shape.iter().product()];
+    let mut y = super::arena::output_zeroed(out_shape.iter().product());
     if out_plane == 0 {
         return Tensor::from_f32(out_shape, y);
     }

@@ -102,7 +102,7 @@ pub fn softmax(x: &Tensor, axis: i64, log: bool, legacy: bool) -> Result<Tensor>
         // the axis, the inner positions side by side, where moving the axis last would cost
         // two transposes and leave rows as short as the axis.
         let (c, inner) = (x.shape()[ax], x.shape()[ax + 1..].iter().product::<usize>());
-        let mut y = x.as_f32()?.to_vec();
+        let mut y = super::arena::output_copy(x.as_f32()?);
         if let Some(outer) = y.len().checked_div(c * inner) {
             // Units of (outer block, run of inner columns): enough of them to share, each
             // long enough to vectorise.
@@ -124,7 +124,7 @@ pub fn softmax(x: &Tensor, axis: i64, log: bool, legacy: bool) -> Result<Tensor>
         return Tensor::from_f32(x.shape(), y);
     }
     let block: usize = axes.iter().map(|&a| x.shape()[a]).product();
-    let mut y = x.as_f32()?.to_vec();
+    let mut y = super::arena::output_copy(x.as_f32()?);
     if block == 0 {
         return Tensor::from_f32(x.shape(), y);
     }
@@ -251,7 +251,7 @@ pub fn layer_norm(x: &Tensor, scale: &Tensor, bias: Option<&Tensor>, axis: i64, 
     let xv = x.as_f32()?;
     let block = block.max(1);
     let rows = xv.len() / block;
-    let mut y = vec![0f32; xv.len()];
+    let mut y = super::arena::output_zeroed(xv.len());
     let mut mean = vec![0f32; rows];
     let mut inv_std = vec![0f32; rows];
     // Scale and bias as full rows, so the inner loop is a plain vectorisable multiply-add.
@@ -296,7 +296,7 @@ pub fn batch_norm(x: &Tensor, scale: &Tensor, bias: &Tensor, mean: &Tensor, var:
     let c = x.shape()[1];
     let plane: usize = x.shape()[2..].iter().product();
     let (s, b, m, v) = (scale.as_f32()?, bias.as_f32()?, mean.as_f32()?, var.as_f32()?);
-    let mut y = x.as_f32()?.to_vec();
+    let mut y = super::arena::output_copy(x.as_f32()?);
     if plane > 0 {
         y.par_chunks_mut(plane).enumerate().with_min_len(super::threads::min_len(1)).for_each(|(i, p)| {
             let ch = i % c;

@@ -187,6 +187,8 @@ fn resize_f32(x: &Tensor, attrs: &ResizeAttrs, roi: Option<&[f64]>, out_shape: &
     let r = x.rank();
     let mut cur: Vec<f32> = x.as_f32()?.to_vec();
     let mut shape = x.shape().to_vec();
+    // The last axis resized writes the output.
+    let last = (0..r).rev().find(|&d| !untouched(attrs, shape[d], out_shape[d], scales[d]));
     for d in 0..r {
         if untouched(attrs, shape[d], out_shape[d], scales[d]) {
             continue;
@@ -195,7 +197,8 @@ fn resize_f32(x: &Tensor, attrs: &ResizeAttrs, roi: Option<&[f64]>, out_shape: &
         let taps: Vec<Option<Vec<(usize, f32)>>> = taps.into_iter().map(|t| t.map(|t| t.into_iter().map(|(i, w)| (i, w as f32)).collect())).collect();
         let (len, out_len) = (shape[d], out_shape[d]);
         let inner: usize = shape[d + 1..].iter().product();
-        let mut next = crate::budget::try_filled(shape[..d].iter().product::<usize>() * out_len * inner, 0f32, "Resize")?;
+        let n = shape[..d].iter().product::<usize>() * out_len * inner;
+        let mut next = if Some(d) == last && super::arena::on_offer() { super::arena::output_zeroed(n) } else { crate::budget::try_filled(n, 0f32, "Resize")? };
         if cur.is_empty() || next.is_empty() {
             // Nothing to read from (or to write): the output keeps its zeros.
             (cur, shape[d]) = (next, out_len);

@@ -240,7 +240,7 @@ impl CudaExecutable {
         let state = Mutex::new(State { buffers, uploads, downloads, uploaded, started, computed, marks, graph });
         let (weight_bytes, activation_bytes) = crate::backend::gpu::arena::plan_bytes(&plan);
         let workspace_bytes = blas.as_ref().map_or(0, |(_, w)| w.len() as u64);
-        let memory = crate::backend::MemoryUse { weight_bytes, activation_bytes, workspace_bytes };
+        let memory = crate::backend::MemoryUse { weight_bytes, activation_bytes, workspace_bytes, ..Default::default() };
         Ok(CudaExecutable { stream, copies, blas, state, steps, tf32, elems, profile, inputs, outputs, run_check: plan.run_check.clone(), memory })
     }
 }

@@ -8,7 +8,8 @@
 //! Sharing is exact: a launch still binds a buffer of at least its length and element type,
 //! so the backends create the shared buffers like any other and the kernels see no change.
 
-use super::{BufferSpec, GpuPlan};
+use super::{BufferSpec, Elem, GpuPlan};
+use crate::analysis::lifetimes::{self, Life};
 use crate::backend::gpu::layout::buffer_bytes;
 
 /// Rewrites `plan` so that buffers with disjoint lives share allocations.
@@ -60,38 +61,26 @@ fn assign(plan: &GpuPlan) -> (Vec<usize>, Vec<BufferSpec>) {
     }
     let life = lives(plan);
     // Buffers no launch binds are left alone, pinned or not.
-    let shareable: Vec<bool> = (0..n).map(|b| !pinned[b] && life[b].is_some()).collect();
-    let mut order: Vec<usize> = (0..n).filter(|&b| shareable[b]).collect();
-    order.sort_by_key(|&b| life[b].map(|l| l.0));
-
+    let is_shareable: Vec<bool> = (0..n).map(|b| !pinned[b] && life[b].is_some()).collect();
+    let shareable: Vec<usize> = (0..n).filter(|&b| is_shareable[b]).collect();
     let mut slot_of: Vec<usize> = vec![usize::MAX; n];
     let mut slots: Vec<BufferSpec> = vec![];
-    for b in (0..n).filter(|&b| !shareable[b]) {
+    for b in (0..n).filter(|&b| !is_shareable[b]) {
         slot_of[b] = slots.len();
         slots.push(plan.buffers[b].clone());
     }
-    // Shared slots: element type, length, and the last launch of their current occupant.
-    let mut shared: Vec<(usize, usize)> = vec![];
-    for &b in &order {
-        let (first, last) = life[b].expect("ordered buffers have lives");
-        let spec = &plan.buffers[b];
-        let free = |&(slot, busy_until): &(usize, usize)| busy_until < first && slots[slot].elem == spec.elem;
-        // The smallest free slot that fits, else the largest free one (grown), else a new one.
-        let fits = shared.iter().enumerate().filter(|(_, s)| free(s) && slots[s.0].len >= spec.len).min_by_key(|(_, s)| slots[s.0].len);
-        let pick = fits.or_else(|| shared.iter().enumerate().filter(|(_, s)| free(s)).max_by_key(|(_, s)| slots[s.0].len)).map(|(i, _)| i);
-        let at = match pick {
-            Some(i) => i,
-            None => {
-                slots.push(BufferSpec { len: 0, elem: spec.elem, init: None });
-                shared.push((slots.len() - 1, 0));
-                shared.len() - 1
-            }
-        };
-        let slot = shared[at].0;
-        slots[slot].len = slots[slot].len.max(spec.len);
-        shared[at].1 = last;
-        slot_of[b] = slot;
+    let shared_lives: Vec<Life<Elem>> = shareable
+        .iter()
+        .map(|&b| {
+            let (first, last) = life[b].expect("shareable buffers have lives");
+            Life { first, last, kind: plan.buffers[b].elem, len: plan.buffers[b].len }
+        })
+        .collect();
+    let (shared_of, shared) = lifetimes::share(&shared_lives);
+    for (&b, s) in shareable.iter().zip(shared_of) {
+        slot_of[b] = slots.len() + s;
     }
+    slots.extend(shared.into_iter().map(|(elem, len)| BufferSpec { len, elem, init: None }));
     (slot_of, slots)
 }
 

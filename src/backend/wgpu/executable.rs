@@ -92,7 +92,7 @@ impl WgpuExecutable {
             })
             .collect();
         let (weight_bytes, activation_bytes) = crate::backend::gpu::arena::plan_bytes(&plan);
-        let memory = crate::backend::MemoryUse { weight_bytes, activation_bytes, workspace_bytes: 0 };
+        let memory = crate::backend::MemoryUse { weight_bytes, activation_bytes, ..Default::default() };
         Ok(WgpuExecutable { ctx, buffers, steps, inputs, outputs, run_lock: Mutex::new(()), spans: plan.spans, run_check: plan.run_check, memory })
     }
 }
