@@ -23,22 +23,28 @@ pub fn share<K: Copy + Eq>(lives: &[Life<K>]) -> (Vec<usize>, Vec<(K, usize)>) {
     // Longest first; among equals, earliest first (stable, so the result is deterministic).
     order.sort_by_key(|&i| (std::cmp::Reverse(lives[i].len), lives[i].first));
     let mut slot_of = vec![usize::MAX; lives.len()];
-    // Allocations: kind, length, and their occupants' lives as (first, last).
-    let mut slots: Vec<(K, usize, Vec<(usize, usize)>)> = vec![];
+    let mut slots: Vec<Allocation<K>> = vec![];
     for &i in &order {
         let life = &lives[i];
-        let free = |s: &(K, usize, Vec<(usize, usize)>)| s.0 == life.kind && s.2.iter().all(|&(first, last)| last < life.first || life.last < first);
-        let at = match slots.iter().enumerate().filter(|(_, s)| free(s)).min_by_key(|(_, s)| s.1) {
+        let free = |s: &Allocation<K>| s.kind == life.kind && s.occupants.iter().all(|&(first, last)| last < life.first || life.last < first);
+        let at = match slots.iter().enumerate().filter(|(_, s)| free(s)).min_by_key(|(_, s)| s.len) {
             Some((at, _)) => at,
             None => {
-                slots.push((life.kind, life.len, vec![]));
+                slots.push(Allocation { kind: life.kind, len: life.len, occupants: vec![] });
                 slots.len() - 1
             }
         };
-        slots[at].2.push((life.first, life.last));
+        slots[at].occupants.push((life.first, life.last));
         slot_of[i] = at;
     }
-    (slot_of, slots.into_iter().map(|(kind, len, _)| (kind, len)).collect())
+    (slot_of, slots.into_iter().map(|s| (s.kind, s.len)).collect())
+}
+
+/// An allocation being planned: its kind, length, and its occupants' lives as (first, last).
+struct Allocation<K> {
+    kind: K,
+    len: usize,
+    occupants: Vec<(usize, usize)>,
 }
 
 #[cfg(test)]
