@@ -154,6 +154,14 @@ pub trait Executable: Send + Sync {
         Ok(Box::new(Ready(self.run(inputs))))
     }
 
+    /// Runs `work`, a loop on this thread that calls `run` again and again (a pipeline stage's
+    /// worker), from where those runs start without a hand-over: the CPU with one thread enters
+    /// its one-worker pool once for the whole loop, where each run would otherwise be handed to
+    /// that worker and back (two wake-ups per run). The default runs `work` as it is.
+    fn serve<'a>(&self, work: Box<dyn FnOnce() + Send + 'a>) {
+        work()
+    }
+
     /// The memory it holds on each device it runs on, measured. The default knows nothing.
     fn memory(&self) -> std::collections::BTreeMap<String, MemoryUse> {
         Default::default()

@@ -119,7 +119,9 @@ impl Pipeline {
             let handle = std::thread::Builder::new()
                 .name(format!("hetsched {}", stage.name))
                 .spawn(move || {
-                    for mut job in input {
+                    let stage = Arc::new(stage);
+                    let serving = stage.clone();
+                    let work: Box<dyn FnOnce() + Send> = Box::new(move || for mut job in input {
                         if job.failed.is_none() {
                             let t0 = Instant::now();
                             if let Err(e) = run_stage(&stage, &graph, &mut job.values) {
@@ -146,6 +148,11 @@ impl Pipeline {
                         } else if tx.send(job).is_err() {
                             break;
                         }
+                    });
+                    // The stage's executable picks where its runs start (the CPU's one-thread pool).
+                    match &serving.work {
+                        Work::Compute { exe, .. } => exe.serve(work),
+                        Work::Copy { .. } => work(),
                     }
                 })
                 .map_err(|e| Error::Plan(format!("cannot start a pipeline worker: {e}")))?;

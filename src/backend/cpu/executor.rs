@@ -169,6 +169,10 @@ impl Executable for CpuExecutable {
         self.run_on_pool(inputs, true)
     }
 
+    fn serve<'a>(&self, work: Box<dyn FnOnce() + Send + 'a>) {
+        super::threads::serve(&self.threads, work)
+    }
+
     fn memory(&self) -> std::collections::BTreeMap<String, crate::backend::MemoryUse> {
         let weight_bytes = self.constants.iter().map(|(_, t)| t.nbytes() as u64).sum();
         let activation_bytes = self.peak_live.load(std::sync::atomic::Ordering::Relaxed);

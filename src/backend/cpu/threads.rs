@@ -109,6 +109,20 @@ pub fn run<R: Send>(threads: &Threads, f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
+/// Runs `work`, a loop of runs from this thread, where each of them starts in place: with one
+/// thread, on this thread's one-worker pool, entered once for the loop rather than once per run.
+/// Other pools are shared, so a loop that blocks between runs must not hold one of their
+/// workers: their runs keep the usual hand-over.
+pub fn serve(threads: &Threads, work: impl FnOnce() + Send) {
+    match threads {
+        Threads::Solo if !(rayon::current_num_threads() == 1 && rayon::current_thread_index().is_some()) => SOLO.with(|cell| match cell.get_or_init(|| build(1).ok()) {
+            Some(p) => p.install(work),
+            None => work(),
+        }),
+        _ => work(),
+    }
+}
+
 /// `f` on this worker: with a helper for an outer run, as it is for a nested one.
 fn in_place<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if IN_RUN.with(|r| r.get()) {
@@ -316,6 +330,26 @@ fn help_until(done: &AtomicBool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_served_loop_of_one_thread_runs_each_run_where_it_stands() {
+        let solo = Threads::new(Some(1)).unwrap();
+        let caller = std::thread::current().id();
+        // Outside a served loop a solo run is handed to the caller's one worker and back.
+        assert_ne!(run(&solo, || std::thread::current().id()), caller);
+        let mut seen = vec![];
+        serve(&solo, || {
+            let loop_thread = std::thread::current().id();
+            for _ in 0..3 {
+                let (thread, width) = run(&solo, || (std::thread::current().id(), rayon::current_num_threads()));
+                seen.push((thread == loop_thread, width));
+            }
+        });
+        assert_eq!(seen, vec![(true, 1); 3], "each run in place, on one thread");
+        // Shared pools are never held by a loop.
+        let two = Threads::new(Some(2)).unwrap();
+        serve(&two, || assert_eq!(std::thread::current().id(), caller));
+    }
 
     #[test]
     fn pools_have_their_thread_count_and_are_shared() {
