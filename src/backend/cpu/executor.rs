@@ -248,7 +248,7 @@ impl CpuExecutable {
                     check_run_time_size(&step.node, &ins, self.budget)?;
                 }
                 // The step's leading planned outputs, in order (a kernel allocates them so).
-                let offered = buffers.is_some() && planned(step.outputs[0]).is_some();
+                let offered = buffers.is_some() && step.outputs.first().is_some_and(|&s| planned(s).is_some());
                 if let (Some(bufs), Some(plan)) = (buffers.as_mut().filter(|_| offered), plan) {
                     bufs.offer(step.outputs.iter().map_while(|&s| planned(s)), plan);
                 }
