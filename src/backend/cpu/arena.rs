@@ -24,6 +24,8 @@ use std::sync::Mutex;
 use crate::analysis::lifetimes::{share, Life};
 
 thread_local! {
+    /// A kernel's scratch, kept by the thread between calls (see [`with_scratch`]).
+    static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
     /// The planned buffers of the step this thread is running (its outputs' in order, the
     /// first last), until kernels take them.
     static OFFER: RefCell<Vec<(usize, Vec<f32>)>> = const { RefCell::new(Vec::new()) };
@@ -45,6 +47,26 @@ pub fn output<T: 'static>(n: usize) -> Vec<T> {
         }
     }
     Vec::with_capacity(n)
+}
+
+/// Runs `f` on an empty scratch vector with room for `n` floats, kept by this thread from call
+/// to call: a fresh large allocation is zero-filled by the OS page by page on first touch each
+/// time the allocator has given the last one back (mimalloc does after a few milliseconds, so a
+/// batch's convolution scratch faulted on every run after the first second). A call nested in
+/// `f` (a parallel loop's task run on this thread) gets a scratch of its own.
+pub fn with_scratch<R>(n: usize, f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
+    let mut v = SCRATCH.with(|s| s.take());
+    v.clear();
+    if v.capacity() < n {
+        v = Vec::with_capacity(n);
+    }
+    let r = f(&mut v);
+    // Keep the larger of this one and any a nested call left.
+    SCRATCH.with(|s| {
+        let other = s.take();
+        s.set(if other.capacity() > v.capacity() { other } else { v });
+    });
+    r
 }
 
 /// Whether a planned buffer is on offer (sized by inference, so within the memory budget).
@@ -353,6 +375,21 @@ mod tests {
         // A takeover chain ending in a pinned slot is not planned.
         let plan = ArenaPlan::new(5, 5, &uses, &[false, false, false, true, false]);
         assert_eq!((plan.buffer_of[2], plan.buffer_of[3]), (None, None));
+    }
+
+    #[test]
+    fn scratch_is_kept_between_calls_and_nested_calls_get_their_own() {
+        let first = with_scratch(1000, |v| {
+            v.resize(1000, 1.0);
+            let inner = with_scratch(10, |w| {
+                assert!(w.is_empty() && w.capacity() >= 10);
+                w.as_ptr()
+            });
+            assert_ne!(inner, v.as_ptr(), "a nested call has its own scratch");
+            v.as_ptr()
+        });
+        // The larger one is kept and handed out empty again.
+        with_scratch(500, |v| assert_eq!((v.as_ptr(), v.len()), (first, 0)));
     }
 
     #[test]

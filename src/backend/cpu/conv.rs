@@ -176,18 +176,19 @@ const BATCH_MERGE_PLANE: usize = 256;
 /// image's channels copied to their place in the NCHW output.
 fn batched_gemm_conv(xv: &[f32], wv: &[f32], epi: &Epilogue, y: &mut [MaybeUninit<f32>], g: &Geom, images: usize) {
     let plane = g.od * g.oh * g.ow;
-    let mut merged: Vec<f32> = Vec::with_capacity(g.m * images * plane);
-    gemm_conv_columns(xv, images, wv, epi, &mut merged.spare_capacity_mut()[..g.m * images * plane], g, super::threads::width());
-    // SAFETY: the GEMM wrote every element of the m x (images * plane) block.
-    unsafe { merged.set_len(g.m * images * plane) };
-    for (ch, row) in merged.chunks(images * plane).enumerate() {
-        for (img, src) in row.chunks(plane).enumerate() {
-            let dst = &mut y[(img * g.m + ch) * plane..(img * g.m + ch + 1) * plane];
-            for (d, &v) in dst.iter_mut().zip(src) {
-                d.write(v);
+    super::arena::with_scratch(g.m * images * plane, |merged| {
+        gemm_conv_columns(xv, images, wv, epi, &mut merged.spare_capacity_mut()[..g.m * images * plane], g, super::threads::width());
+        // SAFETY: the GEMM wrote every element of the m x (images * plane) block.
+        unsafe { merged.set_len(g.m * images * plane) };
+        for (ch, row) in merged.chunks(images * plane).enumerate() {
+            for (img, src) in row.chunks(plane).enumerate() {
+                let dst = &mut y[(img * g.m + ch) * plane..(img * g.m + ch + 1) * plane];
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    d.write(v);
+                }
             }
         }
-    }
+    });
 }
 
 /// `y[M, images * OD*OH*OW] = W[M, C/g*KD*KH*KW] * unfold(x)` per group, then the epilogue, where
