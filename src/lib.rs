@@ -27,6 +27,9 @@ pub mod plan;
 pub mod plan_draw;
 pub mod session;
 pub mod tensor;
+/// Seeded values for unit tests, shared by every module's tests.
+#[cfg(test)]
+pub(crate) mod test_values;
 
 pub use compare::{compare, Report, Tolerance};
 pub use error::{Error, Result};

@@ -90,13 +90,8 @@ mod tests {
     /// occupants' length and kind, and the total is at least the most bytes live at one step.
     #[test]
     fn random_lives_never_overlap_in_one_allocation() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = |m: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % m as u64) as usize
-        };
+        let mut rng = crate::test_values::Rng::new(17);
+        let mut next = |m: usize| rng.below(m);
         for seed in 0..300 {
             let lives: Vec<Life<u8>> = (0..1 + next(40))
                 .map(|_| {

@@ -36,13 +36,8 @@ thread_local! {
 /// element.
 pub fn output<T: 'static>(n: usize) -> Vec<T> {
     if TypeId::of::<T>() == TypeId::of::<f32>() {
-        if let Some((_, mut v)) = OFFER.with(|o| o.borrow_mut().pop()) {
-            v.clear();
-            if v.capacity() < n {
-                // Not grown in place: a reallocation would copy the old contents for nothing.
-                v = Vec::with_capacity(n);
-            }
-            let any: Box<dyn Any> = Box::new(v);
+        if let Some((_, v)) = OFFER.with(|o| o.borrow_mut().pop()) {
+            let any: Box<dyn Any> = Box::new(emptied_with_room(v, n));
             return *any.downcast::<Vec<T>>().expect("T is f32");
         }
     }
@@ -55,11 +50,7 @@ pub fn output<T: 'static>(n: usize) -> Vec<T> {
 /// batch's convolution scratch faulted on every run after the first second). A call nested in
 /// `f` (a parallel loop's task run on this thread) gets a scratch of its own.
 pub fn with_scratch<R>(n: usize, f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
-    let mut v = SCRATCH.with(|s| s.take());
-    v.clear();
-    if v.capacity() < n {
-        v = Vec::with_capacity(n);
-    }
+    let mut v = emptied_with_room(SCRATCH.with(|s| s.take()), n);
     let r = f(&mut v);
     // Keep the larger of this one and any a nested call left.
     SCRATCH.with(|s| {
@@ -67,6 +58,16 @@ pub fn with_scratch<R>(n: usize, f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
         s.set(if other.capacity() > v.capacity() { other } else { v });
     });
     r
+}
+
+/// `v` emptied, with room for `n` elements: reallocated when too small, not grown in place (a
+/// reallocation would copy the old contents for nothing).
+fn emptied_with_room(mut v: Vec<f32>, n: usize) -> Vec<f32> {
+    v.clear();
+    if v.capacity() < n {
+        v = Vec::with_capacity(n);
+    }
+    v
 }
 
 /// Whether a planned buffer is on offer (sized by inference, so within the memory budget).
@@ -89,8 +90,9 @@ pub fn output_copy(src: &[f32]) -> Vec<f32> {
 }
 
 /// Puts buffers on offer to the kernel this thread runs next, for its outputs in order.
-fn offer(buffers: Vec<(usize, Vec<f32>)>) {
-    OFFER.with(|o| *o.borrow_mut() = buffers.into_iter().rev().collect());
+fn offer(mut buffers: Vec<(usize, Vec<f32>)>) {
+    buffers.reverse();
+    OFFER.with(|o| *o.borrow_mut() = buffers);
 }
 
 /// Takes back the offers no kernel took.
@@ -287,18 +289,14 @@ mod tests {
         let bindings = crate::session::default_bindings(&graph, 2, 16, &Default::default());
         let mut g = crate::session::bind(&graph, &bindings).unwrap();
         crate::passes::optimize(&mut g).unwrap();
-        let mut state = 7u32;
         let inputs = g
             .inputs
             .iter()
-            .map(|i| {
+            .enumerate()
+            .map(|(k, i)| {
                 assert_eq!(i.dtype, DType::F32);
                 let shape = g.g[i.node].outputs[0].shape.clone().unwrap();
-                let v = (0..shape.iter().product::<usize>()).map(|_| {
-                    state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                    (state >> 8) as f32 / (1 << 24) as f32 - 0.5
-                });
-                Tensor::from_f32(&shape, v.collect()).unwrap()
+                Tensor::from_f32(&shape, crate::test_values::values(shape.iter().product(), 7 + k as u32, -0.5, 0.5)).unwrap()
             })
             .collect();
         (Arc::new(g), inputs)

@@ -24,7 +24,7 @@ struct Case {
 }
 
 fn values(len: usize, seed: u32) -> Vec<f32> {
-    super::super::test_values::values(len, seed, -0.5, 0.5)
+    crate::test_values::values(len, seed, -0.5, 0.5)
 }
 
 /// Direct convolution over (D, H, W) geometry (2-D as D = 1, 1-D as D = H = 1), the

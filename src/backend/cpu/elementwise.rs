@@ -573,7 +573,7 @@ mod tests {
     /// parallel threshold.
     #[test]
     fn broadcasting_matches_the_definition() {
-        let mut rng = super::super::test_values::Rng::new(4);
+        let mut rng = crate::test_values::Rng::new(4);
         let mut next = move |n: u32| rng.below(n as usize) as u32;
         for case in 0..300 {
             let rank = next(6) as usize;

@@ -256,7 +256,7 @@ mod tests {
     /// and the shapes the form leaves to the general GEMM.
     #[test]
     fn few_rows_match_reference() {
-        let values = |len: usize, seed: u32| super::super::test_values::values(len, seed, -0.5, 0.5);
+        let values = |len: usize, seed: u32| crate::test_values::values(len, seed, -0.5, 0.5);
         for (m, n, k, act) in [(1, 1, 1, None), (1, 1000, 37, None), (5, 13, 300, Some(Activation::Relu)), (8, 1000, 160, Some(Activation::HardSwish)), (16, 70, 520, None)] {
             let (x, w, b) = (values(m * k, 1), values(n * k, 2), values(n, 3));
             let xt = Tensor::from_f32(&[m, k], x.clone()).unwrap();

@@ -28,8 +28,6 @@ mod rnn;
 pub mod simd;
 mod executor;
 pub mod threads;
-#[cfg(test)]
-mod test_values;
 
 pub use executor::CpuExecutable;
 

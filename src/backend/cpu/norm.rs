@@ -226,7 +226,7 @@ mod tests {
 
     /// Seeded values around `offset` with spread `spread`.
     fn values(len: usize, seed: u64, offset: f32, spread: f32) -> Vec<f32> {
-        super::super::test_values::values(len, seed as u32 + 1, offset - spread / 2.0, offset + spread / 2.0)
+        crate::test_values::values(len, seed as u32 + 1, offset - spread / 2.0, offset + spread / 2.0)
     }
 
     /// The definition in f64: per group, (x - mean) / sqrt(var + eps), then per channel affine.

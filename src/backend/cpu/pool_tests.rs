@@ -5,7 +5,7 @@
 use super::pool;
 use crate::graph::geometry::window_output;
 use crate::graph::{AutoPad, PoolKind, Window};
-use super::super::test_values::Rng;
+use crate::test_values::Rng;
 use crate::tensor::{strides_of, Tensor};
 
 /// Every output as a loop over its window's taps.

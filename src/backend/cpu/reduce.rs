@@ -314,7 +314,7 @@ mod tests {
 
     #[test]
     fn softmax_rows_match_the_definition() {
-        let mut rng = super::super::test_values::Rng::new(1);
+        let mut rng = crate::test_values::Rng::new(1);
         let mut next = || rng.uniform(-20.0, 20.0);
         // Rows shorter than a lane, ragged, long; enough of them for the parallel path.
         for (rows, len) in [(3, 1), (5, 7), (4, 9), (2, 1000), (70, 513)] {
@@ -340,7 +340,7 @@ mod tests {
 
     #[test]
     fn softmax_along_an_inner_axis_matches_the_definition() {
-        let mut rng = super::super::test_values::Rng::new(2);
+        let mut rng = crate::test_values::Rng::new(2);
         let mut next = || rng.uniform(-20.0, 20.0);
         // [outer, c, inner]: one channel, ragged, runs longer than a task's 1024 columns, and
         // enough elements for the parallel path.

@@ -235,7 +235,7 @@ mod tests {
     /// with extrapolation.
     #[test]
     fn the_f32_path_matches_the_f64_path() {
-        let mut rng = super::super::test_values::Rng::new(2);
+        let mut rng = crate::test_values::Rng::new(2);
         let mut next = move || rng.uniform(-0.5, 0.5);
         let modes = [(ResizeMode::Nearest, "asymmetric", false), (ResizeMode::Linear, "half_pixel", false), (ResizeMode::Linear, "align_corners", false),
             (ResizeMode::Cubic, "pytorch_half_pixel", false), (ResizeMode::Linear, "half_pixel", true), (ResizeMode::Linear, "tf_crop_and_resize", false)];

@@ -447,7 +447,7 @@ mod tests {
     /// unpacked path) to 9, repeated steps with the same packing.
     #[test]
     fn recurrent_products_match_a_direct_loop() {
-        let mut rng = super::super::test_values::Rng::new(11);
+        let mut rng = crate::test_values::Rng::new(11);
         for (batch, h, g) in [(1, 37, 4), (2, 5, 3), (3, 37, 4), (8, 200, 4), (9, 129, 3)] {
             let r: Vec<f32> = (0..g * h * h).map(|_| rng.uniform(-1.0, 1.0)).collect();
             let rec = Recurrent::new(&r, g * h, h, batch);
@@ -471,7 +471,7 @@ mod tests {
     /// cell equations in f64: bidirectional, ragged sequence lengths, initial states, biases.
     #[test]
     fn layers_split_into_unit_blocks_match_one_block_and_the_equations() {
-        let mut rng = super::super::test_values::Rng::new(5);
+        let mut rng = crate::test_values::Rng::new(5);
         let (seq, batch, isz, h) = (4, 3, 5, 64);
         for (kind, dirs) in [(RnnKind::Lstm, 2), (RnnKind::Gru, 2), (RnnKind::Lstm, 1), (RnnKind::Gru, 1)] {
             let g = kind.gates();
@@ -544,7 +544,7 @@ mod tests {
     /// The fused LSTM and GRU steps against the cell equations in f64, on a ragged hidden size.
     #[test]
     fn fused_steps_match_the_cell_equations() {
-        let mut rng = super::super::test_values::Rng::new(3);
+        let mut rng = crate::test_values::Rng::new(3);
         let mut next = move || rng.uniform(-3.0, 3.0);
         let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
         for h in [1usize, 7, 37] {

@@ -1,4 +1,5 @@
-//! Seeded values for the kernels' tests: xorshift32, so every run checks the same cases.
+//! Seeded values for the unit tests (kernels, planners): xorshift32, so every run checks the
+//! same cases.
 
 /// xorshift32 (seed 0 is replaced: it would stay 0).
 pub struct Rng(u32);
