@@ -9,6 +9,7 @@
 //! # Ok::<(), hetsched::Error>(())
 //! ```
 
+pub mod affinity;
 pub mod analysis;
 pub mod backend;
 pub mod batching;

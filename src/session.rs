@@ -50,11 +50,16 @@ pub struct SessionOptions {
     /// CPU threads for this session's runs (its own pool of that many workers; 1: no helper
     /// thread, nothing spins); None: the process's pool, one worker per core.
     pub threads: Option<usize>,
+    /// Cores per device (`{"cpu": [0], "wgpu": [1]}`, [`crate::affinity`]): each pipeline stage's
+    /// loop, the CPU's workers and a device driver's threads stay on their device's cores, so
+    /// devices that compute on host cores (lavapipe, virtual devices) do not take each other's.
+    /// Empty: anywhere.
+    pub cores: crate::affinity::CoreMap,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { device: "cpu".into(), optimize: true, f16: false, tf32: false, devices: vec![], mem_budget: None, inflight: None, when_full: Default::default(), virtual_devices: vec![], batching: Default::default(), trace: false, threads: None, micro_batch: None }
+        SessionOptions { device: "cpu".into(), optimize: true, f16: false, tf32: false, devices: vec![], mem_budget: None, inflight: None, when_full: Default::default(), virtual_devices: vec![], batching: Default::default(), trace: false, threads: None, micro_batch: None, cores: Default::default() }
     }
 }
 
@@ -197,7 +202,7 @@ impl Session {
         }
         let budget = self.options.mem_budget.unwrap_or_else(crate::budget::default_budget);
         crate::budget::check(&g, bindings, budget)?;
-        let options = backend::CompileOptions { f16: self.options.f16, tf32: self.options.tf32, mem_budget: Some(budget), threads: self.options.threads };
+        let options = backend::CompileOptions { f16: self.options.f16, tf32: self.options.tf32, mem_budget: Some(budget), threads: self.options.threads, cores: self.options.cores.clone() };
         let p = if self.options.devices.is_empty() {
             for n in g.g.node_indices() {
                 if let backend::Support::No(why) = self.backend.supports(&g, n) {
@@ -356,7 +361,7 @@ impl Session {
             return Ok(pl.clone());
         }
         let stages = match &p.stage_source {
-            StageSource::Whole(device) => vec![crate::exec::single_stage(&p.graph, device, p.executable.clone(), 0.0)],
+            StageSource::Whole(device) => vec![crate::exec::single_stage(&p.graph, device, p.executable.clone(), 0.0).on_cores(self.options.cores.get(device).map(Vec::as_slice).unwrap_or(&[]))],
             StageSource::Plan(exe) => exe.stages(),
         };
         let pl = Arc::new(crate::exec::pipeline::Pipeline::new(p.graph.clone(), stages, self.options.inflight, self.options.when_full, self.options.trace)?);

@@ -98,6 +98,49 @@ fn a_failing_stage_fails_only_its_requests() {
     assert_eq!((ok, failed), (90, 10));
 }
 
+/// Runs `inner`, noting the cores the running thread may use.
+struct CoresSeen {
+    inner: Arc<dyn Executable>,
+    seen: std::sync::Mutex<Vec<Vec<usize>>>,
+}
+
+impl Executable for CoresSeen {
+    fn run(&self, inputs: Vec<Tensor>) -> hetsched::Result<Vec<Tensor>> {
+        self.seen.lock().unwrap().push(hetsched::affinity::allowed()?);
+        self.inner.run(inputs)
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn stages_run_on_their_cores_and_a_core_not_there_is_refused() {
+    let Some(dir) = model_dir("unet_tiny") else { return };
+    let last = *hetsched::affinity::allowed().unwrap().last().unwrap();
+    let options = SessionOptions { threads: Some(1), cores: [("cpu".to_string(), vec![last])].into(), ..Default::default() };
+    let s = Session::from_path(dir.join("model.onnx"), options).unwrap();
+    let (ins, _) = load_case(&s, &dir.join("test_data_set_0"));
+    let prepared = s.prepare(&s.bindings_for(&ins).unwrap()).unwrap();
+    let reference = prepared.executable.run(ordered(&s, &ins)).unwrap();
+    let probe = Arc::new(CoresSeen { inner: prepared.executable.clone(), seen: Default::default() });
+    let stage = hetsched::exec::single_stage(&prepared.graph, "cpu", probe.clone(), 0.0).on_cores(&[last]);
+    let pipeline = Pipeline::new(prepared.graph.clone(), vec![stage], Some(2), WhenFull::Block, false).unwrap();
+    let tickets: Vec<_> = (0..6).map(|_| pipeline.submit(ordered(&s, &ins)).unwrap()).collect();
+    for t in tickets {
+        assert_eq!(t.wait().unwrap(), reference);
+    }
+    assert_eq!(*probe.seen.lock().unwrap(), vec![vec![last]; 6]);
+    // The session's own pipeline (submit) puts its stage on the CPU's cores too.
+    assert_eq!(s.submit(ins.clone()).unwrap().wait().unwrap().len(), reference.len());
+
+    let beyond = last + 1;
+    let stage = hetsched::exec::single_stage(&prepared.graph, "cpu", prepared.executable.clone(), 0.0).on_cores(&[beyond]);
+    let e = Pipeline::new(prepared.graph.clone(), vec![stage], Some(2), WhenFull::Block, false).err().expect("a core this process lacks is refused").to_string();
+    assert!(e.contains(&format!("core {beyond}")) && e.contains("cpu (whole model)"), "{e}");
+    let options = SessionOptions { cores: [("cpu".to_string(), vec![beyond])].into(), ..Default::default() };
+    let e = Session::from_path(dir.join("model.onnx"), options).unwrap().run(ins).unwrap_err().to_string();
+    assert!(e.contains(&format!("core {beyond}")), "{e}");
+}
+
 #[test]
 fn a_full_pipeline_answers_busy_when_told_to() {
     let Some(dir) = model_dir("unet_tiny") else { return };

@@ -50,8 +50,19 @@ pub struct CompileOptions {
     /// The most bytes one node sized only at run time (NonZero, a ConstantOfShape of computed
     /// dims, ...) may produce; None: [`crate::budget::default_budget`].
     pub mem_budget: Option<u64>,
-    /// CPU threads (a pool of that many workers; 1: no helper thread at all); None: one per core.
+    /// CPU threads (a pool of that many workers; 1: no helper thread at all); None: one per core
+    /// (or one per core the CPU is given in `cores`).
     pub threads: Option<usize>,
+    /// Cores per device ([`crate::affinity`]): the CPU's workers, and the threads a device's driver
+    /// started, run there; a device not named runs anywhere.
+    pub cores: crate::affinity::CoreMap,
+}
+
+impl CompileOptions {
+    /// The cores `device` was given (empty: anywhere).
+    pub fn cores_for(&self, device: &str) -> &[usize] {
+        self.cores.get(device).map(Vec::as_slice).unwrap_or(&[])
+    }
 }
 
 /// `HETSCHED_PROFILE`: per-run timings printed to stderr by the CPU and CUDA executables.

@@ -202,18 +202,18 @@ fn stages_for(split: &str, graph: &hetsched::Graph, bindings: &hetsched::Binding
         Some(plan) => {
             let virtuals = a.cost.virtual_profiles()?;
             let paced = virtuals.iter().filter(|v| v.paced).map(|v| v.device.clone());
-            let exe = hetsched::exec::compile_plan(graph, bindings, &plan, true, &CompileOptions { threads: a.timeline.threads, ..Default::default() })?.with_paced(paced);
+            let exe = hetsched::exec::compile_plan(graph, bindings, &plan, true, &CompileOptions { threads: a.timeline.threads, cores: a.timeline.cores.map()?, ..Default::default() })?.with_paced(paced);
             let memory = plan.predicted.memory_bytes.iter().map(|(d, b)| (format!("{d} (predicted)"), *b)).collect();
             let stages = exe.stages();
             Ok((exe.graph().clone(), stages, memory, false, Arc::new(exe)))
         }
         None => {
-            let session = Session::from_graph(graph.clone(), hetsched::SessionOptions { device: split.into(), threads: a.timeline.threads, ..Default::default() })?;
+            let session = Session::from_graph(graph.clone(), hetsched::SessionOptions { device: split.into(), threads: a.timeline.threads, cores: a.timeline.cores.map()?, ..Default::default() })?;
             let prepared = session.prepare(bindings)?;
             let exe: Arc<dyn Executable> = prepared.executable.clone();
             let cost = hetsched::analysis::analyze(&prepared.graph)?;
             let memory = BTreeMap::from([(format!("{split} (predicted)"), cost.weight_bytes + cost.peak_activation_bytes)]);
-            Ok((prepared.graph.clone(), vec![hetsched::exec::single_stage(&prepared.graph, split, exe.clone(), 0.0)], memory, true, exe))
+            Ok((prepared.graph.clone(), vec![hetsched::exec::single_stage(&prepared.graph, split, exe.clone(), 0.0).on_cores(a.timeline.cores.map()?.get(split).map(Vec::as_slice).unwrap_or(&[]))], memory, true, exe))
         }
     }
 }

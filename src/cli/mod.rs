@@ -145,4 +145,22 @@ pub struct TimelineArgs {
     /// CPU threads (a pool of that many; 1: one thread, nothing spinning); default: one per core.
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub cores: CoresArg,
+}
+
+/// Which cores each device's threads run on.
+#[derive(clap::Args)]
+pub struct CoresArg {
+    /// Cores per device, `DEVICE=LIST,...` (`cpu=0,wgpu=1`; `cpu=0-3,wgpu=4`): each pipeline stage,
+    /// the CPU's workers and a driver's threads (lavapipe's) stay on their device's cores.
+    /// Linux only. Default: anywhere.
+    #[arg(long = "cores", value_name = "DEVICE=CORES")]
+    pub spec: Option<String>,
+}
+
+impl CoresArg {
+    pub fn map(&self) -> hetsched::Result<hetsched::affinity::CoreMap> {
+        self.spec.as_deref().map(hetsched::affinity::parse_map).transpose().map(Option::unwrap_or_default)
+    }
 }

@@ -58,14 +58,16 @@ pub struct PartitionArgs {
     /// CPU threads (a pool of that many; 1: one thread, nothing spinning); default: one per core.
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub cores: super::CoresArg,
 }
 
 /// Runs `plan` and prints predicted against measured per partition (a partition's measured time
 /// includes uploading what it reads and downloading what it writes) and in total.
-fn validate(graph: &hetsched::Graph, bindings: &hetsched::Bindings, plan: &Plan, threads: Option<usize>) -> Result<()> {
+fn validate(graph: &hetsched::Graph, bindings: &hetsched::Bindings, plan: &Plan, threads: Option<usize>, cores: hetsched::affinity::CoreMap) -> Result<()> {
     let session = hetsched::Session::from_graph(graph.clone(), Default::default())?;
     let inputs: Vec<hetsched::Tensor> = session.random_inputs(bindings, 0)?.into_iter().map(|(_, t)| t).collect();
-    let exe = hetsched::exec::compile_plan(graph, bindings, plan, true, &hetsched::backend::CompileOptions { threads, ..Default::default() })?;
+    let exe = hetsched::exec::compile_plan(graph, bindings, plan, true, &hetsched::backend::CompileOptions { threads, cores, ..Default::default() })?;
     exe.run_steps(inputs.clone(), false)?;
     let (mut per, mut whole) = (vec![vec![]; plan.partitions.len()], vec![]);
     for _ in 0..5 {
@@ -186,7 +188,7 @@ pub fn partition(a: PartitionArgs) -> Result<ExitCode> {
     }
     println!("  nodes per device: {by_device:?}");
     if validate_after {
-        validate(&g, &bindings, &plan, a.threads)?;
+        validate(&g, &bindings, &plan, a.threads, a.cores.map()?)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -77,7 +77,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     // A traced run goes through the pipelined path one request at a time, so its timeline shows
     // each partition and copy (runs do not overlap: the times are those of `run`).
     let tracing = a.timeline.trace.is_some() || a.timeline.timeline.is_some();
-    let opts = SessionOptions { device: a.device.clone(), optimize: !a.no_optimize, f16: a.f16, tf32: a.tf32, devices: a.devices.clone(), mem_budget, virtual_devices, inflight: tracing.then_some(1), trace: tracing, threads: a.timeline.threads, micro_batch: a.micro_batch, ..Default::default() };
+    let opts = SessionOptions { device: a.device.clone(), optimize: !a.no_optimize, f16: a.f16, tf32: a.tf32, devices: a.devices.clone(), mem_budget, virtual_devices, inflight: tracing.then_some(1), trace: tracing, threads: a.timeline.threads, cores: a.timeline.cores.map()?, micro_batch: a.micro_batch, ..Default::default() };
     let session = Session::from_path(model_path(&a.model), opts)?;
     let (inputs, refs) = match &a.inputs {
         Some(dir) => {
@@ -114,7 +114,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
             let text = std::fs::read_to_string(path).map_err(|source| hetsched::Error::Io { path: path.display().to_string(), source })?;
             let plan = hetsched::plan::Plan::from_json(&text)?;
             let bindings = session.bindings_for(&inputs)?;
-            let exe = hetsched::exec::compile_plan(session.graph(), &bindings, &plan, !a.no_optimize, &hetsched::backend::CompileOptions { f16: a.f16, tf32: a.tf32, threads: a.timeline.threads, ..Default::default() })?;
+            let exe = hetsched::exec::compile_plan(session.graph(), &bindings, &plan, !a.no_optimize, &hetsched::backend::CompileOptions { f16: a.f16, tf32: a.tf32, threads: a.timeline.threads, cores: a.timeline.cores.map()?, ..Default::default() })?;
             let traced = if tracing { Some(hetsched::exec::pipeline::Pipeline::new(exe.graph().clone(), exe.stages(), Some(1), hetsched::exec::pipeline::WhenFull::Block, true)?) } else { None };
             Some((plan, exe, traced))
         }

@@ -389,13 +389,18 @@ pub fn measure(backend: &dyn Backend, options: ProfileOptions, progress: Progres
     }
     let elementwise = points.get(&OpClass::Elementwise).cloned().unwrap_or_default();
     let bandwidth = Curve::new(elementwise).map_err(crate::error::Error::Profile)?;
+    let mut compute: BTreeMap<OpClass, Vec<(f64, f64, bool)>> = BTreeMap::new();
     for &(b, s) in busy.iter().filter(|(b, _)| b.class.compute_bound()) {
         // A product the memory roof explains says nothing of the compute rate: the roofline's
         // memory term predicts it.
-        if bandwidth.seconds(b.work.bytes).unwrap_or(0.0) >= 0.5 * s {
-            continue;
-        }
-        points.entry(b.class).or_default().push((b.work.flops, b.work.flops / s));
+        let memory_bound = bandwidth.seconds(b.work.bytes).unwrap_or(0.0) >= 0.5 * s;
+        compute.entry(b.class).or_default().push((b.work.flops, b.work.flops / s, memory_bound));
+    }
+    for (class, pts) in compute {
+        // Unless the roof explains them all (a bandwidth measured while the machine was busy):
+        // a class without a curve would be predicted from nothing.
+        let all_memory_bound = pts.iter().all(|p| p.2);
+        points.entry(class).or_default().extend(pts.into_iter().filter(|p| all_memory_bound || !p.2).map(|(size, rate, _)| (size, rate)));
     }
     let mut rates = BTreeMap::new();
     for (class, pts) in points {

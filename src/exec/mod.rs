@@ -43,6 +43,8 @@ pub struct PlanExecutable {
     copy_out: (u64, f64),
     /// Devices whose steps (and copies) are held to their predicted times.
     paced: HashSet<String>,
+    /// Cores per plan device, for the stages' loops.
+    cores: crate::affinity::CoreMap,
 }
 
 /// Measured time of one partition in one run.
@@ -87,7 +89,7 @@ impl PlanExecutable {
                     return Err(Error::Unsupported { node: node.name.clone(), op: node.op.name(), what: format!("{why} on device {} (partition {})", part.device, part.id) });
                 }
             }
-            let exe = backend.compile(Arc::new(sub.graph), options)?;
+            let exe = backend.compile(Arc::new(sub.graph), &options_for(options, &part.device))?;
             let reads: HashSet<&str> = sub.inputs_from.iter().map(|&(n, s)| graph.g[n].outputs[s].name.as_str()).collect();
             let copies = plan.transfers.iter().filter(|t| t.to == part.device && reads.contains(t.tensor.as_str()));
             let copy_in = copies.fold((0, 0.0), |(b, ms), t| (b + t.bytes, ms + t.predicted_ms));
@@ -95,7 +97,12 @@ impl PlanExecutable {
         }
         let outputs: HashSet<&str> = graph.outputs.iter().map(|o| o.name.as_str()).collect();
         let copy_out = plan.transfers.iter().filter(|t| t.to == "cpu" && outputs.contains(t.tensor.as_str())).fold((0, 0.0), |(b, ms), t| (b + t.bytes, ms + t.predicted_ms));
-        Ok(PlanExecutable { graph, steps, copy_out, paced: HashSet::new() })
+        Ok(PlanExecutable { graph, steps, copy_out, paced: HashSet::new(), cores: options.cores.clone() })
+    }
+
+    /// The cores a plan device's stage runs on: its own, or its real device's (empty: anywhere).
+    fn cores_of(&self, device: &str) -> Vec<usize> {
+        self.cores.get(device).or_else(|| self.cores.get(executes_on(device))).cloned().unwrap_or_default()
     }
 
     /// Holds the steps on these (virtual) devices, and the copies to and from them, to their
@@ -117,7 +124,7 @@ impl PlanExecutable {
         for (i, s) in self.steps.iter().enumerate() {
             let paced = self.paced.contains(&s.device);
             if s.copy_in.1 > 0.0 && (paced || self.paced.contains(&prev)) {
-                out.push(pipeline::Stage { name: format!("copy to {i}"), device: s.device.clone(), work: pipeline::Work::Copy { bytes: s.copy_in.0 }, predicted_ms: s.copy_in.1, paced: true });
+                out.push(pipeline::Stage { name: format!("copy to {i}"), device: s.device.clone(), work: pipeline::Work::Copy { bytes: s.copy_in.0 }, predicted_ms: s.copy_in.1, paced: true, cores: self.cores_of(&s.device) });
             }
             out.push(pipeline::Stage {
                 name: format!("partition {i}"),
@@ -125,11 +132,12 @@ impl PlanExecutable {
                 work: pipeline::Work::Compute { exe: s.exe.clone(), inputs_from: s.inputs_from.clone(), outputs_to: s.outputs_to.clone() },
                 predicted_ms: s.predicted_ms,
                 paced,
+                cores: self.cores_of(&s.device),
             });
             prev = s.device.clone();
         }
         if self.copy_out.1 > 0.0 && self.steps.iter().any(|s| self.paced.contains(&s.device)) {
-            out.push(pipeline::Stage { name: "copy to host".into(), device: "cpu".into(), work: pipeline::Work::Copy { bytes: self.copy_out.0 }, predicted_ms: self.copy_out.1, paced: true });
+            out.push(pipeline::Stage { name: "copy to host".into(), device: "cpu".into(), work: pipeline::Work::Copy { bytes: self.copy_out.0 }, predicted_ms: self.copy_out.1, paced: true, cores: self.cores_of("cpu") });
         }
         out
     }
@@ -216,6 +224,19 @@ pub fn single_stage(graph: &Graph, device: &str, exe: Arc<dyn Executable>, predi
         work: pipeline::Work::Compute { exe, inputs_from: graph.inputs.iter().map(|i| (i.node, 0)).collect(), outputs_to: graph.outputs.iter().map(|o| (o.node, o.slot)).collect() },
         predicted_ms,
         paced: false,
+        cores: vec![],
+    }
+}
+
+/// A virtual device's partitions compute on the CPU, on the cores given the virtual device.
+fn options_for(options: &CompileOptions, device: &str) -> CompileOptions {
+    match options.cores.get(device) {
+        Some(cores) if executes_on(device) != device => {
+            let mut own = options.clone();
+            own.cores.insert(executes_on(device).to_string(), cores.clone());
+            own
+        }
+        _ => options.clone(),
     }
 }
 

@@ -34,6 +34,16 @@ pub struct Stage {
     pub predicted_ms: f64,
     /// Hold every run to at least `predicted_ms` (virtual devices that stand for hardware).
     pub paced: bool,
+    /// The cores the stage's loop runs on ([`crate::affinity`]); empty: anywhere.
+    pub cores: Vec<usize>,
+}
+
+impl Stage {
+    /// The stage with its loop on `cores` (empty: anywhere).
+    pub fn on_cores(mut self, cores: &[usize]) -> Stage {
+        self.cores = cores.to_vec();
+        self
+    }
 }
 
 /// When the pipeline is full.
@@ -108,12 +118,16 @@ impl Pipeline {
         for _ in 0..inflight {
             slots.0.send(()).expect("slot channel has room");
         }
+        for s in stages.iter().filter(|s| !s.cores.is_empty()) {
+            crate::affinity::check(&s.cores).map_err(|e| Error::Plan(format!("stage '{}' on {}: {e}", s.name, s.device)))?;
+        }
         let mut workers = vec![];
         let n = stages.len();
+        let (started, starts) = bounded::<Result<()>>(n);
         for (i, stage) in stages.into_iter().enumerate() {
             let last = i + 1 == n;
             let (tx, next_rx) = bounded::<Job>(inflight);
-            let (graph, slot_back, trace) = (graph.clone(), slots.0.clone(), trace.clone());
+            let (graph, slot_back, trace, started) = (graph.clone(), slots.0.clone(), trace.clone(), started.clone());
             let input = rx;
             rx = next_rx;
             let handle = std::thread::Builder::new()
@@ -121,32 +135,37 @@ impl Pipeline {
                 .spawn(move || {
                     let stage = Arc::new(stage);
                     let serving = stage.clone();
-                    let work: Box<dyn FnOnce() + Send> = Box::new(move || for mut job in input {
-                        if job.failed.is_none() {
-                            let t0 = Instant::now();
-                            if let Err(e) = run_stage(&stage, &graph, &mut job.values) {
-                                job.failed = Some(e);
+                    // Pinned where the loop runs: `serve` may move it to another thread.
+                    let work: Box<dyn FnOnce() + Send> = Box::new(move || {
+                        let pinned = if stage.cores.is_empty() { Ok(()) } else { crate::affinity::pin_current(&stage.cores) };
+                        let _ = started.send(pinned.map_err(|e| Error::Plan(format!("stage '{}' on {}: {e}", stage.name, stage.device))));
+                        for mut job in input {
+                            if job.failed.is_none() {
+                                let t0 = Instant::now();
+                                if let Err(e) = run_stage(&stage, &graph, &mut job.values) {
+                                    job.failed = Some(e);
+                                }
+                                if let Some(tr) = &trace {
+                                    let lane = match stage.work { Work::Compute { .. } => Lane::Compute, Work::Copy { .. } => Lane::Copy };
+                                    let bytes = match stage.work { Work::Copy { bytes } => bytes, _ => 0 };
+                                    tr.record(Span { request: job.id, stage: stage.name.clone(), device: stage.device.clone(), lane, start: t0, end: Instant::now(), predicted_ms: stage.predicted_ms, bytes });
+                                }
                             }
-                            if let Some(tr) = &trace {
-                                let lane = match stage.work { Work::Compute { .. } => Lane::Compute, Work::Copy { .. } => Lane::Copy };
-                                let bytes = match stage.work { Work::Copy { bytes } => bytes, _ => 0 };
-                                tr.record(Span { request: job.id, stage: stage.name.clone(), device: stage.device.clone(), lane, start: t0, end: Instant::now(), predicted_ms: stage.predicted_ms, bytes });
+                            if last {
+                                let result = match job.failed.take() {
+                                    Some(e) => Err(e),
+                                    None => super::graph_outputs(&graph, &job.values),
+                                };
+                                if let Some(tr) = &trace {
+                                    tr.finish(job.id, job.submitted);
+                                }
+                                // The slot first: a caller woken by the reply may submit at once and must
+                                // find the slot this request held free again.
+                                let _ = slot_back.send(());
+                                job.reply.set(result);
+                            } else if tx.send(job).is_err() {
+                                break;
                             }
-                        }
-                        if last {
-                            let result = match job.failed.take() {
-                                Some(e) => Err(e),
-                                None => super::graph_outputs(&graph, &job.values),
-                            };
-                            if let Some(tr) = &trace {
-                                tr.finish(job.id, job.submitted);
-                            }
-                            // The slot first: a caller woken by the reply may submit at once and must
-                            // find the slot this request held free again.
-                            let _ = slot_back.send(());
-                            job.reply.set(result);
-                        } else if tx.send(job).is_err() {
-                            break;
                         }
                     });
                     // The stage's executable picks where its runs start (the CPU's one-thread pool).
@@ -157,6 +176,10 @@ impl Pipeline {
                 })
                 .map_err(|e| Error::Plan(format!("cannot start a pipeline worker: {e}")))?;
             workers.push(handle);
+        }
+        drop(started);
+        for r in starts.iter().take(n) {
+            r?;
         }
         Ok(Pipeline { graph, entry: Some(entry), slots, when_full, workers, next_id: Default::default(), trace, inflight })
     }

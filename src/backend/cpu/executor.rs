@@ -138,9 +138,10 @@ impl CpuExecutable {
         Ok(CpuExecutable { steps, num_slots, constants, inputs, outputs, profile: Profile::from_env(), budget: crate::budget::default_budget(), threads: super::threads::Threads::Global, peak_live: Default::default(), peak_unplanned: Default::default(), arena, arena_on: Arena::enabled() })
     }
 
-    /// Runs on a pool of `threads` workers (None: the process's global pool, one per core).
-    pub fn with_threads(mut self, threads: Option<usize>) -> Result<Self> {
-        self.threads = super::threads::Threads::new(threads)?;
+    /// Runs on a pool of `threads` workers (None: the process's global pool, one per core) on
+    /// `cores` (empty: anywhere; given: one worker per core unless `threads` says otherwise).
+    pub fn with_threads(mut self, threads: Option<usize>, cores: &[usize]) -> Result<Self> {
+        self.threads = super::threads::Threads::new(threads, cores)?;
         Ok(self)
     }
 

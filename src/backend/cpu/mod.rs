@@ -77,7 +77,7 @@ impl Backend for CpuBackend {
     }
 
     fn compile(&self, graph: Arc<Graph>, options: &super::CompileOptions) -> Result<Arc<dyn Executable>> {
-        Ok(Arc::new(CpuExecutable::new(graph)?.with_budget(options.mem_budget).with_threads(options.threads)?))
+        Ok(Arc::new(CpuExecutable::new(graph)?.with_budget(options.mem_budget).with_threads(options.threads, options.cores_for("cpu"))?))
     }
 }
 

@@ -24,44 +24,69 @@ pub const MAX_THREADS: usize = 1024;
 pub enum Threads {
     /// The process's global pool.
     Global,
-    /// One thread: the calling thread's own one-worker pool.
-    Solo,
-    /// A pool of that many workers, shared by every executable asking for the count.
+    /// One thread: the calling thread's own one-worker pool (on these cores; empty: anywhere).
+    Solo(Vec<usize>),
+    /// A pool of that many workers, shared by every executable asking for the count and cores.
     Pool(Arc<rayon::ThreadPool>),
 }
 
 impl Threads {
-    pub fn new(threads: Option<usize>) -> Result<Threads> {
-        match threads {
+    /// `threads` workers (None: one per core, or one per core given), on `cores` (empty: anywhere).
+    pub fn new(threads: Option<usize>, cores: &[usize]) -> Result<Threads> {
+        if !cores.is_empty() {
+            crate::affinity::check(cores)?;
+        }
+        match threads.or((!cores.is_empty()).then_some(cores.len())) {
             None => Ok(Threads::Global),
             Some(n) if n == 0 || n > MAX_THREADS => Err(Error::Input(format!("threads must be between 1 and {MAX_THREADS}, got {n}"))),
-            Some(1) => Ok(Threads::Solo),
-            Some(n) => pool(n).map(Threads::Pool),
+            Some(1) => Ok(Threads::Solo(cores.to_vec())),
+            Some(n) => pool(n, cores).map(Threads::Pool),
         }
     }
 }
 
-fn build(threads: usize) -> Result<rayon::ThreadPool> {
+/// A pool of `threads` workers, each moved onto `cores` (checked by the caller) as it starts.
+fn build(threads: usize, cores: &[usize]) -> Result<rayon::ThreadPool> {
+    let on = cores.to_vec();
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(move |i| format!("hetsched-cpu{threads}-{i}"))
+        .start_handler(move |_| {
+            if !on.is_empty() {
+                // Checked when the pool was asked for; a worker left anywhere still computes.
+                let _ = crate::affinity::pin_current(&on);
+            }
+        })
         .build()
         .map_err(|e| Error::DeviceUnavailable { device: "cpu".into(), reason: format!("starting {threads} threads: {e}") })
 }
 
 thread_local! {
-    static SOLO: std::cell::OnceCell<Option<rayon::ThreadPool>> = const { std::cell::OnceCell::new() };
+    /// This thread's one-worker pools, one per core set asked for.
+    static SOLO: std::cell::RefCell<HashMap<Vec<usize>, Option<Arc<rayon::ThreadPool>>>> = Default::default();
 }
 
-/// The pool of `threads` workers, made once per count and shared by every executable asking for it.
-fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
-    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+/// The calling thread's one-worker pool on `cores` (None: no thread could start).
+fn solo_pool(cores: &[usize]) -> Option<Arc<rayon::ThreadPool>> {
+    SOLO.with(|pools| pools.borrow_mut().entry(cores.to_vec()).or_insert_with(|| build(1, cores).ok().map(Arc::new)).clone())
+}
+
+/// Already on a one-worker pool (a solo run inside a solo run's kernel, or a served loop).
+fn on_one_worker_pool() -> bool {
+    rayon::current_num_threads() == 1 && rayon::current_thread_index().is_some()
+}
+
+/// The pool of `threads` workers on `cores`, made once per count and cores and shared by every
+/// executable asking for them.
+fn pool(threads: usize, cores: &[usize]) -> Result<Arc<rayon::ThreadPool>> {
+    static POOLS: OnceLock<Mutex<HashMap<(usize, Vec<usize>), Arc<rayon::ThreadPool>>>> = OnceLock::new();
     let mut pools = POOLS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = pools.get(&threads) {
+    let key = (threads, cores.to_vec());
+    if let Some(p) = pools.get(&key) {
         return Ok(p.clone());
     }
-    let p = Arc::new(build(threads)?);
-    pools.insert(threads, p.clone());
+    let p = Arc::new(build(threads, cores)?);
+    pools.insert(key, p.clone());
     Ok(p)
 }
 
@@ -99,13 +124,12 @@ pub fn run<R: Send>(threads: &Threads, f: impl FnOnce() -> R + Send) -> R {
         Threads::Pool(p) => p.install(|| with_helper(f)),
         Threads::Global if rayon::current_thread_index().is_some() => in_place(f),
         Threads::Global => with_helper(f),
-        // Already on a one-worker pool (a solo run inside a solo run's kernel): stay.
-        Threads::Solo if rayon::current_num_threads() == 1 && rayon::current_thread_index().is_some() => f(),
-        Threads::Solo => SOLO.with(|cell| match cell.get_or_init(|| build(1).ok()) {
+        Threads::Solo(_) if on_one_worker_pool() => f(),
+        Threads::Solo(cores) => match solo_pool(cores) {
             Some(p) => p.install(f),
             // No thread to start: the global pool, rather than no run.
             None => with_helper(f),
-        }),
+        },
     }
 }
 
@@ -115,10 +139,10 @@ pub fn run<R: Send>(threads: &Threads, f: impl FnOnce() -> R + Send) -> R {
 /// workers: their runs keep the usual hand-over.
 pub fn serve(threads: &Threads, work: impl FnOnce() + Send) {
     match threads {
-        Threads::Solo if !(rayon::current_num_threads() == 1 && rayon::current_thread_index().is_some()) => SOLO.with(|cell| match cell.get_or_init(|| build(1).ok()) {
+        Threads::Solo(cores) if !on_one_worker_pool() => match solo_pool(cores) {
             Some(p) => p.install(work),
             None => work(),
-        }),
+        },
         _ => work(),
     }
 }
@@ -333,7 +357,7 @@ mod tests {
 
     #[test]
     fn a_served_loop_of_one_thread_runs_each_run_where_it_stands() {
-        let solo = Threads::new(Some(1)).unwrap();
+        let solo = Threads::new(Some(1), &[]).unwrap();
         let caller = std::thread::current().id();
         // Outside a served loop a solo run is handed to the caller's one worker and back.
         assert_ne!(run(&solo, || std::thread::current().id()), caller);
@@ -347,22 +371,34 @@ mod tests {
         });
         assert_eq!(seen, vec![(true, 1); 3], "each run in place, on one thread");
         // Shared pools are never held by a loop.
-        let two = Threads::new(Some(2)).unwrap();
+        let two = Threads::new(Some(2), &[]).unwrap();
         serve(&two, || assert_eq!(std::thread::current().id(), caller));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn runs_given_cores_run_there() {
+        let last = *crate::affinity::allowed().unwrap().last().unwrap();
+        for threads in [Some(1), Some(2), None] {
+            let on = Threads::new(threads, &[last]).unwrap();
+            assert_eq!(run(&on, || crate::affinity::allowed().unwrap()), vec![last], "{threads:?}");
+        }
+        assert!(matches!(Threads::new(None, &[last]).unwrap(), Threads::Solo(_)), "one core given: one thread");
+        assert!(Threads::new(Some(1), &[last + 1]).err().expect("a core not there").to_string().contains("not one this process may run on"));
     }
 
     #[test]
     fn pools_have_their_thread_count_and_are_shared() {
-        let one = Threads::new(Some(1)).unwrap();
+        let one = Threads::new(Some(1), &[]).unwrap();
         assert_eq!(run(&one, rayon::current_num_threads), 1);
         // Each calling thread has its own solo worker: two callers do not wait for each other.
         let here = run(&one, || std::thread::current().id());
-        let there = std::thread::spawn(move || run(&Threads::new(Some(1)).unwrap(), || std::thread::current().id())).join().unwrap();
+        let there = std::thread::spawn(move || run(&Threads::new(Some(1), &[]).unwrap(), || std::thread::current().id())).join().unwrap();
         assert_ne!(here, there);
-        let three = Threads::new(Some(3)).unwrap();
+        let three = Threads::new(Some(3), &[]).unwrap();
         assert_eq!(run(&three, rayon::current_num_threads), 3);
-        assert!(Arc::ptr_eq(&pool(3).unwrap(), &pool(3).unwrap()));
-        assert!(Threads::new(Some(0)).is_err() && Threads::new(Some(MAX_THREADS + 1)).is_err());
+        assert!(Arc::ptr_eq(&pool(3, &[]).unwrap(), &pool(3, &[]).unwrap()));
+        assert!(Threads::new(Some(0), &[]).is_err() && Threads::new(Some(MAX_THREADS + 1), &[]).is_err());
         // A run with the helper returns f's value, and a panic in f still ends the scope.
         assert_eq!(run(&three, || 7), 7);
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&three, || panic!("kernel"))));
@@ -372,7 +408,7 @@ mod tests {
 
     #[test]
     fn a_busy_machine_runs_loops_on_the_calling_thread_for_a_while() {
-        let pool = Threads::new(Some(2)).unwrap();
+        let pool = Threads::new(Some(2), &[]).unwrap();
         // (Set directly, not by `preempted`, so a slow test machine cannot outlast it.)
         ASIDE_UNTIL.store(now_ns() + 60_000_000_000, Ordering::Relaxed);
         assert_eq!(run(&pool, || (width(), min_len(3))), (1, usize::MAX));

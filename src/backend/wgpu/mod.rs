@@ -22,6 +22,9 @@ pub struct Context {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub has_f16: bool,
+    /// Threads the driver started while the device opened (lavapipe's rasteriser and queue
+    /// threads), moved onto the cores a session gives wgpu.
+    pub driver_threads: Vec<i32>,
     pipelines: Mutex<HashMap<(Kernel, String, Vec<Elem>), Arc<wgpu::ComputePipeline>>>,
 }
 
@@ -61,7 +64,13 @@ static CONTEXT: OnceLock<std::result::Result<Arc<Context>, String>> = OnceLock::
 /// `HETSCHED_WGPU_POWER=low|high` sets the preference) and opens a device on it.
 pub fn context() -> Result<Arc<Context>> {
     CONTEXT
-        .get_or_init(|| pollster::block_on(open()))
+        .get_or_init(|| {
+            let (opened, started) = crate::affinity::threads_started_by(|| pollster::block_on(open()));
+            opened.map(|mut ctx| {
+                Arc::get_mut(&mut ctx).expect("a context just opened is not shared").driver_threads = started;
+                ctx
+            })
+        })
         .clone()
         .map_err(|reason| Error::DeviceUnavailable { device: "wgpu".into(), reason })
 }
@@ -104,7 +113,7 @@ async fn open() -> std::result::Result<Arc<Context>, String> {
         })
         .await
         .map_err(|e| format!("adapter '{}' refused a device: {e}", info.name))?;
-    Ok(Arc::new(Context { device, queue, info, limits, has_f16, pipelines: Mutex::new(HashMap::new()) }))
+    Ok(Arc::new(Context { device, queue, info, limits, has_f16, driver_threads: vec![], pipelines: Mutex::new(HashMap::new()) }))
 }
 
 pub struct WgpuBackend {
@@ -147,6 +156,11 @@ impl Backend for WgpuBackend {
     fn compile(&self, graph: Arc<Graph>, options: &CompileOptions) -> Result<Arc<dyn Executable>> {
         if options.f16 && !self.ctx.has_f16 {
             return Err(Error::DeviceUnavailable { device: "wgpu".into(), reason: format!("adapter '{}' lacks shader-f16", self.ctx.info.name) });
+        }
+        let cores = options.cores_for("wgpu");
+        if !cores.is_empty() {
+            // The device is the process's: its driver threads follow the latest cores asked for.
+            crate::affinity::pin_threads(&self.ctx.driver_threads, cores)?;
         }
         Ok(Arc::new(WgpuExecutable::new(self.ctx.clone(), graph, options.f16)?))
     }
