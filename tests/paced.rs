@@ -27,7 +27,7 @@ fn paced_stages_overlap() {
     let exe = hetsched::exec::compile_plan(session.graph(), &bindings, &plan, true, &CompileOptions::default()).unwrap().with_paced(["v1".to_string(), "v2".to_string()]);
     let mut stages = exe.stages();
     assert_eq!(stages.len(), 2, "two partitions, no copies yet");
-    stages.insert(1, Stage { name: "copy v1 to v2".into(), device: "v2".into(), work: Work::Copy { bytes: 1 << 20 }, predicted_ms: 2.0, paced: true });
+    stages.insert(1, Stage { name: "copy v1 to v2".into(), device: "v2".into(), work: Work::Copy { bytes: 1 << 20 }, predicted_ms: 2.0, paced: true, cores: vec![] });
     let pipeline = Pipeline::new(exe.graph().clone(), stages, Some(4), WhenFull::Block, true).unwrap();
     let t0 = Instant::now();
     let tickets: Vec<_> = (0..50).map(|_| pipeline.submit(ordered(&session, &ins)).unwrap()).collect();
