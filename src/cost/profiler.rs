@@ -389,18 +389,9 @@ pub fn measure(backend: &dyn Backend, options: ProfileOptions, progress: Progres
     }
     let elementwise = points.get(&OpClass::Elementwise).cloned().unwrap_or_default();
     let bandwidth = Curve::new(elementwise).map_err(crate::error::Error::Profile)?;
-    let mut compute: BTreeMap<OpClass, Vec<(f64, f64, bool)>> = BTreeMap::new();
-    for &(b, s) in busy.iter().filter(|(b, _)| b.class.compute_bound()) {
-        // A product the memory roof explains says nothing of the compute rate: the roofline's
-        // memory term predicts it.
-        let memory_bound = bandwidth.seconds(b.work.bytes).unwrap_or(0.0) >= 0.5 * s;
-        compute.entry(b.class).or_default().push((b.work.flops, b.work.flops / s, memory_bound));
-    }
-    for (class, pts) in compute {
-        // Unless the roof explains them all (a bandwidth measured while the machine was busy):
-        // a class without a curve would be predicted from nothing.
-        let all_memory_bound = pts.iter().all(|p| p.2);
-        points.entry(class).or_default().extend(pts.into_iter().filter(|p| all_memory_bound || !p.2).map(|(size, rate, _)| (size, rate)));
+    let timed: Vec<(OpClass, f64, f64, f64)> = busy.iter().filter(|(b, _)| b.class.compute_bound()).map(|&(b, s)| (b.class, b.work.flops, b.work.bytes, s)).collect();
+    for (class, pts) in compute_points(&timed, &bandwidth) {
+        points.entry(class).or_default().extend(pts);
     }
     let mut rates = BTreeMap::new();
     for (class, pts) in points {
@@ -458,6 +449,27 @@ pub fn host_memory_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The (FLOPs, FLOP/s) points of each compute-bound class from its timed benchmarks (class,
+/// FLOPs, bytes, seconds). A product the memory roof explains (`bandwidth` would take at least
+/// half its time just to move its bytes) says nothing of the compute rate, so it is left out,
+/// unless the roof explains every one of the class's products: a bandwidth measured while the
+/// machine was busy can come out that low, and a class without a curve would be predicted from
+/// nothing.
+fn compute_points(timed: &[(OpClass, f64, f64, f64)], bandwidth: &Curve) -> BTreeMap<OpClass, Vec<(f64, f64)>> {
+    let mut by_class: BTreeMap<OpClass, Vec<(f64, f64, bool)>> = BTreeMap::new();
+    for &(class, flops, bytes, s) in timed {
+        let memory_bound = bandwidth.seconds(bytes).unwrap_or(0.0) >= 0.5 * s;
+        by_class.entry(class).or_default().push((flops, flops / s, memory_bound));
+    }
+    by_class
+        .into_iter()
+        .map(|(class, pts)| {
+            let all_memory_bound = pts.iter().all(|p| p.2);
+            (class, pts.into_iter().filter(|p| all_memory_bound || !p.2).map(|(size, rate, _)| (size, rate)).collect())
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,6 +492,24 @@ mod tests {
                 assert!(close(bytes, b.work.bytes), "{}: nodes move {bytes} B, credited {}", b.label, b.work.bytes);
             }
         }
+    }
+
+    /// Products the memory roof explains are left out of their class's curve, unless it
+    /// explains them all. Bandwidth 1 GB/s: 1 MB takes 1 ms to move.
+    #[test]
+    fn products_the_memory_roof_explains_are_left_out_unless_all_are() {
+        let bandwidth = Curve::flat(1e9);
+        let timed = [
+            // 1 MB in 1 ms: the roof explains it. 1 MB in 4 ms: the roof takes a quarter.
+            (OpClass::Gemm, 1e6, 1e6, 1e-3),
+            (OpClass::Gemm, 8e6, 1e6, 4e-3),
+            // Every conv is explained: all are kept.
+            (OpClass::Conv, 1e6, 1e6, 1e-3),
+            (OpClass::Conv, 2e6, 2e6, 1.5e-3),
+        ];
+        let pts = compute_points(&timed, &bandwidth);
+        assert_eq!(pts[&OpClass::Gemm], vec![(8e6, 2e9)]);
+        assert_eq!(pts[&OpClass::Conv], vec![(1e6, 1e9), (2e6, 2e6 / 1.5e-3)]);
     }
 
     /// A fan keeps every copy: `len` pools of the one input, each an output.
