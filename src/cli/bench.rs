@@ -63,6 +63,13 @@ struct Measured {
     inflight: usize,
 }
 
+/// Whether the stages run on the CPU and on a wgpu adapter that is itself the CPU (lavapipe):
+/// they then compete for the same cores unless given their own.
+fn shares_host_cores(stages: &[hetsched::exec::pipeline::Stage]) -> bool {
+    let on = |d: &str| stages.iter().any(|s| s.device == d);
+    on("cpu") && on("wgpu") && hetsched::backend::by_name("wgpu").is_ok_and(|b| b.info().details.iter().any(|(k, v)| k == "type" && v == "Cpu"))
+}
+
 fn percentile(v: &mut [f64], q: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     v[((v.len() as f64 - 1.0) * q).round() as usize]
@@ -87,6 +94,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
     let many = a.splits.len() * a.batch.len() > 1;
     let mut results: Vec<Measured> = vec![];
     let mut replicas: BTreeMap<usize, f64> = BTreeMap::new();
+    let mut hinted = false;
     for &batch in &a.batch {
         let dims = DimArgs { batch, seq: a.seq, dims: a.dims.clone() };
         let bindings = dims.bindings(&graph)?;
@@ -95,6 +103,10 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
         for split in &a.splits {
             super::peak_rss(true);
             let (bound, stages, memory, single, exe) = stages_for(split, &graph, &bindings, &a)?;
+            if !hinted && a.timeline.cores.spec.is_none() && shares_host_cores(&stages) {
+                hinted = true;
+                eprintln!("note: '{split}' runs stages on the CPU and on a software GPU (lavapipe) that share this machine's cores; --cores cpu=0,wgpu=1 gives each its own (README: Benchmarks of splits)");
+            }
             let pipeline = Pipeline::new(bound, stages, a.inflight, WhenFull::Block, true)?;
             for _ in 0..2 {
                 pipeline.submit(inputs.clone())?.wait()?;
