@@ -36,8 +36,11 @@ impl Link {
     }
 
     /// [`Link::fit`], then a size curve through the samples: each copy's bandwidth once the
-    /// fitted latency is taken off.
+    /// fitted latency is taken off. The samples are first made non-decreasing in size
+    /// ([`monotone`]): a larger copy never takes less time, and a small copy measured below
+    /// a smaller one is timer noise.
     pub fn fit_with_curve(samples: &[(u64, f64)]) -> Option<Link> {
+        let samples = &monotone(samples);
         let mut l = Link::fit(samples)?;
         let pts: Vec<(f64, f64)> = samples.iter().filter(|(b, t)| *b > 0 && *t > 0.0).map(|&(b, t)| (b as f64, b as f64 / ((t - l.latency_us * 1e-3).max(0.05 * t) * 1e-3))).collect();
         l.curve = Curve::new(pts).ok().filter(|c| !c.is_empty());
@@ -92,9 +95,44 @@ impl Link {
     }
 }
 
+/// `(bytes, ms)` samples sorted by size with their times made non-decreasing: adjacent samples
+/// out of order are pooled into their mean until none is (pool adjacent violators, the least
+/// squares fit under that order).
+pub fn monotone(samples: &[(u64, f64)]) -> Vec<(u64, f64)> {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by_key(|s| s.0);
+    // Blocks of (sum of times, count), each block's mean no less than the one before.
+    let mut blocks: Vec<(f64, usize)> = vec![];
+    for &(_, t) in &sorted {
+        blocks.push((t, 1));
+        while blocks.len() > 1 {
+            let (b, a) = (blocks[blocks.len() - 1], blocks[blocks.len() - 2]);
+            if a.0 / a.1 as f64 <= b.0 / b.1 as f64 {
+                break;
+            }
+            blocks.pop();
+            *blocks.last_mut().unwrap() = (a.0 + b.0, a.1 + b.1);
+        }
+    }
+    let times = blocks.iter().flat_map(|&(sum, n)| std::iter::repeat_n(sum / n as f64, n));
+    sorted.iter().zip(times).map(|(&(b, _), t)| (b, t)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn samples_out_of_order_are_pooled() {
+        // 16 KiB and 64 KiB measured below 4 KiB: the three become their mean, 0.003 ms.
+        let got = monotone(&[(65536, 0.0005), (4096, 0.008), (16384, 0.0005), (262144, 0.01)]);
+        let want = [(4096, 0.003), (16384, 0.003), (65536, 0.003), (262144, 0.01)];
+        for (g, w) in got.iter().zip(want) {
+            assert!(g.0 == w.0 && (g.1 - w.1).abs() < 1e-12, "{got:?}");
+        }
+        let ordered = [(1, 1.0), (2, 2.0), (4, 2.0)];
+        assert_eq!(monotone(&ordered), ordered.to_vec());
+    }
 
     #[test]
     fn latency_plus_bytes_over_bandwidth() {
