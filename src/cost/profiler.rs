@@ -271,37 +271,22 @@ pub fn transfer_sizes(quick: bool) -> Vec<u64> {
     (12..=26).step_by(if quick { 4 } else { 2 }).map(|p| 1u64 << p).collect()
 }
 
-/// A graph that uploads `copies` tensors of `n` floats and downloads one float of each:
-/// Slice(x_i, 0:1).
-fn upload_model(n: usize, copies: usize) -> Result<crate::graph::Graph> {
+/// A graph that uploads `n` floats and downloads one: Slice(x, 0:1).
+fn upload_model(n: usize) -> Result<crate::graph::Graph> {
     let mut m = ModelBuilder::new();
+    m.input("x", FLOAT, &[&n.to_string()]);
     m.init("s", &Tensor::from_i64(&[1], vec![0])?).init("e", &Tensor::from_i64(&[1], vec![1])?);
-    for i in 0..copies {
-        let (x, y) = (format!("x{i}"), format!("y{i}"));
-        m.input(&x, FLOAT, &[&n.to_string()]);
-        m.node("Slice", &[x.as_str(), "s", "e"], &[y.as_str()], vec![]).output(&y);
-    }
+    m.node("Slice", &["x", "s", "e"], &["y"], vec![]).output("y");
     crate::onnx::load_model_bytes(&m.bytes())?.bind(&Default::default(), Some(&crate::backend::cpu::eval_node))
 }
 
-/// A graph that uploads `copies` tensors of `n` floats and downloads them unchanged (Identity):
-/// against [`upload_model`], which uploads as much and downloads one float of each, the
-/// difference is the downloads.
-fn echo_model(n: usize, copies: usize) -> Result<crate::graph::Graph> {
+/// A graph that uploads `n` floats and downloads them unchanged (Identity): against
+/// [`upload_model`], which uploads as much and downloads one, the difference is the download.
+fn echo_model(n: usize) -> Result<crate::graph::Graph> {
     let mut m = ModelBuilder::new();
-    for i in 0..copies {
-        let (x, y) = (format!("x{i}"), format!("y{i}"));
-        m.input(&x, FLOAT, &[&n.to_string()]);
-        m.node("Identity", &[x.as_str()], &[y.as_str()], vec![]).output(&y);
-    }
+    m.input("x", FLOAT, &[&n.to_string()]);
+    m.node("Identity", &["x"], &["y"], vec![]).output("y");
     crate::onnx::load_model_bytes(&m.bytes())?.bind(&Default::default(), Some(&crate::backend::cpu::eval_node))
-}
-
-/// Copies of `bytes` each timed together, so that the copies of a small size add up to a
-/// difference well above a run's jitter (a 4 KiB copy takes a microsecond or two; a run's
-/// time wanders by more): 256 KiB in all, at most 32 copies.
-fn copies_per_sample(bytes: u64) -> usize {
-    ((256 << 10) / bytes.max(1)).clamp(1, 32) as usize
 }
 
 /// Median of paired differences `a − b`, the two run alternately (so drift cancels): at least
@@ -323,21 +308,21 @@ fn paired_diff_ms(a: &dyn Executable, xa: &[Tensor], b: &dyn Executable, xb: &[T
 }
 
 /// Measured (bytes, ms) copies host→device and device→host, each the difference of two runs
-/// that differ only in those copies, over the copies timed together ([`copies_per_sample`]).
-/// `launch_ms` is the one launch per copy the download's baseline has more (its Slice).
+/// that differ only in that copy. `launch_ms` is the one launch the download's baseline has
+/// more (its Slice).
 pub fn measure_transfers(backend: &dyn Backend, quick: bool, budget: Duration, launch_ms: f64, progress: &mut dyn FnMut(&str)) -> Result<(Vec<(u64, f64)>, Vec<(u64, f64)>)> {
     let timer = Timer { backend, budget };
+    let one = vec![rand_tensor(&[1], 3)];
+    let base = timer.compile(upload_model(1)?)?;
     let (mut up, mut down) = (vec![], vec![]);
     for bytes in transfer_sizes(quick) {
         progress(&format!("copy {} KiB", bytes >> 10));
-        let (n, copies) = ((bytes / 4) as usize, copies_per_sample(bytes));
-        let ones: Vec<Tensor> = (0..copies).map(|i| rand_tensor(&[1], 3 + i as u64)).collect();
-        let x: Vec<Tensor> = (0..copies).map(|i| rand_tensor(&[n], 4 + i as u64)).collect();
-        let base = timer.compile(upload_model(1, copies)?)?;
-        let sliced = timer.compile(upload_model(n, copies)?)?;
-        let echo = timer.compile(echo_model(n, copies)?)?;
-        let u = paired_diff_ms(&*sliced, &x, &*base, &ones, budget)? / copies as f64;
-        let d = paired_diff_ms(&*echo, &x, &*sliced, &x, budget)? / copies as f64 + launch_ms;
+        let n = (bytes / 4) as usize;
+        let x = [rand_tensor(&[n], 4)];
+        let sliced = timer.compile(upload_model(n)?)?;
+        let echo = timer.compile(echo_model(n)?)?;
+        let u = paired_diff_ms(&*sliced, &x, &*base, &one, budget)?;
+        let d = paired_diff_ms(&*echo, &x, &*sliced, &x, budget)? + launch_ms;
         up.push((bytes, u.max(1e-4)));
         down.push((bytes, d.max(1e-4)));
     }
