@@ -68,7 +68,12 @@ thread_local! {
 
 /// The calling thread's one-worker pool on `cores` (None: no thread could start).
 fn solo_pool(cores: &[usize]) -> Option<Arc<rayon::ThreadPool>> {
-    SOLO.with(|pools| pools.borrow_mut().entry(cores.to_vec()).or_insert_with(|| build(1, cores).ok().map(Arc::new)).clone())
+    SOLO.with(|pools| {
+        if let Some(p) = pools.borrow().get(cores) {
+            return p.clone();
+        }
+        pools.borrow_mut().entry(cores.to_vec()).or_insert_with(|| build(1, cores).ok().map(Arc::new)).clone()
+    })
 }
 
 /// Already on a one-worker pool (a solo run inside a solo run's kernel, or a served loop).

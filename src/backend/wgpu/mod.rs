@@ -66,16 +66,13 @@ pub fn context() -> Result<Arc<Context>> {
     CONTEXT
         .get_or_init(|| {
             let (opened, started) = crate::affinity::threads_started_by(|| pollster::block_on(open()));
-            opened.map(|mut ctx| {
-                Arc::get_mut(&mut ctx).expect("a context just opened is not shared").driver_threads = started;
-                ctx
-            })
+            opened.map(|ctx| Arc::new(Context { driver_threads: started, ..ctx }))
         })
         .clone()
         .map_err(|reason| Error::DeviceUnavailable { device: "wgpu".into(), reason })
 }
 
-async fn open() -> std::result::Result<Arc<Context>, String> {
+async fn open() -> std::result::Result<Context, String> {
     let instance = wgpu::Instance::new(
         // Vulkan, Metal, DX12 by default (GL probing through EGL is noisy); WGPU_BACKEND=gl opts in.
         wgpu::InstanceDescriptor { backends: wgpu::Backends::PRIMARY, ..wgpu::InstanceDescriptor::new_without_display_handle() }.with_env(),
@@ -113,7 +110,7 @@ async fn open() -> std::result::Result<Arc<Context>, String> {
         })
         .await
         .map_err(|e| format!("adapter '{}' refused a device: {e}", info.name))?;
-    Ok(Arc::new(Context { device, queue, info, limits, has_f16, driver_threads: vec![], pipelines: Mutex::new(HashMap::new()) }))
+    Ok(Context { device, queue, info, limits, has_f16, driver_threads: vec![], pipelines: Mutex::new(HashMap::new()) })
 }
 
 pub struct WgpuBackend {
