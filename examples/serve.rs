@@ -3,7 +3,7 @@
 //! every request through `submit` (pipelined across `--devices` when given); a full pipeline
 //! answers 503 with `Retry-After`; a malformed request 400 with the reason; an unknown model 404.
 //!
-//! `cargo run --release --example serve -- MODEL [--port 8000] [--devices cpu,wgpu] [--name NAME] [--inflight K]`
+//! `cargo run --release --example serve -- MODEL [--port 8000] [--devices cpu,wgpu] [--name NAME] [--inflight K] [--threads N] [--cores cpu=0-3,wgpu=4]`
 //!
 //! ```sh
 //! curl -s localhost:8000/v2/models/unet_tiny
@@ -232,7 +232,7 @@ fn arg(args: &[String], key: &str) -> Option<String> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(model) = args.first().filter(|a| !a.starts_with("--")).cloned() else {
-        eprintln!("usage: serve MODEL [--port N] [--devices LIST] [--name NAME] [--inflight K]");
+        eprintln!("usage: serve MODEL [--port N] [--devices LIST] [--name NAME] [--inflight K] [--threads N] [--cores DEVICE=CORES,...]");
         std::process::exit(2);
     };
     let path = std::path::PathBuf::from(&model);
@@ -244,7 +244,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let port: u16 = arg(&args, "--port").map(|p| p.parse()).transpose()?.unwrap_or(8000);
     let devices: Vec<String> = arg(&args, "--devices").map(|d| d.split(',').map(String::from).collect()).unwrap_or_default();
     let inflight: Option<usize> = arg(&args, "--inflight").map(|k| k.parse()).transpose()?;
-    let options = SessionOptions { devices, inflight: inflight.or(Some(8)), when_full: WhenFull::Busy, ..Default::default() };
+    let threads: Option<usize> = arg(&args, "--threads").map(|k| k.parse()).transpose()?;
+    // Inference on cores of its own, away from the server's network threads if the user wants.
+    let cores = arg(&args, "--cores").map(|c| hetsched::affinity::parse_map(&c)).transpose()?.unwrap_or_default();
+    let options = SessionOptions { devices, inflight: inflight.or(Some(8)), when_full: WhenFull::Busy, threads, cores, ..Default::default() };
     let session = Session::from_path(&file, options)?;
     let metadata = metadata(&name, &session)?;
     let app = Arc::new(App { name: name.clone(), session, metadata });

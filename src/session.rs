@@ -176,6 +176,9 @@ impl Session {
 
     pub fn from_graph(graph: Graph, options: SessionOptions) -> Result<Session> {
         let backend = backend::by_name(&options.device)?;
+        for (device, cores) in &options.cores {
+            crate::affinity::check(cores).map_err(|e| Error::Input(format!("cores for {device}: {}", match e { Error::Input(m) => m, e => e.to_string() })))?;
+        }
         Ok(Session { graph, backend, options, plans: Mutex::new(HashMap::new()), output_axes: Mutex::new(None) })
     }
 
