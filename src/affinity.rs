@@ -13,35 +13,29 @@ use std::collections::BTreeMap;
 /// Cores per device name; a device not named runs anywhere.
 pub type CoreMap = BTreeMap<String, Vec<usize>>;
 
+/// The most cores a set can name (glibc's `CPU_SETSIZE`).
+pub const MAX_CORE: usize = 1024;
+
 /// Parses a core list such as `0`, `0-3` or `0,2,4-5` into sorted, distinct core numbers.
 pub fn parse_list(text: &str) -> Result<Vec<usize>> {
+    // Every number is bounded before a range is expanded, so `0-99999999` cannot fill memory.
+    let number = |s: &str| match s.trim().parse::<usize>() {
+        Ok(c) if c >= MAX_CORE => Err(Error::Input(format!("core {c} is beyond the {MAX_CORE} cores this build can address"))),
+        Ok(c) => Ok(c),
+        Err(_) => Err(Error::Input(format!("'{s}' in core list '{text}' is not a core number"))),
+    };
     let mut cores = vec![];
     for part in text.split(',').map(str::trim) {
-        let number = |s: &str| {
-            s.trim().parse::<usize>().map_err(|_| {
-                Error::Input(format!("'{s}' in core list '{text}' is not a core number"))
-            })
-        };
         match part.split_once('-') {
             Some((a, b)) => {
                 let (a, b) = (number(a)?, number(b)?);
                 if a > b {
                     return Err(Error::Input(format!("core range '{part}' runs backwards")));
                 }
-                if b >= MAX_CORE {
-                    return Err(Error::Input(format!(
-                        "core {b} is beyond the {MAX_CORE} cores this build can address"
-                    )));
-                }
                 cores.extend(a..=b);
             }
             None => cores.push(number(part)?),
         }
-    }
-    if let Some(&c) = cores.iter().find(|&&c| c >= MAX_CORE) {
-        return Err(Error::Input(format!(
-            "core {c} is beyond the {MAX_CORE} cores this build can address"
-        )));
     }
     cores.sort_unstable();
     cores.dedup();
@@ -57,9 +51,7 @@ pub fn parse_map(text: &str) -> Result<CoreMap> {
         if let Some((device, parts)) = entry {
             let cores = parse_list(&parts.join(","))?;
             if map.insert(device.clone(), cores).is_some() {
-                return Err(Error::Input(format!(
-                    "device '{device}' is given cores twice in '{text}'"
-                )));
+                return Err(Error::Input(format!("device '{device}' is given cores twice in '{text}'")));
             }
         }
         Ok(())
@@ -69,20 +61,14 @@ pub fn parse_map(text: &str) -> Result<CoreMap> {
             Some((device, list)) => {
                 let device = device.trim();
                 if device.is_empty() {
-                    return Err(Error::Input(format!(
-                        "'{token}' in '{text}' names no device (expected DEVICE=CORES)"
-                    )));
+                    return Err(Error::Input(format!("'{token}' in '{text}' names no device (expected DEVICE=CORES)")));
                 }
                 finish(current.take(), &mut map)?;
                 current = Some((device.to_string(), vec![list]));
             }
             None => match current.as_mut() {
                 Some((_, parts)) => parts.push(token),
-                None => {
-                    return Err(Error::Input(format!(
-                        "'{text}' must start with DEVICE=CORES, such as cpu=0,wgpu=1"
-                    )))
-                }
+                None => return Err(Error::Input(format!("'{text}' must start with DEVICE=CORES, such as cpu=0,wgpu=1"))),
             },
         }
     }
@@ -90,21 +76,15 @@ pub fn parse_map(text: &str) -> Result<CoreMap> {
     Ok(map)
 }
 
-/// The most cores a set can name (glibc's `CPU_SETSIZE`).
-pub const MAX_CORE: usize = 1024;
-
-/// Checks that every core is one this process may run on, so a typo fails before any thread
-/// moves.
+/// Checks that every core is one this process may run on ([`allowed`]), so a typo fails before
+/// any thread moves.
 pub fn check(cores: &[usize]) -> Result<()> {
     if cores.is_empty() {
         return Err(Error::Input("an empty core list".into()));
     }
     let allowed = allowed()?;
     match cores.iter().find(|c| !allowed.contains(c)) {
-        Some(c) => Err(Error::Input(format!(
-            "core {c} is not one this process may run on (allowed: {})",
-            describe(&allowed)
-        ))),
+        Some(c) => Err(Error::Input(format!("core {c} is not one this process may run on (allowed: {})", describe(&allowed)))),
         None => Ok(()),
     }
 }
@@ -118,11 +98,7 @@ pub fn describe(cores: &[usize]) -> String {
         while j + 1 < cores.len() && cores[j + 1] == cores[j] + 1 {
             j += 1;
         }
-        out.push(if j == i {
-            cores[i].to_string()
-        } else {
-            format!("{}-{}", cores[i], cores[j])
-        });
+        out.push(if j == i { cores[i].to_string() } else { format!("{}-{}", cores[i], cores[j]) });
         i = j + 1;
     }
     out.join(",")
@@ -142,23 +118,22 @@ mod os {
         set
     }
 
-    /// The cores this process may run on.
-    pub fn allowed() -> Result<Vec<usize>> {
+    /// The cores thread `tid` (0: the calling thread) may run on.
+    pub fn cores_of(tid: i32) -> Result<Vec<usize>> {
         // SAFETY: as in `set_of`.
         let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: pid 0 is the calling thread; the size is the set's own.
-        if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) }
-            != 0
-        {
-            return Err(Error::Input(format!(
-                "reading this thread's cores: {}",
-                std::io::Error::last_os_error()
-            )));
+        // SAFETY: the size is the set's own; a bad tid is an error return.
+        if unsafe { libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+            return Err(Error::Input(format!("reading thread {tid}'s cores: {}", std::io::Error::last_os_error())));
         }
         // SAFETY: reading bits of an initialised set, each index below CPU_SETSIZE.
-        Ok((0..MAX_CORE)
-            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-            .collect())
+        Ok((0..MAX_CORE).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect())
+    }
+
+    /// The main thread's id, which is the process's.
+    pub fn main_thread() -> i32 {
+        // SAFETY: getpid has no preconditions.
+        unsafe { libc::getpid() }
     }
 
     /// Moves thread `tid` (0: the calling thread) onto `cores`; a thread that has exited
@@ -166,29 +141,19 @@ mod os {
     pub fn pin(tid: i32, cores: &[usize]) -> Result<()> {
         let set = set_of(cores);
         // SAFETY: a valid set of its own size; a stale tid gives ESRCH, not undefined behaviour.
-        if unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) }
-            != 0
-        {
+        if unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::ESRCH) {
                 return Ok(());
             }
-            return Err(Error::Input(format!(
-                "moving thread {tid} onto cores {}: {e}",
-                describe(cores)
-            )));
+            return Err(Error::Input(format!("moving thread {tid} onto cores {}: {e}", describe(cores))));
         }
         Ok(())
     }
 
     /// The ids of this process's threads now.
     pub fn thread_ids() -> Vec<i32> {
-        std::fs::read_dir("/proc/self/task")
-            .map(|dir| {
-                dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
+        std::fs::read_dir("/proc/self/task").map(|dir| dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()).unwrap_or_default()
     }
 }
 
@@ -196,16 +161,16 @@ mod os {
 mod os {
     use super::*;
 
-    pub fn allowed() -> Result<Vec<usize>> {
-        Err(Error::Input(
-            "choosing cores is supported on Linux only".into(),
-        ))
+    pub fn cores_of(_tid: i32) -> Result<Vec<usize>> {
+        Err(Error::Input("choosing cores is supported on Linux only".into()))
+    }
+
+    pub fn main_thread() -> i32 {
+        0
     }
 
     pub fn pin(_tid: i32, _cores: &[usize]) -> Result<()> {
-        Err(Error::Input(
-            "choosing cores is supported on Linux only".into(),
-        ))
+        Err(Error::Input("choosing cores is supported on Linux only".into()))
     }
 
     pub fn thread_ids() -> Vec<i32> {
@@ -213,7 +178,19 @@ mod os {
     }
 }
 
-pub use os::{allowed, thread_ids};
+pub use os::thread_ids;
+
+/// The cores this process may run on: its main thread's. Not the calling thread's, which may
+/// already be pinned to another device's cores (a pipeline stage, a pool worker) and would then
+/// refuse cores the process has.
+pub fn allowed() -> Result<Vec<usize>> {
+    os::cores_of(os::main_thread())
+}
+
+/// The cores the calling thread may run on now.
+pub fn current() -> Result<Vec<usize>> {
+    os::cores_of(0)
+}
 
 /// Moves the calling thread onto `cores`; threads it starts afterwards inherit them.
 pub fn pin_current(cores: &[usize]) -> Result<()> {
@@ -233,10 +210,7 @@ pub fn pin_threads(tids: &[i32], cores: &[usize]) -> Result<()> {
 pub fn threads_started_by<R>(f: impl FnOnce() -> R) -> (R, Vec<i32>) {
     let before = thread_ids();
     let r = f();
-    let started = thread_ids()
-        .into_iter()
-        .filter(|t| !before.contains(t))
-        .collect();
+    let started = thread_ids().into_iter().filter(|t| !before.contains(t)).collect();
     (r, started)
 }
 
@@ -252,20 +226,11 @@ mod tests {
         assert_eq!(map["cpu"], vec![0, 1]);
         assert_eq!(map["wgpu"], vec![2]);
         assert_eq!(parse_map("cpu=0-3").unwrap()["cpu"], vec![0, 1, 2, 3]);
-        for (bad, says) in [
-            ("0,x", "not a core number"),
-            ("3-1", "backwards"),
-            ("5000", "beyond"),
-        ] {
+        for (bad, says) in [("0,x", "not a core number"), ("3-1", "backwards"), ("5000", "beyond"), ("0-99999999", "beyond")] {
             let e = parse_list(bad).unwrap_err().to_string();
             assert!(e.contains(says), "{bad}: {e}");
         }
-        for (bad, says) in [
-            ("0,wgpu=1", "must start with DEVICE=CORES"),
-            ("cpu=0,cpu=1", "twice"),
-            ("=1", "names no device"),
-            ("cpu=", "not a core number"),
-        ] {
+        for (bad, says) in [("0,wgpu=1", "must start with DEVICE=CORES"), ("cpu=0,cpu=1", "twice"), ("=1", "names no device"), ("cpu=", "not a core number")] {
             let e = parse_map(bad).unwrap_err().to_string();
             assert!(e.contains(says), "{bad}: {e}");
         }
@@ -275,16 +240,18 @@ mod tests {
     #[test]
     fn a_thread_moves_onto_its_cores_and_its_children_inherit_them() {
         let allowed = allowed().unwrap();
-        let first = allowed[0];
-        let (seen, child) = std::thread::spawn(move || {
+        let (first, last) = (allowed[0], *allowed.last().unwrap());
+        let (seen, child, moved_again) = std::thread::spawn(move || {
             pin_current(&[first]).unwrap();
-            let child = std::thread::spawn(|| allowed_now()).join().unwrap();
-            (allowed_now(), child)
+            let child = std::thread::spawn(|| current().unwrap()).join().unwrap();
+            let seen = current().unwrap();
+            // A pinned thread may still be given any core of the process's, not only its own.
+            pin_current(&[last]).unwrap();
+            (seen, child, current().unwrap())
         })
         .join()
         .unwrap();
-        assert_eq!(seen, vec![first]);
-        assert_eq!(child, vec![first]);
+        assert_eq!((seen, child, moved_again), (vec![first], vec![first], vec![last]));
         let beyond = allowed.iter().max().unwrap() + 1;
         let e = pin_current(&[beyond]).unwrap_err().to_string();
         assert!(e.contains("not one this process may run on"), "{e}");
@@ -300,7 +267,7 @@ mod tests {
             let h = std::thread::spawn(move || {
                 tx.send(()).unwrap();
                 stop_rx.recv().ok();
-                allowed_now()
+                current().unwrap()
             });
             rx.recv().unwrap();
             h
@@ -309,10 +276,5 @@ mod tests {
         pin_threads(&started, &[first]).unwrap();
         stop_tx.send(()).unwrap();
         assert_eq!(handle.join().unwrap(), vec![first]);
-    }
-
-    #[cfg(target_os = "linux")]
-    fn allowed_now() -> Vec<usize> {
-        allowed().unwrap()
     }
 }

@@ -106,7 +106,7 @@ struct CoresSeen {
 
 impl Executable for CoresSeen {
     fn run(&self, inputs: Vec<Tensor>) -> hetsched::Result<Vec<Tensor>> {
-        self.seen.lock().unwrap().push(hetsched::affinity::allowed()?);
+        self.seen.lock().unwrap().push(hetsched::affinity::current()?);
         self.inner.run(inputs)
     }
 }
