@@ -133,8 +133,10 @@ impl Pipeline {
             let handle = std::thread::Builder::new()
                 .name(format!("hetsched {}", stage.name))
                 .spawn(move || {
-                    let stage = Arc::new(stage);
-                    let serving = stage.clone();
+                    let serving = match &stage.work {
+                        Work::Compute { exe, .. } => Some(exe.clone()),
+                        Work::Copy { .. } => None,
+                    };
                     // Pinned where the loop runs: `serve` may move it to another thread.
                     let work: Box<dyn FnOnce() + Send> = Box::new(move || {
                         let pinned = if stage.cores.is_empty() { Ok(()) } else { crate::affinity::pin_current(&stage.cores) };
@@ -169,9 +171,9 @@ impl Pipeline {
                         }
                     });
                     // The stage's executable picks where its runs start (the CPU's one-thread pool).
-                    match &serving.work {
-                        Work::Compute { exe, .. } => exe.serve(work),
-                        Work::Copy { .. } => work(),
+                    match serving {
+                        Some(exe) => exe.serve(work),
+                        None => work(),
                     }
                 })
                 .map_err(|e| Error::Plan(format!("cannot start a pipeline worker: {e}")))?;
